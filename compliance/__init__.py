@@ -1,0 +1,1 @@
+"""The law's figures and the regulator-order ledger. Imports only ``events``."""

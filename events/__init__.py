@@ -1,0 +1,18 @@
+"""The contract: input event models, the alert record, and the detector interface.
+
+The bottom layer: it imports nothing else from Stormwatch.
+"""
+
+from events.alerts import ALERT_KINDS, Alert, Subject, alert_id, raise_alert
+from events.decode import DeadLetter, decode
+from events.detector import Context, Detector
+from events.models import (
+    INPUT_TOPICS, TOPIC_BY_TYPE, Account, AnyEvent, Engagement, Item, Order, PlatformAction, Post, Report,
+    Target, Tick, format_ts, message_key,
+)
+
+__all__ = [
+    "ALERT_KINDS", "Account", "Alert", "AnyEvent", "Context", "DeadLetter", "Detector", "Engagement",
+    "INPUT_TOPICS", "Item", "Order", "PlatformAction", "Post", "Report", "Subject", "TOPIC_BY_TYPE",
+    "Target", "Tick", "alert_id", "decode", "format_ts", "message_key", "raise_alert",
+]

@@ -1,0 +1,103 @@
+"""The ``Alert`` output record, its deterministic id, and version bookkeeping.
+
+An alert's id comes from what it is about (kind + subject + window), never from a counter or a
+clock, so the same situation gets the same id in ``replay``, in ``demo`` and on any number of
+Kafka workers. Its ``version`` grows when the finding grows; consumers keep the latest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import MutableMapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from events.models import format_ts
+
+Severity = Literal["info", "warning", "critical"]
+SubjectType = Literal["campaign", "post", "target", "order", "platform", "account"]
+
+ALERT_KINDS = (
+    "water_army_campaign",
+    "viral_spread",
+    "legal_threshold",
+    "violence_surge",
+    "illegal_marketing",
+    "order_overdue",
+    "order_refused",
+    "continued_dissemination",
+    "duty_refusal",
+)
+
+
+class Subject(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    type: SubjectType
+    id: str
+
+
+class Alert(BaseModel):
+    """One version of a finding, as it goes out on the ``alerts`` topic."""
+
+    model_config = ConfigDict(extra="allow")
+
+    alert_id: str
+    version: int = Field(ge=1)
+    kind: str
+    severity: Severity
+    platform: str
+    subject: Subject
+    ts: str
+    first_ts: str
+    summary: str
+    legal_refs: list[str] = []
+    aggravating: list[str] = []
+    evidence: dict[str, Any] = {}
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+def alert_id(kind: str, subject_type: str, subject_id: str, window: str = "") -> str:
+    """``<kind>-<20 hex>``: readable kind, fixed length whatever the subject id."""
+    digest = hashlib.blake2b(f"{kind}\x1f{subject_type}\x1f{subject_id}\x1f{window}".encode(), digest_size=10)
+    return f"{kind}-{digest.hexdigest()}"
+
+
+def raise_alert(
+    book: MutableMapping[str, list],
+    *,
+    kind: str,
+    subject: tuple[str, str],
+    window: str = "",
+    ts: float,
+    severity: Severity,
+    platform: str,
+    summary: str,
+    legal_refs: list[str] | None = None,
+    aggravating: list[str] | None = None,
+    evidence: dict[str, Any] | None = None,
+) -> Alert:
+    """Build the next version of an alert, recording ``[version, first_ts]`` in ``book``.
+
+    ``book`` is a plain JSON-able dict the detector keeps inside its own state, so versions
+    survive restarts with the rest of that state.
+    """
+    aid = alert_id(kind, subject[0], subject[1], window)
+    version, first = book.get(aid, (0, ts))
+    book[aid] = [version + 1, first]
+    return Alert(
+        alert_id=aid,
+        version=version + 1,
+        kind=kind,
+        severity=severity,
+        platform=platform,
+        subject=Subject(type=subject[0], id=subject[1]),
+        ts=format_ts(ts),
+        first_ts=format_ts(first),
+        summary=summary,
+        legal_refs=legal_refs or [],
+        aggravating=aggravating or [],
+        evidence=evidence or {},
+    )

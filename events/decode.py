@@ -1,0 +1,78 @@
+"""Turning raw bytes into validated events, or into dead letters that say why not.
+
+One function, :func:`decode`, is used by ``replay``, ``demo`` and the Kafka worker, so the
+same line is accepted or rejected the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from pydantic import TypeAdapter, ValidationError
+
+from events.models import AnyEvent, InputEvent
+
+MAX_MESSAGE = 1 << 20  # 1 MiB
+MAX_RAW_KEPT = 64 << 10  # dead letters keep at most 64 KiB of the original
+
+_adapter: TypeAdapter[AnyEvent] = TypeAdapter(InputEvent)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A rejected input. ``reason`` is a short label for metrics; ``error`` is for people."""
+
+    error: str
+    reason: str
+    raw: str
+    source: str
+
+    def to_record(self) -> dict:
+        """The contract's dead-letter record; ``ts`` is the wall-clock time of rejection."""
+        return {
+            "error": self.error,
+            "raw": self.raw,
+            "source": self.source,
+            "ts": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+            "reason": self.reason,
+        }
+
+
+def _raw_text(raw: bytes) -> str:
+    return raw[:MAX_RAW_KEPT].decode("utf-8", errors="replace")
+
+
+def _describe(err: ValidationError) -> tuple[str, str]:
+    """Name the field and the problem of the first error: ``post.ts: Input should have timezone info``."""
+    first = err.errors(include_url=False)[0]
+    kind = first["type"]
+    if kind == "json_invalid":
+        return "invalid_json", f"not valid JSON or not UTF-8: {first['msg'].removeprefix('Invalid JSON: ')}"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        if not first["loc"]:
+            return "not_object", "not a JSON object"
+    if kind == "union_tag_not_found":
+        return "missing_type", "type: missing (every event needs a 'type')"
+    if kind == "union_tag_invalid":
+        tag = first.get("ctx", {}).get("tag")
+        return "unknown_type", f"type: unknown event type {tag!r}"
+    field = ".".join(str(part) for part in first["loc"]) or "(event)"
+    got = first.get("input")
+    shown = "" if isinstance(got, (dict, list)) or kind == "missing" else f" (got {json.dumps(got, ensure_ascii=False)[:80]})"
+    more = len(err.errors()) - 1
+    extra = f"; and {more} more error{'s' if more > 1 else ''}" if more else ""
+    reason = "missing_field" if kind == "missing" else "invalid_field"
+    return reason, f"{field}: {first['msg']}{shown}{extra}"
+
+
+def decode(raw: bytes, source: str) -> AnyEvent | DeadLetter:
+    """Validate one JSON message. Never raises: bad input becomes a :class:`DeadLetter`."""
+    if len(raw) > MAX_MESSAGE:
+        return DeadLetter(f"message is {len(raw)} bytes, over the 1 MiB limit", "too_large", _raw_text(raw), source)
+    try:
+        return _adapter.validate_json(raw, strict=True)
+    except ValidationError as err:
+        reason, error = _describe(err)
+        return DeadLetter(error, reason, _raw_text(raw), source)

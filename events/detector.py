@@ -1,0 +1,45 @@
+"""The interface every detector implements, and the context the engine hands it.
+
+A detector is a plain object: validated event in, alerts out. It never touches Kafka, files
+or clocks. Its state lives in ``ctx.state``, a mapping from the detector's key to a JSON-able
+value: a ``dict`` in process, a changelogged Faust table on Kafka. Write a changed value back
+(``ctx.state[key] = record``); mutating a nested value in place is not seen by a table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, MutableMapping
+from typing import Any, ClassVar, Protocol
+
+from events.alerts import Alert
+from events.models import AnyEvent
+
+
+class Context(Protocol):
+    """What a detector may use while handling one key."""
+
+    state: MutableMapping[str, Any]
+    watermark: float  # event time (Unix s) up to which the input is taken as complete
+
+    def set_timer(self, key: str, at: float) -> None:
+        """Call ``on_timer(key)`` once the watermark reaches ``at`` (replaces an earlier timer)."""
+
+    def cancel_timer(self, key: str) -> None: ...
+
+
+class Detector(Protocol):
+    """A rule over one keyed stream of events.
+
+    ``name`` names its state (and its Kafka stage). ``event_types`` are the ``type`` values it
+    takes. ``keys`` says which state keys an event touches: this is the partitioning, so two
+    events that must meet in one state share a key.
+    """
+
+    name: ClassVar[str]
+    event_types: ClassVar[frozenset[str]]
+
+    def keys(self, event: AnyEvent) -> Iterable[str]: ...
+
+    def on_event(self, event: AnyEvent, key: str, ctx: Context) -> list[Alert]: ...
+
+    def on_timer(self, key: str, ctx: Context) -> list[Alert]: ...

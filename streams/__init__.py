@@ -1,0 +1,1 @@
+"""Plumbing on top: engine routing and watermark, local runner, Faust app, CLI, simulator."""

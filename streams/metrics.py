@@ -1,0 +1,22 @@
+"""Prometheus metrics shared by the worker and ``demo`` (one registry per process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+EVENTS = Counter("stormwatch_events", "Input messages received, by topic (or file).", ["topic"], registry=REGISTRY)
+DEADLETTERS = Counter("stormwatch_deadletter", "Inputs rejected to the dead-letter output, by reason.", ["reason"], registry=REGISTRY)
+ALERTS = Counter("stormwatch_alerts", "Alert versions raised, by kind.", ["kind"], registry=REGISTRY)
+LATENCY = Histogram(
+    "stormwatch_processing_seconds",
+    "Time to validate and process one event through a stage.",
+    ["stage"],
+    buckets=(0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0),
+    registry=REGISTRY,
+)
+
+
+def exposition() -> bytes:
+    return generate_latest(REGISTRY)

@@ -1,0 +1,14 @@
+"""Which detectors run. The one place a new detector is switched on."""
+
+from __future__ import annotations
+
+from compliance.ledger import OrderLedger
+from events import Detector
+from streams.settings import Settings
+
+
+def build_detectors(settings: Settings) -> list[Detector]:
+    detectors: list[Detector] = [OrderLedger(settings.ledger)]
+    names = [d.name for d in detectors]
+    assert len(names) == len(set(names)), f"detector names must be unique: {names}"
+    return detectors

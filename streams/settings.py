@@ -1,0 +1,34 @@
+"""Every setting in one object, read from ``STORMWATCH_*`` environment variables.
+
+Detector settings are nested models defined beside each detector and set with a double
+underscore, e.g. ``STORMWATCH_LEDGER__...``. Defaults work on a laptop.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from compliance.ledger import LedgerSettings
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STORMWATCH_", env_nested_delimiter="__", frozen=True)
+
+    broker: str = Field("kafka://127.0.0.1:9092", description="Kafka bootstrap (worker, produce).")
+    app_id: str = Field("stormwatch", description="Faust app id: consumer group and table topic prefix.")
+    partitions: int = Field(4, ge=1, description="Partitions of the input and stage topics (must match pre-created topics).")
+    replication: int = Field(1, ge=1, description="Replication factor of the topics Stormwatch creates.")
+    store: str = Field("rocksdb://", description="Faust table store: rocksdb:// in production, memory:// for tests.")
+    data_dir: Path = Field(Path("stormwatch-data"), description="Where the worker keeps RocksDB state.")
+    web_host: str = Field("127.0.0.1", description="Address the worker's and demo's web server binds to.")
+    web_port: int = Field(6066, description="Port of the worker's web server (metrics, health).")
+    allowed_lateness_s: float = Field(30.0, ge=0, description="Event-time lateness allowed before a deadline fires.")
+    tick_interval_s: float = Field(
+        5.0, ge=0, description="Worker: send a wall-clock tick to every input partition this often (0 = off). "
+        "Turn it off when feeding historical data through Kafka.",
+    )
+
+    ledger: LedgerSettings = LedgerSettings()
