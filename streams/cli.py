@@ -73,5 +73,46 @@ def replay(file: Path, alerts_out: str, deadletter_out: str | None) -> None:
     )
 
 
+@main.command()
+@click.option("--broker", envvar="STORMWATCH_BROKER", default=None,
+              help="Kafka bootstrap, e.g. kafka://127.0.0.1:9092 (or STORMWATCH_BROKER).")
+@click.option("--web-port", type=int, default=None, help="Port of the web server (metrics, health, API).")
+@click.option("--loglevel", "-l", default="warning", show_default=True, help="Faust log level.")
+def worker(broker: str | None, web_port: int | None, loglevel: str) -> None:
+    """Run a Faust worker on Kafka. Start as many side by side as there are partitions.
+
+    Reads the contract's input topics, writes `alerts` and `deadletter`. State lives in
+    changelogged tables, so a restarted worker picks up where it stopped.
+    """
+    from streams.app import create_app, topic_names
+    from streams.produce import ensure_topics
+
+    overrides = {k: v for k, v in {"broker": broker, "web_port": web_port}.items() if v is not None}
+    settings = Settings(**overrides)
+    ensure_topics(settings, topic_names(settings))
+    app = create_app(settings)
+    sys.argv = ["stormwatch", "worker", "--loglevel", loglevel, "--web-port", str(settings.web_port),
+                "--web-host", settings.web_host]
+    app.main()
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--broker", envvar="STORMWATCH_BROKER", default=None,
+              help="Kafka bootstrap (or STORMWATCH_BROKER).")
+def produce(file: Path, broker: str | None) -> None:
+    """Send a JSON Lines FILE to the input topics, each line to the topic of its `type`.
+
+    Keys are the contract's natural ids; `tick` lines go to every partition of every input
+    topic; lines that cannot be routed go to `deadletter`.
+    """
+    from streams.produce import produce_file
+
+    settings = Settings(**({"broker": broker} if broker else {}))
+    report = produce_file(file, settings)
+    click.echo(f"sent {report.sent} events, {report.ticks} ticks (to every partition), "
+               f"{report.deadletters} unroutable lines to deadletter", err=True)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

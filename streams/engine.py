@@ -108,8 +108,20 @@ class Engine:
             wm = self.watermarks[partition] = Watermark(self.sources, self.lateness)
         return wm
 
-    def process(self, event: AnyEvent, source: str | None = None, partition: int = 0) -> list[Alert]:
-        """Handle one event: advance time (firing due timers), then route the event."""
+    def reset(self) -> None:
+        """Forget in-memory timer heaps and watermarks (after a Kafka rebalance)."""
+        self.watermarks.clear()
+        for stage in self.stages:
+            stage.heaps.clear()
+
+    def process(
+        self, event: AnyEvent, source: str | None = None, partition: int = 0, key: str | None = None
+    ) -> list[Alert]:
+        """Handle one event: advance time (firing due timers), then route the event.
+
+        ``key`` restricts routing to that one key: on Kafka a stage message was already routed
+        to the partition of one of the event's keys.
+        """
         wm = self.watermark(partition)
         alerts: list[Alert] = []
         if wm.observe(source or self.sources[0], event.epoch):
@@ -118,8 +130,8 @@ class Engine:
             return alerts
         for stage in self.by_type.get(event.type, ()):
             ctx = stage.context(partition, wm.value)
-            for key in stage.detector.keys(event):
-                alerts.extend(stage.detector.on_event(event, key, ctx))
+            for k in stage.detector.keys(event) if key is None else (key,):
+                alerts.extend(stage.detector.on_event(event, k, ctx))
             if ctx.heap and ctx.heap[0][0] <= wm.value:
                 alerts.extend(self._fire_stage(stage, partition, wm.value))
         return alerts

@@ -1,0 +1,182 @@
+"""The Faust worker: thin agents around the engine core.
+
+Two kinds of agent, both boring on purpose:
+
+* ``ingest`` reads the contract's input topics, validates each message (bad ones go to
+  ``deadletter``), and forwards each valid event to the stage topic of every detector that
+  takes its type, keyed by that detector's key, with the source ``topic/partition`` in a header.
+  Ticks are forwarded to every partition of those stage topics.
+* one ``stage`` agent per detector reads its stage topic and runs an :class:`Engine` over that
+  one detector, with Faust tables (changelogged) as state; alerts go to ``alerts``.
+
+A stage partition's event time is the minimum over its source partitions (see
+``streams.engine``), so alerts do not depend on how Kafka interleaves the sources.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timezone
+
+import faust
+import orjson
+
+from events import INPUT_TOPICS, TOPIC_BY_TYPE, DeadLetter, Detector, Tick, decode
+from streams import metrics
+from streams.engine import Engine
+from streams.registry import build_detectors
+from streams.settings import Settings
+
+log = logging.getLogger("stormwatch.worker")
+SOURCE_HEADER = "stormwatch-source"
+
+
+def stage_topic_name(settings: Settings, detector: Detector) -> str:
+    return f"{settings.app_id}-stage-{detector.name}"
+
+
+def stage_sources(settings: Settings, detector: Detector) -> list[str]:
+    """The input ``topic/partition`` sources whose time a stage partition waits for."""
+    topics = sorted({TOPIC_BY_TYPE[t] for t in detector.event_types})
+    return [f"{topic}/{p}" for topic in topics for p in range(settings.partitions)]
+
+
+def topic_names(settings: Settings) -> list[str]:
+    """Every topic the worker reads or writes, besides Faust's own changelogs."""
+    stages = [stage_topic_name(settings, d) for d in build_detectors(settings)]
+    return [*INPUT_TOPICS, "alerts", "deadletter", *stages]
+
+
+def _header(headers: object, name: str) -> str | None:
+    items = headers.items() if isinstance(headers, dict) else (headers or [])
+    for key, value in items:
+        if key == name:
+            return value.decode() if isinstance(value, bytes) else str(value)
+    return None
+
+
+def tick_json(epoch: float) -> bytes:
+    ts = datetime.fromtimestamp(epoch, timezone.utc).isoformat().replace("+00:00", "Z")
+    return orjson.dumps({"type": "tick", "ts": ts})
+
+
+def create_app(settings: Settings | None = None) -> faust.App:
+    settings = settings or Settings()
+    app = faust.App(
+        settings.app_id,
+        broker=settings.broker,
+        store=settings.store,
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        consumer_auto_offset_reset="earliest",
+        processing_guarantee="at_least_once",
+        table_standby_replicas=0,
+    )
+    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    inputs = app.topic(*INPUT_TOPICS, **raw)
+    alerts_topic = app.topic("alerts", **raw)
+    deadletter_topic = app.topic("deadletter", **raw)
+    detectors = build_detectors(settings)
+    stage_topics = {d.name: app.topic(stage_topic_name(settings, d), partitions=settings.partitions, **raw)
+                    for d in detectors}
+    takers: dict[str, list[Detector]] = {}
+    for d in detectors:
+        for etype in d.event_types:
+            takers.setdefault(etype, []).append(d)
+
+    async def dead_letter(letter: DeadLetter) -> None:
+        metrics.DEADLETTERS.labels(letter.reason).inc()
+        await deadletter_topic.send(value=orjson.dumps(letter.to_record()))
+
+    @app.agent(inputs, name="ingest")
+    async def ingest(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            message = event.message
+            source = f"{message.topic}/{message.partition}"
+            metrics.EVENTS.labels(message.topic).inc()
+            try:
+                parsed = decode(event.value or b"", f"{source}@{message.offset}")
+                if isinstance(parsed, DeadLetter):
+                    await dead_letter(parsed)
+                    continue
+                headers = {SOURCE_HEADER: source.encode()}
+                if isinstance(parsed, Tick):
+                    for d in detectors:
+                        if message.topic in {TOPIC_BY_TYPE[t] for t in d.event_types}:
+                            for p in range(settings.partitions):
+                                await stage_topics[d.name].send(value=event.value, partition=p, headers=headers)
+                    continue
+                for d in takers.get(parsed.type, ()):
+                    for key in d.keys(parsed):
+                        await stage_topics[d.name].send(key=key.encode(), value=event.value, headers=headers)
+            except Exception as err:  # a bad message must never stop the agent
+                log.exception("ingest failed on %s", source)
+                await dead_letter(DeadLetter(f"ingest failed: {err!r}", "worker_error",
+                                             (event.value or b"")[:65536].decode("utf-8", "replace"), source))
+
+    for detector in detectors:
+        _stage_agent(app, settings, detector, stage_topics[detector.name], alerts_topic, dead_letter)
+
+    if settings.tick_interval_s > 0:
+        @app.timer(settings.tick_interval_s)
+        async def wall_clock_tick() -> None:
+            """Advance event time with no traffic, so deadlines fire on a quiet live stream."""
+            value = tick_json(time.time())
+            for topic in INPUT_TOPICS:
+                for p in range(settings.partitions):
+                    await app.topic(topic, **raw).send(value=value, partition=p)
+
+    @app.page("/metrics")
+    async def metrics_page(web, request):  # noqa: ANN001 - Faust view signature
+        return web.bytes(metrics.exposition(), content_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.page("/healthz")
+    async def healthz(web, request):  # noqa: ANN001
+        return web.json({"status": "ok"})
+
+    return app
+
+
+def _stage_agent(app: faust.App, settings: Settings, detector: Detector, topic: faust.TopicT,
+                 alerts_topic: faust.TopicT, dead_letter) -> None:
+    tables = {
+        name: app.Table(name, default=None, partitions=settings.partitions,
+                        schema=faust.Schema(key_serializer="json", value_serializer="json"))
+        for name in (detector.name, f"{detector.name}-timers")
+    }
+    engine = Engine([detector], state_factory=tables.__getitem__,
+                    sources=stage_sources(settings, detector), lateness=settings.allowed_lateness_s)
+
+    @app.on_partitions_revoked.connect
+    async def forget_partitions(*_args, **_kwargs) -> None:
+        """Rebuilt from the tables on next use: another worker may own them now."""
+        engine.reset()
+
+    async def run(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            message = event.message
+            started = time.perf_counter()
+            source = _header(event.headers or message.headers, SOURCE_HEADER) or "unknown"
+            try:
+                parsed = decode(event.value or b"", f"{message.topic}/{message.partition}@{message.offset}")
+                if isinstance(parsed, DeadLetter):
+                    await dead_letter(parsed)
+                    continue
+                key = message.key.decode() if message.key else None
+                for alert in engine.process(parsed, source=source, partition=message.partition, key=key):
+                    metrics.ALERTS.labels(alert.kind).inc()
+                    await alerts_topic.send(key=alert.alert_id.encode(), value=alert.to_json())
+            except Exception as err:
+                log.exception("stage %s failed", detector.name)
+                await dead_letter(DeadLetter(f"detector {detector.name} failed: {err!r}", "detector_error",
+                                             (event.value or b"")[:65536].decode("utf-8", "replace"), source))
+            finally:
+                metrics.LATENCY.labels(detector.name).observe(time.perf_counter() - started)
+
+    run.__name__ = f"stage_{detector.name}"
+    app.agent(topic, name=f"stage-{detector.name}")(run)
