@@ -33,19 +33,22 @@ SOURCE_HEADER = "stormwatch-source"
 
 
 def stage_topic_name(settings: Settings, detector: Detector) -> str:
-    return f"{settings.app_id}-stage-{detector.name}"
+    return settings.topic(f"{settings.app_id}-stage-{detector.name}")
 
 
 def stage_sources(settings: Settings, detector: Detector) -> list[str]:
     """The input ``topic/partition`` sources whose time a stage partition waits for."""
-    topics = sorted({TOPIC_BY_TYPE[t] for t in detector.event_types})
-    return [f"{topic}/{p}" for topic in topics for p in range(settings.partitions)]
+    return [f"{topic}/{p}" for topic in input_topics_of(settings, detector) for p in range(settings.partitions)]
+
+
+def input_topics_of(settings: Settings, detector: Detector) -> list[str]:
+    return sorted({settings.topic(TOPIC_BY_TYPE[t]) for t in detector.event_types})
 
 
 def topic_names(settings: Settings) -> list[str]:
     """Every topic the worker reads or writes, besides Faust's own changelogs."""
     stages = [stage_topic_name(settings, d) for d in build_detectors(settings)]
-    return [*INPUT_TOPICS, "alerts", "deadletter", *stages]
+    return [settings.topic(t) for t in (*INPUT_TOPICS, "alerts", "deadletter")] + stages
 
 
 def _header(headers: object, name: str) -> str | None:
@@ -78,9 +81,10 @@ def create_app(settings: Settings | None = None) -> faust.App:
         table_standby_replicas=0,
     )
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
-    inputs = app.topic(*INPUT_TOPICS, **raw)
-    alerts_topic = app.topic("alerts", **raw)
-    deadletter_topic = app.topic("deadletter", **raw)
+    input_names = [settings.topic(t) for t in INPUT_TOPICS]
+    inputs = app.topic(*input_names, **raw)
+    alerts_topic = app.topic(settings.topic("alerts"), **raw)
+    deadletter_topic = app.topic(settings.topic("deadletter"), **raw)
     detectors = build_detectors(settings)
     stage_topics = {d.name: app.topic(stage_topic_name(settings, d), partitions=settings.partitions, **raw)
                     for d in detectors}
@@ -107,7 +111,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
                 headers = {SOURCE_HEADER: source.encode()}
                 if isinstance(parsed, Tick):
                     for d in detectors:
-                        if message.topic in {TOPIC_BY_TYPE[t] for t in d.event_types}:
+                        if message.topic in input_topics_of(settings, d):
                             for p in range(settings.partitions):
                                 await stage_topics[d.name].send(value=event.value, partition=p, headers=headers)
                     continue
@@ -127,13 +131,13 @@ def create_app(settings: Settings | None = None) -> faust.App:
         async def wall_clock_tick() -> None:
             """Advance event time with no traffic, so deadlines fire on a quiet live stream."""
             value = tick_json(time.time())
-            for topic in INPUT_TOPICS:
+            for name in input_names:
                 for p in range(settings.partitions):
-                    await app.topic(topic, **raw).send(value=value, partition=p)
+                    await app.topic(name, **raw).send(value=value, partition=p)
 
     @app.page("/metrics")
     async def metrics_page(web, request):  # noqa: ANN001 - Faust view signature
-        return web.bytes(metrics.exposition(), content_type="text/plain; version=0.0.4; charset=utf-8")
+        return web.bytes(metrics.exposition(), headers={"Content-Type": metrics.CONTENT_TYPE})
 
     @app.page("/healthz")
     async def healthz(web, request):  # noqa: ANN001

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 EVENTS = Counter("stormwatch_events", "Input messages received, by topic (or file).", ["topic"], registry=REGISTRY)
 DEADLETTERS = Counter("stormwatch_deadletter", "Inputs rejected to the dead-letter output, by reason.", ["reason"], registry=REGISTRY)

@@ -73,7 +73,7 @@ class ProduceReport:
 
 
 def produce_file(path: Path, settings: Settings) -> ProduceReport:
-    ensure_topics(settings, [*INPUT_TOPICS, "deadletter"])
+    ensure_topics(settings, [settings.topic(t) for t in (*INPUT_TOPICS, "deadletter")])
     producer = KafkaProducer(bootstrap_servers=bootstrap_servers(settings.broker), linger_ms=5, acks="all")
     report = ProduceReport()
     try:
@@ -83,15 +83,15 @@ def produce_file(path: Path, settings: Settings) -> ProduceReport:
                 letter = decode(line, f"{path.name}:{number}")
                 if not isinstance(letter, DeadLetter):  # pragma: no cover - _route and decode agree
                     letter = DeadLetter("cannot route", "unroutable", line.decode("utf-8", "replace"), path.name)
-                producer.send("deadletter", orjson.dumps(letter.to_record()))
+                producer.send(settings.topic("deadletter"), orjson.dumps(letter.to_record()))
                 report.deadletters += 1
             elif route[0] == "tick":
                 for topic in INPUT_TOPICS:
                     for p in range(settings.partitions):
-                        producer.send(topic, line, partition=p)
+                        producer.send(settings.topic(topic), line, partition=p)
                 report.ticks += 1
             else:
-                producer.send(route[0], line, key=route[1])
+                producer.send(settings.topic(route[0]), line, key=route[1])
                 report.sent += 1
         producer.flush()
     finally:

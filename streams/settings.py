@@ -18,6 +18,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STORMWATCH_", env_nested_delimiter="__", frozen=True)
 
     broker: str = Field("kafka://127.0.0.1:9092", description="Kafka bootstrap (worker, produce).")
+    topic_prefix: str = Field("", description="Prefix for every topic name (several environments on one cluster).")
     app_id: str = Field("stormwatch", description="Faust app id: consumer group and table topic prefix.")
     partitions: int = Field(4, ge=1, description="Partitions of the input and stage topics (must match pre-created topics).")
     replication: int = Field(1, ge=1, description="Replication factor of the topics Stormwatch creates.")
@@ -32,3 +33,7 @@ class Settings(BaseSettings):
     )
 
     ledger: LedgerSettings = LedgerSettings()
+
+    def topic(self, name: str) -> str:
+        """The Kafka topic of one of the contract's topics (``posts``, ``alerts``, ...)."""
+        return self.topic_prefix + name
