@@ -29,10 +29,15 @@ class LocalPipeline:
         self.events = 0
         self.deadletters = 0
         self.alerts = 0
+        self._counted: dict[str, object] = {}
+        self._latency = metrics.LATENCY.labels("local")
 
     def feed(self, raw: bytes, source: str, topic: str = "file") -> None:
         started = time.perf_counter()
-        metrics.EVENTS.labels(topic).inc()
+        counter = self._counted.get(topic)
+        if counter is None:
+            counter = self._counted[topic] = metrics.EVENTS.labels(topic)
+        counter.inc()
         event = decode(raw, source)
         if isinstance(event, DeadLetter):
             self.deadletters += 1
@@ -44,7 +49,7 @@ class LocalPipeline:
             self.alerts += 1
             metrics.ALERTS.labels(alert.kind).inc()
             self.on_alert(alert)
-        metrics.LATENCY.labels("local").observe(time.perf_counter() - started)
+        self._latency.observe(time.perf_counter() - started)
 
 
 def read_lines(path: Path) -> Iterator[tuple[int, bytes]]:

@@ -1,0 +1,14 @@
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY events ./events
+COPY compliance ./compliance
+COPY detectors ./detectors
+COPY streams ./streams
+RUN pip install --no-cache-dir .
+RUN useradd --system --home /data stormwatch && mkdir -p /data && chown stormwatch /data
+USER stormwatch
+ENV STORMWATCH_DATA_DIR=/data STORMWATCH_WEB_HOST=0.0.0.0
+EXPOSE 6066
+ENTRYPOINT ["stormwatch"]
+CMD ["worker"]

@@ -1,0 +1,121 @@
+"""``stormwatch demo``: the whole system in one process, no broker.
+
+A simulated platform hour (or a file) is fed through the same :class:`LocalPipeline` as
+``replay``, paced in event time so alerts appear as they would live, while a web server on
+127.0.0.1 serves metrics and health. It keeps serving after the feed ends, until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import orjson
+from aiohttp import web
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from events import Alert, DeadLetter
+from streams import metrics
+from streams.local import LocalPipeline, read_lines
+from streams.settings import Settings
+from streams.simulator import SimConfig, simulate_lines
+
+SEVERITY_STYLE = {"info": "cyan", "warning": "yellow", "critical": "bold red"}
+
+
+@dataclass
+class DemoOptions:
+    replay: Path | None = None
+    port: int = 8686
+    speed: float = 60.0  # event-time seconds per wall second; 0 = as fast as possible
+    seed: int = 7
+    minutes: int = 60
+    exit_when_done: bool = False
+
+
+def _feed(options: DemoOptions) -> tuple[list[tuple[str, bytes]], str]:
+    if options.replay is not None:
+        return [(f"{options.replay.name}:{n}", line) for n, line in read_lines(options.replay)], str(options.replay)
+    start = (time.time() // 60) * 60 - options.minutes * 60  # the simulated hour ends now
+    config = SimConfig(seed=options.seed, start=start, minutes=options.minutes)
+    return [(f"simulator:{n}", line) for n, line in enumerate(simulate_lines(config), 1)], "simulator"
+
+
+def _event_time(line: bytes) -> tuple[str, float] | None:
+    """The line's ``ts`` as text and Unix seconds, for pacing and the progress display."""
+    try:
+        text = orjson.loads(line)["ts"]
+        return text, datetime.fromisoformat(text).timestamp()
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
+def _web_app(state: dict) -> web.Application:
+    async def metrics_page(_request: web.Request) -> web.Response:
+        return web.Response(body=metrics.exposition(), headers={"Content-Type": metrics.CONTENT_TYPE})
+
+    async def healthz(_request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", **state})
+
+    async def index(_request: web.Request) -> web.Response:
+        return web.Response(text="Stormwatch demo. /metrics (Prometheus), /healthz.\n")
+
+    app = web.Application()
+    app.add_routes([web.get("/", index), web.get("/metrics", metrics_page), web.get("/healthz", healthz)])
+    return app
+
+
+async def run_demo(options: DemoOptions, console: Console | None = None) -> int:
+    console = console or Console()
+    settings = Settings()
+    state = {"events": 0, "alerts": 0, "fed": False}
+
+    def on_alert(alert: Alert) -> None:
+        state["alerts"] += 1
+        style = SEVERITY_STYLE.get(alert.severity, "white")
+        console.print(f"[{style}]{alert.severity.upper():8}[/] {alert.ts}  [bold]{alert.kind}[/] v{alert.version} "
+                      f"{alert.subject.type}={alert.subject.id}: {alert.summary}", highlight=False)
+
+    def on_deadletter(letter: DeadLetter) -> None:
+        console.print(f"[dim]dead letter {letter.source}: {letter.error}[/]", highlight=False)
+
+    pipeline = LocalPipeline(settings, on_alert, on_deadletter)
+    runner = web.AppRunner(_web_app(state))
+    await runner.setup()
+    site = web.TCPSite(runner, settings.web_host, options.port)
+    await site.start()
+    feed, name = _feed(options)
+    console.print(f"Stormwatch demo: feeding {len(feed):,} events from {name} at "
+                  f"{'full speed' if not options.speed else f'{options.speed:g}x event time'}; "
+                  f"metrics on http://{settings.web_host}:{options.port}/metrics")
+    progress = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[clock]}"), TimeElapsedColumn(), console=console, transient=False)
+    try:
+        with progress:
+            task = progress.add_task("events", total=len(feed), clock="")
+            wall0, event0 = time.monotonic(), None
+            for n, (source, line) in enumerate(feed, 1):
+                pipeline.feed(line, source, topic=name)
+                state["events"] = n
+                if n % 500 == 0 or n == len(feed):
+                    when = _event_time(line)
+                    progress.update(task, completed=n, clock=when[0] if when else "")
+                    if options.speed and when is not None:
+                        event0 = when[1] if event0 is None else event0
+                        ahead = (when[1] - event0) / options.speed - (time.monotonic() - wall0)
+                        if ahead > 0:
+                            await asyncio.sleep(ahead)
+                    else:
+                        await asyncio.sleep(0)
+        state["fed"] = True
+        console.print(f"done: {pipeline.events:,} events, {pipeline.deadletters:,} dead letters, "
+                      f"{pipeline.alerts:,} alert versions. Still serving; Ctrl-C stops.")
+        if not options.exit_when_done:
+            await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+    return 0

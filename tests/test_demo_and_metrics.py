@@ -1,0 +1,102 @@
+"""``stormwatch demo`` with no broker, and the Prometheus series it serves."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from events import Alert, DeadLetter
+from streams import metrics
+from streams.local import LocalPipeline
+from streams.settings import Settings
+from tests.support.events import action, lines, order, tick
+from tests.support.kafka_broker import free_port
+
+
+def samples(text: str) -> dict[tuple[str, tuple], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_metrics_count_events_dead_letters_alerts_and_latency() -> None:
+    before = samples(metrics.exposition().decode())
+    got: list[Alert] = []
+    dead: list[DeadLetter] = []
+    pipeline = LocalPipeline(Settings(), got.append, dead.append)
+    for n, line in enumerate(lines([order("m1", 0, 5), action("x", "m1", 1, "refused"), tick(9)]).splitlines()):
+        pipeline.feed(line, f"t:{n}", topic="metrics-test")
+    pipeline.feed(b"{oops", "t:9", topic="metrics-test")
+    after = samples(metrics.exposition().decode())
+
+    def delta(name: str, **labels) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert delta("stormwatch_events_total", topic="metrics-test") == 4
+    assert delta("stormwatch_deadletter_total", reason="invalid_json") == 1
+    assert delta("stormwatch_alerts_total", kind="order_refused") == 1
+    assert delta("stormwatch_alerts_total", kind="order_overdue") == 1
+    assert delta("stormwatch_processing_seconds_count", stage="local") == 3
+
+
+def start_demo(bin_: str, *args: str) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    proc = subprocess.Popen([bin_, "demo", "--port", str(port), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env={**os.environ, "COLUMNS": "200"})
+    return proc, port
+
+
+def wait_health(port: int, proc: subprocess.Popen, alerts: int, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stdout.read().decode()
+        try:
+            health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).json()
+            if health["fed"] and health["alerts"] >= alerts:
+                return health
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError("demo did not raise its alerts in time")
+
+
+def test_demo_runs_the_simulator_shows_alerts_and_serves_metrics(stormwatch_bin: str) -> None:
+    proc, port = start_demo(stormwatch_bin, "--speed", "0", "--minutes", "30")
+    try:
+        health = wait_health(port, proc, alerts=3)
+        assert health["events"] > 30_000
+        exposition = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        values = samples(exposition)
+        assert values[("stormwatch_alerts_total", (("kind", "order_refused"),))] == 1
+        assert values[("stormwatch_alerts_total", (("kind", "order_overdue"),))] == 2
+        assert values[("stormwatch_events_total", (("topic", "simulator"),))] == health["events"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out = proc.communicate(timeout=30)[0].decode()
+    assert "order_refused" in out and "order_overdue" in out
+    assert "Still serving" in out
+
+
+def test_demo_replays_a_file_then_keeps_serving(stormwatch_bin: str, tmp_path: Path) -> None:
+    src = tmp_path / "orders.jsonl"
+    src.write_bytes(lines([order("d1", 0, 10), tick(11)]) + b"garbage\n")
+    proc, port = start_demo(stormwatch_bin, "--replay", str(src), "--speed", "0")
+    try:
+        wait_health(port, proc, alerts=1)
+        time.sleep(0.5)
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200  # still serving
+        values = samples(httpx.get(f"http://127.0.0.1:{port}/metrics").text)
+        assert values[("stormwatch_deadletter_total", (("reason", "invalid_json"),))] == 1
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out = proc.communicate(timeout=30)[0].decode()
+    assert "order_overdue" in out and "dead letter orders.jsonl:3" in out
