@@ -199,6 +199,8 @@ def message_key(event: AnyEvent) -> str | None:
 
 
 def format_ts(epoch: float) -> str:
-    """RFC 3339 in UTC with a ``Z``; whole seconds print without a fraction."""
-    text = datetime.fromtimestamp(epoch, timezone.utc).isoformat()
-    return text.replace("+00:00", "Z")
+    """RFC 3339 in UTC with a ``Z``; a fraction only as long as it needs to be."""
+    text = datetime.fromtimestamp(epoch, timezone.utc).isoformat().removesuffix("+00:00")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text + "Z"
