@@ -73,6 +73,7 @@ class OrderLedger:
 
     name: ClassVar[str] = "orders"
     event_types: ClassVar[frozenset[str]] = frozenset({"order", "platform_action"})
+    ordered: ClassVar[bool] = False  # verdicts wait for the watermark; arrival order does not matter
 
     def __init__(self, settings: LedgerSettings | None = None) -> None:
         self.settings = settings or LedgerSettings()

@@ -78,11 +78,13 @@ def raise_alert(
     legal_refs: list[str] | None = None,
     aggravating: list[str] | None = None,
     evidence: dict[str, Any] | None = None,
+    shadow: bool = False,
 ) -> Alert:
     """Build the next version of an alert, recording ``[version, first_ts]`` in ``book``.
 
     ``book`` is a plain JSON-able dict the detector keeps inside its own state, so versions
-    survive restarts with the rest of that state.
+    survive restarts with the rest of that state. ``shadow`` marks an alert raised by a detector
+    in shadow mode: recorded and counted, not delivered.
     """
     aid = alert_id(kind, subject[0], subject[1], window)
     version, first = book.get(aid, (0, ts))
@@ -100,4 +102,5 @@ def raise_alert(
         legal_refs=legal_refs or [],
         aggravating=aggravating or [],
         evidence=evidence or {},
+        **({"shadow": True} if shadow else {}),
     )

@@ -26,6 +26,13 @@ class Context(Protocol):
 
     def cancel_timer(self, key: str) -> None: ...
 
+    def expire(self, key: str, until: float) -> None:
+        """Delete ``state[key]`` once the watermark passes its ``"until"`` field.
+
+        Call it once when a record is created; the record's own ``"until"`` (event time) may be
+        moved later by the detector at any time, and the engine re-checks it before deleting.
+        """
+
 
 class Detector(Protocol):
     """A rule over one keyed stream of events.
@@ -37,6 +44,9 @@ class Detector(Protocol):
 
     name: ClassVar[str]
     event_types: ClassVar[frozenset[str]]
+    # True: events reach on_event in (ts, event_id) order once the watermark passes them,
+    # whatever order they arrived in. For detectors whose verdicts depend on order.
+    ordered: ClassVar[bool]
 
     def keys(self, event: AnyEvent) -> Iterable[str]: ...
 

@@ -101,11 +101,11 @@ class Post(Event):
     parent_id: Id | None = None
     root_id: Id | None = None
     text: Text = ""
-    urls: list[str] = []
-    hashtags: list[str] = []
-    mentions: list[str] = []
-    targets: list[Target] = []
-    labels: list[Label] = []
+    urls: list[str] = Field(default_factory=list)
+    hashtags: list[str] = Field(default_factory=list)
+    mentions: list[str] = Field(default_factory=list)
+    targets: list[Target] = Field(default_factory=list)
+    labels: list[Label] = Field(default_factory=list)
     synthetic: bool = False
     account: Account | None = None
 
@@ -126,7 +126,7 @@ class Report(Event):
     reporter_id: Id
     post_id: Id | None = None
     account_id: Id | None = None
-    targets: list[Target] = []
+    targets: list[Target] = Field(default_factory=list)
     category: ReportCategory
     reporter_is_target: bool = False
     text: Text = ""
@@ -138,8 +138,8 @@ class Order(Event):
     regulator: Id
     deadline: Timestamp
     legal_basis: Text = ""
-    measures: list[Measure] = []
-    items: list[Item] = []
+    measures: list[Measure] = Field(default_factory=list)
+    items: list[Item] = Field(default_factory=list)
     case_id: Id | None = None
 
     @property
@@ -152,7 +152,7 @@ class PlatformAction(Event):
     action_id: Id
     order_id: Id | None = None
     action: ActionKind
-    items: list[Item] = []
+    items: list[Item] = Field(default_factory=list)
     note: Text = ""
 
 

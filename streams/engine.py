@@ -1,4 +1,4 @@
-"""The one engine core: event time, routing to detectors by key, and timers.
+"""The one engine core: event time, routing to detectors by key, timers and expiry.
 
 ``replay`` and ``demo`` run one :class:`Engine` over every detector with ``dict`` state; the
 Kafka worker runs one per detector stage with Faust tables as state. Same code, same verdicts.
@@ -11,6 +11,10 @@ interleaved in no fixed order; taking the minimum means a deadline fires only on
 source has moved past it, so the outcome does not depend on that interleaving. Ticks
 (``type: tick``) move a source's time forward with no data; ``stormwatch produce`` and the
 worker's wall-clock ticker send them to every partition.
+
+Ordered detectors (``ordered = True``) go one step further: their events wait in a buffer and
+are handed over in ``(ts, event_id)`` order once the watermark passes them, so even verdicts
+that depend on the order of events are the same on one worker, on three, and in ``replay``.
 """
 
 from __future__ import annotations
@@ -46,22 +50,45 @@ class Watermark:
         return False
 
 
+EXPIRY_STEP = 60.0  # expiry is checked per minute of event time: cheap, and exact enough
+
+
+@dataclass
+class _Partition:
+    """In-memory indexes of one stage on one partition; rebuilt from state after a restart."""
+
+    timers: list[tuple[float, str]]
+    expiry: dict[int, list[str]]  # minute of event time -> keys that may expire then
+    pending: list[tuple[float, str, int, AnyEvent, str | None]] = field(default_factory=list)
+    swept: int = -(2**62)  # last minute swept
+
+    def schedule(self, until: float, key: str) -> None:
+        minute = int(until // EXPIRY_STEP) + 1
+        bucket = self.expiry.get(minute if minute > self.swept else self.swept + 1)
+        if bucket is None:
+            bucket = self.expiry[minute if minute > self.swept else self.swept + 1] = []
+        bucket.append(key)
+
+
 @dataclass
 class _Context:
     """The :class:`events.Context` for one detector on one partition."""
 
     state: MutableMapping[str, Any]
-    timers: MutableMapping[str, Any]
-    heap: list[tuple[float, str]]
+    timer_state: MutableMapping[str, Any]
+    part: _Partition
     partition: int
     watermark: float = -math.inf
 
     def set_timer(self, key: str, at: float) -> None:
-        self.timers[key] = [at, self.partition]
-        heapq.heappush(self.heap, (at, key))
+        self.timer_state[key] = [at, self.partition]
+        heapq.heappush(self.part.timers, (at, key))
 
     def cancel_timer(self, key: str) -> None:
-        self.timers.pop(key, None)
+        self.timer_state.pop(key, None)
+
+    def expire(self, key: str, until: float) -> None:
+        self.part.schedule(until, key)
 
 
 @dataclass
@@ -69,17 +96,27 @@ class _Stage:
     detector: Detector
     state: MutableMapping[str, Any]
     timers: MutableMapping[str, Any]
-    heaps: dict[int, list[tuple[float, str]]] = field(default_factory=dict)
+    parts: dict[int, _Partition] = field(default_factory=dict)
+
+    @property
+    def ordered(self) -> bool:
+        return getattr(self.detector, "ordered", False)
 
     def context(self, partition: int, watermark: float) -> _Context:
-        heap = self.heaps.get(partition)
-        if heap is None:
-            # First use of this partition since start: rebuild its timer heap from the
-            # (possibly recovered) timers mapping.
-            heap = [(at, key) for key, (at, part) in list(self.timers.items()) if part == partition]
-            heapq.heapify(heap)
-            self.heaps[partition] = heap
-        return _Context(self.state, self.timers, heap, partition, watermark)
+        part = self.parts.get(partition)
+        if part is None:
+            part = self.parts[partition] = self._rebuild(partition)
+        return _Context(self.state, self.timers, part, partition, watermark)
+
+    def _rebuild(self, partition: int) -> _Partition:
+        """First use of a partition since start: index the (possibly recovered) state."""
+        timers = [(at, key) for key, (at, part) in list(self.timers.items()) if part == partition]
+        heapq.heapify(timers)
+        part = _Partition(timers, {})
+        for key, rec in list(self.state.items()):
+            if isinstance(rec, dict) and "until" in rec:
+                part.schedule(rec["until"], key)
+        return part
 
 
 class Engine:
@@ -101,6 +138,7 @@ class Engine:
         self.sources = tuple(sources)
         self.lateness = lateness
         self.watermarks: dict[int, Watermark] = {}
+        self._seq = 0
 
     def watermark(self, partition: int = 0) -> Watermark:
         wm = self.watermarks.get(partition)
@@ -109,47 +147,91 @@ class Engine:
         return wm
 
     def reset(self) -> None:
-        """Forget in-memory timer heaps and watermarks (after a Kafka rebalance)."""
+        """Forget in-memory indexes and watermarks (after a Kafka rebalance).
+
+        An ordered stage's buffer is in memory too: events buffered when a partition is
+        revoked are dropped here (at most the allowed lateness worth of them).
+        """
         self.watermarks.clear()
         for stage in self.stages:
-            stage.heaps.clear()
+            stage.parts.clear()
 
     def process(
         self, event: AnyEvent, source: str | None = None, partition: int = 0, key: str | None = None
     ) -> list[Alert]:
-        """Handle one event: advance time (firing due timers), then route the event.
+        """Handle one event: route it (or buffer it, for ordered stages), then advance time.
 
         ``key`` restricts routing to that one key: on Kafka a stage message was already routed
         to the partition of one of the event's keys.
         """
         wm = self.watermark(partition)
+        advanced = wm.observe(source or self.sources[0], event.epoch)
         alerts: list[Alert] = []
-        if wm.observe(source or self.sources[0], event.epoch):
-            alerts.extend(self._fire_timers(partition, wm.value))
+        if advanced:
+            alerts.extend(self._advance(partition, wm.value))
         if isinstance(event, Tick):
             return alerts
         for stage in self.by_type.get(event.type, ()):
             ctx = stage.context(partition, wm.value)
-            for k in stage.detector.keys(event) if key is None else (key,):
-                alerts.extend(stage.detector.on_event(event, k, ctx))
-            if ctx.heap and ctx.heap[0][0] <= wm.value:
-                alerts.extend(self._fire_stage(stage, partition, wm.value))
+            keys = stage.detector.keys(event) if key is None else (key,)
+            if stage.ordered:
+                for k in keys:
+                    self._seq += 1
+                    heapq.heappush(ctx.part.pending, (event.epoch, getattr(event, "event_id", ""), self._seq, event, k))
+                alerts.extend(self._release(stage, ctx, wm.value))
+            else:
+                for k in keys:
+                    alerts.extend(stage.detector.on_event(event, k, ctx))
+            alerts.extend(self._fire(stage, ctx, wm.value))
         return alerts
 
-    def _fire_timers(self, partition: int, now: float) -> list[Alert]:
+    def _advance(self, partition: int, now: float) -> list[Alert]:
         alerts: list[Alert] = []
         for stage in self.stages:
-            alerts.extend(self._fire_stage(stage, partition, now))
+            ctx = stage.context(partition, now)
+            alerts.extend(self._release(stage, ctx, now))
+            alerts.extend(self._fire(stage, ctx, now))
+            self._expire(stage, ctx, now)
         return alerts
 
-    def _fire_stage(self, stage: _Stage, partition: int, now: float) -> list[Alert]:
-        ctx = stage.context(partition, now)
+    @staticmethod
+    def _release(stage: _Stage, ctx: _Context, now: float) -> list[Alert]:
+        """Hand buffered events of an ordered stage over, in (ts, event_id) order, up to ``now``."""
         alerts: list[Alert] = []
-        while ctx.heap and ctx.heap[0][0] <= now:
-            at, key = heapq.heappop(ctx.heap)
+        pending = ctx.part.pending
+        while pending and pending[0][0] <= now:
+            _ts, _eid, _seq, event, key = heapq.heappop(pending)
+            alerts.extend(stage.detector.on_event(event, key, ctx))
+        return alerts
+
+    @staticmethod
+    def _fire(stage: _Stage, ctx: _Context, now: float) -> list[Alert]:
+        alerts: list[Alert] = []
+        timers = ctx.part.timers
+        while timers and timers[0][0] <= now:
+            at, key = heapq.heappop(timers)
             current = stage.timers.get(key)
             if current is None or current[0] != at:
                 continue  # cancelled or replaced
             del stage.timers[key]
             alerts.extend(stage.detector.on_timer(key, ctx))
         return alerts
+
+    @staticmethod
+    def _expire(stage: _Stage, ctx: _Context, now: float) -> None:
+        """Delete records whose ``until`` passed, a minute of event time at a time."""
+        part = ctx.part
+        minute = math.floor(now / EXPIRY_STEP)
+        if minute <= part.swept or now == -math.inf:
+            return
+        due = sorted(m for m in part.expiry if m <= minute)
+        part.swept = minute
+        for m in due:
+            for key in part.expiry.pop(m):
+                record = stage.state.get(key)
+                if not isinstance(record, dict):
+                    continue
+                if record.get("until", -math.inf) > now:
+                    part.schedule(record["until"], key)  # moved later since scheduled
+                else:
+                    del stage.state[key]

@@ -12,6 +12,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from compliance.ledger import LedgerSettings
+from detectors.water_army import WaterArmySettings
 
 
 class Settings(BaseSettings):
@@ -33,6 +34,7 @@ class Settings(BaseSettings):
     )
 
     ledger: LedgerSettings = LedgerSettings()
+    water_army: WaterArmySettings = WaterArmySettings()
 
     def topic(self, name: str) -> str:
         """The Kafka topic of one of the contract's topics (``posts``, ``alerts``, ...)."""

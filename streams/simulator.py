@@ -21,10 +21,13 @@ from events import format_ts
 
 START = datetime(2026, 11, 30, 0, 0, tzinfo=timezone.utc).timestamp()
 
-OPENERS = ["今天", "刚刚", "说实话", "有没有人觉得", "笑死", "不得不说", "听说", "周末", "其实", "感觉"]
-TOPICS = ["天气真好", "地铁又晚点了", "这家火锅很好吃", "新出的手机太贵", "球赛太精彩了", "加班到十点",
-          "电影结局没想到", "猫咪又拆家了", "考试终于结束", "这首歌单曲循环", "股票又跌了", "早餐吃什么"]
-ENDINGS = ["", "。", "！", "～", "哈哈哈", "😂", "，大家怎么看？", "…", "🙏", "。转发一下"]
+WORDS = ("今天 明天 昨天 周末 早上 晚上 刚刚 终于 还是 已经 真的 有点 特别 非常 一起 朋友 同事 老师 妈妈 孩子 "
+         "猫咪 小狗 天气 下雨 太阳 地铁 公交 火锅 咖啡 奶茶 早餐 午饭 电影 音乐 球赛 比赛 考试 作业 加班 工作 "
+         "公司 学校 医院 超市 公园 旅行 北京 上海 成都 广州 手机 电脑 游戏 小说 新闻 股票 房价 工资 假期 快递 "
+         "好吃 好看 好玩 喜欢 觉得 知道 希望 开心 难过 无聊 累了 睡觉 起床 出门 回家 排队 迟到 下班 放假 运动 "
+         "跑步 健身 减肥 做饭 洗衣服 打扫 学习 读书 写字 画画 拍照 唱歌 跳舞 散步 聊天 购物 搬家 装修 结婚").split()
+STOCK = ["转发", "支持", "哈哈哈", "说得对", "早上好", "太好了", "加油", "同意楼上", "路过", "沙发"]
+ENDINGS = ["", "。", "！", "～", "😂", "，大家怎么看？", "…", "🙏"]
 INSULTS = ["{t}就是个骗子，大家别信她", "{t}这种人怎么还有脸出来", "{t}滚出网络！", "扒一扒{t}的黑历史",
            "{t}人品太差了，恶心", "大家一起来骂{t}", "{t}活该被骂"]
 RUMOR = "爆料：{t}收受贿赂还出轨，证据确凿，大家转发让更多人看到！"
@@ -77,14 +80,15 @@ def simulate(config: SimConfig = SimConfig()) -> Iterator[dict]:
     # Ordinary life: originals, and reposts of recent originals.
     originals: list[str] = []
     n_organic = int(config.organic_per_s * span)
-    for i in range(n_organic):
-        ts = t0 + rng.random() * span
+    times = sorted(t0 + rng.random() * span for _ in range(n_organic))
+    for i, ts in enumerate(times):
         account = f"u{rng.randrange(5000)}"
         if originals and rng.random() < 0.3:
             parent = rng.choice(originals[-200:])
             post(ts, f"p{i}", account, "repost", "转发", parent_id=parent, root_id=parent)
         else:
-            text = rng.choice(OPENERS) + rng.choice(TOPICS) + rng.choice(ENDINGS)
+            text = (rng.choice(STOCK) if rng.random() < 0.1
+                    else "".join(rng.choices(WORDS, k=rng.randrange(4, 14))) + rng.choice(ENDINGS))
             post(ts, f"p{i}", account, "original", text,
                  account={"followers": rng.randrange(20, 3000), "created_at": format_ts(t0 - 86400 * rng.randrange(30, 3000))})
             originals.append(f"p{i}")

@@ -32,7 +32,8 @@ def test_kafka_pipeline_gives_the_same_alerts_as_replay(worker: Worker, kafka_br
     bad = write_scenario(src, bad_every=700)
     expected, letters, _ = replay(stormwatch_bin, src, tmp_path, "replay")
     expected_alerts = [orjson.loads(line) for line in expected.splitlines()]
-    assert len(expected_alerts) == 3 and len(letters) == bad
+    kinds = {a["kind"] for a in expected_alerts}
+    assert {"order_overdue", "order_refused", "water_army_campaign"} <= kinds and len(letters) == bad
 
     worker.produce(src)
     got = worker.read("alerts", until=len(expected_alerts))

@@ -1,0 +1,377 @@
+"""Water-army (水军) campaigns: accounts that act together, again and again, on distinct objects.
+
+The rule, in the order the code applies it to each post:
+
+1. Objects. A post acts on objects: the post it reposts or answers, its URLs, hashtags and
+   targets, and its near-duplicate text cluster (MinHash LSH over normalised Chinese text).
+2. Co-action. Another account that acted on the same object shortly before (``object_window_s``;
+   ``text_window_s`` for near-duplicate text, since slow campaigns spread a wave over many
+   minutes) co-acted with this one. An object crowded with accounts weighs less (``mass_accounts``)
+   and past ``max_pairing`` accounts pairs no one: hundreds of strangers quoting a headline is
+   news, not a campaign.
+3. Repetition. Each pair of accounts keeps a decaying weight of the DISTINCT objects it co-acted
+   on. A pair is strong when that weight reaches ``min_pair_weight`` and is at least
+   ``min_overlap`` of the less active account's own (decaying) post count, so two very busy
+   accounts that meet by chance stay apart.
+4. Campaigns. Strong pairs join campaigns (union of sets, the larger absorbing the smaller, so
+   the campaign id stays stable as it grows). A campaign of ``min_accounts`` raises
+   ``water_army_campaign``; growth is re-reported at most every ``report_every_s``.
+
+Account signals (young accounts, few followers, shared device or IP prefix) are evidence and
+raise the score; they never make a campaign on their own. Keyed by platform and ordered: one
+stage partition per platform sees that platform's posts in (ts, event_id) order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from detectors.text import PERMUTATIONS, bands, exact_key, signature
+from events import Alert, AnyEvent, Context, Post, raise_alert
+
+LEGAL_REFS = ["Opinions on Punishing Online Violence (法发〔2023〕14号): organised water army (组织水军)",
+              "Criminal Law Art. 246"]
+SEP = "\t"
+
+
+class WaterArmySettings(BaseModel):
+    """Thresholds, all event-time seconds or counts. Set with ``STORMWATCH_WATER_ARMY__<NAME>``."""
+
+    shadow: bool = Field(False, description="Mark alerts as shadow (not delivered): try settings safely.")
+    object_window_s: float = Field(300, description="Same repost/reply parent, URL, hashtag or target within this.")
+    text_window_s: float = Field(1800, description="Near-duplicate texts within this co-act.")
+    min_similarity: float = Field(0.5, description="Estimated Jaccard of character 3-grams for near-duplicates.")
+    lsh_rows: int = Field(4, description="Rows per LSH band (32 permutations // rows = bands).")
+    bucket_cap: int = Field(16, description="Clusters kept per LSH bucket (the latest text of each).")
+    young_object_s: float = Field(3600, description="Only objects first seen this recently pair accounts: "
+                                  "a wave is new, a stock phrase or a steady news link is not.")
+    mass_accounts: int = Field(50, description="An object weighs 1 up to this many accounts in its window, less after.")
+    max_pairing: int = Field(150, description="An object with more accounts in its window pairs no more.")
+    max_partners: int = Field(32, description="A post pairs with at most this many co-actors, the most recent: "
+                              "enough to connect a large wave, linear in its size.")
+    half_life_s: float = Field(86400, description="Pair weights and post counts halve over this.")
+    min_pair_weight: float = Field(2.5, description="Decayed weight of distinct shared objects for a strong pair.")
+    min_overlap: float = Field(0.1, description="Strong pair weight / posts of the less active account.")
+    min_accounts: int = Field(5, description="Members before a campaign is alerted.")
+    report_every_s: float = Field(300, description="Growth of a campaign is re-reported at most this often.")
+    young_account_days: float = Field(30, description="Accounts younger than this count as young (evidence).")
+    low_followers: int = Field(20, description="Accounts with fewer followers count as low-follower (evidence).")
+
+
+def _decay(value: float, since: float, now: float, half_life: float) -> float:
+    return value * math.exp2(-(now - since) / half_life) if now > since else value
+
+
+def _aggravating(post: Post) -> list[str]:
+    found = []
+    if any(t.minor for t in post.targets):
+        found.append("minor_target")
+    if any(t.disabled for t in post.targets):
+        found.append("disabled_target")
+    if "sexual_rumor" in post.labels:
+        found.append("sexual_topic")
+    if post.synthetic:
+        found.append("deep_synthesis")
+    if post.account is not None and post.account.platform_operated:
+        found.append("provider_organized")
+    return found
+
+
+class WaterArmy:
+    """Raises ``water_army_campaign`` alerts; see the module docstring for the rule."""
+
+    name: ClassVar[str] = "water_army"
+    event_types: ClassVar[frozenset[str]] = frozenset({"post"})
+    ordered: ClassVar[bool] = True
+
+    def __init__(self, settings: WaterArmySettings | None = None) -> None:
+        self.s = settings or WaterArmySettings()
+
+    def keys(self, event: AnyEvent) -> list[str]:
+        return [event.platform]
+
+    def on_timer(self, key: str, ctx: Context) -> list[Alert]:
+        platform, _, cid = key.partition(SEP)
+        camp = ctx.state.get(f"camp{SEP}{platform}{SEP}{cid}")
+        if camp is None or camp.get("into") or len(camp["members"]) == camp["reported"]:
+            return []
+        return [self._report(platform, cid, camp, camp["t"], ctx)]
+
+    # -- one post ---------------------------------------------------------------------------
+
+    def on_event(self, event: AnyEvent, key: str, ctx: Context) -> list[Alert]:
+        assert isinstance(event, Post)
+        s, t, me = self.s, event.epoch, event.account_id
+        prefix = key + SEP
+        n_me = self._count_post(prefix, event, t, ctx)
+        coactors: dict[str, list] = {}  # account -> [weight, objects, posts, latest ts]
+        for obj in self._objects(event):
+            self._co_act(prefix, f"o{SEP}{obj}", obj, event, t, ctx, coactors)
+        self._co_text(prefix, event, t, ctx, coactors)
+        alerts: list[Alert] = []
+        flags = _aggravating(event)
+        if len(coactors) > s.max_partners:
+            recent = sorted(coactors.items(), key=lambda kv: (-kv[1][3], kv[0]))[: s.max_partners]
+            coactors = dict(recent)
+        for other, (weight, objs, posts, _ts) in sorted(coactors.items()):
+            if self._pair(prefix, me, other, weight, objs, posts, n_me, t, ctx):
+                alerts.extend(self._join(key, me, other, t, objs, posts + [event.post_id], flags, ctx))
+        return alerts
+
+    @staticmethod
+    def _objects(post: Post) -> list[str]:
+        objs = []
+        if post.parent_id is not None:
+            objs.append(("rp:" if post.kind == "repost" else "re:") + post.parent_id)
+        objs += ["url:" + u for u in post.urls] + ["tag:" + h.strip("#").lower() for h in post.hashtags]
+        objs += ["tgt:" + t.id for t in post.targets]
+        return sorted(set(objs))
+
+    def _count_post(self, prefix: str, post: Post, t: float, ctx: Context) -> float:
+        """Decayed post count of the author, and what the author's profile says (evidence)."""
+        k = f"{prefix}a{SEP}{post.account_id}"
+        rec = ctx.state.get(k)
+        if rec is None:
+            rec = {"n": 0.0, "t": t}
+            ctx.expire(k, t + 4 * self.s.half_life_s)
+        rec["n"] = _decay(rec["n"], rec["t"], t, self.s.half_life_s) + 1.0
+        rec["t"], rec["until"] = t, t + 4 * self.s.half_life_s
+        acct = post.account
+        if acct is not None:
+            young = acct.created_at is not None and t - acct.created_at.timestamp() < self.s.young_account_days * 86400
+            rec["sig"] = [young, acct.followers < self.s.low_followers, acct.device_id, acct.ip_prefix]
+        flags = _aggravating(post)
+        if flags:
+            rec["flags"] = sorted(set(rec.get("flags", [])) | set(flags))
+        ctx.state[k] = rec
+        return rec["n"]
+
+    def _weight(self, accounts: int) -> float:
+        return min(1.0, self.s.mass_accounts / max(accounts, 1))
+
+    def _co_act(self, prefix: str, okey: str, obj: str, post: Post, t: float, ctx: Context,
+                coactors: dict[str, list], window: float | None = None) -> None:
+        """Accounts that acted on ``obj`` within the window co-act with this post's author."""
+        window = self.s.object_window_s if window is None else window
+        k = prefix + okey
+        rec = ctx.state.get(k)
+        if rec is None:
+            rec = {"m": {}, "first": t}
+            ctx.expire(k, t + window)
+        members = rec["m"]
+        members.pop(post.account_id, None)
+        horizon = t - window
+        while members and next(iter(members.values()))[0] < horizon:  # insertion order = time order
+            del members[next(iter(members))]
+        if len(members) < self.s.max_pairing and t - rec["first"] <= self.s.young_object_s:
+            weight = self._weight(len(members) + 1)
+            for other, (ts, other_post) in members.items():
+                self._add(coactors, other, weight, obj, other_post, ts)
+        members[post.account_id] = [t, post.post_id]
+        while len(members) > self.s.max_pairing + 1:  # crowded: keep the newest
+            del members[next(iter(members))]
+        rec["until"] = t + window
+        ctx.state[k] = rec
+
+    def _co_text(self, prefix: str, post: Post, t: float, ctx: Context, coactors: dict[str, list]) -> None:
+        """Near-duplicate texts (not reposts, which carry their parent's text) co-act.
+
+        A text joins a cluster: the cluster of an identical normalised text (one lookup), or
+        the most similar cluster whose latest text shares an LSH bucket with it (verified by
+        estimated Jaccard similarity), or a new cluster of its own. The cluster is then an
+        object like any other, with the longer ``text_window_s``.
+        """
+        if post.kind == "repost":
+            return
+        sig = signature(post.text)
+        if sig is None:
+            return
+        s = self.s
+        xk = f"{prefix}x{SEP}{exact_key(sig)}"
+        exact = ctx.state.get(xk)
+        if exact is None:
+            exact = {"c": self._cluster(prefix, post, sig, t, ctx)}
+            ctx.expire(xk, t + s.text_window_s)
+        exact["until"] = t + s.text_window_s
+        ctx.state[xk] = exact
+        cluster = exact["c"]
+        self._co_act(prefix, f"t{SEP}{cluster}", "text:" + cluster, post, t, ctx, coactors, s.text_window_s)
+
+    def _cluster(self, prefix: str, post: Post, sig: np.ndarray, t: float, ctx: Context) -> str:
+        """The cluster of a text not seen verbatim before, via LSH; buckets keep its latest text."""
+        s = self.s
+        horizon = t - s.text_window_s
+        keys = [f"{prefix}l{SEP}{b}" for b in bands(sig, s.lsh_rows)]
+        buckets = [ctx.state.get(k) for k in keys]
+        candidates: dict[str, str] = {}  # cluster -> signature of its latest text
+        for rec in buckets:
+            if rec is not None:
+                for cluster, (ts, hexsig) in rec["e"].items():
+                    if ts >= horizon:
+                        candidates[cluster] = hexsig
+        cluster = post.post_id
+        if candidates:
+            names = sorted(candidates)
+            sigs = np.frombuffer(bytes.fromhex("".join(candidates[n] for n in names)), dtype=np.uint32)
+            same = np.count_nonzero(sigs.reshape(-1, PERMUTATIONS) == sig, axis=1)
+            best = int(same.argmax())  # the first of equals: names are sorted, so deterministic
+            if same[best] >= s.min_similarity * PERMUTATIONS:
+                cluster = names[best]
+        hexsig = sig.tobytes().hex()
+        for k, rec in zip(keys, buckets):
+            if rec is None:
+                rec = {"e": {}}
+                ctx.expire(k, t + s.text_window_s)
+            entries = rec["e"]
+            entries.pop(cluster, None)
+            entries[cluster] = [t, hexsig]
+            while len(entries) > s.bucket_cap or next(iter(entries.values()))[0] < horizon:
+                del entries[next(iter(entries))]
+            rec["until"] = t + s.text_window_s
+            ctx.state[k] = rec
+        return cluster
+
+    @staticmethod
+    def _add(coactors: dict[str, list], other: str, weight: float, obj: str, other_post: str, ts: float) -> None:
+        entry = coactors.setdefault(other, [0.0, [], [], ts])
+        entry[3] = max(entry[3], ts)
+        entry[0] = max(entry[0], weight)  # one occasion: the best-weighted object that links the two
+        if obj not in entry[1]:
+            entry[1].append(obj)
+        if other_post not in entry[2]:
+            entry[2].append(other_post)
+
+    # -- pairs and campaigns ----------------------------------------------------------------
+
+    def _pair(self, prefix: str, me: str, other: str, weight: float, objs: list[str], posts: list[str],
+              n_me: float, t: float, ctx: Context) -> bool:
+        """Add one co-action to the pair; True when the pair has just become strong."""
+        s = self.s
+        a, b = sorted((me, other))
+        k = f"{prefix}p{SEP}{a}{SEP}{b}"
+        rec = ctx.state.get(k)
+        if rec is None:
+            rec = {"w": 0.0, "t": t, "o": [], "strong": False}
+            ctx.expire(k, t + 4 * s.half_life_s)
+        if all(o in rec["o"] for o in objs):
+            return False  # nothing new: repetition must be over distinct objects
+        rec["o"] = (rec["o"] + [o for o in objs if o not in rec["o"]])[-32:]
+        rec["w"] = _decay(rec["w"], rec["t"], t, s.half_life_s) + weight
+        rec["t"], rec["until"] = t, t + 4 * s.half_life_s
+        became = False
+        if not rec["strong"] and rec["w"] >= s.min_pair_weight:
+            other_rec = ctx.state.get(f"{prefix}a{SEP}{other}")
+            n_other = _decay(other_rec["n"], other_rec["t"], t, s.half_life_s) if other_rec else 1.0
+            if rec["w"] >= s.min_overlap * min(n_me, n_other):
+                rec["strong"] = became = True
+        ctx.state[k] = rec
+        return became
+
+    def _join(self, platform: str, me: str, other: str, t: float, objs: list[str], posts: list[str],
+              flags: list[str], ctx: Context) -> list[Alert]:
+        prefix = platform + SEP
+        closed: list[Alert] = []
+        mk, ok = f"{prefix}m{SEP}{me}", f"{prefix}m{SEP}{other}"
+        mine, theirs = ctx.state.get(mk), ctx.state.get(ok)
+        if mine is None and theirs is None:
+            digest = hashlib.blake2b(f"{platform}{SEP}{min(me, other)}{SEP}{t!r}".encode(), digest_size=6).hexdigest()
+            cid = f"campaign-{digest}"
+            camp = {"members": {}, "first": t, "t": t, "objs": {}, "posts": [], "flags": [], "reported": 0,
+                    "alerts": {}, "pairs": 0}
+        else:
+            cid = (mine or theirs)["c"]
+            camp = ctx.state[f"camp{SEP}{platform}{SEP}{cid}"]
+            if mine is not None and theirs is not None and mine["c"] != theirs["c"]:
+                cid, camp, closed = self._merge(platform, mine["c"], theirs["c"], t, ctx)
+        for account in (me, other):
+            if account not in camp["members"]:
+                camp["members"][account] = t
+                ctx.state[f"{prefix}m{SEP}{account}"] = {"c": cid, "until": t + 4 * self.s.half_life_s}
+                ctx.expire(f"{prefix}m{SEP}{account}", t + 4 * self.s.half_life_s)
+                member_flags = (ctx.state.get(f"{prefix}a{SEP}{account}") or {}).get("flags", [])
+                camp["flags"] = sorted(set(camp["flags"]) | set(member_flags))
+            else:
+                ctx.state[f"{prefix}m{SEP}{account}"] = {"c": cid, "until": t + 4 * self.s.half_life_s}
+        camp["flags"] = sorted(set(camp["flags"]) | set(flags))
+        for o in objs:
+            camp["objs"][o] = camp["objs"].get(o, 0) + 1
+        camp["posts"] = (camp["posts"] + [p for p in posts if p not in camp["posts"]])[-20:]
+        camp["pairs"] += 1
+        camp["t"], camp["until"] = t, t + 4 * self.s.half_life_s
+        ck = f"camp{SEP}{platform}{SEP}{cid}"
+        if ck not in ctx.state:
+            ctx.expire(ck, t + 4 * self.s.half_life_s)
+        ctx.state[ck] = camp
+        if len(camp["members"]) < self.s.min_accounts or len(camp["members"]) == camp["reported"]:
+            return closed
+        if camp["reported"] == 0:
+            return closed + [self._report(platform, cid, camp, t, ctx)]
+        ctx.set_timer(f"{platform}{SEP}{cid}", camp.get("next", t))
+        return closed
+
+    def _merge(self, platform: str, c1: str, c2: str, t: float, ctx: Context) -> tuple[str, dict, list[Alert]]:
+        """The larger campaign (then the older, then the smaller id) absorbs the other.
+
+        If the absorbed one was already alerted, a last version of its alert says where it went,
+        so a consumer keeping the latest version per ``alert_id`` does not count it twice.
+        """
+        k1, k2 = f"camp{SEP}{platform}{SEP}{c1}", f"camp{SEP}{platform}{SEP}{c2}"
+        a, b = ctx.state[k1], ctx.state[k2]
+        (keep, kc), (gone, gc) = sorted([(a, c1), (b, c2)], key=lambda x: (-len(x[0]["members"]), x[0]["first"], x[1]))
+        for account in gone["members"]:
+            keep["members"].setdefault(account, gone["members"][account])
+            ctx.state[f"{platform}{SEP}m{SEP}{account}"] = {"c": kc, "until": gone["t"] + 4 * self.s.half_life_s}
+        keep["flags"] = sorted(set(keep["flags"]) | set(gone["flags"]))
+        for o, n in gone["objs"].items():
+            keep["objs"][o] = keep["objs"].get(o, 0) + n
+        keep["posts"] = (keep["posts"] + gone["posts"])[-20:]
+        keep["pairs"] += gone["pairs"]
+        keep["first"] = min(keep["first"], gone["first"])
+        gone["into"] = kc
+        closed = []
+        if gone["reported"]:
+            closed.append(raise_alert(
+                gone["alerts"], kind="water_army_campaign", subject=("campaign", gc), ts=t, severity="info",
+                platform=platform, summary=f"Campaign {gc} turned out to be part of campaign {kc}; see that alert.",
+                legal_refs=LEGAL_REFS, aggravating=["water_army"],
+                evidence={"accounts": sorted(gone["members"]), "posts": gone["posts"], "objects": [],
+                          "score": 0.0, "merged_into": kc}, shadow=self.s.shadow))
+        ctx.state[f"camp{SEP}{platform}{SEP}{gc}"] = gone
+        return kc, keep, closed
+
+    def _report(self, platform: str, cid: str, camp: dict, t: float, ctx: Context) -> Alert:
+        s = self.s
+        members = sorted(camp["members"])
+        signals = [(ctx.state.get(f"{platform}{SEP}a{SEP}{m}") or {}).get("sig") for m in members]
+        known = [x for x in signals if x]
+        young = sum(1 for x in known if x[0]) / len(members)
+        low = sum(1 for x in known if x[1]) / len(members)
+        shared = 0.0
+        for index in (2, 3):  # device, IP prefix: share of members who share one with another member
+            values = [x[index] for x in known if x[index]]
+            shared = max(shared, sum(1 for v in values if values.count(v) > 1) / len(members))
+        density = min(1.0, 2 * camp["pairs"] / (len(members) * 2.0))
+        score = round(min(1.0, 0.55 + 0.15 * density + 0.1 * young + 0.1 * low + 0.1 * shared), 3)
+        aggravating = ["water_army", *[f for f in camp["flags"] if f != "water_army"]]
+        severe = {"minor_target", "disabled_target", "sexual_topic", "provider_organized"} & set(aggravating)
+        objects = sorted(camp["objs"], key=lambda o: (-camp["objs"][o], o))[:10]
+        camp["reported"] = len(members)
+        camp["next"] = t + s.report_every_s
+        alert = raise_alert(
+            camp["alerts"], kind="water_army_campaign", subject=("campaign", cid), ts=t,
+            severity="critical" if severe or len(members) >= 50 else "warning", platform=platform,
+            summary=f"{len(members)} accounts on {platform} act in coordination (candidate water army) "
+            f"on {len(camp['objs'])} shared objects.",
+            legal_refs=LEGAL_REFS, aggravating=aggravating,
+            evidence={"accounts": members, "posts": camp["posts"], "objects": objects, "score": score,
+                      "strong_pairs": camp["pairs"], "young_accounts": round(young, 3),
+                      "low_follower_accounts": round(low, 3), "shared_device_or_ip": round(shared, 3)},
+            shadow=s.shadow,
+        )
+        ctx.state[f"camp{SEP}{platform}{SEP}{cid}"] = camp
+        return alert
