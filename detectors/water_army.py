@@ -264,7 +264,7 @@ class WaterArmy:
         rec["w"] = _decay(rec["w"], rec["t"], t, s.half_life_s) + weight
         rec["t"], rec["until"] = t, t + 4 * s.half_life_s
         became = False
-        if not rec["strong"] and rec["w"] >= s.min_pair_weight:
+        if not rec["strong"] and rec["w"] >= s.min_pair_weight - 1e-9:  # decay leaves 1.9999... for 2
             other_rec = ctx.state.get(f"{prefix}a{SEP}{other}")
             n_other = _decay(other_rec["n"], other_rec["t"], t, s.half_life_s) if other_rec else 1.0
             if rec["w"] >= s.min_overlap * min(n_me, n_other):

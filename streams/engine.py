@@ -63,6 +63,8 @@ class _Partition:
     swept: int = -(2**62)  # last minute swept
 
     def schedule(self, until: float, key: str) -> None:
+        if until == math.inf:
+            return  # configured never to expire
         minute = int(until // EXPIRY_STEP) + 1
         bucket = self.expiry.get(minute if minute > self.swept else self.swept + 1)
         if bucket is None:
