@@ -52,10 +52,11 @@ def signature(text: str) -> np.ndarray | None:
     return ((_A * grams + _B) >> np.uint64(32)).min(axis=1).astype(np.uint32)
 
 
-def bands(sig: np.ndarray, rows: int) -> list[str]:
-    """LSH bucket keys, ``<band>:<the band's values>``, one per band."""
+def bands(sig: np.ndarray, rows: int, prefix: str = "") -> list[str]:
+    """LSH bucket keys, ``<prefix><band>:<the band's values>``, one per band."""
     values = sig.tolist()
-    return [f"{i}:" + ".".join(map(str, values[i * rows:(i + 1) * rows])) for i in range(len(values) // rows)]
+    return [f"{prefix}{i}:" + ".".join(map(str, values[i * rows:(i + 1) * rows]))
+            for i in range(len(values) // rows)]
 
 
 def exact_key(sig: np.ndarray) -> str:

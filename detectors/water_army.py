@@ -204,36 +204,41 @@ class WaterArmy:
 
     def _cluster(self, prefix: str, post: Post, sig: np.ndarray, t: float, ctx: Context) -> str:
         """The cluster of a text not seen verbatim before, via LSH; buckets keep its latest text."""
-        s = self.s
-        horizon = t - s.text_window_s
-        keys = [f"{prefix}l{SEP}{b}" for b in bands(sig, s.lsh_rows)]
-        buckets = [ctx.state.get(k) for k in keys]
+        s, state = self.s, ctx.state
+        horizon, until = t - s.text_window_s, t + s.text_window_s
+        lone = t - s.object_window_s  # a text no one repeated stays findable only this long
+        keys = bands(sig, s.lsh_rows, f"{prefix}l{SEP}")
+        buckets = [state.get(k) for k in keys]
         candidates: dict[str, str] = {}  # cluster -> signature of its latest text
         for rec in buckets:
             if rec is not None:
-                for cluster, (ts, hexsig) in rec["e"].items():
-                    if ts >= horizon:
+                for cluster, (ts, hexsig, several) in rec["e"].items():
+                    if ts >= (horizon if several else lone):
                         candidates[cluster] = hexsig
-        cluster = post.post_id
+        cluster, several = post.post_id, False
         if candidates:
             names = sorted(candidates)
-            sigs = np.frombuffer(bytes.fromhex("".join(candidates[n] for n in names)), dtype=np.uint32)
+            sigs = np.frombuffer(bytes.fromhex("".join([candidates[n] for n in names])), dtype=np.uint32)
             same = np.count_nonzero(sigs.reshape(-1, PERMUTATIONS) == sig, axis=1)
             best = int(same.argmax())  # the first of equals: names are sorted, so deterministic
             if same[best] >= s.min_similarity * PERMUTATIONS:
-                cluster = names[best]
-        hexsig = sig.tobytes().hex()
+                cluster, several = names[best], True
+        entry = [t, sig.tobytes().hex(), several]
         for k, rec in zip(keys, buckets):
             if rec is None:
-                rec = {"e": {}}
-                ctx.expire(k, t + s.text_window_s)
+                state[k] = {"e": {cluster: entry}, "until": until}
+                ctx.expire(k, until)
+                continue
             entries = rec["e"]
             entries.pop(cluster, None)
-            entries[cluster] = [t, hexsig]
-            while len(entries) > s.bucket_cap or next(iter(entries.values()))[0] < horizon:
-                del entries[next(iter(entries))]
-            rec["until"] = t + s.text_window_s
-            ctx.state[k] = rec
+            entries[cluster] = entry
+            while len(entries) > s.bucket_cap or next(iter(entries.values()))[0] < lone:
+                oldest = next(iter(entries))
+                if len(entries) <= s.bucket_cap and entries[oldest][2] and entries[oldest][0] >= horizon:
+                    break  # the oldest is a live cluster of several texts: keep it
+                del entries[oldest]
+            rec["until"] = until
+            state[k] = rec
         return cluster
 
     @staticmethod

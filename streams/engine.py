@@ -99,16 +99,19 @@ class _Stage:
     state: MutableMapping[str, Any]
     timers: MutableMapping[str, Any]
     parts: dict[int, _Partition] = field(default_factory=dict)
+    contexts: dict[int, _Context] = field(default_factory=dict)
 
     @property
     def ordered(self) -> bool:
         return getattr(self.detector, "ordered", False)
 
     def context(self, partition: int, watermark: float) -> _Context:
-        part = self.parts.get(partition)
-        if part is None:
+        ctx = self.contexts.get(partition)
+        if ctx is None:
             part = self.parts[partition] = self._rebuild(partition)
-        return _Context(self.state, self.timers, part, partition, watermark)
+            ctx = self.contexts[partition] = _Context(self.state, self.timers, part, partition)
+        ctx.watermark = watermark
+        return ctx
 
     def _rebuild(self, partition: int) -> _Partition:
         """First use of a partition since start: index the (possibly recovered) state."""
@@ -157,6 +160,7 @@ class Engine:
         self.watermarks.clear()
         for stage in self.stages:
             stage.parts.clear()
+            stage.contexts.clear()
 
     def process(
         self, event: AnyEvent, source: str | None = None, partition: int = 0, key: str | None = None
