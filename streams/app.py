@@ -25,6 +25,7 @@ import orjson
 from events import INPUT_TOPICS, TOPIC_BY_TYPE, DeadLetter, Detector, Tick, decode
 from streams import metrics
 from streams.engine import Engine
+from streams.local import detector_failures
 from streams.registry import build_detectors
 from streams.settings import Settings
 
@@ -175,6 +176,8 @@ def _stage_agent(app: faust.App, settings: Settings, detector: Detector, topic: 
                 for alert in engine.process(parsed, source=source, partition=message.partition, key=key):
                     metrics.ALERTS.labels(alert.kind).inc()
                     await alerts_topic.send(key=alert.alert_id.encode(), value=alert.to_json())
+                for letter in detector_failures(engine, f"{message.topic}/{message.partition}@{message.offset}"):
+                    await dead_letter(letter)
             except Exception as err:
                 log.exception("stage %s failed", detector.name)
                 await dead_letter(DeadLetter(f"detector {detector.name} failed: {err!r}", "detector_error",

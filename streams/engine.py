@@ -144,6 +144,8 @@ class Engine:
         self.lateness = lateness
         self.watermarks: dict[int, Watermark] = {}
         self._seq = 0
+        # Detector failures, for the caller to dead-letter: (detector, error, event or None).
+        self.failures: list[tuple[str, Exception, AnyEvent | None]] = []
 
     def watermark(self, partition: int = 0) -> Watermark:
         wm = self.watermarks.get(partition)
@@ -187,9 +189,23 @@ class Engine:
                 alerts.extend(self._release(stage, ctx, wm.value))
             else:
                 for k in keys:
-                    alerts.extend(stage.detector.on_event(event, k, ctx))
+                    alerts.extend(self._call(stage, event, k, ctx))
             alerts.extend(self._fire(stage, ctx, wm.value))
         return alerts
+
+    def _call(self, stage: _Stage, event: AnyEvent | None, key: str, ctx: _Context) -> list[Alert]:
+        """One detector call; a failure is recorded, never allowed to stop the stream."""
+        try:
+            if event is None:
+                return stage.detector.on_timer(key, ctx)
+            return stage.detector.on_event(event, key, ctx)
+        except Exception as err:  # a detector bug must not lose the rest of the stream
+            self.failures.append((stage.detector.name, err, event))
+            return []
+
+    def drain_failures(self) -> list[tuple[str, Exception, AnyEvent | None]]:
+        failures, self.failures = self.failures, []
+        return failures
 
     def _advance(self, partition: int, now: float) -> list[Alert]:
         alerts: list[Alert] = []
@@ -200,18 +216,16 @@ class Engine:
             self._expire(stage, ctx, now)
         return alerts
 
-    @staticmethod
-    def _release(stage: _Stage, ctx: _Context, now: float) -> list[Alert]:
+    def _release(self, stage: _Stage, ctx: _Context, now: float) -> list[Alert]:
         """Hand buffered events of an ordered stage over, in (ts, event_id) order, up to ``now``."""
         alerts: list[Alert] = []
         pending = ctx.part.pending
         while pending and pending[0][0] <= now:
             _ts, _eid, _seq, event, key = heapq.heappop(pending)
-            alerts.extend(stage.detector.on_event(event, key, ctx))
+            alerts.extend(self._call(stage, event, key, ctx))
         return alerts
 
-    @staticmethod
-    def _fire(stage: _Stage, ctx: _Context, now: float) -> list[Alert]:
+    def _fire(self, stage: _Stage, ctx: _Context, now: float) -> list[Alert]:
         alerts: list[Alert] = []
         timers = ctx.part.timers
         while timers and timers[0][0] <= now:
@@ -220,7 +234,7 @@ class Engine:
             if current is None or current[0] != at:
                 continue  # cancelled or replaced
             del stage.timers[key]
-            alerts.extend(stage.detector.on_timer(key, ctx))
+            alerts.extend(self._call(stage, None, key, ctx))
         return alerts
 
     @staticmethod

@@ -49,7 +49,20 @@ class LocalPipeline:
             self.alerts += 1
             metrics.ALERTS.labels(alert.kind).inc()
             self.on_alert(alert)
+        for letter in detector_failures(self.engine, source):
+            self.deadletters += 1
+            metrics.DEADLETTERS.labels(letter.reason).inc()
+            self.on_deadletter(letter)
         self._latency.observe(time.perf_counter() - started)
+
+
+def detector_failures(engine: Engine, source: str) -> list[DeadLetter]:
+    """Dead letters for detector calls that failed while handling the last input."""
+    letters = []
+    for name, err, event in engine.drain_failures():
+        raw = event.model_dump_json() if event is not None else ""
+        letters.append(DeadLetter(f"detector {name} failed: {err!r}", "detector_error", raw[:65536], source))
+    return letters
 
 
 def read_lines(path: Path) -> Iterator[tuple[int, bytes]]:

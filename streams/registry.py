@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from compliance.ledger import OrderLedger
+from detectors.cascades import Cascades
 from detectors.water_army import WaterArmy
 from events import Detector
 from streams.settings import Settings
 
 
 def build_detectors(settings: Settings) -> list[Detector]:
-    detectors: list[Detector] = [OrderLedger(settings.ledger), WaterArmy(settings.water_army)]
+    detectors: list[Detector] = [
+        OrderLedger(settings.ledger),
+        WaterArmy(settings.water_army),
+        Cascades(settings.cascades, settings.law),
+    ]
     names = [d.name for d in detectors]
     assert len(names) == len(set(names)), f"detector names must be unique: {names}"
     return detectors

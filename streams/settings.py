@@ -11,7 +11,9 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from compliance.law import LawSettings
 from compliance.ledger import LedgerSettings
+from detectors.cascades import CascadeSettings
 from detectors.water_army import WaterArmySettings
 
 
@@ -35,6 +37,8 @@ class Settings(BaseSettings):
 
     ledger: LedgerSettings = LedgerSettings()
     water_army: WaterArmySettings = WaterArmySettings()
+    cascades: CascadeSettings = CascadeSettings()
+    law: LawSettings = LawSettings()
 
     def topic(self, name: str) -> str:
         """The Kafka topic of one of the contract's topics (``posts``, ``alerts``, ...)."""

@@ -1,0 +1,304 @@
+"""Cascades: spread of each post, the legal figures crossed at the exact event, and forecasts.
+
+An **item** is a post whose spread is counted: every original (the root of its cascade) and
+any post labelled ``defamation``. Its figures are the larger of what the platform's cumulative
+engagement counters say and what Stormwatch counted from post events (reposts anywhere in a
+root's cascade; direct reposts of any other item). An item is defamatory when any version of
+its post event carries the platform label ``defamation``; defamation reports about it are
+counted as evidence but, until a label upholds them, do not make it defamatory.
+
+Alerts:
+
+* ``legal_threshold``: at the event (post, engagement, or the label) whose figure first
+  reaches ``defamation_views_5000`` or ``defamation_reposts_500`` on a defamatory item, once
+  per item and figure; and ``defamation_cumulative_1y`` when one author's defamatory items of
+  the last year together reach either figure (two items or more), once per author.
+* ``viral_spread``: a cascade whose root carries a harmful label, or was reported, grows
+  abnormally fast (``viral_reposts``/``viral_window_s``), or is forecast by SEISMIC to reach
+  a legal figure within ``forecast_horizon_s`` while still below it. Lawful posts stay silent
+  however viral.
+* ``illegal_marketing``: public accounts pushing harmful posts about a target, counted
+  against the 2019-15 Art. 10(4) figures (their followers, the accounts reached, the posts).
+
+Keyed by platform and ordered, like the water-army detector, so a root and its reposts meet
+in one partition in event-time order.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from compliance.law import LawSettings
+from detectors import seismic
+from events import Alert, AnyEvent, Context, Engagement, Post, Report, raise_alert
+
+HARMFUL = {"insult", "defamation", "doxxing", "sexual_rumor", "threat", "incitement", "illegal_other"}
+DEFAMATION_REFS = ["Criminal Law Art. 246", "Interpretation 2013-21 Art. 2(1)"]
+SEP = "\t"
+YEAR = 365 * 86400.0
+
+
+class CascadeSettings(BaseModel):
+    """Spread tracking; the legal figures themselves are in ``compliance.law``."""
+
+    shadow: bool = Field(False, description="Mark alerts as shadow (not delivered).")
+    item_ttl_s: float = Field(7 * 86400, description="An item with no activity for this long is forgotten.")
+    viral_window_s: float = Field(600, description="Window of the abnormal-growth rule.")
+    viral_reposts: int = Field(100, description="Reposts within the window that make growth abnormal.")
+    forecast_horizon_s: float = Field(6 * 3600, description="Warn when a figure is forecast within this horizon.")
+    forecast_every: int = Field(10, description="Re-forecast every this many reposts.")
+    forecast_max_reposts: int = Field(2000, description="Reshares kept per cascade for the forecast.")
+    default_followers: int = Field(100, description="Followers assumed when a post carries no account data.")
+    n_star: float = Field(seismic.N_STAR, description="SEISMIC's mean out-degree of resharers.")
+
+
+class Cascades:
+    """Legal figures, viral spread and illegal marketing; see the module docstring."""
+
+    name: ClassVar[str] = "cascades"
+    event_types: ClassVar[frozenset[str]] = frozenset({"post", "engagement", "report"})
+    ordered: ClassVar[bool] = True
+
+    def __init__(self, settings: CascadeSettings | None = None, law: LawSettings | None = None) -> None:
+        self.s = settings or CascadeSettings()
+        self.law = law or LawSettings()
+
+    def keys(self, event: AnyEvent) -> list[str]:
+        return [event.platform]
+
+    def on_timer(self, key: str, ctx: Context) -> list[Alert]:
+        return []
+
+    def on_event(self, event: AnyEvent, key: str, ctx: Context) -> list[Alert]:
+        p = key + SEP
+        if isinstance(event, Post):
+            return self._post(p, event, ctx)
+        if isinstance(event, Engagement):
+            item = self._item(p, event.post_id, event.epoch, ctx)
+            grew = False
+            for field in ("views", "reposts", "comments", "reach_accounts"):
+                value = getattr(event, field)
+                if value > item["eng"].get(field, 0):  # cumulative counters: a lower value is stale
+                    item["eng"][field], grew = value, True
+            alerts = self._check(p, event.post_id, item, event.epoch, ctx) if grew else []
+            self._save(p, event.post_id, item, event.epoch, ctx)
+            return alerts
+        if isinstance(event, Report) and event.post_id is not None and event.category == "defamation":
+            item = self._item(p, event.post_id, event.epoch, ctx)
+            if event.reporter_id not in item["reporters"]:
+                item["reporters"].append(event.reporter_id)
+            self._save(p, event.post_id, item, event.epoch, ctx)
+        return []
+
+    # -- posts --------------------------------------------------------------------------------
+
+    def _post(self, p: str, post: Post, ctx: Context) -> list[Alert]:
+        t, s = post.epoch, self.s
+        root = post.root_id or (self._root_of(p, post.parent_id, ctx) if post.parent_id else post.post_id)
+        rk = f"{p}r{SEP}{post.post_id}"
+        ctx.state[rk] = {"root": root, "until": t + s.item_ttl_s}
+        ctx.expire(rk, t + s.item_ttl_s)
+        alerts: list[Alert] = []
+        touched: dict[str, dict] = {}
+        if post.kind == "original" or post.post_id == root or "defamation" in post.labels:
+            item = touched[post.post_id] = self._item(p, post.post_id, t, ctx)
+            item["author"] = post.account_id
+            item["labels"] = sorted(set(item["labels"]) | set(post.labels))
+            item["targets"] = sorted(set(item["targets"]) | {tg.id for tg in post.targets})
+            if post.account is not None:
+                item["followers"] = post.account.followers
+                item["public"] = post.account.public_account
+            item.setdefault("spread", [[t, item.get("followers", s.default_followers)]])
+        if post.kind == "repost":
+            for item_id in dict.fromkeys([root, post.parent_id]):
+                if item_id is None or (item_id != root and not self._exists(p, item_id, ctx)):
+                    continue
+                item = touched.get(item_id) or self._item(p, item_id, t, ctx)
+                touched[item_id] = item
+                item["reposts"] += 1
+                if post.account_id not in item["accounts"] and len(item["accounts"]) < 10_000:
+                    item["accounts"].append(post.account_id)
+                item["recent"] = [x for x in item["recent"] if x > t - s.viral_window_s] + [t]
+                spread = item.setdefault("spread", [[item["t0"], item.get("followers", s.default_followers)]])
+                if len(spread) < s.forecast_max_reposts:
+                    spread.append([t, post.account.followers if post.account else s.default_followers])
+        elif post.kind in ("comment", "reply") and root != post.post_id and self._exists(p, root, ctx):
+            item = touched.get(root) or self._item(p, root, t, ctx)
+            touched[root] = item
+            item["comments"] += 1
+        for item_id, item in touched.items():
+            alerts.extend(self._check(p, item_id, item, t, ctx))
+            self._save(p, item_id, item, t, ctx)
+        return alerts
+
+    def _root_of(self, p: str, parent: str, ctx: Context) -> str:
+        rec = ctx.state.get(f"{p}r{SEP}{parent}")
+        return rec["root"] if rec is not None else parent  # parent unseen: it is the root as far as we know
+
+    def _exists(self, p: str, item_id: str, ctx: Context) -> bool:
+        return f"{p}i{SEP}{item_id}" in ctx.state
+
+    def _item(self, p: str, item_id: str, t: float, ctx: Context) -> dict[str, Any]:
+        rec = ctx.state.get(f"{p}i{SEP}{item_id}")
+        if rec is None:
+            rec = {"t0": t, "author": None, "labels": [], "targets": [], "reposts": 0, "comments": 0,
+                   "accounts": [], "recent": [], "eng": {}, "reporters": [], "fired": [], "alerts": {}}
+            ctx.expire(f"{p}i{SEP}{item_id}", t + self.s.item_ttl_s)
+        return rec
+
+    def _save(self, p: str, item_id: str, item: dict, t: float, ctx: Context) -> None:
+        item["until"] = t + self.s.item_ttl_s
+        ctx.state[f"{p}i{SEP}{item_id}"] = item
+
+    # -- the rules ----------------------------------------------------------------------------
+
+    @staticmethod
+    def figures(item: dict) -> dict[str, int]:
+        eng = item["eng"]
+        return {"views": eng.get("views", 0), "reposts": max(eng.get("reposts", 0), item["reposts"]),
+                "comments": max(eng.get("comments", 0), item["comments"]),
+                "reach_accounts": max(eng.get("reach_accounts", 0), len(item["accounts"]))}
+
+    def _check(self, p: str, item_id: str, item: dict, t: float, ctx: Context) -> list[Alert]:
+        alerts: list[Alert] = []
+        fig = self.figures(item)
+        platform = p.rstrip(SEP)
+        defamatory = "defamation" in item["labels"]
+        if defamatory:
+            for fid, value in (("defamation_views_5000", fig["views"]), ("defamation_reposts_500", fig["reposts"])):
+                limit = self.law.limit(fid)
+                if value >= limit and fid not in item["fired"]:
+                    item["fired"].append(fid)
+                    alerts.append(raise_alert(
+                        item["alerts"], kind="legal_threshold", subject=("post", item_id), window=fid, ts=t,
+                        severity="critical", platform=platform,
+                        summary=f"Defamatory post {item_id} reached {value:,} {fid.split('_')[1]} "
+                        f"(figure {limit:,}, {self.law.source(fid)}): candidate serious circumstances.",
+                        legal_refs=DEFAMATION_REFS, aggravating=self._aggravating(item),
+                        evidence={"threshold": fid, "value": value, "limit": limit, "post_id": item_id,
+                                  "account_id": item["author"], **fig,
+                                  "defamation_reports": len(item["reporters"])},
+                        shadow=self.s.shadow))
+            if item["author"] is not None:
+                alerts.extend(self._cumulative(p, item_id, item, fig, t, ctx))
+        if defamatory or item["reporters"] or HARMFUL & set(item["labels"]):
+            alerts.extend(self._viral(platform, item_id, item, fig, t))
+        if item.get("public") and HARMFUL & set(item["labels"]) and item["targets"]:
+            alerts.extend(self._marketing(p, item_id, item, fig, t, ctx))
+        return alerts
+
+    def _aggravating(self, item: dict) -> list[str]:
+        return ["sexual_topic"] if "sexual_rumor" in item["labels"] else []
+
+    def _cumulative(self, p: str, item_id: str, item: dict, fig: dict, t: float, ctx: Context) -> list[Alert]:
+        """2013-21 Art. 4: one author's defamatory items within a year, aggregated."""
+        ak = f"{p}a{SEP}{item['author']}"
+        acct = ctx.state.get(ak) or {"items": {}, "fired": [], "alerts": {}}
+        window = self.law.limit("defamation_cumulative_1y") * 86400.0
+        acct["items"][item_id] = [item["t0"], fig["views"], fig["reposts"]]
+        acct["items"] = {k: v for k, v in acct["items"].items() if v[0] >= t - window}
+        acct["until"] = t + window
+        if ak not in ctx.state:
+            ctx.expire(ak, t + window)
+        alerts = []
+        if len(acct["items"]) >= 2 and "cumulative" not in acct["fired"]:
+            views = sum(v[1] for v in acct["items"].values())
+            reposts = sum(v[2] for v in acct["items"].values())
+            for figure, value, limit in (("views", views, self.law.limit("defamation_views_5000")),
+                                         ("reposts", reposts, self.law.limit("defamation_reposts_500"))):
+                if value >= limit and "cumulative" not in acct["fired"]:
+                    acct["fired"].append("cumulative")
+                    account = item["author"]
+                    alerts.append(raise_alert(
+                        acct["alerts"], kind="legal_threshold", subject=("account", account),
+                        window="defamation_cumulative_1y", ts=t, severity="critical", platform=p.rstrip(SEP),
+                        summary=f"Account {account}'s {len(acct['items'])} defamatory posts of the past year reached "
+                        f"{value:,} {figure} together (figure {limit:,}, Interpretation 2013-21 Art. 4).",
+                        legal_refs=["Criminal Law Art. 246", "Interpretation 2013-21 Art. 4"],
+                        evidence={"threshold": "defamation_cumulative_1y", "value": value, "limit": limit,
+                                  "figure": figure, "account_id": account, "views": views, "reposts": reposts,
+                                  "posts": sorted(acct["items"])},
+                        shadow=self.s.shadow))
+        ctx.state[ak] = acct
+        return alerts
+
+    def _viral(self, platform: str, item_id: str, item: dict, fig: dict, t: float) -> list[Alert]:
+        s = self.s
+        reasons = []
+        if len(item["recent"]) >= s.viral_reposts and "growth" not in item["fired"]:
+            item["fired"].append("growth")
+            reasons.append(f"{len(item['recent'])} reposts in {s.viral_window_s / 60:g} minutes")
+        forecast = None
+        spread = item.get("spread", [])
+        if ("defamation" in item["labels"] and "forecast" not in item["fired"] and len(spread) >= 5
+                and item["reposts"] % s.forecast_every == 0 and len(spread) < s.forecast_max_reposts):
+            forecast = self.forecast(spread, t, fig)
+            limits = (self.law.limit("defamation_reposts_500"), self.law.limit("defamation_views_5000"))
+            inf = float("inf")
+            reposts_ahead = inf if forecast["supercritical"] else forecast["reposts"]
+            views_ahead = inf if forecast["supercritical"] and fig["views"] else (forecast["views"] or 0)
+            if fig["reposts"] < limits[0] <= reposts_ahead or fig["views"] < limits[1] <= views_ahead:
+                item["fired"].append("forecast")
+                reasons.append("forecast to grow without bound (supercritical)" if forecast["supercritical"]
+                               else f"forecast {forecast['reposts']:,} reposts / {forecast['views'] or 0:,} views")
+        if not reasons:
+            return []
+        if forecast is None and len(spread) >= 5:
+            forecast = self.forecast(spread, t, fig)
+        return [raise_alert(
+            item["alerts"], kind="viral_spread", subject=("post", item_id), ts=t,
+            severity="critical" if "defamation" in item["labels"] else "warning", platform=platform,
+            summary=f"Post {item_id} spreads fast: " + "; ".join(reasons) + ".",
+            legal_refs=DEFAMATION_REFS if "defamation" in item["labels"] else [],
+            aggravating=self._aggravating(item),
+            evidence={"post_id": item_id, "views": fig["views"], "reposts": fig["reposts"],
+                      "reach_accounts": fig["reach_accounts"], "reposts_in_window": len(item["recent"]),
+                      "forecast": forecast or {"horizon_s": s.forecast_horizon_s, "views": None, "reposts": None}},
+            shadow=s.shadow)]
+
+    def forecast(self, spread: list, t: float, fig: dict) -> dict[str, Any]:
+        """SEISMIC's final size, capped at what the horizon allows, in reposts and in views."""
+        arr = np.asarray(spread, dtype=float)
+        t0 = arr[0, 0]
+        final = seismic.predict(arr[:, 0] - t0, arr[:, 1], t - t0, self.s.n_star)
+        reposts = final - 1  # the original is not a repost
+        views_per_repost = fig["views"] / max(fig["reposts"], 1)
+        as_int = (lambda x: None if x == float("inf") else int(round(x)))
+        return {"horizon_s": self.s.forecast_horizon_s, "reposts": as_int(max(reposts, fig["reposts"])),
+                "views": as_int(max(reposts * views_per_repost, fig["views"])) if fig["views"] else None,
+                "supercritical": final == float("inf")}
+
+    def _marketing(self, p: str, item_id: str, item: dict, fig: dict, t: float, ctx: Context) -> list[Alert]:
+        """Public accounts pushing harmful content about a target, against 2019-15 Art. 10(4)."""
+        alerts = []
+        for target in item["targets"]:
+            tk = f"{p}m{SEP}{target}"
+            rec = ctx.state.get(tk) or {"accounts": {}, "posts": {}, "fired": [], "alerts": {}}
+            rec["accounts"][item["author"]] = item.get("followers", 0)
+            rec["posts"][item_id] = fig["reach_accounts"]
+            rec["until"] = t + self.s.item_ttl_s
+            if tk not in ctx.state:
+                ctx.expire(tk, t + self.s.item_ttl_s)
+            counted = {"marketing_followers_30000": sum(rec["accounts"].values()),
+                       "marketing_accounts_2000": sum(rec["posts"].values()),
+                       "marketing_posts_100": len(rec["posts"])}
+            met = [fid for fid, value in counted.items() if value >= self.law.limit(fid)]
+            new = [fid for fid in met if fid not in rec["fired"]]
+            if new:
+                rec["fired"] += new
+                alerts.append(raise_alert(
+                    rec["alerts"], kind="illegal_marketing", subject=("target", target), ts=t, severity="critical",
+                    platform=p.rstrip(SEP),
+                    summary=f"{len(rec['accounts'])} public accounts push harmful content about {target} "
+                    f"({', '.join(met)}).",
+                    legal_refs=["Opinions 法发〔2023〕14号 (蹭炒热度, 推广引流)", "Interpretation 2019-15 Art. 10(4)"],
+                    evidence={"accounts": sorted(rec["accounts"]), "posts": sorted(rec["posts"])[-50:],
+                              "target_id": target, "grounds": met, "followers": counted["marketing_followers_30000"],
+                              "accounts_reached": counted["marketing_accounts_2000"],
+                              "post_count": counted["marketing_posts_100"]},
+                    shadow=self.s.shadow))
+            ctx.state[tk] = rec
+        return alerts

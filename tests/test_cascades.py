@@ -1,0 +1,206 @@
+"""Cascades: legal figures crossed exactly once at the right event, forecasts, illegal marketing."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import orjson
+import pytest
+
+from compliance.law import BY_ID, TABLE, LawSettings
+from detectors import seismic
+from detectors.cascades import Cascades, CascadeSettings
+from events import decode, format_ts
+from streams.engine import Engine
+from tests.support.scenarios import T0
+
+
+class Feed:
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+        self.n = 0
+
+    def _add(self, second: float, event: dict) -> str:
+        self.n += 1
+        event_id = f"e{self.n:06d}"
+        self.events.append({"event_id": event_id, "platform": "weibo", "ts": format_ts(T0 + second), **event})
+        return event_id
+
+    def post(self, second: float, pid: str, author: str = "author", kind: str = "original", parent=None, **extra):
+        return self._add(second, {"type": "post", "post_id": pid, "account_id": author, "kind": kind,
+                                  "parent_id": parent, **extra})
+
+    def views(self, second: float, pid: str, views: int = 0, reposts: int = 0, reach: int = 0):
+        return self._add(second, {"type": "engagement", "post_id": pid, "views": views, "reposts": reposts,
+                                  "reach_accounts": reach})
+
+    def report(self, second: float, rid: str, pid: str, category: str = "defamation"):
+        return self._add(second, {"type": "report", "report_id": rid, "reporter_id": f"r-{rid}", "post_id": pid,
+                                  "category": category})
+
+    def run(self, law: LawSettings | None = None, settings: CascadeSettings | None = None) -> list[dict]:
+        engine = Engine([Cascades(settings, law)])
+        out = []
+        for raw in self.events + [{"type": "tick", "ts": format_ts(T0 + 10 * 86400 * 400)}]:
+            out.extend(a.model_dump() for a in engine.process(decode(orjson.dumps(raw), "t")))
+        assert not engine.failures
+        return out
+
+
+def legal(alerts: list[dict]) -> list[dict]:
+    return [a for a in alerts if a["kind"] == "legal_threshold"]
+
+
+@pytest.mark.parametrize("last,fires", [(4_999, False), (5_000, True), (5_001, True)])
+def test_views_figure_at_just_below_and_just_above(last: int, fires: bool) -> None:
+    f = Feed()
+    f.post(0, "p1", labels=["defamation"])
+    f.views(60, "p1", views=3_000)
+    crossing = f.views(120, "p1", views=last)
+    f.views(180, "p1", views=last - 10)  # stale: lower than already seen, ignored
+    f.views(240, "p1", views=last + 50)  # still above: no second alert
+    alerts = legal(f.run())
+    if not fires:
+        assert alerts == [] or all(a["evidence"]["value"] >= 5_000 for a in alerts)
+        assert [a for a in alerts if a["ts"] <= format_ts(T0 + 120)] == []
+        return
+    assert [a["evidence"]["threshold"] for a in alerts] == ["defamation_views_5000"]
+    assert alerts[0]["ts"] == format_ts(T0 + 120)  # the event that crossed, not later
+    assert alerts[0]["evidence"]["value"] == last and alerts[0]["evidence"]["limit"] == 5_000
+    assert alerts[0]["subject"] == {"type": "post", "id": "p1"} and alerts[0]["version"] == 1
+    assert crossing
+
+
+def test_reposts_figure_fires_at_the_500th_repost_once() -> None:
+    f = Feed()
+    f.post(0, "p1", labels=["defamation"])
+    for n in range(1, 601):
+        f.post(n, f"rp{n}", author=f"u{n}", kind="repost", parent="p1" if n % 2 else f"rp{n - 1}")
+    alerts = legal(f.run())
+    assert [a["evidence"]["threshold"] for a in alerts] == ["defamation_reposts_500"]
+    assert alerts[0]["ts"] == format_ts(T0 + 500) and alerts[0]["evidence"]["value"] == 500
+
+
+def test_reposts_499_is_silent_and_the_counter_can_cross_first() -> None:
+    f = Feed()
+    f.post(0, "p1", labels=["defamation"])
+    for n in range(1, 500):
+        f.post(n, f"rp{n}", author=f"u{n}", kind="repost", parent="p1")
+    assert legal(f.run()) == []
+    f.views(600, "p1", reposts=520)  # the platform's counter knows more reposts than we saw
+    alerts = legal(f.run())
+    assert [(a["evidence"]["threshold"], a["evidence"]["value"], a["ts"]) for a in alerts] == [
+        ("defamation_reposts_500", 520, format_ts(T0 + 600))]
+
+
+def test_a_label_arriving_late_fires_at_the_label() -> None:
+    f = Feed()
+    f.post(0, "p1")
+    f.views(60, "p1", views=8_000)
+    f.report(90, "rep1", "p1")
+    f.post(300, "p1", labels=["defamation"])  # the platform re-sends the post with its verdict
+    alerts = legal(f.run())
+    assert [(a["evidence"]["threshold"], a["ts"]) for a in alerts] == [("defamation_views_5000", format_ts(T0 + 300))]
+    assert alerts[0]["evidence"]["defamation_reports"] == 1
+
+
+def test_reports_alone_do_not_make_an_item_defamatory() -> None:
+    f = Feed()
+    f.post(0, "p1")
+    for r in range(20):
+        f.report(10 + r, f"rep{r}", "p1")
+    f.views(60, "p1", views=50_000, reposts=5_000)
+    assert legal(f.run()) == []
+
+
+def test_lawful_viral_posts_stay_silent() -> None:
+    f = Feed()
+    f.post(0, "p1", text="今天的比赛太精彩了")
+    for n in range(1, 1201):
+        f.post(n / 2, f"rp{n}", author=f"u{n}", kind="repost", parent="p1")
+    f.views(700, "p1", views=200_000, reposts=1_500, reach=90_000)
+    assert f.run() == []
+
+
+def test_the_cumulative_rule_aggregates_one_authors_items_within_a_year() -> None:
+    f = Feed()
+    f.post(0, "p1", author="writer", labels=["defamation"])
+    f.views(60, "p1", views=3_000)
+    f.post(86_400, "p2", author="writer", labels=["defamation"])
+    f.views(86_460, "p2", views=1_999)
+    crossing = 86_520
+    f.views(crossing, "p2", views=2_000)  # 3,000 + 2,000 = 5,000
+    alerts = legal(f.run())
+    assert [a["subject"] for a in alerts] == [{"type": "account", "id": "writer"}]
+    evidence = alerts[0]["evidence"]
+    assert (evidence["threshold"], evidence["value"], evidence["posts"]) == ("defamation_cumulative_1y", 5_000, ["p1", "p2"])
+    assert alerts[0]["ts"] == format_ts(T0 + crossing)
+
+
+def test_items_older_than_a_year_do_not_aggregate() -> None:
+    f = Feed()
+    f.post(0, "p1", author="writer", labels=["defamation"])
+    f.views(60, "p1", views=3_000)
+    f.post(400 * 86_400, "p2", author="writer", labels=["defamation"])
+    f.views(400 * 86_400 + 60, "p2", views=2_500)
+    assert legal(f.run(settings=CascadeSettings(item_ttl_s=800 * 86_400))) == []
+
+
+def test_root_is_resolved_from_the_parent_chain() -> None:
+    f = Feed()
+    f.post(0, "root", labels=["defamation"])
+    f.post(1, "a", author="u1", kind="repost", parent="root")
+    for n in range(2, 12):  # a chain of reposts of reposts, no root_id given
+        f.post(n, f"c{n}", author=f"u{n}", kind="repost", parent="a" if n == 2 else f"c{n - 1}")
+    alerts = legal(f.run(law=LawSettings(figures={"defamation_reposts_500": 11})))
+    assert [(a["subject"]["id"], a["evidence"]["value"]) for a in alerts] == [("root", 11)]
+
+
+def test_harmful_posts_growing_fast_raise_viral_spread_with_a_forecast() -> None:
+    f = Feed()
+    f.post(0, "p1", labels=["insult"], **{"account": {"followers": 800}})
+    for n in range(1, 130):
+        f.post(n * 3, f"rp{n}", author=f"u{n}", kind="repost", parent="p1")
+    alerts = [a for a in f.run() if a["kind"] == "viral_spread"]
+    assert len(alerts) == 1 and alerts[0]["evidence"]["reposts_in_window"] == 100
+    assert set(alerts[0]["evidence"]["forecast"]) >= {"horizon_s", "views", "reposts"}
+
+
+def test_public_accounts_pushing_harm_about_a_target_is_illegal_marketing() -> None:
+    f = Feed()
+    target = [{"id": "victim"}]
+    for k in range(4):  # 4 x 9,000 followers: the followers figure (30,000) falls at the fourth
+        f.post(k * 60, f"m{k}", author=f"pub{k}", labels=["insult"], targets=target,
+               **{"account": {"followers": 9_000, "public_account": True}})
+    f.post(300, "lawful", author="pub9", targets=target, **{"account": {"followers": 90_000, "public_account": True}})
+    alerts = [a for a in f.run() if a["kind"] == "illegal_marketing"]
+    assert len(alerts) == 1 and alerts[0]["ts"] == format_ts(T0 + 180)
+    assert alerts[0]["evidence"]["accounts"] == ["pub0", "pub1", "pub2", "pub3"]
+    assert alerts[0]["evidence"]["grounds"] == ["marketing_followers_30000"]
+
+
+def test_seismic_kernel_and_a_finite_forecast() -> None:
+    for end in (100.0, 300.0, 5e3, 1e9):  # the kernel's mass up to s is 1 - ccdf(s)
+        total, _ = seismic._int_phi(np.array([0.0]), np.array([end]))
+        assert total[0] == pytest.approx(1 - seismic.ccdf(np.array([end]))[0], rel=1e-6)  # 7-digit constants
+    s = np.array([seismic.S0 - 1e-6, seismic.S0 + 1e-6])
+    left, right = seismic.ccdf(s)
+    assert left == pytest.approx(right, rel=1e-5)
+    times = np.array([0.0, 60, 120, 400, 900, 2000, 4000, 8000, 15000, 30000])
+    followers = np.full(len(times), 100.0)
+    forecasts = [seismic.predict(times, followers, t) for t in (40_000, 80_000, 200_000)]
+    assert all(math.isfinite(x) for x in forecasts)
+    # a cascade gone quiet: the forecast shrinks toward what was observed, never below it
+    assert forecasts[0] >= forecasts[1] >= forecasts[2] >= len(times)
+    assert forecasts[2] < len(times) * 1.2
+
+
+def test_the_legal_table_names_a_source_for_every_figure_and_can_be_overridden() -> None:
+    assert all(f.source and f.value > 0 for f in TABLE)
+    assert {"defamation_views_5000", "defamation_reposts_500", "dissemination_clicks_50000",
+            "repeat_refusal_2y", "marketing_posts_100"} <= set(BY_ID)
+    law = LawSettings(figures={"defamation_views_5000": 6_000})
+    assert law.limit("defamation_views_5000") == 6_000 and law.limit("defamation_reposts_500") == 500
+    with pytest.raises(ValueError):
+        LawSettings(figures={"no_such_rule": 1})
