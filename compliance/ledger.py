@@ -1,24 +1,40 @@
 """The order ledger: every regulator order followed from issue to its end.
 
-Keyed by ``order_id``: an order and the platform's actions about it meet in one state record.
-Nothing here depends on arrival order between the two: actions that arrive before their order
-are kept, and decisions about the deadline wait for the watermark, so ``replay`` and a Kafka
-worker reach the same verdicts.
-
 States: ``issued`` -> ``acknowledged`` -> ``in_progress`` -> ``completed``; or ``refused``,
 ``disputed``, ``extension_requested``; ``overdue`` once the deadline passed without
-``completed``.
+``completed``. Which measures the order demands and which the platform's actions satisfied
+are kept per order; its items (posts, accounts, hashtags) are watched in the post and
+engagement streams, because an item the platform says it removed but that is still viewed,
+reposted or posted is not removed.
+
+Alerts, all at the event time of what they report:
+
+* ``order_overdue`` at the deadline when ``completed`` did not come by then (missing measures
+  named); ``order_refused`` on refusal, or at the deadline after a dispute without compliance.
+* ``continued_dissemination`` when ordered items spread after the deadline (views, reposts,
+  posts, accounts reached after it), also when the platform claimed removal or completion;
+  re-reported as the figures double.
+* ``duty_refusal`` (a candidate case under Criminal Law Art. 286-1): a valid order (a regulator
+  with network-security duties, a legal basis, measures, a deadline after issue), refused or
+  past its deadline with measures missing or items still live, and at least one ground of
+  Interpretation 2019-15 measured after the deadline; or, subject the platform, refusals of
+  several orders within two years (``repeat_refusal_2y``). Nothing when the platform complied in
+  time and its items went quiet, whatever happened before.
+
+Keyed by platform and ordered: a platform's orders, actions, posts and engagement meet in one
+partition in event-time order, so arrival order between topics never changes a verdict.
 """
 
 from __future__ import annotations
 
+import statistics
 from typing import Any, ClassVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from events import Alert, AnyEvent, Context, Order, PlatformAction, format_ts, raise_alert
+from compliance.law import LawSettings
+from events import Alert, AnyEvent, Context, Engagement, Order, PlatformAction, Post, format_ts, raise_alert
 
-# Which order measure an action satisfies. ``completed`` claims every measure.
 MEASURE_BY_ACTION = {
     "content_removed": "remove_content",
     "account_suspended": "suspend_account",
@@ -26,14 +42,16 @@ MEASURE_BY_ACTION = {
     "evidence_preserved": "preserve_evidence",
 }
 ORDER_REFS = ["Criminal Law Art. 286-1", "Interpretation 2019-15 Art. 2"]
+SEP = "\t"
+TWO_YEARS = 2 * 365 * 86400.0
 
 
 class LedgerSettings(BaseModel):
-    """The ledger has no thresholds yet; deadlines come from the orders themselves."""
+    """Which regulators count, and how long closed orders are remembered."""
 
-
-def _blank() -> dict[str, Any]:
-    return {"order": None, "actions": [], "alerts": {}, "fired": []}
+    regulators: list[str] = Field(["cac", "public_security", "telecom", "miit"],
+                                  description="Departments with network-security oversight duties (2019-15 Art. 2).")
+    keep_closed_s: float = Field(90 * 86400, description="A finished order is forgotten this long after its deadline.")
 
 
 def measures_done(record: dict, until: float) -> set[str]:
@@ -68,53 +86,156 @@ def ledger_state(record: dict, watermark: float) -> str:
     return "issued"
 
 
+def _blank() -> dict[str, Any]:
+    return {"order": None, "actions": [], "alerts": {}, "fired": [], "seen": {}, "base": {},
+            "after": {"views": 0, "reposts": 0, "items": 0, "reach": 0, "followers": 0}, "spreaders": [],
+            "reported": {}}
+
+
 class OrderLedger:
-    """Raises ``order_overdue`` at the deadline and ``order_refused`` on refusal."""
+    """Order lifecycle, deadlines, continued dissemination and duty-refusal candidates."""
 
     name: ClassVar[str] = "orders"
-    event_types: ClassVar[frozenset[str]] = frozenset({"order", "platform_action"})
-    ordered: ClassVar[bool] = False  # verdicts wait for the watermark; arrival order does not matter
+    event_types: ClassVar[frozenset[str]] = frozenset({"order", "platform_action", "post", "engagement"})
+    ordered: ClassVar[bool] = True
 
-    def __init__(self, settings: LedgerSettings | None = None) -> None:
+    def __init__(self, settings: LedgerSettings | None = None, law: LawSettings | None = None) -> None:
         self.settings = settings or LedgerSettings()
+        self.law = law or LawSettings()
 
     def keys(self, event: AnyEvent) -> list[str]:
-        if isinstance(event, Order):
-            return [event.order_id]
-        if isinstance(event, PlatformAction) and event.order_id is not None:
-            return [event.order_id]
-        return []
+        if isinstance(event, PlatformAction) and event.order_id is None:
+            return []
+        return [event.platform]
+
+    # -- events -------------------------------------------------------------------------------
 
     def on_event(self, event: AnyEvent, key: str, ctx: Context) -> list[Alert]:
-        record = ctx.state.get(key) or _blank()
-        alerts: list[Alert] = []
+        p = key + SEP
         if isinstance(event, Order):
-            if record["order"] is not None:
-                return []  # a duplicate delivery
-            record["order"] = {
-                "platform": event.platform,
-                "regulator": event.regulator,
-                "issued": event.epoch,
-                "deadline": event.deadline_epoch,
-                "legal_basis": event.legal_basis,
-                "measures": list(event.measures),
-                "items": [item.key for item in event.items],
-                "case_id": event.case_id,
-            }
-            ctx.set_timer(key, event.deadline_epoch)
-        elif isinstance(event, PlatformAction):
-            if any(aid == event.action_id for _ts, aid, _a in record["actions"]):
-                return []
-            record["actions"].append([event.epoch, event.action_id, event.action])
-            record["actions"].sort()
-            if event.action == "refused" and "refused" not in record["fired"]:
-                record["fired"].append("refused")
-                alerts.append(self._refused(record, key, event.action_id, event.epoch, event.platform))
+            return self._order(p, event, ctx)
+        if isinstance(event, PlatformAction):
+            return self._action(p, event, ctx)
+        if isinstance(event, Post):
+            return self._activity(p, event, ctx)
+        if isinstance(event, Engagement):
+            return self._engagement(p, event, ctx)
+        return []
+
+    def _record(self, p: str, order_id: str, ctx: Context) -> dict:
+        return ctx.state.get(f"{p}o{SEP}{order_id}") or _blank()
+
+    def _save(self, p: str, order_id: str, record: dict, ctx: Context) -> None:
+        key = f"{p}o{SEP}{order_id}"
+        order = record["order"]
+        until = (order["deadline"] if order else record["actions"][-1][0]) + self.settings.keep_closed_s
+        if record.get("until") is None:
+            ctx.expire(key, until)
+        record["until"] = until
         ctx.state[key] = record
+
+    def _order(self, p: str, event: Order, ctx: Context) -> list[Alert]:
+        record = self._record(p, event.order_id, ctx)
+        if record["order"] is not None:
+            return []  # a duplicate delivery
+        items = [item.key for item in event.items]
+        record["order"] = {
+            "platform": event.platform, "regulator": event.regulator, "issued": event.epoch,
+            "deadline": event.deadline_epoch, "legal_basis": event.legal_basis, "measures": list(event.measures),
+            "items": items, "case_id": event.case_id,
+        }
+        for item in items:
+            ik = f"{p}i{SEP}{item}"
+            index = ctx.state.get(ik) or {"orders": []}
+            if event.order_id not in index["orders"]:
+                index["orders"].append(event.order_id)
+            index["until"] = max(index.get("until", 0), event.deadline_epoch + self.settings.keep_closed_s)
+            if ik not in ctx.state:
+                ctx.expire(ik, index["until"])
+            ctx.state[ik] = index
+        ctx.set_timer(f"{key_of(p)}{SEP}{event.order_id}", event.deadline_epoch)
+        self._save(p, event.order_id, record, ctx)
+        return []
+
+    def _action(self, p: str, event: PlatformAction, ctx: Context) -> list[Alert]:
+        assert event.order_id is not None
+        record = self._record(p, event.order_id, ctx)
+        if any(aid == event.action_id for _ts, aid, _a in record["actions"]):
+            return []
+        record["actions"].append([event.epoch, event.action_id, event.action])
+        record["actions"].sort()
+        alerts: list[Alert] = []
+        if event.action == "refused" and "refused" not in record["fired"]:
+            alerts += self._refused(p, event.order_id, record, event.action_id, event.epoch, ctx)
+        self._save(p, event.order_id, record, ctx)
         return alerts
 
+    def _activity(self, p: str, post: Post, ctx: Context) -> list[Alert]:
+        """A post that spreads ordered content: the item itself, a repost or answer of it, a
+        post by an ordered account, a post under an ordered hashtag."""
+        keys = {f"post:{post.post_id}"}
+        keys |= {f"post:{x}" for x in (post.parent_id, post.root_id) if x}
+        keys.add(f"account:{post.account_id}")
+        keys |= {f"hashtag:{h.strip('#')}" for h in post.hashtags}
+        alerts: list[Alert] = []
+        for item in sorted(keys):
+            index = ctx.state.get(f"{p}i{SEP}{item}")
+            if index is None:
+                continue
+            for order_id in index["orders"]:
+                record = self._record(p, order_id, ctx)
+                order = record["order"]
+                if order is None or post.epoch <= order["deadline"]:
+                    continue
+                after = record["after"]
+                after["items"] += 1
+                if post.kind == "repost" and item.startswith("post:"):
+                    after["reposts"] += 1
+                if post.account_id not in record["spreaders"] and len(record["spreaders"]) < 5000:
+                    record["spreaders"].append(post.account_id)
+                    after["followers"] += post.account.followers if post.account else 0
+                record.setdefault("live", [])
+                if item not in record["live"]:
+                    record["live"].append(item)
+                alerts += self._after_deadline(p, order_id, record, post.epoch, ctx)
+                self._save(p, order_id, record, ctx)
+        return alerts
+
+    def _engagement(self, p: str, event: Engagement, ctx: Context) -> list[Alert]:
+        item = f"post:{event.post_id}"
+        index = ctx.state.get(f"{p}i{SEP}{item}")
+        if index is None:
+            return []
+        alerts: list[Alert] = []
+        now = {"views": event.views, "reposts": event.reposts, "reach": event.reach_accounts}
+        for order_id in index["orders"]:
+            record = self._record(p, order_id, ctx)
+            seen = record["seen"].get(item, {"views": 0, "reposts": 0, "reach": 0})
+            grown = {k: max(v, seen[k]) for k, v in now.items()}  # cumulative: lower values are stale
+            order = record["order"]
+            if order is not None and event.epoch > order["deadline"]:
+                base = record["base"].setdefault(item, dict(seen))  # the counters as of the deadline
+                delta = {k: grown[k] - base[k] for k in grown}
+                previous = record.setdefault("deltas", {}).get(item, {"views": 0, "reposts": 0, "reach": 0})
+                for k, field in (("views", "views"), ("reach", "reach")):
+                    record["after"][field] += delta[k] - previous[k]
+                record["after"]["reposts"] += max(delta["reposts"] - previous["reposts"], 0)
+                record["deltas"][item] = delta
+                if delta["views"] > 0 or delta["reposts"] > 0:
+                    record.setdefault("live", [])
+                    if item not in record["live"]:
+                        record["live"].append(item)
+                    alerts += self._after_deadline(p, order_id, record, event.epoch, ctx)
+            record["seen"][item] = grown
+            self._save(p, order_id, record, ctx)
+        return alerts
+
+    # -- deadlines and verdicts -----------------------------------------------------------------
+
     def on_timer(self, key: str, ctx: Context) -> list[Alert]:
-        record = ctx.state.get(key)
+        platform, _, order_id = key.partition(SEP)
+        p = platform + SEP
+        record = ctx.state.get(f"{p}o{SEP}{order_id}")
         if record is None or record["order"] is None:
             return []
         order = record["order"]
@@ -124,32 +245,179 @@ class OrderLedger:
         if "completed" not in actions and "overdue" not in record["fired"]:
             record["fired"].append("overdue")
             missing = [m for m in order["measures"] if m not in measures_done(record, deadline)]
-            alerts.append(
-                raise_alert(
-                    record["alerts"], kind="order_overdue", subject=("order", key), ts=deadline,
-                    severity="warning", platform=order["platform"],
-                    summary=f"Order {key} from {order['regulator']} passed its deadline without completion "
-                    f"({len(missing)} of {len(order['measures'])} measures missing).",
-                    legal_refs=ORDER_REFS,
-                    evidence={"order_id": key, "deadline": format_ts(deadline), "missing_measures": missing,
-                              "items": order["items"]},
-                )
-            )
+            alerts.append(raise_alert(
+                record["alerts"], kind="order_overdue", subject=("order", order_id), ts=deadline,
+                severity="warning", platform=order["platform"],
+                summary=f"Order {order_id} from {order['regulator']} passed its deadline without completion "
+                f"({len(missing)} of {len(order['measures'])} measures missing).",
+                legal_refs=ORDER_REFS,
+                evidence={"order_id": order_id, "deadline": format_ts(deadline), "missing_measures": missing,
+                          "items": order["items"]}))
             if "disputed" in actions and "refused" not in record["fired"]:
                 # A dispute that is not followed by compliance is a refusal in effect.
-                record["fired"].append("refused")
                 dispute = next(aid for ts, aid, a in record["actions"] if a == "disputed" and ts <= deadline)
-                alerts.append(self._refused(record, key, dispute, deadline, order["platform"]))
-        ctx.state[key] = record
+                alerts += self._refused(p, order_id, record, dispute, deadline, ctx)
+        ctx.state[f"{p}o{SEP}{order_id}"] = record
         return alerts
 
-    def _refused(self, record: dict, key: str, action_id: str, ts: float, platform: str) -> Alert:
+    def _refused(self, p: str, order_id: str, record: dict, action_id: str, ts: float, ctx: Context) -> list[Alert]:
+        record["fired"].append("refused")
         order = record["order"] or {}
-        return raise_alert(
-            record["alerts"], kind="order_refused", subject=("order", key), ts=ts, severity="critical",
-            platform=order.get("platform", platform),
-            summary=f"Platform {order.get('platform', platform)} refused order {key} (candidate for "
-            "refusing to perform information-network security duties if the content keeps spreading).",
-            legal_refs=ORDER_REFS,
-            evidence={"order_id": key, "action_id": action_id},
-        )
+        platform = p.rstrip(SEP)
+        alerts = [raise_alert(
+            record["alerts"], kind="order_refused", subject=("order", order_id), ts=ts, severity="critical",
+            platform=platform,
+            summary=f"Platform {platform} refused order {order_id} (candidate for refusing to perform "
+            "information-network security duties if the content keeps spreading).",
+            legal_refs=ORDER_REFS, evidence={"order_id": order_id, "action_id": action_id})]
+        alerts += self._repeat_refusals(p, order_id, ts, ctx)
+        alerts += self._duty(p, order_id, record, ts)
+        return alerts
+
+    def _repeat_refusals(self, p: str, order_id: str, ts: float, ctx: Context) -> list[Alert]:
+        """2019-15 Art. 6(2): several refused orders within two years, subject the platform."""
+        rk = f"{p}refusals"
+        rec = ctx.state.get(rk) or {"refusals": [], "alerts": {}, "reported": 0}
+        rec["refusals"] = [r for r in rec["refusals"] if r[0] > ts - TWO_YEARS] + [[ts, order_id]]
+        rec["until"] = ts + TWO_YEARS
+        if "until" not in (ctx.state.get(rk) or {}):
+            ctx.expire(rk, rec["until"])
+        alerts = []
+        limit = self.law.limit("repeat_refusal_2y")
+        if len(rec["refusals"]) >= limit and len(rec["refusals"]) > rec["reported"]:
+            rec["reported"] = len(rec["refusals"])
+            platform = p.rstrip(SEP)
+            alerts.append(raise_alert(
+                rec["alerts"], kind="duty_refusal", subject=("platform", platform), window="repeat_refusal_2y",
+                ts=ts, severity="critical", platform=platform,
+                summary=f"Platform {platform} refused {len(rec['refusals'])} orders within two years "
+                f"(figure {limit}, Interpretation 2019-15 Art. 6(2)): candidate refusal to perform "
+                "information-network security duties.",
+                legal_refs=["Criminal Law Art. 286-1", "Interpretation 2019-15 Art. 6(2)"],
+                evidence={"order_id": order_id, "grounds": ["repeat_refusal_2y"], "refusals": len(rec["refusals"]),
+                          "limit": limit, "orders": [o for _t, o in rec["refusals"]]}))
+        ctx.state[rk] = rec
+        return alerts
+
+    def valid(self, order: dict) -> bool:
+        """2019-15 Art. 2: a competent department, a legal basis, clear measures, a deadline after issue."""
+        return (order["regulator"] in self.settings.regulators and bool(order["legal_basis"].strip())
+                and bool(order["measures"]) and order["deadline"] > order["issued"])
+
+    def grounds(self, record: dict) -> dict[str, int]:
+        after = record["after"]
+        measured = {"dissemination_clicks_50000": after["views"],
+                    "dissemination_accounts_2000": max(after["reach"], len(record["spreaders"])),
+                    "dissemination_items_2000": after["items"],
+                    "dissemination_followers_30000": after["followers"]}
+        return {g: v for g, v in measured.items() if v >= self.law.limit(g)}
+
+    def _after_deadline(self, p: str, order_id: str, record: dict, ts: float, ctx: Context) -> list[Alert]:
+        alerts = []
+        after, order = record["after"], record["order"]
+        reach = max(after["reach"], len(record["spreaders"]))
+        last = record["reported"]
+        grew = not last or any(after[k] >= 2 * max(last.get(k, 0), 1) for k in ("views", "reposts", "items"))
+        if after["views"] or after["reposts"] or after["items"]:
+            if grew:
+                record["reported"] = dict(after)
+                claimed = sorted({a for _t, _i, a in record["actions"] if a in ("content_removed", "completed")})
+                alerts.append(raise_alert(
+                    record["alerts"], kind="continued_dissemination", subject=("order", order_id), ts=ts,
+                    severity="critical" if claimed else "warning", platform=order["platform"],
+                    summary=f"Items of order {order_id} kept spreading after the deadline: {after['views']:,} views, "
+                    f"{after['reposts']:,} reposts, {after['items']:,} posts"
+                    + (f" (the platform claimed {', '.join(claimed)})." if claimed else "."),
+                    legal_refs=ORDER_REFS,
+                    evidence={"order_id": order_id, "items": sorted(record.get("live", [])),
+                              "views_after_deadline": after["views"], "reposts_after_deadline": after["reposts"],
+                              "accounts_reached_after_deadline": reach, "posts_after_deadline": after["items"],
+                              "platform_claimed": claimed}))
+        alerts += self._duty(p, order_id, record, ts)
+        return alerts
+
+    def _duty(self, p: str, order_id: str, record: dict, ts: float) -> list[Alert]:
+        order = record["order"]
+        if order is None or not self.valid(order):
+            return []
+        refused = "refused" in record["fired"]
+        past = ts > order["deadline"]
+        completed_in_time = any(a == "completed" and t <= order["deadline"] for t, _i, a in record["actions"])
+        live = bool(record.get("live"))
+        if not (refused or (past and (not completed_in_time or live))):
+            return []
+        grounds = self.grounds(record)
+        new = [g for g in grounds if f"duty:{g}" not in record["fired"]]
+        if not new:
+            return []
+        record["fired"] += [f"duty:{g}" for g in new]
+        missing = [m for m in order["measures"] if m not in measures_done(record, order["deadline"])]
+        refusal = next((aid for _t, aid, a in record["actions"] if a in ("refused", "disputed")), None)
+        return [raise_alert(
+            record["alerts"], kind="duty_refusal", subject=("order", order_id), ts=ts, severity="critical",
+            platform=order["platform"],
+            summary=f"Order {order_id}: {'refused' if refused else 'not complied with'} while its items kept "
+            f"spreading ({', '.join(sorted(grounds))}): candidate case of refusing to perform "
+            "information-network security duties.",
+            legal_refs=["Criminal Law Art. 286-1", "Interpretation 2019-15 Art. 2", "Interpretation 2019-15 Art. 3"],
+            evidence={"order_id": order_id, "grounds": sorted(grounds), "figures": grounds,
+                      "limits": {g: self.law.limit(g) for g in grounds}, "refusal_action_id": refusal,
+                      "missing_measures": missing, "views_after_deadline": record["after"]["views"],
+                      "accounts_reached_after_deadline": max(record["after"]["reach"], len(record["spreaders"])),
+                      "posts_after_deadline": record["after"]["items"]})]
+
+
+def key_of(prefix: str) -> str:
+    return prefix.rstrip(SEP)
+
+
+def orders_of(state, platform: str | None = None) -> list[tuple[str, str, dict]]:
+    """(platform, order_id, record) of every order in a ledger state mapping."""
+    out = []
+    for key, record in list(state.items()):
+        parts = key.split(SEP)
+        if len(parts) == 3 and parts[1] == "o" and (platform is None or parts[0] == platform):
+            out.append((parts[0], parts[2], record))
+    return sorted(out)
+
+
+def describe(order_id: str, record: dict, now: float) -> dict:
+    """An order as the API shows it: state, measures done and missing, deadline."""
+    order = record["order"] or {}
+    deadline = order.get("deadline")
+    done = measures_done(record, now)
+    return {"order_id": order_id, "platform": order.get("platform"), "regulator": order.get("regulator"),
+            "state": ledger_state(record, now), "issued": format_ts(order["issued"]) if order else None,
+            "deadline": format_ts(deadline) if deadline else None, "measures": order.get("measures", []),
+            "measures_done": sorted(m for m in order.get("measures", []) if m in done),
+            "measures_missing": [m for m in order.get("measures", []) if m not in done],
+            "items": order.get("items", []), "actions": [{"ts": format_ts(t), "action_id": i, "action": a}
+                                                         for t, i, a in record["actions"]],
+            "after_deadline": record["after"]}
+
+
+def scorecard(state, platform: str, now: float) -> dict:
+    """Per-platform figures for regulators, from the ledger state as of ``now`` (event time)."""
+    received = on_time = open_late = 0
+    to_ack, to_comply = [], []
+    for _p, _oid, record in orders_of(state, platform):
+        order = record["order"]
+        if order is None:
+            continue
+        received += 1
+        acks = [t for t, _i, a in record["actions"] if a == "acknowledged"]
+        done = [t for t, _i, a in record["actions"] if a == "completed"]
+        if acks:
+            to_ack.append(acks[0] - order["issued"])
+        if done:
+            to_comply.append(done[0] - order["issued"])
+            if done[0] <= order["deadline"] and not record.get("live"):
+                on_time += 1
+        elif now > order["deadline"]:
+            open_late += 1
+    refusals = (state.get(f"{platform}{SEP}refusals") or {}).get("refusals", [])
+    return {"platform": platform, "orders_received": received, "completed_on_time": on_time,
+            "median_seconds_to_acknowledge": statistics.median(to_ack) if to_ack else None,
+            "median_seconds_to_comply": statistics.median(to_comply) if to_comply else None,
+            "refusals_within_two_years": sum(1 for t, _o in refusals if t > now - TWO_YEARS),
+            "open_past_deadline": open_late, "as_of": format_ts(now) if now > 0 else None}

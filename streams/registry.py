@@ -11,7 +11,7 @@ from streams.settings import Settings
 
 def build_detectors(settings: Settings) -> list[Detector]:
     detectors: list[Detector] = [
-        OrderLedger(settings.ledger),
+        OrderLedger(settings.ledger, settings.law),
         WaterArmy(settings.water_army),
         Cascades(settings.cascades, settings.law),
     ]

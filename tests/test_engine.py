@@ -126,4 +126,6 @@ def test_key_restricts_routing_to_one_key() -> None:
     engine = Engine([OrderLedger()])
     event = decode(orjson.dumps(order("o1", 0, 30)), "t")
     engine.process(event, key="elsewhere")
-    assert "o1" not in engine.stages[0].state and "elsewhere" in engine.stages[0].state
+    engine.process(decode(orjson.dumps(tick(1)), "t"))  # the ledger is ordered: time must pass the order
+    state = engine.stages[0].state
+    assert "weibo\to\to1" not in state and "elsewhere\to\to1" in state

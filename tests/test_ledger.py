@@ -18,6 +18,10 @@ def run(events: list[dict]) -> tuple[list[dict], Engine]:
     return alerts, engine
 
 
+def record(engine: Engine, order_id: str, platform: str = "weibo") -> dict:
+    return engine.stages[0].state[f"{platform}\to\t{order_id}"]
+
+
 def kinds(alerts: list[dict]) -> list[str]:
     return [a["kind"] for a in alerts]
 
@@ -26,7 +30,7 @@ def test_completed_on_time_raises_nothing() -> None:
     alerts, engine = run([order("o1", 0, 60), action("a1", "o1", 10, "acknowledged"),
                           action("a2", "o1", 50, "completed"), tick(600)])
     assert alerts == []
-    assert ledger_state(engine.stages[0].state["o1"], 10**12) == "completed"
+    assert ledger_state(record(engine, "o1"), 10**12) == "completed"
 
 
 def test_silence_past_the_deadline_is_overdue_with_every_measure_missing() -> None:
@@ -41,7 +45,7 @@ def test_silence_past_the_deadline_is_overdue_with_every_measure_missing() -> No
 def test_nothing_fires_before_the_deadline() -> None:
     alerts, engine = run([order("o1", 0, 60), action("a1", "o1", 5, "acknowledged"), tick(59.9)])
     assert alerts == []
-    assert ledger_state(engine.stages[0].state["o1"], engine.watermark().value) == "acknowledged"
+    assert ledger_state(record(engine, "o1"), engine.watermark().value) == "acknowledged"
 
 
 def test_completion_after_the_deadline_does_not_undo_overdue() -> None:
@@ -72,7 +76,7 @@ def test_duplicate_deliveries_are_harmless() -> None:
     events = [order("o1", 0, 60), action("a1", "o1", 5, "content_removed")]
     alerts, engine = run(events + events + [tick(61)])
     assert kinds(alerts) == ["order_overdue"]
-    assert len(engine.stages[0].state["o1"]["actions"]) == 1
+    assert len(record(engine, "o1")["actions"]) == 1
 
 
 def test_action_before_its_order_is_kept() -> None:
