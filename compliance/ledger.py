@@ -210,11 +210,13 @@ class OrderLedger:
         now = {"views": event.views, "reposts": event.reposts, "reach": event.reach_accounts}
         for order_id in index["orders"]:
             record = self._record(p, order_id, ctx)
-            seen = record["seen"].get(item, {"views": 0, "reposts": 0, "reach": 0})
-            grown = {k: max(v, seen[k]) for k, v in now.items()}  # cumulative: lower values are stale
+            seen = record["seen"].get(item)
+            grown = {k: max(v, seen[k]) if seen else v for k, v in now.items()}  # lower values are stale
             order = record["order"]
             if order is not None and event.epoch > order["deadline"]:
-                base = record["base"].setdefault(item, dict(seen))  # the counters as of the deadline
+                # The counters as of the deadline; never observed before it, the first observation
+                # after it is the base (no evidence of growth yet).
+                base = record["base"].setdefault(item, dict(seen or grown))
                 delta = {k: grown[k] - base[k] for k in grown}
                 previous = record.setdefault("deltas", {}).get(item, {"views": 0, "reposts": 0, "reach": 0})
                 for k, field in (("views", "views"), ("reach", "reach")):

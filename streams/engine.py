@@ -186,11 +186,10 @@ class Engine:
                 for k in keys:
                     self._seq += 1
                     heapq.heappush(ctx.part.pending, (event.epoch, getattr(event, "event_id", ""), self._seq, event, k))
-                alerts.extend(self._release(stage, ctx, wm.value))
             else:
                 for k in keys:
                     alerts.extend(self._call(stage, event, k, ctx))
-            alerts.extend(self._fire(stage, ctx, wm.value))
+            alerts.extend(self._release(stage, ctx, wm.value))  # and timers the detector set already due
         return alerts
 
     def _call(self, stage: _Stage, event: AnyEvent | None, key: str, ctx: _Context) -> list[Alert]:
@@ -212,30 +211,34 @@ class Engine:
         for stage in self.stages:
             ctx = stage.context(partition, now)
             alerts.extend(self._release(stage, ctx, now))
-            alerts.extend(self._fire(stage, ctx, now))
             self._expire(stage, ctx, now)
         return alerts
 
     def _release(self, stage: _Stage, ctx: _Context, now: float) -> list[Alert]:
-        """Hand buffered events of an ordered stage over, in (ts, event_id) order, up to ``now``."""
-        alerts: list[Alert] = []
-        pending = ctx.part.pending
-        while pending and pending[0][0] <= now:
-            _ts, _eid, _seq, event, key = heapq.heappop(pending)
-            alerts.extend(self._call(stage, event, key, ctx))
-        return alerts
+        """Buffered events (ordered stages) and due timers up to ``now``, interleaved in event time.
 
-    def _fire(self, stage: _Stage, ctx: _Context, now: float) -> list[Alert]:
+        An event at exactly a timer's time goes first: an action at the deadline is on time.
+        """
         alerts: list[Alert] = []
-        timers = ctx.part.timers
-        while timers and timers[0][0] <= now:
-            at, key = heapq.heappop(timers)
-            current = stage.timers.get(key)
-            if current is None or current[0] != at:
-                continue  # cancelled or replaced
-            del stage.timers[key]
-            alerts.extend(self._call(stage, None, key, ctx))
-        return alerts
+        pending, timers = ctx.part.pending, ctx.part.timers
+        while True:
+            next_event = pending[0][0] if pending else math.inf
+            next_timer = timers[0][0] if timers else math.inf
+            if min(next_event, next_timer) > now:
+                return alerts
+            if next_event <= next_timer:
+                _ts, _eid, _seq, event, key = heapq.heappop(pending)
+                alerts.extend(self._call(stage, event, key, ctx))
+            else:
+                alerts.extend(self._fire_one(stage, ctx))
+
+    def _fire_one(self, stage: _Stage, ctx: _Context) -> list[Alert]:
+        at, key = heapq.heappop(ctx.part.timers)
+        current = stage.timers.get(key)
+        if current is None or current[0] != at:
+            return []  # cancelled or replaced
+        del stage.timers[key]
+        return self._call(stage, None, key, ctx)
 
     @staticmethod
     def _expire(stage: _Stage, ctx: _Context, now: float) -> None:

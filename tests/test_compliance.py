@@ -1,0 +1,137 @@
+"""Orders followed to their end: continued dissemination, duty-refusal candidates, scorecards."""
+
+from __future__ import annotations
+
+import orjson
+
+from compliance.ledger import OrderLedger, describe, orders_of, scorecard
+from events import decode, format_ts
+from streams.engine import Engine
+from tests.support.events import T0, action, order, post, tick
+
+DAY = 1440  # minutes
+
+
+def engagement(pid: str, minute: float, views: int, reposts: int = 0, reach: int = 0) -> dict:
+    from tests.support.events import at
+
+    return {"type": "engagement", "event_id": f"g-{pid}-{minute}-{views}", "platform": "weibo", "ts": at(minute),
+            "post_id": pid, "views": views, "reposts": reposts, "reach_accounts": reach}
+
+
+def run(events: list[dict]) -> tuple[list[dict], Engine]:
+    engine = Engine([OrderLedger()])
+    alerts = []
+    for raw in events:
+        alerts.extend(a.model_dump() for a in engine.process(decode(orjson.dumps(raw), "t")))
+    assert not engine.failures
+    return alerts, engine
+
+
+def kinds(alerts: list[dict]) -> list[str]:
+    return [a["kind"] for a in alerts]
+
+
+def test_on_time_compliance_with_quiet_items_raises_nothing() -> None:
+    alerts, engine = run([post("p1", -5), engagement("p1", -1, 900), order("o1", 0, 60),
+                          action("a1", "o1", 5, "acknowledged"), action("a2", "o1", 20, "content_removed"),
+                          action("a3", "o1", 30, "completed"), engagement("p1", 90, 900), tick(3 * DAY)])
+    assert alerts == []
+    card = scorecard(engine.stages[0].state, "weibo", engine.watermark().value)
+    assert (card["orders_received"], card["completed_on_time"], card["open_past_deadline"]) == (1, 1, 0)
+    assert card["median_seconds_to_acknowledge"] == 300 and card["median_seconds_to_comply"] == 1800
+
+
+def test_silence_past_the_deadline_is_overdue_but_no_duty_case_without_grounds() -> None:
+    alerts, engine = run([order("o1", 0, 60), engagement("p1", 30, 5), engagement("p1", 70, 10), tick(120)])
+    assert kinds(alerts) == ["order_overdue", "continued_dissemination"]  # the deadline first, then the spread
+    card = scorecard(engine.stages[0].state, "weibo", engine.watermark().value)
+    assert card["open_past_deadline"] == 1 and card["completed_on_time"] == 0
+
+
+def test_explicit_refusal_without_spread_is_refused_not_a_duty_case() -> None:
+    alerts, _ = run([order("o1", 0, 60), action("a1", "o1", 10, "refused"), tick(120)])
+    assert kinds(alerts) == ["order_refused", "order_overdue"]
+
+
+def test_a_fake_removal_with_continued_views_is_continued_dissemination() -> None:
+    alerts, _ = run([engagement("p1", -10, 1_000), order("o1", 0, 60), action("a1", "o1", 20, "content_removed"),
+                     action("a2", "o1", 30, "completed"), engagement("p1", 50, 1_200),
+                     engagement("p1", 80, 1_500), engagement("p1", 100, 4_000), tick(200)])
+    assert kinds(alerts) == ["continued_dissemination", "continued_dissemination"]
+    first, second = alerts
+    assert first["ts"] == format_ts(T0.timestamp() + 80 * 60)
+    assert first["evidence"]["views_after_deadline"] == 300  # 1,500 now - 1,200 at the deadline
+    assert first["evidence"]["platform_claimed"] == ["completed", "content_removed"]
+    assert first["severity"] == "critical" and first["evidence"]["items"] == ["post:p1"]
+    assert second["version"] == 2 and second["evidence"]["views_after_deadline"] == 2_800
+
+
+def test_refusal_with_50000_views_after_the_deadline_is_a_duty_refusal_candidate() -> None:
+    events = [order("o1", 0, 60, legal_basis="网络安全法 第49条"), engagement("p1", 30, 20_000),
+              action("a1", "o1", 10, "refused"), engagement("p1", 70, 40_000), engagement("p1", 90, 69_999),
+              engagement("p1", 95, 70_000), engagement("p1", 99, 80_000), tick(200)]
+    alerts, _ = run(events)
+    duty = [a for a in alerts if a["kind"] == "duty_refusal"]
+    assert len(duty) == 1
+    assert duty[0]["ts"] == format_ts(T0.timestamp() + 95 * 60)  # the event that made 50,000 after the deadline
+    assert duty[0]["evidence"]["grounds"] == ["dissemination_clicks_50000"]
+    assert duty[0]["evidence"]["views_after_deadline"] == 50_000
+    assert duty[0]["evidence"]["refusal_action_id"] == "a1"
+    assert {"order_refused", "order_overdue", "continued_dissemination"} <= set(kinds(alerts))
+
+
+def test_an_invalid_order_is_never_a_duty_case() -> None:
+    events = [order("o1", 0, 60, legal_basis=""), action("a1", "o1", 10, "refused"),
+              engagement("p1", 90, 90_000), tick(200)]
+    assert "duty_refusal" not in kinds(run(events)[0])
+    other = [order("o2", 0, 60, regulator="a_newspaper"), action("a2", "o2", 10, "refused"),
+             engagement("p1", 90, 90_000), tick(200)]
+    assert "duty_refusal" not in kinds(run(other)[0])
+
+
+def test_an_ordered_account_that_keeps_posting_spreads_items() -> None:
+    events = [order("o1", 0, 60, measures=["suspend_account"], items=[{"account_id": "troll"}]),
+              action("a1", "o1", 30, "account_suspended"), action("a2", "o1", 31, "completed")]
+    events += [post(f"t{n}", 61 + n, account="troll") for n in range(3)]
+    alerts, _ = run(events + [tick(200)])
+    assert kinds(alerts) == ["continued_dissemination", "continued_dissemination"]  # 1 post, then 2
+    assert alerts[-1]["evidence"]["posts_after_deadline"] == 2
+
+
+def test_thousands_of_posts_under_an_ordered_hashtag_meet_the_items_ground() -> None:
+    events = [order("o1", 0, 60, measures=["stop_amplification"], items=[{"hashtag": "扒林某"}])]
+    events += [post(f"h{n}", 61 + n / 100, account=f"u{n}", hashtags=["扒林某"]) for n in range(2_000)]
+    alerts, _ = run(events + [tick(200)])
+    duty = [a for a in alerts if a["kind"] == "duty_refusal"]
+    assert [d["evidence"]["grounds"] for d in duty] == [["dissemination_accounts_2000", "dissemination_items_2000"]]
+
+
+def test_repeated_refusals_within_two_years_make_a_platform_case() -> None:
+    events = []
+    for n, day in enumerate([0, 200, 500]):
+        events += [order(f"o{n}", day * DAY, day * DAY + 60), action(f"a{n}", f"o{n}", day * DAY + 5, "refused")]
+    alerts, engine = run(events + [tick(600 * DAY)])
+    platform_cases = [a for a in alerts if a["kind"] == "duty_refusal"]
+    assert len(platform_cases) == 1 and platform_cases[0]["subject"] == {"type": "platform", "id": "weibo"}
+    assert platform_cases[0]["evidence"]["refusals"] == 3 and platform_cases[0]["ts"] == format_ts(
+        T0.timestamp() + (500 * DAY + 5) * 60)
+    assert scorecard(engine.stages[0].state, "weibo", engine.watermark().value)["refusals_within_two_years"] == 3
+
+
+def test_refusals_more_than_two_years_apart_do_not_add_up() -> None:
+    events = []
+    for n, day in enumerate([0, 400, 800]):
+        events += [order(f"o{n}", day * DAY, day * DAY + 60), action(f"a{n}", f"o{n}", day * DAY + 5, "refused")]
+    alerts, _ = run(events + [tick(900 * DAY)])
+    assert not [a for a in alerts if a["subject"]["type"] == "platform"]
+
+
+def test_the_api_view_of_an_order() -> None:
+    _, engine = run([order("o1", 0, 60, measures=["remove_content", "report_back"]),
+                     action("a1", "o1", 5, "acknowledged"), action("a2", "o1", 9, "content_removed"), tick(30)])
+    [(platform, order_id, record)] = orders_of(engine.stages[0].state)
+    view = describe(order_id, record, engine.watermark().value)
+    assert (platform, view["state"], view["measures_done"], view["measures_missing"]) == (
+        "weibo", "in_progress", ["remove_content"], ["report_back"])
+    assert [a["action"] for a in view["actions"]] == ["acknowledged", "content_removed"]
