@@ -119,7 +119,9 @@ class KafkaBroker:
         classpath = f"{libs}/*"
         jvm = [java, "-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
                f"-Dlog4j2.configurationFile={log4j}", f"-Dkafka.logs.dir={logs}", "-cp", classpath]
-        cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cluster = "-"
+        while cluster.startswith("-"):  # as Kafka's Uuid.randomUuid: a leading '-' reads as an option
+            cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         subprocess.run(jvm + ["kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(props)],
                        check=True, capture_output=True)
         out = open(logs / "stdout.log", "wb")
