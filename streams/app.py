@@ -24,6 +24,7 @@ import orjson
 
 from events import INPUT_TOPICS, TOPIC_BY_TYPE, DeadLetter, Detector, Tick, decode
 from streams import metrics
+from streams.api import Sources, handle
 from streams.engine import Engine
 from streams.local import detector_failures
 from streams.registry import build_detectors
@@ -124,8 +125,20 @@ def create_app(settings: Settings | None = None) -> faust.App:
                 await dead_letter(DeadLetter(f"ingest failed: {err!r}", "worker_error",
                                              (event.value or b"")[:65536].decode("utf-8", "replace"), source))
 
-    for detector in detectors:
-        _stage_agent(app, settings, detector, stage_topics[detector.name], alerts_topic, dead_letter)
+    latest: dict[str, dict] = {}  # alert versions raised by this worker's stages, for the API
+    engines = {detector.name: _stage_agent(app, settings, detector, stage_topics[detector.name], alerts_topic,
+                                           dead_letter, latest) for detector in detectors}
+    orders = engines["orders"]
+    sources = Sources(alerts=latest, ledger=orders.stages[0].state,
+                      now=lambda: max((w.value for w in orders.watermarks.values()), default=0.0))
+
+    async def api(web, request, **_path_params):  # noqa: ANN001 - Faust view signature
+        status, body = handle(request.path, request.query, request.headers.get("Authorization"),
+                              settings.api_tokens, sources)
+        return web.json(body, status=status)
+
+    for path in ("/api/alerts", "/api/orders", "/api/platforms/{platform}/scorecard"):
+        app.page(path)(api)
 
     if settings.tick_interval_s > 0:
         @app.timer(settings.tick_interval_s)
@@ -148,7 +161,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
 
 def _stage_agent(app: faust.App, settings: Settings, detector: Detector, topic: faust.TopicT,
-                 alerts_topic: faust.TopicT, dead_letter) -> None:
+                 alerts_topic: faust.TopicT, dead_letter, latest: dict[str, dict]) -> Engine:
     tables = {
         name: app.Table(name, default=None, partitions=settings.partitions,
                         schema=faust.Schema(key_serializer="json", value_serializer="json"))
@@ -176,6 +189,8 @@ def _stage_agent(app: faust.App, settings: Settings, detector: Detector, topic: 
                 for alert in engine.process(parsed, source=source, partition=message.partition, key=key):
                     metrics.ALERTS.labels(alert.kind).inc()
                     await alerts_topic.send(key=alert.alert_id.encode(), value=alert.to_json())
+                    if not getattr(alert, "shadow", False):
+                        latest[alert.alert_id] = alert.model_dump()
                 for letter in detector_failures(engine, f"{message.topic}/{message.partition}@{message.offset}"):
                     await dead_letter(letter)
             except Exception as err:
@@ -187,3 +202,4 @@ def _stage_agent(app: faust.App, settings: Settings, detector: Detector, topic: 
 
     run.__name__ = f"stage_{detector.name}"
     app.agent(topic, name=f"stage-{detector.name}")(run)
+    return engine

@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from events import Alert, DeadLetter
 from streams import metrics
 from streams.local import LocalPipeline, read_lines
+from streams.api import Sources, handle
 from streams.settings import Settings
 from streams.simulator import SimConfig, simulate_lines
 
@@ -54,7 +55,7 @@ def _event_time(line: bytes) -> tuple[str, float] | None:
         return None
 
 
-def _web_app(state: dict) -> web.Application:
+def _web_app(state: dict, settings: Settings | None = None, sources: Sources | None = None) -> web.Application:
     async def metrics_page(_request: web.Request) -> web.Response:
         return web.Response(body=metrics.exposition(), headers={"Content-Type": metrics.CONTENT_TYPE})
 
@@ -62,10 +63,18 @@ def _web_app(state: dict) -> web.Application:
         return web.json_response({"status": "ok", **state})
 
     async def index(_request: web.Request) -> web.Response:
-        return web.Response(text="Stormwatch demo. /metrics (Prometheus), /healthz.\n")
+        return web.Response(text="Stormwatch demo. /metrics (Prometheus), /healthz, /api/alerts, /api/orders, "
+                            "/api/platforms/{platform}/scorecard (bearer token from STORMWATCH_API_TOKENS).\n")
+
+    async def api(request: web.Request) -> web.Response:
+        status, body = handle(request.path, request.query, request.headers.get("Authorization"),
+                              settings.api_tokens if settings else {}, sources)
+        return web.json_response(body, status=status)
 
     app = web.Application()
     app.add_routes([web.get("/", index), web.get("/metrics", metrics_page), web.get("/healthz", healthz)])
+    if sources is not None:
+        app.add_routes([web.get("/api/{tail:.*}", api)])
     return app
 
 
@@ -73,9 +82,12 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> int:
     console = console or Console()
     settings = Settings()
     state = {"events": 0, "alerts": 0, "fed": False}
+    latest: dict[str, dict] = {}
 
     def on_alert(alert: Alert) -> None:
         state["alerts"] += 1
+        if not getattr(alert, "shadow", False):
+            latest[alert.alert_id] = alert.model_dump()
         style = SEVERITY_STYLE.get(alert.severity, "white")
         console.print(f"[{style}]{alert.severity.upper():8}[/] {alert.ts}  [bold]{alert.kind}[/] v{alert.version} "
                       f"{alert.subject.type}={alert.subject.id}: {alert.summary}", highlight=False)
@@ -84,7 +96,9 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> int:
         console.print(f"[dim]dead letter {letter.source}: {letter.error}[/]", highlight=False)
 
     pipeline = LocalPipeline(settings, on_alert, on_deadletter)
-    runner = web.AppRunner(_web_app(state))
+    ledger = next(stage.state for stage in pipeline.engine.stages if stage.detector.name == "orders")
+    sources = Sources(alerts=latest, ledger=ledger, now=lambda: pipeline.engine.watermark().value)
+    runner = web.AppRunner(_web_app(state, settings, sources))
     await runner.setup()
     site = web.TCPSite(runner, settings.web_host, options.port)
     await site.start()

@@ -35,6 +35,10 @@ class Settings(BaseSettings):
         "Turn it off when feeding historical data through Kafka.",
     )
 
+    api_tokens: dict[str, dict[str, str]] = Field(
+        default_factory=dict, description='JSON: token -> {"role": "regulator"} or {"role": "platform", "platform": id}.',
+    )
+
     ledger: LedgerSettings = LedgerSettings()
     water_army: WaterArmySettings = WaterArmySettings()
     cascades: CascadeSettings = CascadeSettings()

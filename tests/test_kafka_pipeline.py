@@ -46,6 +46,12 @@ def test_kafka_pipeline_gives_the_same_alerts_as_replay(worker: Worker, kafka_br
     metrics = worker.metrics()
     assert 'stormwatch_alerts_total{kind="order_overdue"} 2.0' in metrics
     assert "stormwatch_deadletter_total" in metrics
+    # The worker's API reads the changelogged ledger table.
+    orders = {o["order_id"]: o["state"] for o in worker.api("/api/orders", "reg").json()}
+    assert orders == {"order-rumor": "overdue", "order-army": "completed", "order-tag": "overdue"}
+    assert worker.api("/api/platforms/weibo/scorecard", "weibo").json()["orders_received"] == 3
+    assert worker.api("/api/platforms/douyin/scorecard", "weibo").status_code == 403
+    assert worker.api("/api/orders", "nobody").status_code == 401
 
 
 def test_malformed_messages_never_stop_the_worker(worker: Worker, kafka_broker, tmp_path: Path) -> None:

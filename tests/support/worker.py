@@ -40,6 +40,7 @@ class Worker:
             "STORMWATCH_TICK_INTERVAL_S": "0",
             "STORMWATCH_WEB_PORT": str(self.port),
             "STORMWATCH_DATA_DIR": str(self.logdir / "data"),
+            "STORMWATCH_API_TOKENS": '{"reg": {"role": "regulator"}, "weibo": {"role": "platform", "platform": "weibo"}}',
         }
 
     def start(self, timeout: float = 60) -> "Worker":
@@ -74,6 +75,9 @@ class Worker:
     def read(self, topic: str, until: int, **kwargs) -> list[dict]:
         """Records of one of the contract's topics, under this worker's prefix."""
         return read_topic(self.broker, f"{self.app_id}.{topic}", until, **kwargs)
+
+    def api(self, path: str, token: str) -> httpx.Response:
+        return httpx.get(f"http://127.0.0.1:{self.port}{path}", headers={"Authorization": f"Bearer {token}"}, timeout=5)
 
     def metrics(self) -> str:
         return httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5).text

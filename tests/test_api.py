@@ -1,0 +1,89 @@
+"""The API checks who is asking: a platform sees only its own data, by any endpoint or filter."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from tests.support.kafka_broker import free_port
+
+TOKENS = {"reg-token": {"role": "regulator"}, "weibo-token": {"role": "platform", "platform": "weibo"},
+          "douyin-token": {"role": "platform", "platform": "douyin"}}
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """The demo on a file with two platforms' orders and alerts; serves until the module ends."""
+    from tests.support.events import action, lines, order, tick
+
+    src = tmp_path_factory.mktemp("api") / "two-platforms.jsonl"
+    src.write_bytes(lines([order("w1", 0, 30), action("wa", "w1", 5, "acknowledged"),
+                           order("d1", 0, 30, platform="douyin"), action("da", "d1", 3, "refused", platform="douyin"),
+                           order("w2", 1, 90), action("wb", "w2", 10, "completed"), tick(120)]))
+    port = free_port()
+    env = {**os.environ, "STORMWATCH_API_TOKENS": json.dumps(TOKENS)}
+    stormwatch = os.path.join(os.path.dirname(sys.executable), "stormwatch")
+    proc = subprocess.Popen([stormwatch, "demo", "--replay", str(src), "--speed", "0", "--port", str(port)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).json()["fed"]:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    yield base
+    proc.send_signal(signal.SIGINT)
+    proc.wait(30)
+
+
+def get(base: str, path: str, token: str | None = None, **params) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.get(base + path, headers=headers, params=params, timeout=5)
+
+
+ENDPOINTS = ["/api/alerts", "/api/orders", "/api/platforms/weibo/scorecard"]
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+def test_no_token_or_an_unknown_token_is_401(demo: str, path: str) -> None:
+    assert get(demo, path).status_code == 401
+    assert get(demo, path, "not-a-token").status_code == 401
+    assert httpx.get(demo + path, headers={"Authorization": "reg-token"}).status_code == 401  # no "Bearer"
+
+
+def test_a_regulator_sees_every_platform(demo: str) -> None:
+    orders = get(demo, "/api/orders", "reg-token").json()
+    assert {o["order_id"]: o["state"] for o in orders} == {"d1": "overdue", "w1": "overdue", "w2": "completed"}
+    alerts = get(demo, "/api/alerts", "reg-token").json()
+    assert {a["platform"] for a in alerts} == {"weibo", "douyin"}
+    assert [a["ts"] for a in alerts] == sorted((a["ts"] for a in alerts), reverse=True)  # newest first
+    assert {a["kind"] for a in get(demo, "/api/alerts", "reg-token", kind="order_refused").json()} == {"order_refused"}
+
+
+def test_a_platform_sees_only_its_own_data_by_any_endpoint_or_filter(demo: str) -> None:
+    orders = get(demo, "/api/orders", "weibo-token").json()
+    assert {o["platform"] for o in orders} == {"weibo"} and len(orders) == 2
+    alerts = get(demo, "/api/alerts", "weibo-token").json()
+    assert alerts and {a["platform"] for a in alerts} == {"weibo"}
+    for path in ENDPOINTS[:2]:
+        denied = get(demo, path, "weibo-token", platform="douyin")
+        assert denied.status_code == 403 and "douyin" not in json.dumps(denied.json()).replace("'douyin'", "")
+    assert get(demo, "/api/platforms/douyin/scorecard", "weibo-token").status_code == 403
+    assert get(demo, "/api/alerts", "weibo-token", subject="d1").json() == []  # a filter never leaks
+
+
+def test_scorecards_are_served_live(demo: str) -> None:
+    weibo = get(demo, "/api/platforms/weibo/scorecard", "weibo-token").json()
+    assert (weibo["orders_received"], weibo["completed_on_time"], weibo["open_past_deadline"]) == (2, 1, 1)
+    assert weibo["median_seconds_to_acknowledge"] == 300 and weibo["median_seconds_to_comply"] == 540
+    douyin = get(demo, "/api/platforms/douyin/scorecard", "reg-token").json()
+    assert douyin["refusals_within_two_years"] == 1 and douyin["orders_received"] == 1
