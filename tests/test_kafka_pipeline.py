@@ -93,3 +93,27 @@ def test_ledger_state_survives_a_worker_restart(kafka_broker, stormwatch_bin: st
     assert [a["kind"] for a in alerts] == ["order_overdue"]
     # Only the table restored from its changelog knows the content was removed before the restart.
     assert alerts[0]["evidence"]["missing_measures"] == ["report_back"]
+
+
+def test_a_live_worker_fires_a_deadline_with_no_traffic(kafka_broker, stormwatch_bin: str, tmp_path: Path) -> None:
+    """Wall-clock ticks advance event time on a quiet stream: the deadline fires on its own."""
+    import time
+    from datetime import datetime, timedelta, timezone
+
+    live = Worker(kafka_broker, stormwatch_bin, tmp_path,
+                  extra_env={"STORMWATCH_TICK_INTERVAL_S": "1", "STORMWATCH_ALLOWED_LATENESS_S": "1"}).start()
+    try:
+        now = datetime.now(timezone.utc)
+        src = tmp_path / "live-order.jsonl"
+        src.write_bytes(orjson.dumps({
+            "type": "order", "event_id": "live-1", "platform": "weibo", "ts": now.isoformat(), "order_id": "live-o1",
+            "regulator": "cac", "deadline": (now + timedelta(seconds=4)).isoformat(), "legal_basis": "规定 第20条",
+            "measures": ["remove_content"], "items": [{"post_id": "p1"}]}) + b"\n")
+        started = time.monotonic()
+        live.produce(src)  # nothing else is ever sent
+        alerts = live.read("alerts", until=1, timeout=60, settle=0)
+    finally:
+        live.stop()
+    assert [a["kind"] for a in alerts] == ["order_overdue"]
+    assert alerts[0]["evidence"]["order_id"] == "live-o1"
+    assert time.monotonic() - started < 60

@@ -27,6 +27,7 @@ class Worker:
     partitions: int = 3
     process: subprocess.Popen | None = None
     port: int = field(default_factory=free_port)
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def env(self) -> dict[str, str]:
@@ -41,6 +42,7 @@ class Worker:
             "STORMWATCH_WEB_PORT": str(self.port),
             "STORMWATCH_DATA_DIR": str(self.logdir / "data"),
             "STORMWATCH_API_TOKENS": '{"reg": {"role": "regulator"}, "weibo": {"role": "platform", "platform": "weibo"}}',
+            **self.extra_env,
         }
 
     def start(self, timeout: float = 60) -> "Worker":
