@@ -15,6 +15,7 @@ A stage partition's event time is the minimum over its source partitions (see
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from datetime import datetime, timezone
@@ -26,7 +27,7 @@ from events import INPUT_TOPICS, TOPIC_BY_TYPE, DeadLetter, Detector, Tick, deco
 from streams import metrics
 from streams.api import Sources, handle
 from streams.engine import Engine
-from streams.local import detector_failures
+from streams.local import detector_failures, make_delivery
 from streams.registry import build_detectors
 from streams.settings import Settings
 
@@ -139,6 +140,24 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
     for path in ("/api/alerts", "/api/orders", "/api/platforms/{platform}/scorecard"):
         app.page(path)(api)
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    delivery = make_delivery(
+        settings, lambda record: asyncio.ensure_future(deadletter_topic.send(value=orjson.dumps(record))),
+        str(settings.data_dir / f"{settings.app_id}-webhooks.sqlite"))
+    if delivery is not None:
+        @app.task
+        async def start_delivery() -> None:
+            delivery.start()
+
+        @app.agent(alerts_topic, name="deliver")
+        async def deliver(stream: faust.StreamT) -> None:
+            """Queue each alert version for the webhooks; sending happens in the background."""
+            async for value in stream:
+                try:
+                    delivery.submit(orjson.loads(value))
+                except Exception:  # a malformed record on the alerts topic must not stop delivery
+                    log.exception("cannot queue an alert for delivery")
 
     if settings.tick_interval_s > 0:
         @app.timer(settings.tick_interval_s)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from pathlib import Path
 
@@ -43,9 +44,11 @@ def replay(file: Path, alerts_out: str, deadletter_out: str | None) -> None:
     """Run every detector over a JSON Lines FILE in process.
 
     Events of all types mixed, in event-time order; `tick` lines advance time. The same
-    file gives byte-identical alert output on every run. Exits 0 unless FILE cannot be read.
+    file gives byte-identical alert output on every run. With STORMWATCH_WEBHOOK_URLS set,
+    alerts are delivered too, and replay exits only when every version was delivered or given
+    up on. Exits 0 unless FILE cannot be read.
     """
-    from streams.local import LocalPipeline, read_lines, replay_lines
+    from streams.local import LocalPipeline, make_delivery, read_lines, replay_lines
 
     try:
         lines = list(read_lines(file))
@@ -60,8 +63,19 @@ def replay(file: Path, alerts_out: str, deadletter_out: str | None) -> None:
     def on_deadletter(letter: DeadLetter) -> None:
         dead.write(orjson.dumps(letter.to_record()) + b"\n")
 
-    pipeline = LocalPipeline(Settings(), on_alert, on_deadletter)
-    replay_lines(pipeline, file, lines)
+    settings = Settings()
+    delivery = make_delivery(settings, lambda record: dead.write(orjson.dumps(record) + b"\n"))
+
+    def on_alert_delivered(alert: Alert) -> None:
+        on_alert(alert)
+        if delivery is not None:
+            delivery.submit(alert.model_dump())
+
+    pipeline = LocalPipeline(settings, on_alert_delivered, on_deadletter)
+    if delivery is None:
+        replay_lines(pipeline, file, lines)
+    else:
+        asyncio.run(_replay_and_deliver(pipeline, file, lines, delivery))
     for handle, close in ((alerts, close_alerts), (dead, close_dead)):
         handle.flush()
         if close:
@@ -71,6 +85,21 @@ def replay(file: Path, alerts_out: str, deadletter_out: str | None) -> None:
         f"{pipeline.alerts} alert versions",
         err=True,
     )
+
+
+async def _replay_and_deliver(pipeline, file: Path, lines, delivery) -> None:
+    """Replay while webhooks go out in the background; return when every version was
+    delivered or given up on."""
+    from streams.local import replay_lines
+
+    delivery.start()
+    try:
+        for start in range(0, len(lines), 2000):
+            replay_lines(pipeline, file, lines[start:start + 2000])
+            await asyncio.sleep(0)  # let the delivery tasks run
+        await delivery.drain()
+    finally:
+        await delivery.stop()
 
 
 @main.command()

@@ -10,6 +10,8 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 EVENTS = Counter("stormwatch_events", "Input messages received, by topic (or file).", ["topic"], registry=REGISTRY)
 DEADLETTERS = Counter("stormwatch_deadletter", "Inputs rejected to the dead-letter output, by reason.", ["reason"], registry=REGISTRY)
 ALERTS = Counter("stormwatch_alerts", "Alert versions raised, by kind.", ["kind"], registry=REGISTRY)
+WEBHOOKS = Counter("stormwatch_webhook_deliveries", "Webhook delivery attempts, by result "
+                   "(delivered, failed, retried, given_up).", ["result"], registry=REGISTRY)
 LATENCY = Histogram(
     "stormwatch_processing_seconds",
     "Time to validate and process one event through a stage.",

@@ -15,6 +15,7 @@ from compliance.law import LawSettings
 from compliance.ledger import LedgerSettings
 from detectors.cascades import CascadeSettings
 from detectors.water_army import WaterArmySettings
+from streams.delivery import DeliverySettings
 
 
 class Settings(BaseSettings):
@@ -35,6 +36,9 @@ class Settings(BaseSettings):
         "Turn it off when feeding historical data through Kafka.",
     )
 
+    webhook_urls: str = Field("", description="Comma-separated endpoints that receive every alert version.")
+    webhook_secret: str | None = Field(None, description="Standard Webhooks secret (whsec_ + base64) for them.")
+    delivery: DeliverySettings = DeliverySettings()
     api_tokens: dict[str, dict[str, str]] = Field(
         default_factory=dict, description='JSON: token -> {"role": "regulator"} or {"role": "platform", "platform": id}.',
     )

@@ -1,0 +1,200 @@
+"""Webhook delivery: signed, retried, de-duplicated, and never in the detectors' way.
+
+Each alert version is written to an **outbox** (SQLite) once per endpoint that wants it; the
+primary key ``(endpoint, alert_id, version)`` means a version is queued, and so delivered to
+a healthy receiver, at most once, also after a restart (the worker keeps the outbox in its
+data folder). One task per endpoint sends that endpoint's rows in order: a receiver that is
+down or slow delays only itself, and ``submit`` never waits for the network.
+
+Requests follow Standard Webhooks: ``webhook-id`` = ``<alert_id>:<version>``,
+``webhook-timestamp`` (Unix seconds), ``webhook-signature`` = ``v1,<base64 HMAC-SHA256 of
+"<id>.<timestamp>.<body>">`` with the secret's decoded bytes. A 2xx answer is delivery;
+anything else or no answer is retried with exponential backoff and full jitter, and given up
+after ``give_up_s`` into the dead-letter output with the last error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import random
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from pydantic import BaseModel, Field
+
+from streams import metrics
+
+
+class EndpointConfig(BaseModel):
+    """One receiver. Empty filters mean everything."""
+
+    url: str
+    secret: str | None = Field(None, description="whsec_<base64>; the default secret when empty.")
+    kinds: list[str] = []
+    severities: list[str] = []
+    platforms: list[str] = []
+
+    def wants(self, alert: dict) -> bool:
+        return ((not self.kinds or alert["kind"] in self.kinds)
+                and (not self.severities or alert["severity"] in self.severities)
+                and (not self.platforms or alert["platform"] in self.platforms))
+
+
+class DeliverySettings(BaseModel):
+    timeout_s: float = Field(10.0, description="Per request.")
+    backoff_s: float = Field(0.5, description="First retry delay; doubles each attempt (full jitter).")
+    max_backoff_s: float = Field(60.0, description="Longest wait between attempts.")
+    give_up_s: float = Field(3600.0, description="Give up on a version this long after it was queued.")
+    endpoints_file: Path | None = Field(None, description="JSON list of endpoints with filters and secrets.")
+
+
+def secret_bytes(secret: str) -> bytes:
+    return base64.b64decode(secret.removeprefix("whsec_"))
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    digest = hmac.new(secret_bytes(secret), f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def endpoints_from(urls: str, secret: str | None, settings: DeliverySettings) -> list[EndpointConfig]:
+    """``STORMWATCH_WEBHOOK_URLS`` (every alert) plus the endpoints file (with filters)."""
+    endpoints = [EndpointConfig(url=u.strip(), secret=secret) for u in urls.split(",") if u.strip()]
+    if settings.endpoints_file is not None:
+        for raw in json.loads(settings.endpoints_file.read_text()):
+            endpoint = EndpointConfig.model_validate(raw)
+            endpoints.append(endpoint if endpoint.secret else endpoint.model_copy(update={"secret": secret}))
+    return endpoints
+
+
+@dataclass
+class Outbox:
+    """Durable queue of (endpoint, alert version) rows and what became of them."""
+
+    path: str = ":memory:"
+    db: sqlite3.Connection = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.db = sqlite3.connect(self.path, isolation_level=None)
+        self.db.execute("pragma journal_mode=wal")
+        self.db.execute("""create table if not exists outbox (
+            endpoint text, alert_id text, version integer, body blob, queued real, attempts integer default 0,
+            next_try real default 0, state text default 'queued', last_error text,
+            primary key (endpoint, alert_id, version))""")
+
+    def add(self, endpoint: str, alert_id: str, version: int, body: bytes) -> bool:
+        cur = self.db.execute("insert or ignore into outbox (endpoint, alert_id, version, body, queued) "
+                              "values (?, ?, ?, ?, ?)", (endpoint, alert_id, version, body, time.time()))
+        return cur.rowcount == 1
+
+    def next(self, endpoint: str) -> tuple | None:
+        return self.db.execute("select alert_id, version, body, queued, attempts, next_try from outbox "
+                               "where endpoint = ? and state = 'queued' order by rowid limit 1", (endpoint,)).fetchone()
+
+    def mark(self, endpoint: str, alert_id: str, version: int, state: str, error: str | None = None,
+             next_try: float = 0.0) -> None:
+        self.db.execute("update outbox set state = ?, last_error = ?, attempts = attempts + 1, next_try = ? "
+                        "where endpoint = ? and alert_id = ? and version = ?",
+                        (state, error, next_try, endpoint, alert_id, version))
+
+    def pending(self) -> int:
+        return self.db.execute("select count(*) from outbox where state = 'queued'").fetchone()[0]
+
+    def count(self, state: str) -> int:
+        return self.db.execute("select count(*) from outbox where state = ?", (state,)).fetchone()[0]
+
+
+class Delivery:
+    """Queues alert versions for every endpoint that wants them and sends them in the background."""
+
+    def __init__(self, endpoints: list[EndpointConfig], settings: DeliverySettings, outbox: Outbox,
+                 on_give_up: Callable[[dict], None]) -> None:
+        self.endpoints = endpoints
+        self.settings = settings
+        self.outbox = outbox
+        self.on_give_up = on_give_up
+        self.wakeups = {e.url: asyncio.Event() for e in endpoints}
+        self.tasks: list[asyncio.Task] = []
+        self.client: httpx.AsyncClient | None = None
+
+    def submit(self, alert: dict) -> None:
+        """Queue one alert version; returns at once. Shadow alerts are recorded, not delivered."""
+        if alert.get("shadow"):
+            return
+        body = json.dumps(alert, ensure_ascii=False, separators=(",", ":")).encode()
+        for endpoint in self.endpoints:
+            if endpoint.wants(alert) and self.outbox.add(endpoint.url, alert["alert_id"], alert["version"], body):
+                self.wakeups[endpoint.url].set()
+
+    def start(self) -> None:
+        self.client = httpx.AsyncClient(timeout=self.settings.timeout_s)
+        self.tasks = [asyncio.create_task(self._run(e), name=f"webhook {e.url}") for e in self.endpoints]
+
+    async def drain(self, timeout: float | None = None) -> bool:
+        """Wait until nothing is queued (delivered or given up); False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.outbox.pending():
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.client is not None:
+            await self.client.aclose()
+
+    async def _run(self, endpoint: EndpointConfig) -> None:
+        wakeup = self.wakeups[endpoint.url]
+        while True:
+            row = self.outbox.next(endpoint.url)
+            if row is None:
+                wakeup.clear()
+                await wakeup.wait()
+                continue
+            alert_id, version, body, queued, attempts, next_try = row
+            wait = next_try - time.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            error = await self._send(endpoint, alert_id, version, body)
+            if error is None:
+                self.outbox.mark(endpoint.url, alert_id, version, "delivered")
+                metrics.WEBHOOKS.labels("delivered").inc()
+            elif time.time() - queued >= self.settings.give_up_s:
+                self.outbox.mark(endpoint.url, alert_id, version, "given_up", error)
+                metrics.WEBHOOKS.labels("given_up").inc()
+                self.on_give_up({"error": f"webhook {endpoint.url} gave up on {alert_id}:{version}: {error}",
+                                 "raw": body.decode(), "source": f"webhook:{endpoint.url}", "reason": "webhook_given_up",
+                                 "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+            else:
+                backoff = min(self.settings.max_backoff_s, self.settings.backoff_s * 2 ** attempts)
+                self.outbox.mark(endpoint.url, alert_id, version, "queued", error,
+                                 time.time() + random.uniform(0, backoff))
+                metrics.WEBHOOKS.labels("retried").inc()
+
+    async def _send(self, endpoint: EndpointConfig, alert_id: str, version: int, body: bytes) -> str | None:
+        """None when the receiver took it (2xx); otherwise what went wrong."""
+        msg_id = f"{alert_id}:{version}"
+        timestamp = int(time.time())
+        headers = {"content-type": "application/json", "webhook-id": msg_id, "webhook-timestamp": str(timestamp)}
+        if endpoint.secret:
+            headers["webhook-signature"] = sign(endpoint.secret, msg_id, timestamp, body)
+        try:
+            response = await self.client.post(endpoint.url, content=body, headers=headers)
+        except httpx.HTTPError as err:
+            metrics.WEBHOOKS.labels("failed").inc()
+            return f"{type(err).__name__}: {err}" or type(err).__name__
+        if 200 <= response.status_code < 300:
+            return None
+        metrics.WEBHOOKS.labels("failed").inc()
+        return f"HTTP {response.status_code}"

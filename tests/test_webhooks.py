@@ -1,0 +1,175 @@
+"""Webhooks: Standard Webhooks signatures, retries, give-up, filters, no duplicates, never blocking."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import orjson
+
+from streams.delivery import Delivery, DeliverySettings, EndpointConfig, Outbox
+from tests.support.events import action, lines, order, tick
+from tests.support.receiver import Receiver
+
+SECRET = "whsec_" + base64.b64encode(b"a test secret, not a real one").decode()
+
+
+def events_file(tmp_path: Path) -> Path:
+    src = tmp_path / "orders.jsonl"
+    src.write_bytes(lines([order("o1", 0, 30), action("a1", "o1", 3, "refused"), order("o2", 1, 20),
+                           order("o3", 2, 40, platform="douyin"), tick(60)]))
+    return src
+
+
+def replay(src: Path, tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess, list[dict], list[dict]]:
+    stormwatch = os.path.join(os.path.dirname(sys.executable), "stormwatch")
+    alerts, dead = tmp_path / "alerts.jsonl", tmp_path / "dead.jsonl"
+    done = subprocess.run([stormwatch, "replay", str(src), "--alerts-out", str(alerts), "--deadletter-out", str(dead)],
+                          env={**os.environ, **env}, capture_output=True, timeout=120)
+    return (done, [orjson.loads(x) for x in alerts.read_bytes().splitlines()],
+            [orjson.loads(x) for x in dead.read_bytes().splitlines()])
+
+
+def verify(headers: dict, body: bytes, secret: str = SECRET) -> bool:
+    """The receiver's side of Standard Webhooks, written independently of streams.delivery."""
+    key = base64.b64decode(secret.split("_", 1)[1])
+    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    return any(hmac.compare_digest(sig.split(",", 1)[1], expected)
+               for sig in headers["webhook-signature"].split(" ") if sig.startswith("v1,"))
+
+
+def test_replay_delivers_every_alert_version_once_signed(tmp_path: Path) -> None:
+    receiver = Receiver().start()
+    try:
+        done, alerts, dead = replay(events_file(tmp_path), tmp_path, STORMWATCH_WEBHOOK_URLS=receiver.url,
+                                    STORMWATCH_WEBHOOK_SECRET=SECRET)
+    finally:
+        receiver.stop()
+    assert done.returncode == 0 and dead == []
+    assert len(alerts) == 4  # o1 refused + overdue, o2 and o3 overdue
+    got = receiver.accepted
+    assert sorted(json.loads(r["body"])["alert_id"] for r in got) == sorted(a["alert_id"] for a in alerts)
+    for record in got:
+        alert = json.loads(record["body"])
+        assert record["headers"]["webhook-id"] == f"{alert['alert_id']}:{alert['version']}"
+        assert abs(int(record["headers"]["webhook-timestamp"]) - time.time()) < 300
+        assert verify(record["headers"], record["body"])
+        assert not verify(record["headers"], record["body"] + b" ")  # any change breaks the signature
+
+
+def test_errors_are_retried_until_delivered(tmp_path: Path) -> None:
+    receiver = Receiver(fail_first=3).start()
+    try:
+        done, alerts, dead = replay(events_file(tmp_path), tmp_path, STORMWATCH_WEBHOOK_URLS=receiver.url,
+                                    STORMWATCH_DELIVERY__BACKOFF_S="0.05")
+    finally:
+        receiver.stop()
+    assert done.returncode == 0 and dead == []
+    assert len(receiver.requests) == len(alerts) + 3
+    assert sorted(a["alert_id"] for a in receiver.alerts()) == sorted(a["alert_id"] for a in alerts)
+
+
+def test_a_receiver_down_for_a_while_gets_every_alert_once_back(tmp_path: Path) -> None:
+    receiver = Receiver()  # not listening yet: connections are refused
+    threading.Timer(2.0, receiver.start).start()
+    try:
+        done, alerts, dead = replay(events_file(tmp_path), tmp_path, STORMWATCH_WEBHOOK_URLS=receiver.url,
+                                    STORMWATCH_DELIVERY__BACKOFF_S="0.2", STORMWATCH_DELIVERY__MAX_BACKOFF_S="1")
+    finally:
+        time.sleep(0.1)
+        receiver.stop()
+    assert done.returncode == 0 and dead == []
+    assert sorted(a["alert_id"] for a in receiver.alerts()) == sorted(a["alert_id"] for a in alerts)
+
+
+def test_a_receiver_that_never_recovers_is_given_up_into_the_dead_letters(tmp_path: Path) -> None:
+    receiver = Receiver(always_fail=True).start()
+    try:
+        done, alerts, dead = replay(events_file(tmp_path), tmp_path, STORMWATCH_WEBHOOK_URLS=receiver.url,
+                                    STORMWATCH_DELIVERY__BACKOFF_S="0.05", STORMWATCH_DELIVERY__GIVE_UP_S="1")
+    finally:
+        receiver.stop()
+    assert done.returncode == 0  # replay still ends: every version delivered or given up on
+    assert len(dead) == len(alerts)
+    assert all(d["reason"] == "webhook_given_up" and "HTTP 500" in d["error"] for d in dead)
+
+
+def test_endpoint_filters_choose_what_each_receiver_gets(tmp_path: Path) -> None:
+    refusals, douyin = Receiver().start(), Receiver().start()
+    config = tmp_path / "endpoints.json"
+    config.write_text(json.dumps([{"url": refusals.url, "kinds": ["order_refused"]},
+                                  {"url": douyin.url, "platforms": ["douyin"], "secret": SECRET}]))
+    try:
+        done, _alerts, _dead = replay(events_file(tmp_path), tmp_path, STORMWATCH_DELIVERY__ENDPOINTS_FILE=str(config))
+    finally:
+        refusals.stop()
+        douyin.stop()
+    assert done.returncode == 0
+    assert [a["kind"] for a in refusals.alerts()] == ["order_refused"]
+    assert [a["platform"] for a in douyin.alerts()] == ["douyin"]
+    assert all(verify(r["headers"], r["body"]) for r in douyin.accepted)
+
+
+def test_no_version_is_delivered_twice_even_after_a_restart(tmp_path: Path) -> None:
+    receiver = Receiver().start()
+    outbox_file = str(tmp_path / "outbox.sqlite")
+    alert = {"alert_id": "order_overdue-x", "version": 1, "kind": "order_overdue", "severity": "warning",
+             "platform": "weibo"}
+
+    async def deliver_twice_across_a_restart() -> None:
+        for _restart in range(2):
+            delivery = Delivery([EndpointConfig(url=receiver.url)], DeliverySettings(), Outbox(outbox_file), print)
+            delivery.start()
+            delivery.submit(alert)
+            delivery.submit(alert)  # at-least-once input: the same version again
+            delivery.submit({**alert, "shadow": True, "alert_id": "shadowed"})  # shadow: never delivered
+            assert await delivery.drain(timeout=10)
+            await delivery.stop()
+
+    try:
+        asyncio.run(deliver_twice_across_a_restart())
+    finally:
+        receiver.stop()
+    assert [(a["alert_id"], a["version"]) for a in receiver.alerts()] == [("order_overdue-x", 1)]
+
+
+def test_a_slow_receiver_does_not_slow_detection(tmp_path: Path) -> None:
+    """Detection finishes every alert while the slow receiver has taken almost none of them."""
+    from streams.local import LocalPipeline, make_delivery, read_lines, replay_lines
+    from streams.settings import Settings
+
+    receiver = Receiver(delay_s=1.0).start()
+    src = events_file(tmp_path)
+
+    async def run() -> tuple[int, int, int]:
+        settings = Settings(webhook_urls=receiver.url)
+        delivery = make_delivery(settings, print)
+        delivery.start()
+        raised = []
+
+        def on_alert(alert) -> None:
+            raised.append(alert)
+            delivery.submit(alert.model_dump())
+
+        pipeline = LocalPipeline(settings, on_alert, lambda _d: None)
+        replay_lines(pipeline, src, read_lines(src))
+        delivered_when_detection_ended = len(receiver.accepted)
+        await delivery.drain(timeout=30)
+        await delivery.stop()
+        return len(raised), delivered_when_detection_ended, len(receiver.accepted)
+
+    try:
+        raised, early, late = asyncio.run(run())
+    finally:
+        receiver.stop()
+    assert raised == 4 and early == 0 and late == 4
