@@ -25,6 +25,7 @@ import orjson
 
 from events import INPUT_TOPICS, TOPIC_BY_TYPE, DeadLetter, Detector, Tick, decode
 from streams import metrics
+from streams.alertmanager import Alertmanager
 from streams.api import Sources, handle
 from streams.engine import Engine
 from streams.local import detector_failures, make_delivery
@@ -145,17 +146,22 @@ def create_app(settings: Settings | None = None) -> faust.App:
     delivery = make_delivery(
         settings, lambda record: asyncio.ensure_future(deadletter_topic.send(value=orjson.dumps(record))),
         str(settings.data_dir / f"{settings.app_id}-webhooks.sqlite"))
-    if delivery is not None:
+    alertmanager = Alertmanager(settings.alertmanager) if settings.alertmanager.url else None
+    outputs = [o for o in (delivery, alertmanager) if o is not None]
+    if outputs:
         @app.task
-        async def start_delivery() -> None:
-            delivery.start()
+        async def start_outputs() -> None:
+            for output in outputs:
+                output.start()
 
         @app.agent(alerts_topic, name="deliver")
         async def deliver(stream: faust.StreamT) -> None:
-            """Queue each alert version for the webhooks; sending happens in the background."""
+            """Queue each alert version for webhooks and Alertmanager; sending happens in the background."""
             async for value in stream:
                 try:
-                    delivery.submit(orjson.loads(value))
+                    alert = orjson.loads(value)
+                    for output in outputs:
+                        output.submit(alert)
                 except Exception:  # a malformed record on the alerts topic must not stop delivery
                     log.exception("cannot queue an alert for delivery")
 

@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from events import Alert, DeadLetter
 from streams import metrics
 from streams.local import LocalPipeline, make_delivery, read_lines
+from streams.alertmanager import Alertmanager
 from streams.api import Sources, handle
 from streams.settings import Settings
 from streams.simulator import SimConfig, simulate_lines
@@ -88,8 +89,8 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> int:
         state["alerts"] += 1
         if not getattr(alert, "shadow", False):
             latest[alert.alert_id] = alert.model_dump()
-        if delivery is not None:
-            delivery.submit(alert.model_dump())
+        for output in outputs:
+            output.submit(alert.model_dump())
         style = SEVERITY_STYLE.get(alert.severity, "white")
         console.print(f"[{style}]{alert.severity.upper():8}[/] {alert.ts}  [bold]{alert.kind}[/] v{alert.version} "
                       f"{alert.subject.type}={alert.subject.id}: {alert.summary}", highlight=False)
@@ -98,8 +99,10 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> int:
         console.print(f"[dim]dead letter {letter.source}: {letter.error}[/]", highlight=False)
 
     delivery = make_delivery(settings, lambda record: console.print(f"[red]{record['error']}[/]", highlight=False))
-    if delivery is not None:
-        delivery.start()
+    alertmanager = Alertmanager(settings.alertmanager) if settings.alertmanager.url else None
+    outputs = [o for o in (delivery, alertmanager) if o is not None]
+    for output in outputs:
+        output.start()
     pipeline = LocalPipeline(settings, on_alert, on_deadletter)
     ledger = next(stage.state for stage in pipeline.engine.stages if stage.detector.name == "orders")
     sources = Sources(alerts=latest, ledger=ledger, now=lambda: pipeline.engine.watermark().value)
@@ -136,7 +139,7 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> int:
         if not options.exit_when_done:
             await asyncio.Event().wait()
     finally:
-        if delivery is not None:
-            await delivery.stop()
+        for output in outputs:
+            await output.stop()
         await runner.cleanup()
     return 0

@@ -15,6 +15,7 @@ from compliance.law import LawSettings
 from compliance.ledger import LedgerSettings
 from detectors.cascades import CascadeSettings
 from detectors.water_army import WaterArmySettings
+from streams.alertmanager import AlertmanagerSettings
 from streams.delivery import DeliverySettings
 
 
@@ -39,6 +40,7 @@ class Settings(BaseSettings):
     webhook_urls: str = Field("", description="Comma-separated endpoints that receive every alert version.")
     webhook_secret: str | None = Field(None, description="Standard Webhooks secret (whsec_ + base64) for them.")
     delivery: DeliverySettings = DeliverySettings()
+    alertmanager: AlertmanagerSettings = AlertmanagerSettings()
     api_tokens: dict[str, dict[str, str]] = Field(
         default_factory=dict, description='JSON: token -> {"role": "regulator"} or {"role": "platform", "platform": id}.',
     )
