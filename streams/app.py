@@ -174,6 +174,18 @@ def create_app(settings: Settings | None = None) -> faust.App:
                 for p in range(settings.partitions):
                     await app.topic(name, **raw).send(value=value, partition=p)
 
+    @app.timer(5.0)
+    async def measure_lag() -> None:
+        """Consumer lag per assigned partition, for the stormwatch_consumer_lag gauge."""
+        consumer = app.consumer
+        for tp in consumer.assignment():
+            try:
+                position, highwater = await consumer.position(tp), consumer.highwater(tp)
+            except Exception:  # not fetched yet, or being revoked: try again next round
+                continue
+            if position is not None and highwater is not None:
+                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(highwater - position, 0))
+
     @app.page("/metrics")
     async def metrics_page(web, request):  # noqa: ANN001 - Faust view signature
         return web.bytes(metrics.exposition(), headers={"Content-Type": metrics.CONTENT_TYPE})

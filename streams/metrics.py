@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -12,6 +12,8 @@ DEADLETTERS = Counter("stormwatch_deadletter", "Inputs rejected to the dead-lett
 ALERTS = Counter("stormwatch_alerts", "Alert versions raised, by kind.", ["kind"], registry=REGISTRY)
 WEBHOOKS = Counter("stormwatch_webhook_deliveries", "Webhook delivery attempts, by result "
                    "(delivered, failed, retried, given_up).", ["result"], registry=REGISTRY)
+CONSUMER_LAG = Gauge("stormwatch_consumer_lag", "Messages behind the end of each assigned partition (worker).",
+                     ["topic", "partition"], registry=REGISTRY)
 LATENCY = Histogram(
     "stormwatch_processing_seconds",
     "Time to validate and process one event through a stage.",

@@ -46,6 +46,7 @@ def test_kafka_pipeline_gives_the_same_alerts_as_replay(worker: Worker, kafka_br
     metrics = worker.metrics()
     assert 'stormwatch_alerts_total{kind="order_overdue"} 2.0' in metrics
     assert "stormwatch_deadletter_total" in metrics
+    assert f'stormwatch_consumer_lag{{partition="0",topic="{worker.app_id}.posts"}}' in metrics
     # The worker's API reads the changelogged ledger table.
     orders = {o["order_id"]: o["state"] for o in worker.api("/api/orders", "reg").json()}
     assert orders == {"order-rumor": "overdue", "order-army": "completed", "order-tag": "overdue"}
