@@ -26,6 +26,7 @@ import orjson
 from events import INPUT_TOPICS, TOPIC_BY_TYPE, DeadLetter, Detector, Tick, decode
 from streams import metrics
 from streams.alertmanager import Alertmanager
+from streams.demo import DASHBOARD
 from streams.api import Sources, handle
 from streams.engine import Engine
 from streams.local import detector_failures, make_delivery
@@ -189,6 +190,10 @@ def create_app(settings: Settings | None = None) -> faust.App:
     @app.page("/metrics")
     async def metrics_page(web, request):  # noqa: ANN001 - Faust view signature
         return web.bytes(metrics.exposition(), headers={"Content-Type": metrics.CONTENT_TYPE})
+
+    @app.page("/dashboard")
+    async def dashboard(web, request):  # noqa: ANN001
+        return web.bytes(DASHBOARD.read_bytes(), headers={"Content-Type": "text/html; charset=utf-8"})
 
     @app.page("/healthz")
     async def healthz(web, request):  # noqa: ANN001

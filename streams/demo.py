@@ -26,6 +26,7 @@ from streams.api import Sources, handle
 from streams.settings import Settings
 from streams.simulator import SimConfig, simulate_lines
 
+DASHBOARD = Path(__file__).with_name("dashboard.html")
 SEVERITY_STYLE = {"info": "cyan", "warning": "yellow", "critical": "bold red"}
 
 
@@ -64,7 +65,7 @@ def _web_app(state: dict, settings: Settings | None = None, sources: Sources | N
         return web.json_response({"status": "ok", **state})
 
     async def index(_request: web.Request) -> web.Response:
-        return web.Response(text="Stormwatch demo. /metrics (Prometheus), /healthz, /api/alerts, /api/orders, "
+        return web.Response(text="Stormwatch demo. /dashboard, /metrics (Prometheus), /healthz, /api/alerts, /api/orders, "
                             "/api/platforms/{platform}/scorecard (bearer token from STORMWATCH_API_TOKENS).\n")
 
     async def api(request: web.Request) -> web.Response:
@@ -72,8 +73,12 @@ def _web_app(state: dict, settings: Settings | None = None, sources: Sources | N
                               settings.api_tokens if settings else {}, sources)
         return web.json_response(body, status=status)
 
+    async def dashboard(_request: web.Request) -> web.Response:
+        return web.Response(body=DASHBOARD.read_bytes(), content_type="text/html", charset="utf-8")
+
     app = web.Application()
-    app.add_routes([web.get("/", index), web.get("/metrics", metrics_page), web.get("/healthz", healthz)])
+    app.add_routes([web.get("/", index), web.get("/metrics", metrics_page), web.get("/healthz", healthz),
+                    web.get("/dashboard", dashboard)])
     if sources is not None:
         app.add_routes([web.get("/api/{tail:.*}", api)])
     return app
