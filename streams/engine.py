@@ -100,6 +100,7 @@ class _Stage:
     timers: MutableMapping[str, Any]
     parts: dict[int, _Partition] = field(default_factory=dict)
     contexts: dict[int, _Context] = field(default_factory=dict)
+    carried: dict[int, list] = field(default_factory=dict)  # buffered events kept across a re-index
 
     @property
     def ordered(self) -> bool:
@@ -117,7 +118,7 @@ class _Stage:
         """First use of a partition since start: index the (possibly recovered) state."""
         timers = [(at, key) for key, (at, part) in list(self.timers.items()) if part == partition]
         heapq.heapify(timers)
-        part = _Partition(timers, {})
+        part = _Partition(timers, {}, self.carried.pop(partition, []))
         for key, rec in list(self.state.items()):
             if isinstance(rec, dict) and "until" in rec:
                 part.schedule(rec["until"], key)
@@ -154,13 +155,16 @@ class Engine:
         return wm
 
     def reset(self) -> None:
-        """Forget in-memory indexes and watermarks (after a Kafka rebalance).
+        """Rebuild the timer and expiry indexes from the tables on next use (after a rebalance:
+        another worker may have changed them meanwhile).
 
-        An ordered stage's buffer is in memory too: events buffered when a partition is
-        revoked are dropped here (at most the allowed lateness worth of them).
+        Buffered events and watermarks are kept: the events were consumed here and their offsets
+        committed, so no other worker will see them, and a watermark only records what the
+        sources delivered.
         """
-        self.watermarks.clear()
         for stage in self.stages:
+            for partition, part in stage.parts.items():
+                stage.carried[partition] = part.pending
             stage.parts.clear()
             stage.contexts.clear()
 

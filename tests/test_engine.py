@@ -129,3 +129,14 @@ def test_key_restricts_routing_to_one_key() -> None:
     engine.process(decode(orjson.dumps(tick(1)), "t"))  # the ledger is ordered: time must pass the order
     state = engine.stages[0].state
     assert "weibo\to\to1" not in state and "elsewhere\to\to1" in state
+
+
+def test_a_rebalance_keeps_buffered_events_and_time() -> None:
+    """reset() (a Kafka rebalance) rebuilds indexes from state but loses no buffered event."""
+    engine = Engine([OrderLedger()], sources=["a", "b"], state_factory=lambda _n: TableLike())
+    engine.process(decode(orjson.dumps(order("o1", 0, 30)), "t"), source="a")  # buffered: b is behind
+    engine.process(decode(orjson.dumps(tick(10)), "t"), source="a")
+    engine.reset()
+    alerts = engine.process(decode(orjson.dumps(tick(40)), "t"), source="b")
+    alerts += engine.process(decode(orjson.dumps(tick(40)), "t"), source="a")
+    assert [a.kind for a in alerts] == ["order_overdue"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import orjson
@@ -118,3 +119,44 @@ def test_a_live_worker_fires_a_deadline_with_no_traffic(kafka_broker, stormwatch
     assert [a["kind"] for a in alerts] == ["order_overdue"]
     assert alerts[0]["evidence"]["order_id"] == "live-o1"
     assert time.monotonic() - started < 60
+
+
+def test_webhooks_survive_a_worker_restart_without_duplicates(kafka_broker, stormwatch_bin: str,
+                                                              tmp_path: Path) -> None:
+    """Every alert version reaches a healthy receiver exactly once, across a stop and a start."""
+    from collections import Counter
+
+    from tests.support.receiver import Receiver
+
+    receiver = Receiver().start()
+    hooks = {"STORMWATCH_WEBHOOK_URLS": receiver.url}
+    first = Worker(kafka_broker, stormwatch_bin, tmp_path, extra_env=hooks).start()
+    try:
+        part1 = tmp_path / "part1.jsonl"
+        part1.write_bytes(lines([order("h1", 0, 10), action("x1", "h1", 2, "refused"), tick(15)]))
+        first.produce(part1)
+        assert len(first.read("alerts", until=2, settle=1)) == 2
+        deadline = time.monotonic() + 30
+        while len(receiver.accepted) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        first.stop()
+    second = Worker(kafka_broker, stormwatch_bin, tmp_path, app_id=first.app_id, port=first.port,
+                    extra_env=hooks).start()
+    try:
+        part2 = tmp_path / "part2.jsonl"
+        part2.write_bytes(lines([order("h2", 20, 30), tick(40)]))
+        second.produce(part2)
+        alerts = second.read("alerts", until=3, settle=2)
+        deadline = time.monotonic() + 30
+        while len(receiver.accepted) < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(2)  # anything delivered twice would arrive now
+    finally:
+        second.stop()
+        receiver.stop()
+    assert sorted((a["kind"], a["subject"]["id"]) for a in alerts) == [
+        ("order_overdue", "h1"), ("order_overdue", "h2"), ("order_refused", "h1")]
+    delivered = Counter(r["headers"]["webhook-id"] for r in receiver.accepted)
+    assert set(delivered) == {f"{a['alert_id']}:{a['version']}" for a in alerts}
+    assert set(delivered.values()) == {1}
