@@ -47,6 +47,10 @@ class Sources:
     now: Callable[[], float]
 
 
+def visible(alerts, caller: Caller, wanted: str | None) -> list[dict]:
+    return [a for a in alerts if caller.may_see(a["platform"]) and (wanted is None or a["platform"] == wanted)]
+
+
 def _since(value: str | None) -> float | None:
     return datetime.fromisoformat(value).timestamp() if value else None
 
@@ -66,13 +70,28 @@ def handle(path: str, query: Mapping[str, str], authorization: str | None,
             since = _since(query.get("since"))
         except ValueError:
             return 400, {"error": "since: not an RFC 3339 timestamp"}
-        rows = [a for a in sources.alerts.values()
-                if caller.may_see(a["platform"]) and (wanted is None or a["platform"] == wanted)
-                and (not query.get("kind") or a["kind"] == query["kind"])
+        rows = [a for a in visible(sources.alerts.values(), caller, wanted)
+                if (not query.get("kind") or a["kind"] == query["kind"])
                 and (not query.get("subject") or a["subject"]["id"] == query["subject"])
                 and (since is None or datetime.fromisoformat(a["ts"]).timestamp() >= since)]
         rows.sort(key=lambda a: (datetime.fromisoformat(a["ts"]).timestamp(), a["alert_id"]), reverse=True)
         return 200, rows
+    if parts == ["api", "campaigns"]:
+        rows = [a for a in visible(sources.alerts.values(), caller, wanted)
+                if a["kind"] == "water_army_campaign" and "merged_into" not in a["evidence"]]
+        return 200, sorted(rows, key=lambda a: (-len(a["evidence"]["accounts"]), a["alert_id"]))
+    if parts == ["api", "cascades"]:
+        cascades: dict[tuple[str, str], dict] = {}
+        for a in visible(sources.alerts.values(), caller, wanted):
+            if a["subject"]["type"] == "post" and a["kind"] in ("viral_spread", "legal_threshold"):
+                row = cascades.setdefault((a["platform"], a["subject"]["id"]), {
+                    "post_id": a["subject"]["id"], "platform": a["platform"], "figures_crossed": [], "alerts": []})
+                row["alerts"].append(a["alert_id"])
+                if a["kind"] == "legal_threshold":
+                    row["figures_crossed"].append(a["evidence"]["threshold"])
+                row["views"] = max(row.get("views", 0), a["evidence"].get("views", 0))
+                row["reposts"] = max(row.get("reposts", 0), a["evidence"].get("reposts", 0))
+        return 200, sorted(cascades.values(), key=lambda r: (-r["reposts"], r["post_id"]))
     if parts == ["api", "orders"]:
         now = sources.now()
         rows = [describe(order_id, record, now) for platform, order_id, record in orders_of(sources.ledger, wanted)
@@ -84,3 +103,36 @@ def handle(path: str, query: Mapping[str, str], authorization: str | None,
             return 403, {"error": f"this token may not read platform {parts[2]!r}"}
         return 200, scorecard(sources.ledger, parts[2], sources.now())
     return 404, {"error": "no such endpoint"}
+
+
+def _get(summary: str, params: list[dict] | None = None) -> dict:
+    return {"get": {"summary": summary, "security": [{"bearer": []}], "parameters": params or [],
+                    "responses": {"200": {"description": "JSON"}, "401": {"description": "missing or unknown token"},
+                                  "403": {"description": "a platform token asking for another platform"}}}}
+
+
+def _q(name: str, description: str) -> dict:
+    return {"name": name, "in": "query", "required": False, "schema": {"type": "string"}, "description": description}
+
+
+PLATFORM = _q("platform", "only this platform (a platform token may name only its own)")
+OPENAPI = {
+    "openapi": "3.1.0",
+    "info": {"title": "Stormwatch API", "version": "1", "description":
+             "Alerts, campaigns, cascades, regulator orders and platform scorecards. Bearer tokens come from "
+             "STORMWATCH_API_TOKENS: a regulator sees every platform, a platform's team only its own."},
+    "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    "paths": {
+        "/api/alerts": _get("Latest version of each alert, newest first", [
+            _q("kind", "alert kind"), PLATFORM, _q("subject", "subject id"), _q("since", "RFC 3339 event time")]),
+        "/api/campaigns": _get("Live water-army campaigns, largest first", [PLATFORM]),
+        "/api/cascades": _get("Posts that spread fast or crossed a legal figure", [PLATFORM]),
+        "/api/orders": _get("Orders with their ledger state, measures done and missing, deadline",
+                            [PLATFORM, _q("state", "issued, acknowledged, in_progress, completed, overdue, refused, "
+                                                    "disputed, extension_requested")]),
+        "/api/platforms/{platform}/scorecard": _get("Orders received, completed on time, median times to "
+                                                    "acknowledge and comply, refusals within two years, open past "
+                                                    "deadline", [{"name": "platform", "in": "path", "required": True,
+                                                                  "schema": {"type": "string"}}]),
+    },
+}

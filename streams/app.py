@@ -27,7 +27,7 @@ from events import INPUT_TOPICS, TOPIC_BY_TYPE, DeadLetter, Detector, Tick, deco
 from streams import metrics
 from streams.alertmanager import Alertmanager
 from streams.demo import DASHBOARD
-from streams.api import Sources, handle
+from streams.api import OPENAPI, Sources, handle
 from streams.engine import Engine
 from streams.local import detector_failures, make_delivery
 from streams.registry import build_detectors
@@ -140,8 +140,13 @@ def create_app(settings: Settings | None = None) -> faust.App:
                               settings.api_tokens, sources)
         return web.json(body, status=status)
 
-    for path in ("/api/alerts", "/api/orders", "/api/platforms/{platform}/scorecard"):
+    for path in ("/api/alerts", "/api/campaigns", "/api/cascades", "/api/orders",
+                 "/api/platforms/{platform}/scorecard"):
         app.page(path)(api)
+
+    @app.page("/openapi.json")
+    async def openapi(web, request):  # noqa: ANN001
+        return web.json(OPENAPI)
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     delivery = make_delivery(

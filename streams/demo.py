@@ -22,7 +22,7 @@ from events import Alert, DeadLetter
 from streams import metrics
 from streams.local import LocalPipeline, make_delivery, read_lines
 from streams.alertmanager import Alertmanager
-from streams.api import Sources, handle
+from streams.api import OPENAPI, Sources, handle
 from streams.settings import Settings
 from streams.simulator import SimConfig, simulate_lines
 
@@ -78,7 +78,8 @@ def _web_app(state: dict, settings: Settings | None = None, sources: Sources | N
 
     app = web.Application()
     app.add_routes([web.get("/", index), web.get("/metrics", metrics_page), web.get("/healthz", healthz),
-                    web.get("/dashboard", dashboard)])
+                    web.get("/dashboard", dashboard),
+                    web.get("/openapi.json", lambda _r: web.json_response(OPENAPI))])
     if sources is not None:
         app.add_routes([web.get("/api/{tail:.*}", api)])
     return app

@@ -50,7 +50,7 @@ def get(base: str, path: str, token: str | None = None, **params) -> httpx.Respo
     return httpx.get(base + path, headers=headers, params=params, timeout=5)
 
 
-ENDPOINTS = ["/api/alerts", "/api/orders", "/api/platforms/weibo/scorecard"]
+ENDPOINTS = ["/api/alerts", "/api/orders", "/api/campaigns", "/api/cascades", "/api/platforms/weibo/scorecard"]
 
 
 @pytest.mark.parametrize("path", ENDPOINTS)
@@ -74,7 +74,7 @@ def test_a_platform_sees_only_its_own_data_by_any_endpoint_or_filter(demo: str) 
     assert {o["platform"] for o in orders} == {"weibo"} and len(orders) == 2
     alerts = get(demo, "/api/alerts", "weibo-token").json()
     assert alerts and {a["platform"] for a in alerts} == {"weibo"}
-    for path in ENDPOINTS[:2]:
+    for path in ENDPOINTS[:4]:
         denied = get(demo, path, "weibo-token", platform="douyin")
         assert denied.status_code == 403 and "douyin" not in json.dumps(denied.json()).replace("'douyin'", "")
     assert get(demo, "/api/platforms/douyin/scorecard", "weibo-token").status_code == 403
@@ -87,3 +87,11 @@ def test_scorecards_are_served_live(demo: str) -> None:
     assert weibo["median_seconds_to_acknowledge"] == 300 and weibo["median_seconds_to_comply"] == 540
     douyin = get(demo, "/api/platforms/douyin/scorecard", "reg-token").json()
     assert douyin["refusals_within_two_years"] == 1 and douyin["orders_received"] == 1
+
+
+def test_the_openapi_description_lists_every_endpoint(demo: str) -> None:
+    spec = httpx.get(demo + "/openapi.json").json()
+    assert spec["openapi"].startswith("3.") and set(spec["paths"]) == {
+        "/api/alerts", "/api/campaigns", "/api/cascades", "/api/orders", "/api/platforms/{platform}/scorecard"}
+    for path in ENDPOINTS:  # and each of them answers a regulator
+        assert get(demo, path, "reg-token").status_code == 200

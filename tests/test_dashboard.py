@@ -59,3 +59,14 @@ def test_a_screenshot_for_the_docs(demo: str, tmp_path: Path) -> None:
     shot = tmp_path / "dashboard.png"
     chromium(f"{demo}/dashboard#token=reg-token", tmp_path, f"--screenshot={shot}")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+def test_campaigns_and_cascades_endpoints(demo: str) -> None:
+    import httpx
+
+    auth = {"Authorization": "Bearer reg-token"}
+    campaigns = httpx.get(f"{demo}/api/campaigns", headers=auth).json()
+    assert campaigns and all(acc.startswith("army") for acc in campaigns[0]["evidence"]["accounts"])
+    cascades = httpx.get(f"{demo}/api/cascades", headers=auth).json()
+    rumor = next(c for c in cascades if c["post_id"] == "rumor-1")
+    assert sorted(rumor["figures_crossed"]) == ["defamation_reposts_500", "defamation_views_5000"]
