@@ -43,5 +43,6 @@ def test_prometheus_scrapes_both_workers_and_grafana_is_provisioned() -> None:
     dashboard = json.loads((ROOT / "deploy/grafana/dashboards/stormwatch.json").read_text())
     exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
     for series in ("stormwatch_events_total", "stormwatch_deadletter_total", "stormwatch_alerts_total",
-                   "stormwatch_processing_seconds_bucket"):
+                   "stormwatch_processing_seconds_bucket", "stormwatch_webhook_deliveries_total",
+                   "stormwatch_consumer_lag"):
         assert series in exprs

@@ -1,0 +1,183 @@
+"""Event-to-webhook latency at steady input rates, and deliveries per second to one endpoint.
+
+The load is the simulator's stream (posts, engagement, reports) fed at a steady wall-clock rate,
+its event times rewritten to the moment each event is fed, so event time runs with the wall
+clock as on a live platform. Every 500th event is followed by a regulator order and its
+refusal; the latency is from feeding the refusal to a real HTTP receiver on 127.0.0.1 getting
+the signed ``order_refused`` webhook. Ordered stages release an event once event time passes it,
+so the allowed lateness is part of the latency: it is set to 0 here (one in-order source).
+Through Kafka, time also moves by the worker's wall-clock ticks (every 0.2 s here).
+
+Run: ``python -m benchmarks.delivery`` (starts its own Kafka broker for the Kafka figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from events import format_ts  # noqa: E402
+from streams.simulator import SimConfig, simulate  # noqa: E402
+from tests.support.receiver import Receiver  # noqa: E402
+
+
+def load(n: int) -> list[dict]:
+    events = [e for e in simulate(SimConfig(minutes=max(1, n // 1200 + 1))) if e["type"] in ("post", "engagement", "report")]
+    return events[:n]
+
+
+def refusal_pair(k: int, now: float) -> list[dict]:
+    order = {"type": "order", "event_id": f"bo{k}", "platform": "bench", "ts": format_ts(now), "order_id": f"bench-{k}",
+             "regulator": "cac", "deadline": format_ts(now + 3600), "legal_basis": "规定", "measures": ["remove_content"],
+             "items": [{"post_id": f"bench-post-{k}"}]}
+    refusal = {"type": "platform_action", "event_id": f"br{k}", "platform": "bench", "ts": format_ts(now),
+               "action_id": f"refusal-{k}", "order_id": f"bench-{k}", "action": "refused"}
+    return [order, refusal]
+
+
+def percentiles(samples: list[float]) -> dict:
+    samples = sorted(samples)
+    if not samples:
+        return {"n": 0}
+    q = statistics.quantiles(samples, n=100, method="inclusive") if len(samples) > 1 else samples * 99
+    return {"n": len(samples), "p50_ms": round(q[49] * 1000, 1), "p99_ms": round(q[98] * 1000, 1)}
+
+
+def arrivals(receiver: Receiver) -> dict[str, float]:
+    out = {}
+    for record in receiver.accepted:
+        alert = orjson.loads(record["body"])
+        if alert["kind"] == "order_refused":
+            out[alert["subject"]["id"]] = record["received"]
+    return out
+
+
+async def in_process(rate: int, seconds: float, receiver: Receiver) -> dict:
+    from streams.local import LocalPipeline, make_delivery
+    from streams.settings import Settings
+
+    settings = Settings(webhook_urls=receiver.url, allowed_lateness_s=0)
+    delivery = make_delivery(settings, print)
+    delivery.start()
+    pipeline = LocalPipeline(settings, lambda a: delivery.submit(a.model_dump()), lambda _d: None)
+    sent: dict[str, float] = {}
+    events = load(int(rate * seconds))
+    start = time.monotonic()
+    for i, event in enumerate(events):
+        due = start + i / rate
+        if (ahead := due - time.monotonic()) > 0:
+            await asyncio.sleep(ahead)
+        event["ts"] = format_ts(time.time())
+        pipeline.feed(orjson.dumps(event), "bench")
+        if i % 500 == 499:
+            order, refusal = refusal_pair(i, time.time())
+            pipeline.feed(orjson.dumps(order), "bench")
+            sent[order["order_id"]] = time.time()
+            pipeline.feed(orjson.dumps(refusal), "bench")
+        if i % 50 == 0:
+            await asyncio.sleep(0)
+    achieved = len(events) / (time.monotonic() - start)
+    await delivery.drain(timeout=60)
+    await delivery.stop()
+    got = arrivals(receiver)
+    return {"rate": rate, "achieved_rate": round(achieved), **percentiles([got[k] - t for k, t in sent.items() if k in got]),
+            "missing": len([k for k in sent if k not in got])}
+
+
+async def deliveries_per_second(receiver: Receiver, n: int = 3000) -> float:
+    from streams.delivery import Delivery, DeliverySettings, EndpointConfig, Outbox
+
+    delivery = Delivery([EndpointConfig(url=receiver.url)], DeliverySettings(), Outbox(), print)
+    delivery.start()
+    start = time.monotonic()
+    for k in range(n):
+        delivery.submit({"alert_id": f"x-{k}", "version": 1, "kind": "bench", "severity": "info", "platform": "p"})
+    await delivery.drain()
+    elapsed = time.monotonic() - start
+    await delivery.stop()
+    return n / elapsed
+
+
+def through_kafka(rate: int, seconds: float, receiver: Receiver) -> dict:
+    from kafka import KafkaProducer
+
+    from tests.support.kafka_broker import KafkaBroker, free_port
+    from tests.support.worker import Worker
+
+    stormwatch = str(Path(sys.executable).with_name("stormwatch"))
+    with KafkaBroker() as broker, tempfile.TemporaryDirectory() as tmp:
+        worker = Worker(broker, stormwatch, Path(tmp), extra_env={
+            "STORMWATCH_WEBHOOK_URLS": receiver.url, "STORMWATCH_TICK_INTERVAL_S": "0.2",
+            "STORMWATCH_ALLOWED_LATENESS_S": "0"}).start()
+        try:
+            # Topics exist once the worker is up; produce directly, paced, with the contract's keys.
+            producer = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=2)
+            topic = {"post": "posts", "engagement": "engagement", "report": "reports", "order": "orders",
+                     "platform_action": "platform-actions"}
+            key = {"post": "post_id", "engagement": "post_id", "report": "report_id", "order": "order_id",
+                   "platform_action": "order_id"}
+            prefix = f"{worker.app_id}."
+            sent: dict[str, float] = {}
+            events = load(int(rate * seconds))
+            start = time.monotonic()
+            for i, event in enumerate(events):
+                due = start + i / rate
+                if (ahead := due - time.monotonic()) > 0:
+                    time.sleep(ahead)
+                event["ts"] = format_ts(time.time())
+                batch = [event]
+                if i % 500 == 499:
+                    batch += refusal_pair(i, time.time())
+                for e in batch:
+                    producer.send(prefix + topic[e["type"]], orjson.dumps(e), key=e[key[e["type"]]].encode())
+                    if e["type"] == "platform_action":
+                        producer.flush()
+                        sent[e["order_id"]] = time.time()
+            achieved = len(events) / (time.monotonic() - start)
+            producer.flush()
+            deadline = time.monotonic() + 60
+            while len(arrivals(receiver)) < len(sent) and time.monotonic() < deadline:
+                time.sleep(0.2)
+        finally:
+            worker.stop()
+    got = arrivals(receiver)
+    return {"rate": rate, "achieved_rate": round(achieved),
+            **percentiles([got[k] - t for k, t in sent.items() if k in got]),
+            "missing": len([k for k in sent if k not in got])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rates", type=int, nargs="+", default=[2000, 5000])
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--skip-kafka", action="store_true")
+    args = parser.parse_args()
+    for rate in args.rates:
+        receiver = Receiver().start()
+        print("in process ", asyncio.run(in_process(rate, args.seconds, receiver)), flush=True)
+        receiver.stop()
+    receiver = Receiver().start()
+    print(f"deliveries to one endpoint: {asyncio.run(deliveries_per_second(receiver)):,.0f}/s", flush=True)
+    receiver.stop()
+    if not args.skip_kafka:
+        for rate in args.rates:
+            receiver = Receiver().start()
+            print("via Kafka  ", through_kafka(rate, args.seconds, receiver), flush=True)
+            receiver.stop()
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("STORMWATCH_TICK_INTERVAL_S", "0")
+    main()
