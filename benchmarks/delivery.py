@@ -55,6 +55,13 @@ def percentiles(samples: list[float]) -> dict:
     return {"n": len(samples), "p50_ms": round(q[49] * 1000, 1), "p99_ms": round(q[98] * 1000, 1)}
 
 
+def summary(rate: int, achieved: float, sent: dict[str, float], got: dict[str, float]) -> dict:
+    """Latency from sending each refusal to its webhook arriving."""
+    return {"rate": rate, "achieved_rate": round(achieved),
+            **percentiles([got[k] - t for k, t in sent.items() if k in got]),
+            "missing": len([k for k in sent if k not in got])}
+
+
 def arrivals(receiver: Receiver) -> dict[str, float]:
     out = {}
     for record in receiver.accepted:
@@ -91,9 +98,7 @@ async def in_process(rate: int, seconds: float, receiver: Receiver) -> dict:
     achieved = len(events) / (time.monotonic() - start)
     await delivery.drain(timeout=60)
     await delivery.stop()
-    got = arrivals(receiver)
-    return {"rate": rate, "achieved_rate": round(achieved), **percentiles([got[k] - t for k, t in sent.items() if k in got]),
-            "missing": len([k for k in sent if k not in got])}
+    return summary(rate, achieved, sent, arrivals(receiver))
 
 
 async def deliveries_per_second(receiver: Receiver, n: int = 3000) -> float:
@@ -113,7 +118,8 @@ async def deliveries_per_second(receiver: Receiver, n: int = 3000) -> float:
 def through_kafka(rate: int, seconds: float, receiver: Receiver) -> dict:
     from kafka import KafkaProducer
 
-    from tests.support.kafka_broker import KafkaBroker, free_port
+    from streams.produce import route
+    from tests.support.kafka_broker import KafkaBroker
     from tests.support.worker import Worker
 
     stormwatch = str(Path(sys.executable).with_name("stormwatch"))
@@ -124,10 +130,6 @@ def through_kafka(rate: int, seconds: float, receiver: Receiver) -> dict:
         try:
             # Topics exist once the worker is up; produce directly, paced, with the contract's keys.
             producer = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=2)
-            topic = {"post": "posts", "engagement": "engagement", "report": "reports", "order": "orders",
-                     "platform_action": "platform-actions"}
-            key = {"post": "post_id", "engagement": "post_id", "report": "report_id", "order": "order_id",
-                   "platform_action": "order_id"}
             prefix = f"{worker.app_id}."
             sent: dict[str, float] = {}
             events = load(int(rate * seconds))
@@ -141,7 +143,9 @@ def through_kafka(rate: int, seconds: float, receiver: Receiver) -> dict:
                 if i % 500 == 499:
                     batch += refusal_pair(i, time.time())
                 for e in batch:
-                    producer.send(prefix + topic[e["type"]], orjson.dumps(e), key=e[key[e["type"]]].encode())
+                    line = orjson.dumps(e)
+                    topic, key = route(line)  # the contract's topic and key, as `stormwatch produce` does
+                    producer.send(prefix + topic, line, key=key)
                     if e["type"] == "platform_action":
                         producer.flush()
                         sent[e["order_id"]] = time.time()
@@ -152,10 +156,7 @@ def through_kafka(rate: int, seconds: float, receiver: Receiver) -> dict:
                 time.sleep(0.2)
         finally:
             worker.stop()
-    got = arrivals(receiver)
-    return {"rate": rate, "achieved_rate": round(achieved),
-            **percentiles([got[k] - t for k, t in sent.items() if k in got]),
-            "missing": len([k for k in sent if k not in got])}
+    return summary(rate, achieved, sent, arrivals(receiver))
 
 
 def main() -> None:

@@ -45,7 +45,7 @@ def ensure_topics(settings: Settings, names: list[str]) -> None:
         admin.close()
 
 
-def _route(line: bytes) -> tuple[str, bytes | None] | None:
+def route(line: bytes) -> tuple[str, bytes | None] | None:
     """(topic, key) for a line, ``("tick", None)`` for ticks, None when it cannot be routed."""
     try:
         obj = orjson.loads(line)
@@ -78,20 +78,20 @@ def produce_file(path: Path, settings: Settings) -> ProduceReport:
     report = ProduceReport()
     try:
         for number, line in read_lines(path):
-            route = _route(line)
-            if route is None:
+            target = route(line)
+            if target is None:
                 letter = decode(line, f"{path.name}:{number}")
-                if not isinstance(letter, DeadLetter):  # pragma: no cover - _route and decode agree
+                if not isinstance(letter, DeadLetter):  # pragma: no cover - route and decode agree
                     letter = DeadLetter("cannot route", "unroutable", line.decode("utf-8", "replace"), path.name)
                 producer.send(settings.topic("deadletter"), orjson.dumps(letter.to_record()))
                 report.deadletters += 1
-            elif route[0] == "tick":
+            elif target[0] == "tick":
                 for topic in INPUT_TOPICS:
                     for p in range(settings.partitions):
                         producer.send(settings.topic(topic), line, partition=p)
                 report.ticks += 1
             else:
-                producer.send(settings.topic(route[0]), line, key=route[1])
+                producer.send(settings.topic(target[0]), line, key=target[1])
                 report.sent += 1
         producer.flush()
     finally:

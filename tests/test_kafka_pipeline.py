@@ -77,19 +77,21 @@ def test_malformed_messages_never_stop_the_worker(worker: Worker, kafka_broker, 
 
 def test_ledger_state_survives_a_worker_restart(kafka_broker, stormwatch_bin: str, tmp_path: Path) -> None:
     first = Worker(kafka_broker, stormwatch_bin, tmp_path).start()
-    part1 = tmp_path / "part1.jsonl"
-    part1.write_bytes(lines([order("o7", 0, 30, measures=["remove_content", "report_back"]),
-                             action("a7", "o7", 5, "content_removed"), tick(10)]))
-    first.produce(part1)
-    assert first.read("alerts", until=0, timeout=4, settle=0) == []
-    first.stop()
+    try:
+        part1 = tmp_path / "part1.jsonl"
+        part1.write_bytes(lines([order("o7", 0, 30, measures=["remove_content", "report_back"]),
+                                 action("a7", "o7", 5, "content_removed"), tick(10)]))
+        first.produce(part1)
+        assert first.read("alerts", until=0, timeout=4, settle=0) == []
+    finally:
+        first.stop()
 
     second = Worker(kafka_broker, stormwatch_bin, tmp_path, app_id=first.app_id, port=first.port).start()
     try:
         part2 = tmp_path / "part2.jsonl"
         part2.write_bytes(lines([tick(31)]))
         second.produce(part2)
-        alerts = second.read("alerts", until=1)
+        alerts = second.read("alerts", until=1, timeout=180)
     finally:
         second.stop()
     assert [a["kind"] for a in alerts] == ["order_overdue"]

@@ -46,6 +46,7 @@ class Worker:
         }
 
     def start(self, timeout: float = 60) -> "Worker":
+        """Start the process and wait for its web server; stopped again if it never comes up."""
         log = open(self.logdir / f"worker-{self.app_id}-{time.monotonic_ns()}.log", "wb")
         self.process = subprocess.Popen([self.bin, "worker", "-l", "info"], env=self.env, stdout=log,
                                         stderr=subprocess.STDOUT)
@@ -58,6 +59,7 @@ class Worker:
             except httpx.HTTPError:
                 pass
             time.sleep(0.3)
+        self.stop()
         raise AssertionError("worker web server did not come up")
 
     def stop(self) -> None:
