@@ -18,12 +18,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import datetime, timezone
 
 import faust
 import orjson
 
-from events import INPUT_TOPICS, TOPIC_BY_TYPE, DeadLetter, Detector, Tick, decode
+from events import INPUT_TOPICS, TOPIC_BY_TYPE, DeadLetter, Detector, Tick, decode, format_ts
 from streams import metrics
 from streams.alertmanager import Alertmanager
 from streams.demo import DASHBOARD
@@ -65,8 +64,7 @@ def _header(headers: object, name: str) -> str | None:
 
 
 def tick_json(epoch: float) -> bytes:
-    ts = datetime.fromtimestamp(epoch, timezone.utc).isoformat().replace("+00:00", "Z")
-    return orjson.dumps({"type": "tick", "ts": ts})
+    return orjson.dumps({"type": "tick", "ts": format_ts(epoch)})
 
 
 def create_app(settings: Settings | None = None) -> faust.App:
