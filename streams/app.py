@@ -212,8 +212,8 @@ def _stage_agent(app: faust.App, settings: Settings, detector: Detector, topic: 
                         schema=faust.Schema(key_serializer="json", value_serializer="json"))
         for name in (detector.name, f"{detector.name}-timers")
     }
-    engine = Engine([detector], state_factory=tables.__getitem__,
-                    sources=stage_sources(settings, detector), lateness=settings.allowed_lateness_s)
+    engine = Engine([detector], state_factory=tables.__getitem__, sources=stage_sources(settings, detector),
+                    lateness=settings.allowed_lateness_s, durable_buffers=True)
 
     @app.on_partitions_revoked.connect
     async def forget_partitions(*_args, **_kwargs) -> None:

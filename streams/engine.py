@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from events import Alert, AnyEvent, Detector, Tick
+from events import Alert, AnyEvent, Detector, Tick, decode
 
 StateFactory = Callable[[str], MutableMapping[str, Any]]
 
@@ -48,6 +48,13 @@ class Watermark:
             self.value = value
             return True
         return False
+
+
+BUFFER = "~buffered\t"  # state keys of ordered stages' buffered events (durable_buffers)
+
+
+def _buffer_key(partition: int, epoch: float, event_id: str, key: str) -> str:
+    return f"{BUFFER}{partition}\t{epoch!r}\t{event_id}\t{key}"
 
 
 EXPIRY_STEP = 60.0  # expiry is checked per minute of event time: cheap, and exact enough
@@ -119,9 +126,17 @@ class _Stage:
         timers = [(at, key) for key, (at, part) in list(self.timers.items()) if part == partition]
         heapq.heapify(timers)
         part = _Partition(timers, {}, self.carried.pop(partition, []))
+        buffered = {(ts, eid, key) for ts, eid, _seq, _event, key in part.pending}
+        prefix = f"{BUFFER}{partition}\t"
         for key, rec in list(self.state.items()):
             if isinstance(rec, dict) and "until" in rec:
                 part.schedule(rec["until"], key)
+            elif key.startswith(prefix):  # a buffered event from before a restart or a rebalance
+                routed, raw = rec
+                event = decode(raw.encode(), "buffer")
+                if (event.epoch, getattr(event, "event_id", ""), routed) not in buffered:
+                    part.pending.append((event.epoch, getattr(event, "event_id", ""), -1, event, routed))
+        heapq.heapify(part.pending)
         return part
 
 
@@ -134,8 +149,13 @@ class Engine:
         state_factory: StateFactory | None = None,
         sources: Iterable[str] = ("input",),
         lateness: float = 0.0,
+        durable_buffers: bool = False,
     ) -> None:
+        """``durable_buffers``: keep ordered stages' buffered events in their state too, so a
+        worker that stops (its offsets committed) or loses a partition loses none of them. The
+        Kafka worker turns it on; in one process's lifetime (replay, demo) it is not needed."""
         make = state_factory or (lambda _name: {})
+        self.durable_buffers = durable_buffers
         self.stages = [_Stage(d, make(d.name), make(f"{d.name}-timers")) for d in detectors]
         self.by_type: dict[str, list[_Stage]] = {}
         for stage in self.stages:
@@ -189,7 +209,10 @@ class Engine:
             if stage.ordered:
                 for k in keys:
                     self._seq += 1
-                    heapq.heappush(ctx.part.pending, (event.epoch, getattr(event, "event_id", ""), self._seq, event, k))
+                    event_id = getattr(event, "event_id", "")
+                    heapq.heappush(ctx.part.pending, (event.epoch, event_id, self._seq, event, k))
+                    if self.durable_buffers:
+                        stage.state[_buffer_key(partition, event.epoch, event_id, k)] = [k, event.model_dump_json()]
             else:
                 for k in keys:
                     alerts.extend(self._call(stage, event, k, ctx))
@@ -231,7 +254,9 @@ class Engine:
             if min(next_event, next_timer) > now:
                 return alerts
             if next_event <= next_timer:
-                _ts, _eid, _seq, event, key = heapq.heappop(pending)
+                ts, event_id, _seq, event, key = heapq.heappop(pending)
+                if self.durable_buffers:
+                    stage.state.pop(_buffer_key(ctx.partition, ts, event_id, key), None)
                 alerts.extend(self._call(stage, event, key, ctx))
             else:
                 alerts.extend(self._fire_one(stage, ctx))

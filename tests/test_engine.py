@@ -140,3 +140,19 @@ def test_a_rebalance_keeps_buffered_events_and_time() -> None:
     alerts = engine.process(decode(orjson.dumps(tick(40)), "t"), source="b")
     alerts += engine.process(decode(orjson.dumps(tick(40)), "t"), source="a")
     assert [a.kind for a in alerts] == ["order_overdue"]
+
+
+def test_buffered_events_survive_a_restart_when_buffers_are_durable() -> None:
+    """A worker stops while an ordered stage still buffers an event whose offset Kafka committed."""
+    tables: dict[str, TableLike] = {}
+
+    def factory(name: str) -> TableLike:
+        return tables.setdefault(name, TableLike())
+
+    first = Engine([OrderLedger()], sources=["a", "b"], state_factory=factory, durable_buffers=True)
+    first.process(decode(orjson.dumps(order("o1", 0, 30)), "t"), source="a")  # buffered: b is behind
+    second = Engine([OrderLedger()], sources=["a", "b"], state_factory=factory, durable_buffers=True)  # restart
+    alerts = second.process(decode(orjson.dumps(tick(40)), "t"), source="a")
+    alerts += second.process(decode(orjson.dumps(tick(40)), "t"), source="b")
+    assert [a.kind for a in alerts] == ["order_overdue"]
+    assert not [k for k in tables["orders"].data if k.startswith("~buffered")]  # released, so forgotten
