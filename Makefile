@@ -5,7 +5,7 @@
 VENV ?= .venv
 PYTHON ?= python3
 
-.PHONY: install demo test bench tools
+.PHONY: install demo test bench tools abuse-model
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,3 +27,8 @@ test: install tools
 
 bench: install
 	$(VENV)/bin/stormwatch bench
+
+# Retrain the abuse classifier on COLD (../shared/data/cold) and print its test figures.
+abuse-model: install
+	$(VENV)/bin/pip install -q -e ".[train]"
+	$(VENV)/bin/python -m detectors.abuse_train
