@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from compliance.ledger import OrderLedger
 from detectors.cascades import Cascades
+from detectors.targets import Targets
 from detectors.water_army import WaterArmy
 from events import Detector
 from streams.settings import Settings
@@ -14,6 +15,7 @@ def build_detectors(settings: Settings) -> list[Detector]:
         OrderLedger(settings.ledger, settings.law),
         WaterArmy(settings.water_army),
         Cascades(settings.cascades, settings.law),
+        Targets(settings.targets),
     ]
     names = [d.name for d in detectors]
     assert len(names) == len(set(names)), f"detector names must be unique: {names}"

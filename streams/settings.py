@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from compliance.law import LawSettings
 from compliance.ledger import LedgerSettings
 from detectors.cascades import CascadeSettings
+from detectors.targets import TargetSettings
 from detectors.water_army import WaterArmySettings
 from streams.alertmanager import AlertmanagerSettings
 from streams.delivery import DeliverySettings
@@ -48,6 +49,7 @@ class Settings(BaseSettings):
     ledger: LedgerSettings = LedgerSettings()
     water_army: WaterArmySettings = WaterArmySettings()
     cascades: CascadeSettings = CascadeSettings()
+    targets: TargetSettings = TargetSettings()
     law: LawSettings = LawSettings()
 
     def topic(self, name: str) -> str:

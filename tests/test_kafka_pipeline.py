@@ -35,7 +35,7 @@ def test_kafka_pipeline_gives_the_same_alerts_as_replay(worker: Worker, kafka_br
     expected_alerts = [orjson.loads(line) for line in expected.splitlines()]
     kinds = {a["kind"] for a in expected_alerts}
     assert kinds == {"order_overdue", "order_refused", "continued_dissemination", "water_army_campaign",
-                     "legal_threshold", "viral_spread", "illegal_marketing"}  # every detector has a say
+                     "legal_threshold", "viral_spread", "illegal_marketing", "violence_surge"}  # every detector
     assert len(letters) == bad
 
     worker.produce(src)

@@ -1,0 +1,183 @@
+"""Targets under attack: early warning when a person is mobbed (2024 Provisions Art. 13).
+
+Keyed by target id, so one person's attackers meet in one place whatever platform they use,
+and ordered. Over a sliding ``window_s`` it counts, per target:
+
+* attackers: distinct accounts posting harmful content about the target, harmful meaning a
+  platform label (insult, defamation, doxxing, sexual_rumor, threat, incitement) or, for
+  unlabelled text, Stormwatch's own classifier at ``classifier_confidence`` or more;
+* reports about the target, de-duplicated by (reporter, item), their surge against the
+  target's own decaying baseline, and whether the target reported it themself;
+* the scene: threads (the post answered), hashtags, platforms.
+
+``violence_surge`` fires when attackers reach ``min_attackers`` or reports surge, with half the
+thresholds for minors and persons with disabilities, and is re-reported as attackers double.
+Ordinary criticism of a public figure by many accounts, with no harmful labels, no confident
+classifier verdict and no reports, raises nothing. Public-prosecution factors (Criminal Law
+Art. 246(2) with the 2023 Opinions: ordinary people attacked by mass malicious comments,
+organised spread over several platforms) are named in ``legal_refs`` with their figures.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, Field
+
+from detectors.abuse import AbuseClassifier
+from events import Alert, AnyEvent, Context, Post, Report, raise_alert
+
+HARMFUL = {"insult", "defamation", "doxxing", "sexual_rumor", "threat", "incitement"}
+SEVERE = {"doxxing", "threat", "sexual_rumor"}
+EARLY_WARNING = "Provisions on the Governance of Online Violence Information (2024) Art. 13"
+PUBLIC_PROSECUTION = ["Criminal Law Art. 246(2)", "Opinions 法发〔2023〕14号 (public prosecution of online insult "
+                      "and defamation)"]
+
+
+class TargetSettings(BaseModel):
+    shadow: bool = Field(False, description="Mark alerts as shadow (not delivered).")
+    window_s: float = Field(3600, description="Sliding window for attackers and reports.")
+    min_attackers: int = Field(10, description="Distinct attacking accounts in the window that make a surge.")
+    min_reports: int = Field(10, description="Reports in the window that can make a surge...")
+    surge_factor: float = Field(3.0, description="...when also this many times the target's own baseline.")
+    baseline_half_life_s: float = Field(7 * 86400, description="Half-life of the report baseline.")
+    classifier_confidence: float = Field(0.8, description="Unlabelled text counts as harmful at this confidence.")
+    mass_comments: int = Field(50, description="Attackers that make 'mass malicious comments' (public prosecution).")
+
+
+class Targets:
+    """Raises ``violence_surge``; see the module docstring."""
+
+    name: ClassVar[str] = "targets"
+    event_types: ClassVar[frozenset[str]] = frozenset({"post", "report"})
+    ordered: ClassVar[bool] = True
+
+    def __init__(self, settings: TargetSettings | None = None, classifier: AbuseClassifier | None = None) -> None:
+        self.s = settings or TargetSettings()
+        self.classifier = classifier or AbuseClassifier.load()
+
+    def keys(self, event: AnyEvent) -> list[str]:
+        return sorted({t.id for t in getattr(event, "targets", [])})
+
+    def on_timer(self, key: str, ctx: Context) -> list[Alert]:
+        return []
+
+    def on_event(self, event: AnyEvent, key: str, ctx: Context) -> list[Alert]:
+        t, s = event.epoch, self.s
+        rec = ctx.state.get(key)
+        if rec is None:
+            rec = {"attackers": {}, "posts": [], "reports": {}, "past": 0.0, "base_t": t, "flags": {},
+                   "labels": {}, "scene": {}, "fired": [], "reported_attackers": 0, "alerts": {}, "self": False,
+                   "classified": 0}
+            ctx.expire(key, t + s.window_s)
+        target = next(tg for tg in event.targets if tg.id == key)
+        for flag in ("minor", "disabled", "public_figure"):
+            rec["flags"][flag] = rec["flags"].get(flag, False) or getattr(target, flag)
+        horizon = t - s.window_s
+        if isinstance(event, Post):
+            self._post(rec, event, t)
+        elif isinstance(event, Report):
+            item = f"post:{event.post_id}" if event.post_id else f"account:{event.account_id}" if event.account_id else key
+            rec["reports"].setdefault(f"{event.reporter_id}\t{item}", t)  # the same reporter, item: once
+            rec["self"] = rec["self"] or event.reporter_is_target
+        rec["attackers"] = {a: v for a, v in rec["attackers"].items() if v[0] >= horizon}
+        rec["posts"] = [p for p in rec["posts"] if p[0] >= horizon][-200:]
+        fresh_reports = {k: v for k, v in rec["reports"].items() if v >= horizon}
+        # Reports leaving the window join a decaying sum; its rate, times the window, is the
+        # target's usual number of reports per window (the baseline a surge is measured against).
+        aged = len(rec["reports"]) - len(fresh_reports)
+        rec["past"] = rec["past"] * math.exp2(-(t - rec["base_t"]) / s.baseline_half_life_s) + aged
+        rec["base_t"], rec["reports"] = t, fresh_reports
+        rec["until"] = t + s.window_s * 24
+        alerts = self._judge(key, rec, t)
+        ctx.state[key] = rec
+        return alerts
+
+    def _post(self, rec: dict, post: Post, t: float) -> None:
+        labels = HARMFUL & set(post.labels)
+        verdict = None
+        if not labels and post.text and not post.labels:
+            p = self.classifier.probability(post.text)
+            if p >= self.s.classifier_confidence:
+                verdict = round(p, 3)
+                rec["classified"] += 1
+                rec.setdefault("verdicts", []).append(
+                    {"post_id": post.post_id, "label": "offensive", "confidence": verdict, "source": "stormwatch"})
+                rec["verdicts"] = rec["verdicts"][-10:]
+        if not labels and verdict is None:
+            return
+        rec["attackers"][post.account_id] = [t, post.platform]
+        rec["posts"].append([t, post.post_id, post.platform])
+        for label in labels or {"stormwatch_offensive"}:
+            rec["labels"][label] = rec["labels"].get(label, 0) + 1
+        scene = rec["scene"]
+        for kind, value in (("platform", post.platform), ("thread", post.parent_id),
+                            *(("hashtag", h) for h in post.hashtags)):
+            if value:
+                scene.setdefault(kind, {})
+                scene[kind][value] = scene[kind].get(value, 0) + 1
+        for flag, present in (("sexual_topic", "sexual_rumor" in labels), ("deep_synthesis", post.synthetic),
+                              ("provider_organized", bool(post.account and post.account.platform_operated))):
+            if present:
+                rec["flags"][flag] = True
+
+    def _judge(self, key: str, rec: dict, t: float) -> list[Alert]:
+        s = self.s
+        baseline = rec["past"] * s.window_s / (s.baseline_half_life_s / math.log(2))
+        vulnerable = rec["flags"].get("minor") or rec["flags"].get("disabled")
+        scale = 0.5 if vulnerable else 1.0
+        attackers, reports = len(rec["attackers"]), len(rec["reports"])
+        by_attackers = attackers >= math.ceil(s.min_attackers * scale)
+        by_reports = (reports >= math.ceil(s.min_reports * scale)
+                      and reports >= s.surge_factor * max(baseline, 1.0))
+        if not (by_attackers or by_reports):
+            return []
+        platforms = sorted(rec["scene"].get("platform", {}))
+        factors = []
+        if not rec["flags"].get("public_figure") and attackers >= s.mass_comments:
+            factors.append("ordinary_person_mass_malicious_comments")
+        if len(platforms) >= 2:
+            factors.append("organised_across_platforms")
+        # A new version when the finding grows: attackers double, reports start to surge, a
+        # public-prosecution factor appears, or the target reports it themself.
+        findings = [f"factor:{f}" for f in factors] + (["reports"] if by_reports else []) + (["self"] if rec["self"] else [])
+        new = [f for f in findings if f not in rec["fired"]]
+        if rec["reported_attackers"] and attackers < 2 * rec["reported_attackers"] and not new:
+            return []
+        rec["fired"] += new
+        rec["reported_attackers"] = max(attackers, 1)
+        refs = [EARLY_WARNING] + (PUBLIC_PROSECUTION if factors else [])
+        aggravating = [a for a, present in (
+            ("minor_target", rec["flags"].get("minor")), ("disabled_target", rec["flags"].get("disabled")),
+            ("sexual_topic", rec["flags"].get("sexual_topic")), ("deep_synthesis", rec["flags"].get("deep_synthesis")),
+            ("provider_organized", rec["flags"].get("provider_organized"))) if present]
+        severe = bool(aggravating) or bool(SEVERE & set(rec["labels"])) or bool(factors)
+        score = round(1 - (1 - min(1.0, attackers / (2 * s.min_attackers))) * (1 - min(1.0, reports / (2 * s.min_reports)))
+                      * (0.7 if SEVERE & set(rec["labels"]) else 1.0), 3)
+        platform = max(platforms, key=lambda p: (rec["scene"]["platform"][p], p)) if platforms else "unknown"
+        return [raise_alert(
+            rec["alerts"], kind="violence_surge", subject=("target", key), ts=t,
+            severity="critical" if severe else "warning", platform=platform,
+            summary=f"{key} is under a concentrated attack: {attackers} accounts, {reports} reports in the last "
+            f"{s.window_s / 3600:g} h" + (f" on {len(platforms)} platforms" if len(platforms) > 1 else "") + ".",
+            legal_refs=refs, aggravating=aggravating,
+            evidence={"target_id": key, "accounts": sorted(rec["attackers"])[:200], "account_count": attackers,
+                      "reports": reports, "labels": dict(sorted(rec["labels"].items())), "score": score,
+                      "report_baseline": round(baseline, 3), "reported_by_target": rec["self"],
+                      "platforms": platforms, "threads": sorted(rec["scene"].get("thread", {}))[:20],
+                      "hashtags": sorted(rec["scene"].get("hashtag", {}))[:20],
+                      "classifier_flagged": rec["classified"], "classifier_verdicts": rec.get("verdicts", []),
+                      "reports_by_item": dict(sorted(_count_items(rec["reports"]).items(), key=lambda kv: -kv[1])[:10]),
+                      "public_prosecution_factors": factors,
+                      "posts": [p[1] for p in rec["posts"][-20:]]},
+            shadow=s.shadow)]
+
+
+def _count_items(reports: dict[str, float]) -> dict[str, int]:
+    """Reports per reported item (post or account), from the de-duplicated (reporter, item) keys."""
+    counts: dict[str, int] = {}
+    for key in reports:
+        item = key.split("\t", 1)[1]
+        counts[item] = counts.get(item, 0) + 1
+    return counts

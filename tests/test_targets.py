@@ -1,0 +1,117 @@
+"""Targets under attack: the right violence_surge alerts, and silence for ordinary criticism."""
+
+from __future__ import annotations
+
+import orjson
+
+from detectors.targets import Targets
+from events import decode, format_ts
+from streams.engine import Engine
+from tests.support.scenarios import T0
+
+INSULTS = ["这种人怎么还有脸出来，滚出网络", "恶心的骗子，大家一起骂她", "她活该被骂，人品太差了", "垃圾一个，早点消失吧"]
+
+
+class Feed:
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+
+    def post(self, minute: float, author: str, target: dict, text: str = "", labels=(), platform="weibo", **extra):
+        n = len(self.events)
+        self.events.append({"type": "post", "event_id": f"e{n:05d}", "platform": platform,
+                            "ts": format_ts(T0 + minute * 60), "post_id": f"p{n}", "account_id": author,
+                            "kind": "comment" if extra.get("parent_id") else "original", "text": text,
+                            "labels": list(labels), "targets": [target], **extra})
+
+    def report(self, minute: float, reporter: str, target: dict, post_id: str = "p0", by_target: bool = False):
+        n = len(self.events)
+        self.events.append({"type": "report", "event_id": f"e{n:05d}", "platform": "weibo",
+                            "ts": format_ts(T0 + minute * 60), "report_id": f"r{n}", "reporter_id": reporter,
+                            "post_id": post_id, "targets": [target], "category": "insult",
+                            "reporter_is_target": by_target})
+
+    def run(self) -> list[dict]:
+        engine = Engine([Targets()])
+        out = []
+        for raw in sorted(self.events, key=lambda e: (e["ts"], e["event_id"])) + [
+                {"type": "tick", "ts": format_ts(T0 + 30 * 86400)}]:
+            out.extend(a.model_dump() for a in engine.process(decode(orjson.dumps(raw), "t")))
+        assert not engine.failures
+        return [a for a in out if a["kind"] == "violence_surge"]
+
+
+def test_an_attack_on_a_minor_is_critical_at_half_the_threshold() -> None:
+    f = Feed()
+    child = {"id": "kid", "minor": True}
+    for k in range(5):  # five attackers: half of the default ten
+        f.post(k, f"a{k}", child, INSULTS[k % 4], labels=["insult"], parent_id="root-post")
+    [alert] = f.run()
+    assert alert["subject"] == {"type": "target", "id": "kid"} and alert["severity"] == "critical"
+    assert alert["aggravating"] == ["minor_target"] and alert["evidence"]["account_count"] == 5
+    assert alert["evidence"]["threads"] == ["root-post"] and alert["ts"] == format_ts(T0 + 4 * 60)
+
+
+def test_four_attackers_on_an_adult_are_not_yet_a_surge() -> None:
+    f = Feed()
+    for k in range(9):
+        f.post(k, f"a{k}", {"id": "adult"}, INSULTS[k % 4], labels=["insult"])
+    assert f.run() == []
+
+
+def test_a_doxxing_wave_is_critical() -> None:
+    f = Feed()
+    for k in range(12):
+        f.post(k * 2, f"d{k}", {"id": "victim"}, f"她家住在某小区{k}栋，电话是…", labels=["doxxing"])
+    alerts = f.run()
+    assert alerts[0]["severity"] == "critical" and alerts[0]["evidence"]["labels"] == {"doxxing": 10}
+
+
+def test_a_report_surge_including_the_targets_own_reports() -> None:
+    f = Feed()
+    target = {"id": "streamer"}
+    for k in range(3):  # a quiet baseline: a few reports a day for a week
+        for day in range(7):
+            f.report(day * 1440 + k * 60, f"old{day}-{k}", target, post_id=f"old{day}")
+    for k in range(12):
+        f.report(7 * 1440 + k * 3, f"new{k}", target, post_id="p-hot")
+    f.report(7 * 1440 + 40, "streamer", target, post_id="p-hot", by_target=True)
+    f.report(7 * 1440 + 41, "new1", target, post_id="p-hot")  # a duplicate report: not counted
+    alerts = f.run()
+    assert alerts[0]["evidence"]["reports"] == 10 and alerts[0]["ts"] == format_ts(T0 + (7 * 1440 + 27) * 60)
+    assert alerts[0]["evidence"]["report_baseline"] < 10 / 3  # what a surge is measured against
+    assert alerts[-1]["version"] == 2 and alerts[-1]["evidence"]["reported_by_target"] is True
+    assert alerts[-1]["evidence"]["reports"] == 13  # the duplicate report was not counted
+    assert alerts[-1]["evidence"]["reports_by_item"] == {"post:p-hot": 13}
+
+
+def test_a_cross_platform_pile_on_names_the_public_prosecution_factors() -> None:
+    f = Feed()
+    person = {"id": "teacher-wang"}
+    for k in range(60):
+        f.post(k / 2, f"x{k}", person, INSULTS[k % 4], labels=["insult"], platform=["weibo", "douyin", "zhihu"][k % 3])
+    alert = f.run()[-1]
+    assert alert["evidence"]["platforms"] == ["douyin", "weibo", "zhihu"]
+    assert alert["evidence"]["public_prosecution_factors"] == ["ordinary_person_mass_malicious_comments",
+                                                                 "organised_across_platforms"]
+    assert "Criminal Law Art. 246(2)" in alert["legal_refs"] and alert["severity"] == "critical"
+
+
+def test_ordinary_criticism_of_a_public_figure_raises_nothing() -> None:
+    f = Feed()
+    official = {"id": "minister", "public_figure": True}
+    opinions = ["这个政策的解读不够清楚，希望能再详细说明", "我不同意这个方案，成本太高了", "建议听取更多基层意见再做决定",
+                "数据来源需要公开，否则难以信服", "这次发布会的回答有点敷衍"]
+    for k in range(300):
+        f.post(k / 10, f"c{k}", official, opinions[k % 5])
+    assert f.run() == []
+
+
+def test_unlabelled_abuse_counts_through_stormwatchs_classifier() -> None:
+    f = Feed()
+    for k in range(12):  # no platform labels at all
+        f.post(k, f"u{k}", {"id": "neighbour"}, "这种男人又无耻又恶心，自己算什么东西")
+    alerts = f.run()
+    assert alerts and alerts[0]["evidence"]["classifier_flagged"] >= 10
+    assert alerts[0]["evidence"]["labels"] == {"stormwatch_offensive": alerts[0]["evidence"]["classifier_flagged"]}
+    verdict = alerts[0]["evidence"]["classifier_verdicts"][0]
+    assert verdict["source"] == "stormwatch" and verdict["label"] == "offensive" and verdict["confidence"] >= 0.8
