@@ -82,7 +82,14 @@ def test_ledger_state_survives_a_worker_restart(kafka_broker, stormwatch_bin: st
         part1.write_bytes(lines([order("o7", 0, 30, measures=["remove_content", "report_back"]),
                                  action("a7", "o7", 5, "content_removed"), tick(10)]))
         first.produce(part1)
-        assert first.read("alerts", until=0, timeout=4, settle=0) == []
+        deadline = time.monotonic() + 90  # mid-stream: the ledger holds the order, no deadline has passed
+        while time.monotonic() < deadline:
+            orders = first.api("/api/orders", "reg").json()
+            if [o["measures_done"] for o in orders] == [["remove_content"]]:
+                break
+            time.sleep(0.3)
+        assert [o["order_id"] for o in first.api("/api/orders", "reg").json()] == ["o7"]
+        assert first.read("alerts", until=0, timeout=2, settle=0) == []
     finally:
         first.stop()
 
