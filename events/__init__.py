@@ -8,11 +8,11 @@ from events.decode import DeadLetter, decode
 from events.detector import Context, Detector
 from events.models import (
     INPUT_TOPICS, TOPIC_BY_TYPE, Account, AnyEvent, Engagement, Item, Order, PlatformAction, Post, Report,
-    Target, Tick, format_ts, message_key,
+    Target, Tick, format_ts,
 )
 
 __all__ = [
     "ALERT_KINDS", "Account", "Alert", "AnyEvent", "Context", "DeadLetter", "Detector", "Engagement",
     "INPUT_TOPICS", "Item", "Order", "PlatformAction", "Post", "Report", "Subject", "TOPIC_BY_TYPE",
-    "Target", "Tick", "alert_id", "decode", "format_ts", "message_key", "raise_alert",
+    "Target", "Tick", "alert_id", "decode", "format_ts", "raise_alert",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import MutableMapping
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,7 +18,7 @@ from events.models import format_ts
 Severity = Literal["info", "warning", "critical"]
 SubjectType = Literal["campaign", "post", "target", "order", "platform", "account"]
 
-ALERT_KINDS = (
+AlertKind = Literal[
     "water_army_campaign",
     "viral_spread",
     "legal_threshold",
@@ -28,7 +28,8 @@ ALERT_KINDS = (
     "order_refused",
     "continued_dissemination",
     "duty_refusal",
-)
+]
+ALERT_KINDS: tuple[str, ...] = get_args(AlertKind)  # the contract's kinds; no detector may invent one
 
 
 class Subject(BaseModel):
@@ -44,7 +45,7 @@ class Alert(BaseModel):
 
     alert_id: str
     version: int = Field(ge=1)
-    kind: str
+    kind: AlertKind
     severity: Severity
     platform: str
     subject: Subject
@@ -68,7 +69,7 @@ def alert_id(kind: str, subject_type: str, subject_id: str, window: str = "") ->
 def raise_alert(
     book: MutableMapping[str, list],
     *,
-    kind: str,
+    kind: AlertKind,
     subject: tuple[str, str],
     window: str = "",
     ts: float,

@@ -184,20 +184,6 @@ TOPIC_BY_TYPE: dict[str, str] = {
 INPUT_TOPICS: tuple[str, ...] = tuple(TOPIC_BY_TYPE.values())
 
 
-def message_key(event: AnyEvent) -> str | None:
-    """The Kafka message key the contract names for each type."""
-    match event:
-        case Post() | Engagement():
-            return event.post_id
-        case Report():
-            return event.report_id
-        case Order():
-            return event.order_id
-        case PlatformAction():
-            return event.order_id or event.action_id
-    return None
-
-
 def format_ts(epoch: float) -> str:
     """RFC 3339 in UTC with a ``Z``; a fraction only as long as it needs to be."""
     text = datetime.fromtimestamp(epoch, timezone.utc).isoformat().removesuffix("+00:00")
