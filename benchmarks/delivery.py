@@ -47,6 +47,26 @@ def refusal_pair(k: int, now: float) -> list[dict]:
     return [order, refusal]
 
 
+class Load:
+    """The paced input: event ``i`` is due ``i / rate`` seconds after the start, stamped with the
+    wall time it is fed at, and every 500th is followed by an order and its refusal."""
+
+    def __init__(self, rate: int, seconds: float) -> None:
+        self.rate = rate
+        self.events = load(int(rate * seconds))
+        self.start = time.monotonic()
+
+    def wait(self, i: int) -> float:
+        return self.start + i / self.rate - time.monotonic()
+
+    def batch(self, i: int) -> list[dict]:
+        event = {**self.events[i], "ts": format_ts(time.time())}
+        return [event] + (refusal_pair(i, time.time()) if i % 500 == 499 else [])
+
+    def achieved(self) -> float:
+        return len(self.events) / (time.monotonic() - self.start)
+
+
 def percentiles(samples: list[float]) -> dict:
     samples = sorted(samples)
     if not samples:
@@ -80,22 +100,17 @@ async def in_process(rate: int, seconds: float, receiver: Receiver) -> dict:
     delivery.start()
     pipeline = LocalPipeline(settings, lambda a: delivery.submit(a.model_dump()), lambda _d: None)
     sent: dict[str, float] = {}
-    events = load(int(rate * seconds))
-    start = time.monotonic()
-    for i, event in enumerate(events):
-        due = start + i / rate
-        if (ahead := due - time.monotonic()) > 0:
+    paced = Load(rate, seconds)
+    for i in range(len(paced.events)):
+        if (ahead := paced.wait(i)) > 0:
             await asyncio.sleep(ahead)
-        event["ts"] = format_ts(time.time())
-        pipeline.feed(orjson.dumps(event), "bench")
-        if i % 500 == 499:
-            order, refusal = refusal_pair(i, time.time())
-            pipeline.feed(orjson.dumps(order), "bench")
-            sent[order["order_id"]] = time.time()
-            pipeline.feed(orjson.dumps(refusal), "bench")
+        for event in paced.batch(i):
+            if event["type"] == "platform_action":
+                sent[event["order_id"]] = time.time()
+            pipeline.feed(orjson.dumps(event), "bench")
         if i % 50 == 0:
             await asyncio.sleep(0)
-    achieved = len(events) / (time.monotonic() - start)
+    achieved = paced.achieved()
     await delivery.drain(timeout=60)
     await delivery.stop()
     return summary(rate, achieved, sent, arrivals(receiver))
@@ -132,24 +147,18 @@ def through_kafka(rate: int, seconds: float, receiver: Receiver) -> dict:
             producer = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=2)
             prefix = f"{worker.app_id}."
             sent: dict[str, float] = {}
-            events = load(int(rate * seconds))
-            start = time.monotonic()
-            for i, event in enumerate(events):
-                due = start + i / rate
-                if (ahead := due - time.monotonic()) > 0:
+            paced = Load(rate, seconds)
+            for i in range(len(paced.events)):
+                if (ahead := paced.wait(i)) > 0:
                     time.sleep(ahead)
-                event["ts"] = format_ts(time.time())
-                batch = [event]
-                if i % 500 == 499:
-                    batch += refusal_pair(i, time.time())
-                for e in batch:
+                for e in paced.batch(i):
                     line = orjson.dumps(e)
                     topic, key = route(line)  # the contract's topic and key, as `stormwatch produce` does
                     producer.send(prefix + topic, line, key=key)
                     if e["type"] == "platform_action":
                         producer.flush()
                         sent[e["order_id"]] = time.time()
-            achieved = len(events) / (time.monotonic() - start)
+            achieved = paced.achieved()
             producer.flush()
             deadline = time.monotonic() + 60
             while len(arrivals(receiver)) < len(sent) and time.monotonic() < deadline:

@@ -26,6 +26,7 @@ in one partition in event-time order.
 
 from __future__ import annotations
 
+import bisect
 from typing import Any, ClassVar
 
 import numpy as np
@@ -119,9 +120,11 @@ class Cascades:
                 item = touched.get(item_id) or self._item(p, item_id, t, ctx)
                 touched[item_id] = item
                 item["reposts"] += 1
-                if post.account_id not in item["accounts"] and len(item["accounts"]) < 10_000:
-                    item["accounts"].append(post.account_id)
-                item["recent"] = [x for x in item["recent"] if x > t - s.viral_window_s] + [t]
+                if len(item["accounts"]) < 10_000:
+                    item["accounts"].setdefault(post.account_id, 1)  # a dict: membership in O(1)
+                recent = item["recent"]  # repost times in order; drop what left the window
+                recent.append(t)
+                del recent[:bisect.bisect_right(recent, t - s.viral_window_s)]
                 spread = item.setdefault("spread", [[item["t0"], item.get("followers", s.default_followers)]])
                 if len(spread) < s.forecast_max_reposts:
                     spread.append([t, post.account.followers if post.account else s.default_followers])
@@ -145,7 +148,7 @@ class Cascades:
         rec = ctx.state.get(f"{p}i{SEP}{item_id}")
         if rec is None:
             rec = {"t0": t, "author": None, "labels": [], "targets": [], "reposts": 0, "comments": 0,
-                   "accounts": [], "recent": [], "eng": {}, "reporters": [], "fired": [], "alerts": {}}
+                   "accounts": {}, "recent": [], "eng": {}, "reporters": [], "fired": [], "alerts": {}}
             ctx.expire(f"{p}i{SEP}{item_id}", t + self.s.item_ttl_s)
         return rec
 

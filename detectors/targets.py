@@ -81,14 +81,17 @@ class Targets:
             item = f"post:{event.post_id}" if event.post_id else f"account:{event.account_id}" if event.account_id else key
             rec["reports"].setdefault(f"{event.reporter_id}\t{item}", t)  # the same reporter, item: once
             rec["self"] = rec["self"] or event.reporter_is_target
-        rec["attackers"] = {a: v for a, v in rec["attackers"].items() if v[0] >= horizon}
-        rec["posts"] = [p for p in rec["posts"] if p[0] >= horizon][-200:]
-        fresh_reports = {k: v for k, v in rec["reports"].items() if v >= horizon}
+        # The windows are in time order (dicts keep insertion order): drop what left them.
+        _drop_older(rec["attackers"], horizon, lambda v: v[0])
+        posts = rec["posts"]
+        while posts and posts[0][0] < horizon:
+            posts.pop(0)
+        del posts[:-200]
         # Reports leaving the window join a decaying sum; its rate, times the window, is the
         # target's usual number of reports per window (the baseline a surge is measured against).
-        aged = len(rec["reports"]) - len(fresh_reports)
+        aged = _drop_older(rec["reports"], horizon, lambda v: v)
         rec["past"] = rec["past"] * math.exp2(-(t - rec["base_t"]) / s.baseline_half_life_s) + aged
-        rec["base_t"], rec["reports"] = t, fresh_reports
+        rec["base_t"] = t
         rec["until"] = t + s.window_s * 24
         alerts = self._judge(key, rec, t)
         ctx.state[key] = rec
@@ -107,6 +110,7 @@ class Targets:
                 rec["verdicts"] = rec["verdicts"][-10:]
         if not labels and verdict is None:
             return
+        rec["attackers"].pop(post.account_id, None)  # re-inserted last: the dict stays in time order
         rec["attackers"][post.account_id] = [t, post.platform]
         rec["posts"].append([t, post.post_id, post.platform])
         for label in labels or {"stormwatch_offensive"}:
@@ -172,6 +176,15 @@ class Targets:
                       "public_prosecution_factors": factors,
                       "posts": [p[1] for p in rec["posts"][-20:]]},
             shadow=s.shadow)]
+
+
+def _drop_older(window: dict, horizon: float, time_of) -> int:
+    """Remove entries older than ``horizon`` from the front of a time-ordered dict; how many."""
+    dropped = 0
+    while window and time_of(next(iter(window.values()))) < horizon:
+        del window[next(iter(window))]
+        dropped += 1
+    return dropped
 
 
 def _count_items(reports: dict[str, float]) -> dict[str, int]:

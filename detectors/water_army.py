@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections import Counter
 from typing import Any, ClassVar
 
 import numpy as np
@@ -63,6 +64,10 @@ class WaterArmySettings(BaseModel):
     low_followers: int = Field(20, description="Accounts with fewer followers count as low-follower (evidence).")
 
 
+def _camp_key(platform: str, cid: str) -> str:
+    return f"camp{SEP}{platform}{SEP}{cid}"
+
+
 def _decay(value: float, since: float, now: float, half_life: float) -> float:
     return value * math.exp2(-(now - since) / half_life) if now > since else value
 
@@ -91,13 +96,14 @@ class WaterArmy:
 
     def __init__(self, settings: WaterArmySettings | None = None) -> None:
         self.s = settings or WaterArmySettings()
+        self.keep_s = 4 * self.s.half_life_s  # pairs, accounts and campaigns: gone after four half-lives
 
     def keys(self, event: AnyEvent) -> list[str]:
         return [event.platform]
 
     def on_timer(self, key: str, ctx: Context) -> list[Alert]:
         platform, _, cid = key.partition(SEP)
-        camp = ctx.state.get(f"camp{SEP}{platform}{SEP}{cid}")
+        camp = ctx.state.get(_camp_key(platform, cid))
         if camp is None or camp.get("into") or len(camp["members"]) == camp["reported"]:
             return []
         return [self._report(platform, cid, camp, camp["t"], ctx)]
@@ -108,13 +114,13 @@ class WaterArmy:
         assert isinstance(event, Post)
         s, t, me = self.s, event.epoch, event.account_id
         prefix = key + SEP
-        n_me = self._count_post(prefix, event, t, ctx)
+        flags = _aggravating(event)
+        n_me = self._count_post(prefix, event, flags, t, ctx)
         coactors: dict[str, list] = {}  # account -> [weight, objects, posts, latest ts]
         for obj in self._objects(event):
-            self._co_act(prefix, f"o{SEP}{obj}", obj, event, t, ctx, coactors)
+            self._co_act(prefix, obj, event, t, ctx, coactors)
         self._co_text(prefix, event, t, ctx, coactors)
         alerts: list[Alert] = []
-        flags = _aggravating(event)
         if len(coactors) > s.max_partners:
             recent = sorted(coactors.items(), key=lambda kv: (-kv[1][3], kv[0]))[: s.max_partners]
             coactors = dict(recent)
@@ -132,20 +138,19 @@ class WaterArmy:
         objs += ["tgt:" + t.id for t in post.targets]
         return sorted(set(objs))
 
-    def _count_post(self, prefix: str, post: Post, t: float, ctx: Context) -> float:
+    def _count_post(self, prefix: str, post: Post, flags: list[str], t: float, ctx: Context) -> float:
         """Decayed post count of the author, and what the author's profile says (evidence)."""
         k = f"{prefix}a{SEP}{post.account_id}"
         rec = ctx.state.get(k)
         if rec is None:
             rec = {"n": 0.0, "t": t}
-            ctx.expire(k, t + 4 * self.s.half_life_s)
+            ctx.expire(k, t + self.keep_s)
         rec["n"] = _decay(rec["n"], rec["t"], t, self.s.half_life_s) + 1.0
-        rec["t"], rec["until"] = t, t + 4 * self.s.half_life_s
+        rec["t"], rec["until"] = t, t + self.keep_s
         acct = post.account
         if acct is not None:
             young = acct.created_at is not None and t - acct.created_at.timestamp() < self.s.young_account_days * 86400
             rec["sig"] = [young, acct.followers < self.s.low_followers, acct.device_id, acct.ip_prefix]
-        flags = _aggravating(post)
         if flags:
             rec["flags"] = sorted(set(rec.get("flags", [])) | set(flags))
         ctx.state[k] = rec
@@ -154,11 +159,11 @@ class WaterArmy:
     def _weight(self, accounts: int) -> float:
         return min(1.0, self.s.mass_accounts / max(accounts, 1))
 
-    def _co_act(self, prefix: str, okey: str, obj: str, post: Post, t: float, ctx: Context,
+    def _co_act(self, prefix: str, obj: str, post: Post, t: float, ctx: Context,
                 coactors: dict[str, list], window: float | None = None) -> None:
         """Accounts that acted on ``obj`` within the window co-act with this post's author."""
         window = self.s.object_window_s if window is None else window
-        k = prefix + okey
+        k = f"{prefix}o{SEP}{obj}"
         rec = ctx.state.get(k)
         if rec is None:
             rec = {"m": {}, "first": t}
@@ -200,7 +205,7 @@ class WaterArmy:
         exact["until"] = t + s.text_window_s
         ctx.state[xk] = exact
         cluster = exact["c"]
-        self._co_act(prefix, f"t{SEP}{cluster}", "text:" + cluster, post, t, ctx, coactors, s.text_window_s)
+        self._co_act(prefix, "text:" + cluster, post, t, ctx, coactors, s.text_window_s)
 
     def _cluster(self, prefix: str, post: Post, sig: np.ndarray, t: float, ctx: Context) -> str:
         """The cluster of a text not seen verbatim before, via LSH; buckets keep its latest text."""
@@ -262,12 +267,12 @@ class WaterArmy:
         rec = ctx.state.get(k)
         if rec is None:
             rec = {"w": 0.0, "t": t, "o": [], "strong": False}
-            ctx.expire(k, t + 4 * s.half_life_s)
+            ctx.expire(k, t + self.keep_s)
         if all(o in rec["o"] for o in objs):
             return False  # nothing new: repetition must be over distinct objects
         rec["o"] = (rec["o"] + [o for o in objs if o not in rec["o"]])[-32:]
         rec["w"] = _decay(rec["w"], rec["t"], t, s.half_life_s) + weight
-        rec["t"], rec["until"] = t, t + 4 * s.half_life_s
+        rec["t"], rec["until"] = t, t + self.keep_s
         became = False
         if not rec["strong"] and rec["w"] >= s.min_pair_weight - 1e-9:  # decay leaves 1.9999... for 2
             other_rec = ctx.state.get(f"{prefix}a{SEP}{other}")
@@ -290,27 +295,26 @@ class WaterArmy:
                     "alerts": {}, "pairs": 0}
         else:
             cid = (mine or theirs)["c"]
-            camp = ctx.state[f"camp{SEP}{platform}{SEP}{cid}"]
+            camp = ctx.state[_camp_key(platform, cid)]
             if mine is not None and theirs is not None and mine["c"] != theirs["c"]:
                 cid, camp, closed = self._merge(platform, mine["c"], theirs["c"], t, ctx)
         for account in (me, other):
+            member_key = f"{prefix}m{SEP}{account}"
             if account not in camp["members"]:
                 camp["members"][account] = t
-                ctx.state[f"{prefix}m{SEP}{account}"] = {"c": cid, "until": t + 4 * self.s.half_life_s}
-                ctx.expire(f"{prefix}m{SEP}{account}", t + 4 * self.s.half_life_s)
+                ctx.expire(member_key, t + self.keep_s)
                 member_flags = (ctx.state.get(f"{prefix}a{SEP}{account}") or {}).get("flags", [])
                 camp["flags"] = sorted(set(camp["flags"]) | set(member_flags))
-            else:
-                ctx.state[f"{prefix}m{SEP}{account}"] = {"c": cid, "until": t + 4 * self.s.half_life_s}
+            ctx.state[member_key] = {"c": cid, "until": t + self.keep_s}
         camp["flags"] = sorted(set(camp["flags"]) | set(flags))
         for o in objs:
             camp["objs"][o] = camp["objs"].get(o, 0) + 1
         camp["posts"] = (camp["posts"] + [p for p in posts if p not in camp["posts"]])[-20:]
         camp["pairs"] += 1
-        camp["t"], camp["until"] = t, t + 4 * self.s.half_life_s
-        ck = f"camp{SEP}{platform}{SEP}{cid}"
+        camp["t"], camp["until"] = t, t + self.keep_s
+        ck = _camp_key(platform, cid)
         if ck not in ctx.state:
-            ctx.expire(ck, t + 4 * self.s.half_life_s)
+            ctx.expire(ck, t + self.keep_s)
         ctx.state[ck] = camp
         if len(camp["members"]) < self.s.min_accounts or len(camp["members"]) == camp["reported"]:
             return closed
@@ -325,12 +329,12 @@ class WaterArmy:
         If the absorbed one was already alerted, a last version of its alert says where it went,
         so a consumer keeping the latest version per ``alert_id`` does not count it twice.
         """
-        k1, k2 = f"camp{SEP}{platform}{SEP}{c1}", f"camp{SEP}{platform}{SEP}{c2}"
+        k1, k2 = _camp_key(platform, c1), _camp_key(platform, c2)
         a, b = ctx.state[k1], ctx.state[k2]
         (keep, kc), (gone, gc) = sorted([(a, c1), (b, c2)], key=lambda x: (-len(x[0]["members"]), x[0]["first"], x[1]))
         for account in gone["members"]:
             keep["members"].setdefault(account, gone["members"][account])
-            ctx.state[f"{platform}{SEP}m{SEP}{account}"] = {"c": kc, "until": gone["t"] + 4 * self.s.half_life_s}
+            ctx.state[f"{platform}{SEP}m{SEP}{account}"] = {"c": kc, "until": gone["t"] + self.keep_s}
         keep["flags"] = sorted(set(keep["flags"]) | set(gone["flags"]))
         for o, n in gone["objs"].items():
             keep["objs"][o] = keep["objs"].get(o, 0) + n
@@ -346,7 +350,7 @@ class WaterArmy:
                 legal_refs=LEGAL_REFS, aggravating=["water_army"],
                 evidence={"accounts": sorted(gone["members"]), "posts": gone["posts"], "objects": [],
                           "score": 0.0, "merged_into": kc}, shadow=self.s.shadow))
-        ctx.state[f"camp{SEP}{platform}{SEP}{gc}"] = gone
+        ctx.state[_camp_key(platform, gc)] = gone
         return kc, keep, closed
 
     def _report(self, platform: str, cid: str, camp: dict, t: float, ctx: Context) -> Alert:
@@ -358,9 +362,9 @@ class WaterArmy:
         low = sum(1 for x in known if x[1]) / len(members)
         shared = 0.0
         for index in (2, 3):  # device, IP prefix: share of members who share one with another member
-            values = [x[index] for x in known if x[index]]
-            shared = max(shared, sum(1 for v in values if values.count(v) > 1) / len(members))
-        density = min(1.0, 2 * camp["pairs"] / (len(members) * 2.0))
+            counts = Counter(x[index] for x in known if x[index])
+            shared = max(shared, sum(n for n in counts.values() if n > 1) / len(members))
+        density = min(1.0, camp["pairs"] / len(members))  # strong pairs per member
         score = round(min(1.0, 0.55 + 0.15 * density + 0.1 * young + 0.1 * low + 0.1 * shared), 3)
         aggravating = ["water_army", *[f for f in camp["flags"] if f != "water_army"]]
         severe = {"minor_target", "disabled_target", "sexual_topic", "provider_organized"} & set(aggravating)
@@ -378,5 +382,5 @@ class WaterArmy:
                       "low_follower_accounts": round(low, 3), "shared_device_or_ip": round(shared, 3)},
             shadow=s.shadow,
         )
-        ctx.state[f"camp{SEP}{platform}{SEP}{cid}"] = camp
+        ctx.state[_camp_key(platform, cid)] = camp
         return alert

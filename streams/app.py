@@ -91,10 +91,13 @@ def create_app(settings: Settings | None = None) -> faust.App:
     detectors = build_detectors(settings)
     stage_topics = {d.name: app.topic(stage_topic_name(settings, d), partitions=settings.partitions, **raw)
                     for d in detectors}
-    takers: dict[str, list[Detector]] = {}
+    takers: dict[str, list[Detector]] = {}  # event type -> the stages that take it
+    fed_by: dict[str, list[Detector]] = {}  # input topic -> the stages its ticks move forward
     for d in detectors:
         for etype in d.event_types:
             takers.setdefault(etype, []).append(d)
+        for topic in input_topics_of(settings, d):
+            fed_by.setdefault(topic, []).append(d)
 
     async def dead_letter(letter: DeadLetter) -> None:
         metrics.DEADLETTERS.labels(letter.reason).inc()
@@ -113,10 +116,9 @@ def create_app(settings: Settings | None = None) -> faust.App:
                     continue
                 headers = {SOURCE_HEADER: source.encode()}
                 if isinstance(parsed, Tick):
-                    for d in detectors:
-                        if message.topic in input_topics_of(settings, d):
-                            for p in range(settings.partitions):
-                                await stage_topics[d.name].send(value=event.value, partition=p, headers=headers)
+                    for d in fed_by.get(message.topic, ()):
+                        for p in range(settings.partitions):
+                            await stage_topics[d.name].send(value=event.value, partition=p, headers=headers)
                     continue
                 for d in takers.get(parsed.type, ()):
                     for key in d.keys(parsed):

@@ -72,11 +72,8 @@ class _Partition:
     def schedule(self, until: float, key: str) -> None:
         if until == math.inf:
             return  # configured never to expire
-        minute = int(until // EXPIRY_STEP) + 1
-        bucket = self.expiry.get(minute if minute > self.swept else self.swept + 1)
-        if bucket is None:
-            bucket = self.expiry[minute if minute > self.swept else self.swept + 1] = []
-        bucket.append(key)
+        minute = max(int(until // EXPIRY_STEP) + 1, self.swept + 1)  # never into a swept minute
+        self.expiry.setdefault(minute, []).append(key)
 
 
 @dataclass
@@ -105,8 +102,7 @@ class _Stage:
     detector: Detector
     state: MutableMapping[str, Any]
     timers: MutableMapping[str, Any]
-    parts: dict[int, _Partition] = field(default_factory=dict)
-    contexts: dict[int, _Context] = field(default_factory=dict)
+    contexts: dict[int, _Context] = field(default_factory=dict)  # per partition, with its indexes
     carried: dict[int, list] = field(default_factory=dict)  # buffered events kept across a re-index
 
     @property
@@ -116,8 +112,7 @@ class _Stage:
     def context(self, partition: int, watermark: float) -> _Context:
         ctx = self.contexts.get(partition)
         if ctx is None:
-            part = self.parts[partition] = self._rebuild(partition)
-            ctx = self.contexts[partition] = _Context(self.state, self.timers, part, partition)
+            ctx = self.contexts[partition] = _Context(self.state, self.timers, self._rebuild(partition), partition)
         ctx.watermark = watermark
         return ctx
 
@@ -183,9 +178,8 @@ class Engine:
         sources delivered.
         """
         for stage in self.stages:
-            for partition, part in stage.parts.items():
-                stage.carried[partition] = part.pending
-            stage.parts.clear()
+            for partition, ctx in stage.contexts.items():
+                stage.carried[partition] = ctx.part.pending
             stage.contexts.clear()
 
     def process(
