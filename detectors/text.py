@@ -29,6 +29,7 @@ _rng = np.random.default_rng(20261130)
 _A = (_rng.integers(1, 2**63, size=PERMUTATIONS, dtype=np.uint64) | np.uint64(1)).reshape(-1, 1)
 _B = _rng.integers(0, 2**63, size=PERMUTATIONS, dtype=np.uint64).reshape(-1, 1)
 _MIX = np.uint64(0x9E3779B97F4A7C15)
+_SHIFT = np.uint64(32)
 
 
 def normalise(text: str) -> str:
@@ -48,20 +49,20 @@ def signature(text: str) -> np.ndarray | None:
         grams = codes[:-1] * np.uint64(0x27D4EB2F) + codes[1:]
     else:
         grams = codes[:-2] * np.uint64(0x1F3D5B79) + codes[1:-1] * np.uint64(0x27D4EB2F) + codes[2:]
-    grams = grams * _MIX
-    return ((_A * grams + _B) >> np.uint64(32)).min(axis=1).astype(np.uint32)
-
-
-def bands(sig: np.ndarray, rows: int, prefix: str = "") -> list[str]:
-    """LSH bucket keys, ``<prefix><band>:<the band's values>``, one per band."""
-    values = sig.tolist()
-    return [f"{prefix}{i}:" + ".".join(map(str, values[i * rows:(i + 1) * rows]))
-            for i in range(len(values) // rows)]
+    grams *= _MIX
+    # The high half of the minimum is the minimum of the high halves: shift once, after min.
+    return ((_A * grams + _B).min(axis=1) >> _SHIFT).astype(np.uint32)
 
 
 def exact_key(sig: np.ndarray) -> str:
-    """Identical normalised texts have identical signatures: one key for all of them."""
+    """Identical normalised texts have identical signatures: one key for all of them (hex)."""
     return sig.tobytes().hex()
+
+
+def bands(hexsig: str, rows: int, prefix: str = "") -> list[str]:
+    """LSH bucket keys of a signature given as :func:`exact_key`: ``<prefix><band>:<its hex>``."""
+    width = 8 * rows  # hex digits of ``rows`` uint32 values
+    return [f"{prefix}{i}:{hexsig[start:start + width]}" for i, start in enumerate(range(0, len(hexsig), width))]
 
 
 def similarity(a: np.ndarray, b: np.ndarray) -> float:

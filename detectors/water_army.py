@@ -176,7 +176,16 @@ class WaterArmy:
         if len(members) < self.s.max_pairing and t - rec["first"] <= self.s.young_object_s:
             weight = self._weight(len(members) + 1)
             for other, (ts, other_post) in members.items():
-                self._add(coactors, other, weight, obj, other_post, ts)
+                entry = coactors.get(other)
+                if entry is None:
+                    coactors[other] = [weight, [obj], [other_post], ts]
+                    continue
+                # One occasion: the best-weighted object that links the two.
+                entry[0], entry[3] = max(entry[0], weight), max(entry[3], ts)
+                if obj not in entry[1]:
+                    entry[1].append(obj)
+                if other_post not in entry[2]:
+                    entry[2].append(other_post)
         members[post.account_id] = [t, post.post_id]
         while len(members) > self.s.max_pairing + 1:  # crowded: keep the newest
             del members[next(iter(members))]
@@ -196,30 +205,30 @@ class WaterArmy:
         sig = signature(post.text)
         if sig is None:
             return
-        s = self.s
-        xk = f"{prefix}x{SEP}{exact_key(sig)}"
+        s, hexsig = self.s, exact_key(sig)
+        xk = f"{prefix}x{SEP}{hexsig}"
         exact = ctx.state.get(xk)
         if exact is None:
-            exact = {"c": self._cluster(prefix, post, sig, t, ctx)}
+            exact = {"c": self._cluster(prefix, post, sig, hexsig, t, ctx)}
             ctx.expire(xk, t + s.text_window_s)
         exact["until"] = t + s.text_window_s
         ctx.state[xk] = exact
         cluster = exact["c"]
         self._co_act(prefix, "text:" + cluster, post, t, ctx, coactors, s.text_window_s)
 
-    def _cluster(self, prefix: str, post: Post, sig: np.ndarray, t: float, ctx: Context) -> str:
+    def _cluster(self, prefix: str, post: Post, sig: np.ndarray, hexsig: str, t: float, ctx: Context) -> str:
         """The cluster of a text not seen verbatim before, via LSH; buckets keep its latest text."""
         s, state = self.s, ctx.state
         horizon, until = t - s.text_window_s, t + s.text_window_s
         lone = t - s.object_window_s  # a text no one repeated stays findable only this long
-        keys = bands(sig, s.lsh_rows, f"{prefix}l{SEP}")
+        keys = bands(hexsig, s.lsh_rows, f"{prefix}l{SEP}")
         buckets = [state.get(k) for k in keys]
         candidates: dict[str, str] = {}  # cluster -> signature of its latest text
         for rec in buckets:
             if rec is not None:
-                for cluster, (ts, hexsig, several) in rec["e"].items():
+                for cluster, (ts, latest, several) in rec["e"].items():
                     if ts >= (horizon if several else lone):
-                        candidates[cluster] = hexsig
+                        candidates[cluster] = latest
         cluster, several = post.post_id, False
         if candidates:
             names = sorted(candidates)
@@ -228,7 +237,7 @@ class WaterArmy:
             best = int(same.argmax())  # the first of equals: names are sorted, so deterministic
             if same[best] >= s.min_similarity * PERMUTATIONS:
                 cluster, several = names[best], True
-        entry = [t, sig.tobytes().hex(), several]
+        entry = [t, hexsig, several]
         for k, rec in zip(keys, buckets):
             if rec is None:
                 state[k] = {"e": {cluster: entry}, "until": until}
@@ -246,16 +255,6 @@ class WaterArmy:
             state[k] = rec
         return cluster
 
-    @staticmethod
-    def _add(coactors: dict[str, list], other: str, weight: float, obj: str, other_post: str, ts: float) -> None:
-        entry = coactors.setdefault(other, [0.0, [], [], ts])
-        entry[3] = max(entry[3], ts)
-        entry[0] = max(entry[0], weight)  # one occasion: the best-weighted object that links the two
-        if obj not in entry[1]:
-            entry[1].append(obj)
-        if other_post not in entry[2]:
-            entry[2].append(other_post)
-
     # -- pairs and campaigns ----------------------------------------------------------------
 
     def _pair(self, prefix: str, me: str, other: str, weight: float, objs: list[str], posts: list[str],
@@ -268,9 +267,11 @@ class WaterArmy:
         if rec is None:
             rec = {"w": 0.0, "t": t, "o": [], "strong": False}
             ctx.expire(k, t + self.keep_s)
-        if all(o in rec["o"] for o in objs):
+        seen = rec["o"]
+        new = [o for o in objs if o not in seen]
+        if not new:
             return False  # nothing new: repetition must be over distinct objects
-        rec["o"] = (rec["o"] + [o for o in objs if o not in rec["o"]])[-32:]
+        rec["o"] = (seen + new)[-32:]
         rec["w"] = _decay(rec["w"], rec["t"], t, s.half_life_s) + weight
         rec["t"], rec["until"] = t, t + self.keep_s
         became = False

@@ -72,8 +72,14 @@ class _Partition:
     def schedule(self, until: float, key: str) -> None:
         if until == math.inf:
             return  # configured never to expire
-        minute = max(int(until // EXPIRY_STEP) + 1, self.swept + 1)  # never into a swept minute
-        self.expiry.setdefault(minute, []).append(key)
+        minute = int(until // EXPIRY_STEP) + 1
+        if minute <= self.swept:
+            minute = self.swept + 1  # never into a swept minute
+        keys = self.expiry.get(minute)
+        if keys is None:
+            self.expiry[minute] = [key]
+        else:
+            keys.append(key)
 
 
 @dataclass

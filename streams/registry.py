@@ -19,4 +19,10 @@ def build_detectors(settings: Settings) -> list[Detector]:
     ]
     names = [d.name for d in detectors]
     assert len(names) == len(set(names)), f"detector names must be unique: {names}"
-    return detectors
+    wanted = [n.strip() for n in settings.detectors.split(",") if n.strip()]
+    if not wanted:
+        return detectors
+    unknown = sorted(set(wanted) - set(names))
+    if unknown:
+        raise ValueError(f"STORMWATCH_DETECTORS names unknown detectors {unknown}; known: {names}")
+    return [d for d in detectors if d.name in wanted]

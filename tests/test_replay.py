@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -99,3 +100,21 @@ def test_garbage_lines_are_all_dead_lettered_and_the_rest_processed(tmp_path: Pa
     replay_lines(pipeline, src)
     assert len(letters) == len(garbage)  # random bytes never form a valid event
     assert [a.kind for a in alerts] == ["order_overdue"]
+
+
+def test_detectors_setting_runs_only_the_named_detectors(stormwatch_bin: str, tmp_path: Path) -> None:
+    src = tmp_path / "sim.jsonl"
+    write_scenario(src)
+    everything, _, _ = replay(stormwatch_bin, src, tmp_path, "all")
+    kinds_all = {orjson.loads(line)["kind"] for line in everything.splitlines()}
+    assert "water_army_campaign" in kinds_all and len(kinds_all) > 1
+    env = {**os.environ, "STORMWATCH_DETECTORS": "water_army"}
+    only = tmp_path / "only.jsonl"
+    subprocess.run([stormwatch_bin, "replay", str(src), "--alerts-out", str(only)], env=env, check=True, timeout=120)
+    chosen = [orjson.loads(line) for line in only.read_bytes().splitlines()]
+    assert chosen and {a["kind"] for a in chosen} == {"water_army_campaign"}
+    # the water army's verdicts do not depend on which other detectors run beside it
+    assert [a for a in map(orjson.loads, everything.splitlines()) if a["kind"] == "water_army_campaign"] == chosen
+    bad = subprocess.run([stormwatch_bin, "replay", str(src)], env={**env, "STORMWATCH_DETECTORS": "water_army,nope"},
+                         capture_output=True, timeout=120)
+    assert bad.returncode != 0 and b"nope" in bad.stderr
