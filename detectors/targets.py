@@ -7,7 +7,8 @@ and ordered. Over a sliding ``window_s`` it counts, per target:
   platform label (insult, defamation, doxxing, sexual_rumor, threat, incitement) or, for
   unlabelled text, Stormwatch's own classifier at ``classifier_confidence`` or more;
 * reports about the target, de-duplicated by (reporter, item), their surge against the
-  target's own decaying baseline, and whether the target reported it themself;
+  target's own decaying baseline, and whether the target reported it themself; a report that
+  names only a post reaches the post's targets through :class:`PostTargets`;
 * the scene: threads (the post answered), hashtags, platforms.
 
 ``violence_surge`` fires when attackers reach ``min_attackers`` or reports surge, with half the
@@ -26,7 +27,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, Field
 
 from detectors.abuse import AbuseClassifier
-from events import Alert, AnyEvent, Context, Post, Report, raise_alert
+from events import Alert, AnyEvent, Context, Post, Report, Target, raise_alert
 
 HARMFUL = {"insult", "defamation", "doxxing", "sexual_rumor", "threat", "incitement"}
 SEVERE = {"doxxing", "threat", "sexual_rumor"}
@@ -44,6 +45,50 @@ class TargetSettings(BaseModel):
     baseline_half_life_s: float = Field(7 * 86400, description="Half-life of the report baseline.")
     classifier_confidence: float = Field(0.8, description="Unlabelled text counts as harmful at this confidence.")
     mass_comments: int = Field(50, description="Attackers that make 'mass malicious comments' (public prosecution).")
+    link_reports_s: float = Field(7 * 86400, description="A report naming only a post reaches the post's targets "
+                                  "if the post (with its targets) came this recently.")
+
+
+class PostTargets:
+    """Ties a report that names only a post to the persons that post attacks.
+
+    A platform's report usually says "this post", not whom it is about; the post said that.
+    Keyed by platform and post, so it sees a post before the reports about it (ordered); it
+    remembers the targets of posts that name any for ``link_reports_s`` and hands each such
+    report on to :class:`Targets` with the post's targets filled in (re-keyed by target).
+    """
+
+    name: ClassVar[str] = "post_targets"
+    event_types: ClassVar[frozenset[str]] = frozenset({"post", "report"})
+    ordered: ClassVar[bool] = True
+    emits: ClassVar[frozenset[str]] = frozenset({"targets"})
+
+    def __init__(self, settings: TargetSettings | None = None) -> None:
+        self.s = settings or TargetSettings()
+
+    def keys(self, event: AnyEvent) -> list[str]:
+        if isinstance(event, Post) and event.targets:
+            return [f"{event.platform}\t{event.post_id}"]
+        if isinstance(event, Report) and event.post_id is not None and not event.targets:
+            return [f"{event.platform}\t{event.post_id}"]
+        return []
+
+    def on_timer(self, key: str, ctx: Context) -> list[Alert]:
+        return []
+
+    def on_event(self, event: AnyEvent, key: str, ctx: Context) -> list[Alert]:
+        t = event.epoch
+        if isinstance(event, Post):
+            if key not in ctx.state:
+                ctx.expire(key, t + self.s.link_reports_s)
+            ctx.state[key] = {"targets": [tg.model_dump(mode="json") for tg in event.targets],
+                              "until": t + self.s.link_reports_s}
+            return []
+        known = ctx.state.get(key)
+        if known is not None:
+            targets = [Target.model_validate(tg) for tg in known["targets"]]
+            ctx.emit("targets", event.model_copy(update={"targets": targets}))
+        return []
 
 
 class Targets:

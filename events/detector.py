@@ -33,6 +33,13 @@ class Context(Protocol):
         moved later by the detector at any time, and the engine re-checks it before deleting.
         """
 
+    def emit(self, detector: str, event: AnyEvent) -> None:
+        """Hand ``event`` to another (ordered) detector, which keys it its own way: re-keying.
+
+        The detector must be named in ``emits``. In process the event joins that stage's buffer
+        at once; on Kafka it goes to that stage's topic, with this stage's event time behind it.
+        """
+
 
 class Detector(Protocol):
     """A rule over one keyed stream of events.
@@ -47,6 +54,8 @@ class Detector(Protocol):
     # True: events reach on_event in (ts, event_id) order once the watermark passes them,
     # whatever order they arrived in. For detectors whose verdicts depend on order.
     ordered: ClassVar[bool]
+    # Optional: names of the detectors it may ``ctx.emit`` events to (they come after it).
+    # emits: ClassVar[frozenset[str]]
 
     def keys(self, event: AnyEvent) -> Iterable[str]: ...
 

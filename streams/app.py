@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 
 import faust
@@ -40,9 +41,13 @@ def stage_topic_name(settings: Settings, detector: Detector) -> str:
     return settings.topic(f"{settings.app_id}-stage-{detector.name}")
 
 
-def stage_sources(settings: Settings, detector: Detector) -> list[str]:
-    """The input ``topic/partition`` sources whose time a stage partition waits for."""
-    return [f"{topic}/{p}" for topic in input_topics_of(settings, detector) for p in range(settings.partitions)]
+def stage_sources(settings: Settings, detector: Detector, detectors: list[Detector]) -> list[str]:
+    """The sources whose time a stage partition waits for: input ``topic/partition``s, and the
+    partitions of stages that emit events to it (``stage:<name>/<partition>``)."""
+    inputs = [f"{topic}/{p}" for topic in input_topics_of(settings, detector) for p in range(settings.partitions)]
+    upstream = [f"stage:{d.name}/{p}" for d in detectors if detector.name in getattr(d, "emits", ())
+                for p in range(settings.partitions)]
+    return inputs + upstream
 
 
 def input_topics_of(settings: Settings, detector: Detector) -> list[str]:
@@ -129,7 +134,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
                                              (event.value or b"")[:65536].decode("utf-8", "replace"), source))
 
     latest: dict[str, dict] = {}  # alert versions raised by this worker's stages, for the API
-    engines = {detector.name: _stage_agent(app, settings, detector, stage_topics[detector.name], alerts_topic,
+    engines = {detector.name: _stage_agent(app, settings, detector, detectors, stage_topics, alerts_topic,
                                            dead_letter, latest) for detector in detectors}
     orders = engines["orders"]
     sources = Sources(alerts=latest, ledger=orders.stages[0].state,
@@ -207,15 +212,42 @@ def create_app(settings: Settings | None = None) -> faust.App:
     return app
 
 
-def _stage_agent(app: faust.App, settings: Settings, detector: Detector, topic: faust.TopicT,
-                 alerts_topic: faust.TopicT, dead_letter, latest: dict[str, dict]) -> Engine:
+def _stage_agent(app: faust.App, settings: Settings, detector: Detector, detectors: list[Detector],
+                 stage_topics: dict[str, faust.TopicT], alerts_topic: faust.TopicT, dead_letter,
+                 latest: dict[str, dict]) -> Engine:
     tables = {
         name: app.Table(name, default=None, partitions=settings.partitions,
                         schema=faust.Schema(key_serializer="json", value_serializer="json"))
         for name in (detector.name, f"{detector.name}-timers")
     }
-    engine = Engine([detector], state_factory=tables.__getitem__, sources=stage_sources(settings, detector),
+    engine = Engine([detector], state_factory=tables.__getitem__,
+                    sources=stage_sources(settings, detector, detectors),
                     lateness=settings.allowed_lateness_s, durable_buffers=True)
+    topic = stage_topics[detector.name]
+    by_name = {d.name: d for d in detectors}
+    downstream = [name for name in sorted(getattr(detector, "emits", ())) if name in stage_topics]
+    forwarded: dict[int, float] = {}  # partition -> the source time last forwarded downstream
+
+    async def forward(partition: int, was_tick: bool) -> None:
+        """Emitted events to their stages, then this partition's source time (as a tick) to every
+        partition downstream: a downstream stage never passes a time before this one has."""
+        for name, emitted, _from in engine.drain_emitted():
+            if name in stage_topics:
+                headers = {SOURCE_HEADER: f"stage:{detector.name}/{partition}".encode()}
+                for key in by_name[name].keys(emitted):
+                    await stage_topics[name].send(key=key.encode(), value=emitted.model_dump_json().encode(),
+                                                  headers=headers)
+        if not downstream:
+            return
+        now = min(engine.watermark(partition).latest.values())
+        last = forwarded.get(partition, -math.inf)
+        if now == -math.inf or now <= last or (not was_tick and now < last + 1.0):
+            return  # events forward at most once per second of event time; ticks always
+        forwarded[partition] = now
+        headers = {SOURCE_HEADER: f"stage:{detector.name}/{partition}".encode()}
+        for name in downstream:
+            for p in range(settings.partitions):
+                await stage_topics[name].send(value=tick_json(now), partition=p, headers=headers)
 
     @app.on_partitions_revoked.connect
     async def forget_partitions(*_args, **_kwargs) -> None:
@@ -240,6 +272,7 @@ def _stage_agent(app: faust.App, settings: Settings, detector: Detector, topic: 
                         latest[alert.alert_id] = alert.model_dump()
                 for letter in detector_failures(engine, f"{message.topic}/{message.partition}@{message.offset}"):
                     await dead_letter(letter)
+                await forward(message.partition, isinstance(parsed, Tick))
             except Exception as err:
                 log.exception("stage %s failed", detector.name)
                 await dead_letter(DeadLetter(f"detector {detector.name} failed: {err!r}", "detector_error",

@@ -91,6 +91,7 @@ class _Context:
     part: _Partition
     partition: int
     watermark: float = -math.inf
+    outbox: list[tuple[str, AnyEvent]] = field(default_factory=list)
 
     def set_timer(self, key: str, at: float) -> None:
         self.timer_state[key] = [at, self.partition]
@@ -101,6 +102,9 @@ class _Context:
 
     def expire(self, key: str, until: float) -> None:
         self.part.schedule(until, key)
+
+    def emit(self, detector: str, event: AnyEvent) -> None:
+        self.outbox.append((detector, event))
 
 
 @dataclass
@@ -158,6 +162,12 @@ class Engine:
         make = state_factory or (lambda _name: {})
         self.durable_buffers = durable_buffers
         self.stages = [_Stage(d, make(d.name), make(f"{d.name}-timers")) for d in detectors]
+        self.by_name = {stage.detector.name: stage for stage in self.stages}
+        for i, stage in enumerate(self.stages):
+            for name in getattr(stage.detector, "emits", ()):
+                target = self.by_name.get(name)
+                assert target is None or (self.stages.index(target) > i and target.ordered), (
+                    f"{stage.detector.name} emits to {name}: that stage must be ordered and come after it")
         self.by_type: dict[str, list[_Stage]] = {}
         for stage in self.stages:
             for etype in stage.detector.event_types:
@@ -168,6 +178,8 @@ class Engine:
         self._seq = 0
         # Detector failures, for the caller to dead-letter: (detector, error, event or None).
         self.failures: list[tuple[str, Exception, AnyEvent | None]] = []
+        # Events emitted to detectors this engine does not run (on Kafka: another stage's topic).
+        self.emitted: list[tuple[str, AnyEvent, int]] = []
 
     def watermark(self, partition: int = 0) -> Watermark:
         wm = self.watermarks.get(partition)
@@ -208,16 +220,37 @@ class Engine:
             keys = stage.detector.keys(event) if key is None else (key,)
             if stage.ordered:
                 for k in keys:
-                    self._seq += 1
-                    event_id = getattr(event, "event_id", "")
-                    heapq.heappush(ctx.part.pending, (event.epoch, event_id, self._seq, event, k))
-                    if self.durable_buffers:
-                        stage.state[_buffer_key(partition, event.epoch, event_id, k)] = [k, event.model_dump_json()]
+                    self._buffer(stage, ctx, event, k)
             else:
                 for k in keys:
                     alerts.extend(self._call(stage, event, k, ctx))
             alerts.extend(self._release(stage, ctx, wm.value))  # and timers the detector set already due
         return alerts
+
+    def _buffer(self, stage: _Stage, ctx: _Context, event: AnyEvent, key: str) -> None:
+        self._seq += 1
+        event_id = getattr(event, "event_id", "")
+        heapq.heappush(ctx.part.pending, (event.epoch, event_id, self._seq, event, key))
+        if self.durable_buffers:
+            stage.state[_buffer_key(ctx.partition, event.epoch, event_id, key)] = [key, event.model_dump_json()]
+
+    def _deliver_emitted(self, ctx: _Context) -> None:
+        """Events a detector emitted: buffered in the named stage if it runs here (it comes later
+        in the stage order, so the same pass releases them), else kept for the caller to send."""
+        for name, event in ctx.outbox:
+            target = self.by_name.get(name)
+            if target is None:
+                self.emitted.append((name, event, ctx.partition))
+                continue
+            target_ctx = target.context(ctx.partition, ctx.watermark)
+            for k in target.detector.keys(event):
+                self._buffer(target, target_ctx, event, k)
+        ctx.outbox.clear()
+
+    def drain_emitted(self) -> list[tuple[str, AnyEvent, int]]:
+        """(detector, event, partition it came from) for events bound for stages run elsewhere."""
+        emitted, self.emitted = self.emitted, []
+        return emitted
 
     def _call(self, stage: _Stage, event: AnyEvent | None, key: str, ctx: _Context) -> list[Alert]:
         """One detector call; a failure is recorded, never allowed to stop the stream."""
@@ -228,6 +261,9 @@ class Engine:
         except Exception as err:  # a detector bug must not lose the rest of the stream
             self.failures.append((stage.detector.name, err, event))
             return []
+        finally:
+            if ctx.outbox:
+                self._deliver_emitted(ctx)
 
     def drain_failures(self) -> list[tuple[str, Exception, AnyEvent | None]]:
         failures, self.failures = self.failures, []

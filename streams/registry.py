@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from compliance.ledger import OrderLedger
 from detectors.cascades import Cascades
-from detectors.targets import Targets
+from detectors.targets import PostTargets, Targets
 from detectors.water_army import WaterArmy
 from events import Detector
 from streams.settings import Settings
@@ -15,6 +15,7 @@ def build_detectors(settings: Settings) -> list[Detector]:
         OrderLedger(settings.ledger, settings.law),
         WaterArmy(settings.water_army),
         Cascades(settings.cascades, settings.law),
+        PostTargets(settings.targets),  # before Targets: it hands reports on to it
         Targets(settings.targets),
     ]
     names = [d.name for d in detectors]

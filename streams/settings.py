@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     )
 
     detectors: str = Field("", description="Comma-separated detector names to run (orders, water_army, cascades, "
-                           "targets); empty = all of them.")
+                           "post_targets, targets); empty = all of them.")
 
     webhook_urls: str = Field("", description="Comma-separated endpoints that receive every alert version.")
     webhook_secret: str | None = Field(None, description="Standard Webhooks secret (whsec_ + base64) for them.")

@@ -125,7 +125,8 @@ def simulate(config: SimConfig = SimConfig()) -> Iterator[dict]:
         out.add(ts, {"type": "report", "platform": platform, "report_id": f"rep-{r}",
                      "reporter_id": "user-lin" if r % 10 == 0 else f"u{rng.randrange(5000)}",
                      "reporter_is_target": r % 10 == 0, "post_id": "rumor-1" if r % 2 else None,
-                     "account_id": None if r % 2 else rng.choice(army), "targets": [target],
+                     # a report on a post names the post; the post names whom it attacks
+                     "account_id": None if r % 2 else rng.choice(army), "targets": [] if r % 2 else [target],
                      "category": "defamation" if r % 2 else "insult"})
 
     # Regulator orders: on time, overdue, refused.

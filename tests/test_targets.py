@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from detectors.targets import Targets
+from detectors.targets import PostTargets, Targets, TargetSettings
 from events import decode, format_ts
 from streams.engine import Engine
 from tests.support.scenarios import T0
@@ -23,15 +23,16 @@ class Feed:
                             "kind": "comment" if extra.get("parent_id") else "original", "text": text,
                             "labels": list(labels), "targets": [target], **extra})
 
-    def report(self, minute: float, reporter: str, target: dict, post_id: str = "p0", by_target: bool = False):
+    def report(self, minute: float, reporter: str, target: dict | None, post_id: str = "p0", by_target: bool = False):
+        """A report; ``target`` None: it names only the post, as most platforms' reports do."""
         n = len(self.events)
         self.events.append({"type": "report", "event_id": f"e{n:05d}", "platform": "weibo",
                             "ts": format_ts(T0 + minute * 60), "report_id": f"r{n}", "reporter_id": reporter,
-                            "post_id": post_id, "targets": [target], "category": "insult",
+                            "post_id": post_id, "targets": [target] if target else [], "category": "insult",
                             "reporter_is_target": by_target})
 
-    def run(self) -> list[dict]:
-        engine = Engine([Targets()])
+    def run(self, settings: TargetSettings | None = None) -> list[dict]:
+        engine = Engine([PostTargets(settings), Targets(settings)])
         out = []
         for raw in sorted(self.events, key=lambda e: (e["ts"], e["event_id"])) + [
                 {"type": "tick", "ts": format_ts(T0 + 30 * 86400)}]:
@@ -115,3 +116,26 @@ def test_unlabelled_abuse_counts_through_stormwatchs_classifier() -> None:
     assert alerts[0]["evidence"]["labels"] == {"stormwatch_offensive": alerts[0]["evidence"]["classifier_flagged"]}
     verdict = alerts[0]["evidence"]["classifier_verdicts"][0]
     assert verdict["source"] == "stormwatch" and verdict["label"] == "offensive" and verdict["confidence"] >= 0.8
+
+
+def test_reports_naming_only_a_post_reach_the_persons_it_attacks() -> None:
+    f = Feed()
+    f.post(0, "troll", {"id": "nurse-li", "minor": False}, "她活该被骂，人品太差了", labels=["insult"])  # post p0
+    f.post(1, "other", {"id": "someone-else"}, "今天天气不错")  # p1: no harmful label, another target
+    for k in range(12):
+        f.report(10 + k, f"r{k}", None, post_id="p0")
+    f.report(30, "r0", None, post_id="p0")  # the same reporter and post again: once
+    f.report(31, "r99", None, post_id="never-seen")  # a post Stormwatch never saw: reaches no one
+    alerts = f.run()
+    assert {a["subject"]["id"] for a in alerts} == {"nurse-li"}
+    first = alerts[0]  # at the tenth report (min_reports), in the post's target's own record
+    assert first["ts"] == format_ts(T0 + 19 * 60) and first["evidence"]["reports_by_item"] == {"post:p0": 10}
+
+
+def test_a_post_older_than_the_link_horizon_no_longer_ties_its_reports() -> None:
+    f = Feed()
+    f.post(0, "troll", {"id": "nurse-li"}, "她活该被骂，人品太差了", labels=["insult"])
+    for k in range(12):
+        f.report(24 * 60 + k, f"r{k}", None, post_id="p0")  # a day later
+    assert f.run(TargetSettings(link_reports_s=3600)) == []
+    assert f.run()[0]["evidence"]["reports"] == 10  # the default horizon is a week
