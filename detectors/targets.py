@@ -15,8 +15,11 @@ and ordered. Over a sliding ``window_s`` it counts, per target:
 thresholds for minors and persons with disabilities, and is re-reported as attackers double.
 Ordinary criticism of a public figure by many accounts, with no harmful labels, no confident
 classifier verdict and no reports, raises nothing. Public-prosecution factors (Criminal Law
-Art. 246(2) with the 2023 Opinions: ordinary people attacked by mass malicious comments,
-organised spread over several platforms) are named in ``legal_refs`` with their figures.
+Art. 246(2) with the 2023 Opinions: ordinary people attacked by mass malicious comments;
+several victims or repeated dissemination, i.e. harmful posts that attack other persons too or
+an account posting ``repeat_posts`` of them; organised spread over several platforms) are named
+in ``legal_refs`` with their figures. Several victims are seen within posts (a post naming
+several targets); one account attacking two persons in separate posts is not linked yet.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ class TargetSettings(BaseModel):
     baseline_half_life_s: float = Field(7 * 86400, description="Half-life of the report baseline.")
     classifier_confidence: float = Field(0.8, description="Unlabelled text counts as harmful at this confidence.")
     mass_comments: int = Field(50, description="Attackers that make 'mass malicious comments' (public prosecution).")
+    repeat_posts: int = Field(3, description="Harmful posts about the target by one account that make 'repeated "
+                              "dissemination' (public prosecution).")
     link_reports_s: float = Field(7 * 86400, description="A report naming only a post reaches the post's targets "
                                   "if the post (with its targets) came this recently.")
 
@@ -112,7 +117,7 @@ class Targets:
         t, s = event.epoch, self.s
         rec = ctx.state.get(key)
         if rec is None:
-            rec = {"attackers": {}, "posts": [], "reports": {}, "past": 0.0, "base_t": t, "flags": {},
+            rec = {"attackers": {}, "victims": {}, "posts": [], "reports": {}, "past": 0.0, "base_t": t, "flags": {},
                    "labels": {}, "scene": {}, "fired": [], "reported_attackers": 0, "alerts": {}, "self": False,
                    "classified": 0}
             ctx.expire(key, t + s.window_s)
@@ -121,13 +126,14 @@ class Targets:
             rec["flags"][flag] = rec["flags"].get(flag, False) or getattr(target, flag)
         horizon = t - s.window_s
         if isinstance(event, Post):
-            self._post(rec, event, t)
+            self._post(key, rec, event, t)
         elif isinstance(event, Report):
             item = f"post:{event.post_id}" if event.post_id else f"account:{event.account_id}" if event.account_id else key
             rec["reports"].setdefault(f"{event.reporter_id}\t{item}", t)  # the same reporter, item: once
             rec["self"] = rec["self"] or event.reporter_is_target
         # The windows are in time order (dicts keep insertion order): drop what left them.
         _drop_older(rec["attackers"], horizon, lambda v: v[0])
+        _drop_older(rec["victims"], horizon, lambda v: v)
         posts = rec["posts"]
         while posts and posts[0][0] < horizon:
             posts.pop(0)
@@ -142,7 +148,7 @@ class Targets:
         ctx.state[key] = rec
         return alerts
 
-    def _post(self, rec: dict, post: Post, t: float) -> None:
+    def _post(self, key: str, rec: dict, post: Post, t: float) -> None:
         labels = HARMFUL & set(post.labels)
         verdict = None
         if not labels and post.text and not post.labels:
@@ -155,8 +161,13 @@ class Targets:
                 rec["verdicts"] = rec["verdicts"][-10:]
         if not labels and verdict is None:
             return
-        rec["attackers"].pop(post.account_id, None)  # re-inserted last: the dict stays in time order
-        rec["attackers"][post.account_id] = [t, post.platform]
+        # [latest ts, platform, harmful posts about the target with no gap longer than the window]
+        before = rec["attackers"].pop(post.account_id, None)  # re-inserted last: the dict stays in time order
+        rec["attackers"][post.account_id] = [t, post.platform, (before[2] if before else 0) + 1]
+        for other in post.targets:  # the same harmful post attacks these persons too
+            if other.id != key:
+                rec["victims"].pop(other.id, None)
+                rec["victims"][other.id] = t
         rec["posts"].append([t, post.post_id, post.platform])
         for label in labels or {"stormwatch_offensive"}:
             rec["labels"][label] = rec["labels"].get(label, 0) + 1
@@ -186,6 +197,9 @@ class Targets:
         factors = []
         if not rec["flags"].get("public_figure") and attackers >= s.mass_comments:
             factors.append("ordinary_person_mass_malicious_comments")
+        repeaters = {a: v[2] for a, v in rec["attackers"].items() if v[2] >= s.repeat_posts}
+        if repeaters or rec["victims"]:
+            factors.append("several_victims_or_repeated_dissemination")
         if len(platforms) >= 2:
             factors.append("organised_across_platforms")
         # A new version when the finding grows: attackers double, reports start to surge, a
@@ -219,6 +233,8 @@ class Targets:
                       "classifier_flagged": rec["classified"], "classifier_verdicts": rec.get("verdicts", []),
                       "reports_by_item": dict(sorted(_count_items(rec["reports"]).items(), key=lambda kv: -kv[1])[:10]),
                       "public_prosecution_factors": factors,
+                      "repeated_by": dict(sorted(repeaters.items(), key=lambda kv: (-kv[1], kv[0]))[:10]),
+                      "other_victims": sorted(rec["victims"])[:20],
                       "posts": [p[1] for p in rec["posts"][-20:]]},
             shadow=s.shadow)]
 

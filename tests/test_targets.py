@@ -139,3 +139,24 @@ def test_a_post_older_than_the_link_horizon_no_longer_ties_its_reports() -> None
         f.report(24 * 60 + k, f"r{k}", None, post_id="p0")  # a day later
     assert f.run(TargetSettings(link_reports_s=3600)) == []
     assert f.run()[0]["evidence"]["reports"] == 10  # the default horizon is a week
+
+
+def test_repeated_dissemination_and_several_victims_are_public_prosecution_factors() -> None:
+    f = Feed()
+    for k in range(10):
+        f.post(k, f"a{k}", {"id": "cook-zhao"}, INSULTS[k % 4], labels=["insult"])
+    plain = f.run()[-1]["evidence"]
+    assert plain["public_prosecution_factors"] == [] and plain["repeated_by"] == {}
+    for k in range(2):  # a0 keeps at it: three harmful posts about the same person
+        f.post(20 + k, "a0", {"id": "cook-zhao"}, INSULTS[k], labels=["insult"])
+    alert = f.run()[-1]
+    assert alert["evidence"]["public_prosecution_factors"] == ["several_victims_or_repeated_dissemination"]
+    assert alert["evidence"]["repeated_by"] == {"a0": 3} and alert["severity"] == "critical"
+    g = Feed()
+    for k in range(10):  # every post attacks the cook and her daughter together
+        g.post(k, f"b{k}", {"id": "cook-zhao"}, INSULTS[k % 4], labels=["insult"], targets=[
+            {"id": "cook-zhao"}, {"id": "cook-zhao-daughter"}])
+    by_target = {a["subject"]["id"]: a for a in g.run()}
+    assert by_target["cook-zhao"]["evidence"]["other_victims"] == ["cook-zhao-daughter"]
+    assert by_target["cook-zhao-daughter"]["evidence"]["public_prosecution_factors"] == [
+        "several_victims_or_repeated_dissemination"]
