@@ -231,9 +231,9 @@ def _stage_agent(app: faust.App, settings: Settings, detector: Detector, detecto
     async def forward(partition: int, was_tick: bool) -> None:
         """Emitted events to their stages, then this partition's source time (as a tick) to every
         partition downstream: a downstream stage never passes a time before this one has."""
-        for name, emitted, _from in engine.drain_emitted():
+        headers = {SOURCE_HEADER: f"stage:{detector.name}/{partition}".encode()}
+        for name, emitted in engine.drain_emitted():
             if name in stage_topics:
-                headers = {SOURCE_HEADER: f"stage:{detector.name}/{partition}".encode()}
                 for key in by_name[name].keys(emitted):
                     await stage_topics[name].send(key=key.encode(), value=emitted.model_dump_json().encode(),
                                                   headers=headers)
@@ -244,7 +244,6 @@ def _stage_agent(app: faust.App, settings: Settings, detector: Detector, detecto
         if now == -math.inf or now <= last or (not was_tick and now < last + 1.0):
             return  # events forward at most once per second of event time; ticks always
         forwarded[partition] = now
-        headers = {SOURCE_HEADER: f"stage:{detector.name}/{partition}".encode()}
         for name in downstream:
             for p in range(settings.partitions):
                 await stage_topics[name].send(value=tick_json(now), partition=p, headers=headers)

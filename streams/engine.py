@@ -179,7 +179,7 @@ class Engine:
         # Detector failures, for the caller to dead-letter: (detector, error, event or None).
         self.failures: list[tuple[str, Exception, AnyEvent | None]] = []
         # Events emitted to detectors this engine does not run (on Kafka: another stage's topic).
-        self.emitted: list[tuple[str, AnyEvent, int]] = []
+        self.emitted: list[tuple[str, AnyEvent]] = []
 
     def watermark(self, partition: int = 0) -> Watermark:
         wm = self.watermarks.get(partition)
@@ -240,15 +240,15 @@ class Engine:
         for name, event in ctx.outbox:
             target = self.by_name.get(name)
             if target is None:
-                self.emitted.append((name, event, ctx.partition))
+                self.emitted.append((name, event))
                 continue
             target_ctx = target.context(ctx.partition, ctx.watermark)
             for k in target.detector.keys(event):
                 self._buffer(target, target_ctx, event, k)
         ctx.outbox.clear()
 
-    def drain_emitted(self) -> list[tuple[str, AnyEvent, int]]:
-        """(detector, event, partition it came from) for events bound for stages run elsewhere."""
+    def drain_emitted(self) -> list[tuple[str, AnyEvent]]:
+        """(detector, event) for events bound for stages run elsewhere."""
         emitted, self.emitted = self.emitted, []
         return emitted
 
