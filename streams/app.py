@@ -68,6 +68,33 @@ def _header(headers: object, name: str) -> str | None:
     return None
 
 
+class Progress:
+    """The last offset each agent handled per partition, and when any agent last handled one.
+
+    The watchdog in :func:`create_app` compares it with the consumer's positions: faust-streaming
+    sometimes fetches messages right after a worker (re)starts and never hands them to the agent
+    (seen in the restart tests: the messages are fetched, the group's committed offset stays
+    before them, the agent waits idle), which would stall a watermark for good.
+    """
+
+    IDLE_S = 10.0
+
+    def __init__(self) -> None:
+        self.done: dict = {}  # TP -> last offset handled by an agent
+        self.at = time.monotonic()
+        self.sought: frozenset = frozenset()
+
+    def mark(self, message) -> None:  # noqa: ANN001 - a Faust Message
+        self.done[message.tp] = message.offset
+        self.at = time.monotonic()
+
+    def lost(self, positions: dict) -> frozenset:
+        """Partitions fetched past what the agents handled, once every agent has been idle a while."""
+        if time.monotonic() - self.at < self.IDLE_S:
+            return frozenset()
+        return frozenset((tp, pos) for tp, pos in positions.items() if pos > self.done.get(tp, -1) + 1)
+
+
 def tick_json(epoch: float) -> bytes:
     return orjson.dumps({"type": "tick", "ts": format_ts(epoch)})
 
@@ -104,6 +131,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
         for topic in input_topics_of(settings, d):
             fed_by.setdefault(topic, []).append(d)
 
+    progress = Progress()
+
     async def dead_letter(letter: DeadLetter) -> None:
         metrics.DEADLETTERS.labels(letter.reason).inc()
         await deadletter_topic.send(value=orjson.dumps(letter.to_record()))
@@ -112,6 +141,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
     async def ingest(stream: faust.StreamT) -> None:
         async for event in stream.events():
             message = event.message
+            progress.mark(message)
             source = f"{message.topic}/{message.partition}"
             metrics.EVENTS.labels(message.topic).inc()
             try:
@@ -135,7 +165,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
     latest: dict[str, dict] = {}  # alert versions raised by this worker's stages, for the API
     engines = {detector.name: _stage_agent(app, settings, detector, detectors, stage_topics, alerts_topic,
-                                           dead_letter, latest) for detector in detectors}
+                                           dead_letter, latest, progress) for detector in detectors}
     orders = engines["orders"]
     sources = Sources(alerts=latest, ledger=orders.stages[0].state,
                       now=lambda: max((w.value for w in orders.watermarks.values()), default=0.0))
@@ -168,9 +198,10 @@ def create_app(settings: Settings | None = None) -> faust.App:
         @app.agent(alerts_topic, name="deliver")
         async def deliver(stream: faust.StreamT) -> None:
             """Queue each alert version for webhooks and Alertmanager; sending happens in the background."""
-            async for value in stream:
+            async for event in stream.events():
+                progress.mark(event.message)
                 try:
-                    alert = orjson.loads(value)
+                    alert = orjson.loads(event.value)
                     for output in outputs:
                         output.submit(alert)
                 except Exception:  # a malformed record on the alerts topic must not stop delivery
@@ -185,10 +216,18 @@ def create_app(settings: Settings | None = None) -> faust.App:
                 for p in range(settings.partitions):
                     await app.topic(name, **raw).send(value=value, partition=p)
 
+    consumed = set(input_names) | {t.get_topic_name() for t in stage_topics.values()}
+    if outputs:
+        consumed.add(alerts_topic.get_topic_name())
+
     @app.timer(5.0)
     async def measure_lag() -> None:
-        """Consumer lag per assigned partition, for the stormwatch_consumer_lag gauge."""
+        """Consumer lag per assigned partition (the stormwatch_consumer_lag gauge), and the
+        watchdog for fetched messages never handed to an agent (see :class:`Progress`): when
+        every agent is idle yet the consumer is past what they handled, re-read from right after
+        the last offset an agent handled, or from the committed offset where none did here."""
         consumer = app.consumer
+        positions = {}
         for tp in consumer.assignment():
             try:
                 position, highwater = await consumer.position(tp), consumer.highwater(tp)
@@ -196,6 +235,17 @@ def create_app(settings: Settings | None = None) -> faust.App:
                 continue
             if position is not None and highwater is not None:
                 metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(highwater - position, 0))
+            if position is not None and tp.topic in consumed:
+                positions[tp] = position
+        lost = progress.lost(positions)
+        if lost and lost != progress.sought:
+            progress.sought = lost
+            log.info("agents idle but the consumer is past what they handled on %d partitions: "
+                     "re-reading from the committed offsets", len(lost))
+            await consumer.perform_seek()
+            for tp, _position in lost:  # where an agent here handled some: right after that
+                if tp in progress.done:
+                    await consumer.seek(tp, progress.done[tp] + 1)
 
     @app.page("/metrics")
     async def metrics_page(web, request):  # noqa: ANN001 - Faust view signature
@@ -214,7 +264,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
 def _stage_agent(app: faust.App, settings: Settings, detector: Detector, detectors: list[Detector],
                  stage_topics: dict[str, faust.TopicT], alerts_topic: faust.TopicT, dead_letter,
-                 latest: dict[str, dict]) -> Engine:
+                 latest: dict[str, dict], progress: Progress) -> Engine:
     tables = {
         name: app.Table(name, default=None, partitions=settings.partitions,
                         schema=faust.Schema(key_serializer="json", value_serializer="json"))
@@ -256,6 +306,7 @@ def _stage_agent(app: faust.App, settings: Settings, detector: Detector, detecto
     async def run(stream: faust.StreamT) -> None:
         async for event in stream.events():
             message = event.message
+            progress.mark(message)
             started = time.perf_counter()
             source = _header(event.headers or message.headers, SOURCE_HEADER) or "unknown"
             try:

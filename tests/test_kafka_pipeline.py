@@ -169,3 +169,4 @@ def test_webhooks_survive_a_worker_restart_without_duplicates(kafka_broker, stor
     delivered = Counter(r["headers"]["webhook-id"] for r in receiver.accepted)
     assert set(delivered) == {f"{a['alert_id']}:{a['version']}" for a in alerts}
     assert set(delivered.values()) == {1}
+
