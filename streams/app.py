@@ -69,30 +69,70 @@ def _header(headers: object, name: str) -> str | None:
 
 
 class Progress:
-    """The last offset each agent handled per partition, and when any agent last handled one.
+    """The last offset the agents handled per partition, to notice partitions that stall.
 
-    The watchdog in :func:`create_app` compares it with the consumer's positions: faust-streaming
-    sometimes fetches messages right after a worker (re)starts and never hands them to the agent
-    (seen in the restart tests: the messages are fetched, the group's committed offset stays
-    before them, the agent waits idle), which would stall a watermark for good.
+    faust-streaming sometimes fetches messages right after a worker (re)starts and never hands
+    them to the agent (seen in the restart tests: fetched, not committed, the agent idle), which
+    stalls an ordered stage's watermark for good. A partition is stuck when the consumer is past
+    what the agents handled there and that has not moved for ``STALL_S``; the worker's watchdog
+    then re-reads it from right after the last handled offset (at least once).
     """
 
-    IDLE_S = 10.0
+    STALL_S = 20.0
 
     def __init__(self) -> None:
-        self.done: dict = {}  # TP -> last offset handled by an agent
-        self.at = time.monotonic()
-        self.sought: frozenset = frozenset()
+        self.done: dict = {}  # TP -> last offset an agent handled in this process
+        self.behind: dict = {}  # TP -> (last handled offset, since when it has been behind)
 
     def mark(self, message) -> None:  # noqa: ANN001 - a Faust Message
         self.done[message.tp] = message.offset
-        self.at = time.monotonic()
 
-    def lost(self, positions: dict) -> frozenset:
-        """Partitions fetched past what the agents handled, once every agent has been idle a while."""
-        if time.monotonic() - self.at < self.IDLE_S:
-            return frozenset()
-        return frozenset((tp, pos) for tp, pos in positions.items() if pos > self.done.get(tp, -1) + 1)
+    def assigned(self, committed: dict) -> None:
+        """A new assignment: the group's committed offsets (next to read) are where each
+        partition starts. Read before the streams resume, because Faust can commit messages it
+        never handed over (seen here), so a later committed offset is not proof of handling."""
+        self.done = {tp: offset - 1 for tp, offset in committed.items()}
+        self.behind = {}
+
+    def stuck(self, positions: dict, now: float) -> dict:
+        """Stuck partitions and the offset to re-read them from."""
+        found = {}
+        for tp, position in positions.items():
+            done = self.done.get(tp)
+            if done is None or position <= done + 1:
+                self.behind.pop(tp, None)
+                continue
+            last, since = self.behind.setdefault(tp, (done, now))
+            if last != done:
+                self.behind[tp] = (done, now)  # progress: behind only because of a backlog
+            elif now - since >= self.STALL_S:
+                found[tp] = done + 1
+                self.behind[tp] = (done, now)  # give the re-read a whole period
+        return found
+
+
+class _GroupOffsets:
+    """The consumer group's committed offsets, read with kafka-python's admin client."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.bootstrap = settings.broker.removeprefix("kafka://")
+        self.group = settings.app_id
+        self.admin = None
+
+    async def fetch(self) -> dict:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, self._fetch)
+        except Exception:  # the broker is busy or gone: the watchdog waits for the next round
+            log.debug("cannot read the group's committed offsets", exc_info=True)
+            return {}
+
+    def _fetch(self) -> dict:
+        if self.admin is None:
+            from kafka import KafkaAdminClient
+
+            self.admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=f"{self.group}-watchdog")
+        offsets = self.admin.list_group_offsets(self.group)[self.group]
+        return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
 
 
 def tick_json(epoch: float) -> bytes:
@@ -220,12 +260,12 @@ def create_app(settings: Settings | None = None) -> faust.App:
     if outputs:
         consumed.add(alerts_topic.get_topic_name())
 
+    group_offsets = _GroupOffsets(settings)
+
     @app.timer(5.0)
     async def measure_lag() -> None:
         """Consumer lag per assigned partition (the stormwatch_consumer_lag gauge), and the
-        watchdog for fetched messages never handed to an agent (see :class:`Progress`): when
-        every agent is idle yet the consumer is past what they handled, re-read from right after
-        the last offset an agent handled, or from the committed offset where none did here."""
+        watchdog for partitions whose fetched messages never reach an agent (see :class:`Progress`)."""
         consumer = app.consumer
         positions = {}
         for tp in consumer.assignment():
@@ -237,15 +277,15 @@ def create_app(settings: Settings | None = None) -> faust.App:
                 metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(highwater - position, 0))
             if position is not None and tp.topic in consumed:
                 positions[tp] = position
-        lost = progress.lost(positions)
-        if lost and lost != progress.sought:
-            progress.sought = lost
-            log.info("agents idle but the consumer is past what they handled on %d partitions: "
-                     "re-reading from the committed offsets", len(lost))
-            await consumer.perform_seek()
-            for tp, _position in lost:  # where an agent here handled some: right after that
-                if tp in progress.done:
-                    await consumer.seek(tp, progress.done[tp] + 1)
+        for tp, offset in progress.stuck(positions, time.monotonic()).items():
+            log.warning("%s/%s: fetched up to %s but no agent handled offset %s for %.0f s: re-reading from it",
+                        tp.topic, tp.partition, positions[tp], offset, Progress.STALL_S)
+            await consumer.seek(tp, offset)
+
+    @app.on_partitions_assigned.connect
+    async def remember_start(*_args, **_kwargs) -> None:
+        """Where each partition starts, for the watchdog (see :meth:`Progress.assigned`)."""
+        progress.assigned(await group_offsets.fetch())
 
     @app.page("/metrics")
     async def metrics_page(web, request):  # noqa: ANN001 - Faust view signature

@@ -1,4 +1,4 @@
-"""The worker's own rules that need no broker (the Kafka tests exercise them live)."""
+"""The worker's own rules that need no broker (the Kafka restart tests exercise them live)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,22 @@ from types import SimpleNamespace
 
 from streams.app import Progress
 
+STALL = Progress.STALL_S
 
-def test_the_watchdog_names_partitions_fetched_past_what_idle_agents_handled() -> None:
-    """Unit test of the rule behind the restart watchdog (the Kafka restart tests exercise it live)."""
+
+def test_a_partition_fetched_past_what_the_agents_handled_is_stuck_once_it_stops_moving() -> None:
     progress = Progress()
-    progress.mark(SimpleNamespace(tp="posts/0", offset=4))
-    positions = {"posts/0": 5, "posts/1": 3}  # posts/0: all handled; posts/1: fetched, never handed over
-    assert progress.lost(positions) == frozenset()  # agents busy a moment ago: not yet
-    progress.at -= Progress.IDLE_S
-    assert progress.lost(positions) == frozenset({("posts/1", 3)})
-    progress.mark(SimpleNamespace(tp="posts/1", offset=2))
-    assert progress.lost(positions) == frozenset()
+    # At assignment the group had committed (next to read): posts/0 5, posts/1 3, orders/0 2.
+    progress.assigned({("posts", 0): 5, ("posts", 1): 3, ("orders", 0): 2})
+    progress.mark(SimpleNamespace(tp=("posts", 1), offset=6))
+    # posts/0: nothing new. posts/1: handled up to 6, fetched to 9. orders/0: fetched to 4,
+    # none of it handled. reports/0: never committed by the group, so not watched.
+    positions = {("posts", 0): 5, ("posts", 1): 9, ("orders", 0): 4, ("reports", 0): 7}
+    assert progress.stuck(positions, now=0.0) == {}
+    progress.mark(SimpleNamespace(tp=("posts", 1), offset=7))  # a backlog that moves is not a stall
+    assert progress.stuck(positions, now=STALL - 1) == {}
+    assert progress.stuck(positions, now=STALL) == {("orders", 0): 2}
+    assert progress.stuck(positions, now=STALL - 1 + STALL) == {("posts", 1): 8}
+    assert progress.stuck(positions, now=STALL + 1) == {}  # after a re-read: a whole period again
+    progress.assigned({})  # a new assignment forgets the old partitions
+    assert progress.stuck(positions, now=10 * STALL) == {}
