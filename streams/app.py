@@ -72,8 +72,8 @@ class Progress:
     """The last offset the agents handled per partition, to notice partitions that stall.
 
     faust-streaming sometimes fetches messages right after a worker (re)starts and never hands
-    them to the agent (seen in the restart tests: fetched, not committed, the agent idle), which
-    stalls an ordered stage's watermark for good. A partition is stuck when the consumer is past
+    them to the agent (seen in the restart tests: fetched, sometimes even committed, never
+    handled), which stalls an ordered stage's watermark for good. A partition is stuck when the consumer is past
     what the agents handled there and that has not moved for ``STALL_S``; the worker's watchdog
     then re-reads it from right after the last handled offset (at least once).
     """
