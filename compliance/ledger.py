@@ -98,6 +98,7 @@ class OrderLedger:
     name: ClassVar[str] = "orders"
     event_types: ClassVar[frozenset[str]] = frozenset({"order", "platform_action", "post", "engagement"})
     ordered: ClassVar[bool] = True
+    stage: ClassVar[str] = "platform"  # shares a Kafka stage with the other platform-keyed detectors
 
     def __init__(self, settings: LedgerSettings | None = None, law: LawSettings | None = None) -> None:
         self.settings = settings or LedgerSettings()

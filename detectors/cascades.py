@@ -62,6 +62,7 @@ class Cascades:
     name: ClassVar[str] = "cascades"
     event_types: ClassVar[frozenset[str]] = frozenset({"post", "engagement", "report"})
     ordered: ClassVar[bool] = True
+    stage: ClassVar[str] = "platform"  # shares a Kafka stage with the other platform-keyed detectors
 
     def __init__(self, settings: CascadeSettings | None = None, law: LawSettings | None = None) -> None:
         self.s = settings or CascadeSettings()

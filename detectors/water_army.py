@@ -93,6 +93,7 @@ class WaterArmy:
     name: ClassVar[str] = "water_army"
     event_types: ClassVar[frozenset[str]] = frozenset({"post"})
     ordered: ClassVar[bool] = True
+    stage: ClassVar[str] = "platform"  # shares a Kafka stage with the other platform-keyed detectors
 
     def __init__(self, settings: WaterArmySettings | None = None) -> None:
         self.s = settings or WaterArmySettings()

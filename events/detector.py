@@ -44,7 +44,7 @@ class Context(Protocol):
 class Detector(Protocol):
     """A rule over one keyed stream of events.
 
-    ``name`` names its state (and its Kafka stage). ``event_types`` are the ``type`` values it
+    ``name`` names its state. ``event_types`` are the ``type`` values it
     takes. ``keys`` says which state keys an event touches: this is the partitioning, so two
     events that must meet in one state share a key.
     """
@@ -56,6 +56,9 @@ class Detector(Protocol):
     ordered: ClassVar[bool]
     # Optional: names of the detectors it may ``ctx.emit`` events to (they come after it).
     # emits: ClassVar[frozenset[str]]
+    # Optional: the Kafka stage it runs in (default: its name). Detectors with the same key
+    # share a stage, so an event crosses Kafka once for all of them (see streams.registry).
+    # stage: ClassVar[str]
 
     def keys(self, event: AnyEvent) -> Iterable[str]: ...
 

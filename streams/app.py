@@ -3,11 +3,13 @@
 Two kinds of agent, both boring on purpose:
 
 * ``ingest`` reads the contract's input topics, validates each message (bad ones go to
-  ``deadletter``), and forwards each valid event to the stage topic of every detector that
-  takes its type, keyed by that detector's key, with the source ``topic/partition`` in a header.
-  Ticks are forwarded to every partition of those stage topics.
-* one ``stage`` agent per detector reads its stage topic and runs an :class:`Engine` over that
-  one detector, with Faust tables (changelogged) as state; alerts go to ``alerts``.
+  ``deadletter``), and forwards each valid event once per key to the topic of every stage that
+  takes its type, with the source ``topic/partition`` in a header. Ticks are forwarded to every
+  partition of those stage topics.
+* one ``stage`` agent per stage (see :func:`streams.registry.stages`: the three platform-keyed
+  detectors share one) reads its stage topic in batches and runs an :class:`Engine` over the
+  stage's detectors, with Faust tables (changelogged once per batch, see :mod:`streams.state`)
+  as state; alerts go to ``alerts``.
 
 A stage partition's event time is the minimum over its source partitions (see
 ``streams.engine``), so alerts do not depend on how Kafka interleaves the sources.
@@ -19,9 +21,11 @@ import asyncio
 import logging
 import math
 import time
+import weakref
 
 import faust
 import orjson
+from faust.streams import _current_event
 
 from events import INPUT_TOPICS, TOPIC_BY_TYPE, DeadLetter, Detector, Tick, decode, format_ts
 from streams import metrics
@@ -30,34 +34,36 @@ from streams.demo import DASHBOARD
 from streams.api import OPENAPI, Sources, handle
 from streams.engine import Engine
 from streams.local import detector_failures, make_delivery
-from streams.registry import build_detectors
+from streams.registry import build_detectors, stages
 from streams.settings import Settings
+from streams.state import TableState
 
 log = logging.getLogger("stormwatch.worker")
 SOURCE_HEADER = "stormwatch-source"
 
 
-def stage_topic_name(settings: Settings, detector: Detector) -> str:
-    return settings.topic(f"{settings.app_id}-stage-{detector.name}")
+def stage_topic_name(settings: Settings, stage: str) -> str:
+    return settings.topic(f"{settings.app_id}-stage-{stage}")
 
 
-def stage_sources(settings: Settings, detector: Detector, detectors: list[Detector]) -> list[str]:
+def stage_sources(settings: Settings, stage: str, groups: dict[str, list[Detector]]) -> list[str]:
     """The sources whose time a stage partition waits for: input ``topic/partition``s, and the
     partitions of stages that emit events to it (``stage:<name>/<partition>``)."""
-    inputs = [f"{topic}/{p}" for topic in input_topics_of(settings, detector) for p in range(settings.partitions)]
-    upstream = [f"stage:{d.name}/{p}" for d in detectors if detector.name in getattr(d, "emits", ())
-                for p in range(settings.partitions)]
+    names = {d.name for d in groups[stage]}
+    inputs = [f"{topic}/{p}" for topic in input_topics_of(settings, groups[stage]) for p in range(settings.partitions)]
+    upstream = [f"stage:{other}/{p}" for other, members in groups.items()
+                if any(names & set(getattr(d, "emits", ())) for d in members) for p in range(settings.partitions)]
     return inputs + upstream
 
 
-def input_topics_of(settings: Settings, detector: Detector) -> list[str]:
-    return sorted({settings.topic(TOPIC_BY_TYPE[t]) for t in detector.event_types})
+def input_topics_of(settings: Settings, detectors: list[Detector]) -> list[str]:
+    return sorted({settings.topic(TOPIC_BY_TYPE[t]) for d in detectors for t in d.event_types})
 
 
 def topic_names(settings: Settings) -> list[str]:
     """Every topic the worker reads or writes, besides Faust's own changelogs."""
-    stages = [stage_topic_name(settings, d) for d in build_detectors(settings)]
-    return [settings.topic(t) for t in (*INPUT_TOPICS, "alerts", "deadletter")] + stages
+    topics = [stage_topic_name(settings, name) for name in stages(build_detectors(settings))]
+    return [settings.topic(t) for t in (*INPUT_TOPICS, "alerts", "deadletter")] + topics
 
 
 def _header(headers: object, name: str) -> str | None:
@@ -135,6 +141,14 @@ class _GroupOffsets:
         return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
 
 
+def _as_current(event: faust.EventT | None) -> None:
+    """Make ``event`` the current event of this task: Faust writes a table (its changelog
+    partition and its RocksDB store) for the current event's partition. ``take_events`` reads
+    the stream in another task, so the agent sets it itself. Only the task-local variable is
+    set; the stream's own ``current_event`` belongs to that other task."""
+    _current_event.set(weakref.ref(event) if event is not None else None)
+
+
 def tick_json(epoch: float) -> bytes:
     return orjson.dumps({"type": "tick", "ts": format_ts(epoch)})
 
@@ -154,22 +168,24 @@ def create_app(settings: Settings | None = None) -> faust.App:
         consumer_auto_offset_reset="earliest",
         processing_guarantee="at_least_once",
         table_standby_replicas=0,
+        producer_linger=settings.producer_linger_s,
     )
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     input_names = [settings.topic(t) for t in INPUT_TOPICS]
     inputs = app.topic(*input_names, **raw)
     alerts_topic = app.topic(settings.topic("alerts"), **raw)
     deadletter_topic = app.topic(settings.topic("deadletter"), **raw)
-    detectors = build_detectors(settings)
-    stage_topics = {d.name: app.topic(stage_topic_name(settings, d), partitions=settings.partitions, **raw)
-                    for d in detectors}
-    takers: dict[str, list[Detector]] = {}  # event type -> the stages that take it
-    fed_by: dict[str, list[Detector]] = {}  # input topic -> the stages its ticks move forward
-    for d in detectors:
-        for etype in d.event_types:
-            takers.setdefault(etype, []).append(d)
-        for topic in input_topics_of(settings, d):
-            fed_by.setdefault(topic, []).append(d)
+    groups = stages(build_detectors(settings))
+    stage_topics = {name: app.topic(stage_topic_name(settings, name), partitions=settings.partitions, **raw)
+                    for name in groups}
+    takers: dict[str, dict[str, list[Detector]]] = {}  # event type -> stage -> its detectors that take it
+    fed_by: dict[str, list[str]] = {}  # input topic -> the stages its ticks move forward
+    for name, members in groups.items():
+        for d in members:
+            for etype in d.event_types:
+                takers.setdefault(etype, {}).setdefault(name, []).append(d)
+        for topic in input_topics_of(settings, members):
+            fed_by.setdefault(topic, []).append(name)
 
     progress = Progress()
 
@@ -191,23 +207,23 @@ def create_app(settings: Settings | None = None) -> faust.App:
                     continue
                 headers = {SOURCE_HEADER: source.encode()}
                 if isinstance(parsed, Tick):
-                    for d in fed_by.get(message.topic, ()):
+                    for name in fed_by.get(message.topic, ()):
                         for p in range(settings.partitions):
-                            await stage_topics[d.name].send(value=event.value, partition=p, headers=headers)
+                            await stage_topics[name].send(value=event.value, partition=p, headers=headers)
                     continue
-                for d in takers.get(parsed.type, ()):
-                    for key in d.keys(parsed):
-                        await stage_topics[d.name].send(key=key.encode(), value=event.value, headers=headers)
+                for name, members in takers.get(parsed.type, {}).items():
+                    for key in sorted({k for d in members for k in d.keys(parsed)}):
+                        await stage_topics[name].send(key=key.encode(), value=event.value, headers=headers)
             except Exception as err:  # a bad message must never stop the agent
                 log.exception("ingest failed on %s", source)
                 await dead_letter(DeadLetter(f"ingest failed: {err!r}", "worker_error",
                                              (event.value or b"")[:65536].decode("utf-8", "replace"), source))
 
     latest: dict[str, dict] = {}  # alert versions raised by this worker's stages, for the API
-    engines = {detector.name: _stage_agent(app, settings, detector, detectors, stage_topics, alerts_topic,
-                                           dead_letter, latest, progress) for detector in detectors}
-    orders = engines["orders"]
-    sources = Sources(alerts=latest, ledger=orders.stages[0].state,
+    engines = {name: _stage_agent(app, settings, name, groups, stage_topics, alerts_topic, dead_letter, latest,
+                                  progress) for name in groups}
+    orders = next(engine for engine in engines.values() if "orders" in engine.by_name)
+    sources = Sources(alerts=latest, ledger=orders.by_name["orders"].state,
                       now=lambda: max((w.value for w in orders.watermarks.values()), default=0.0))
 
     async def api(web, request, **_path_params):  # noqa: ANN001 - Faust view signature
@@ -302,31 +318,34 @@ def create_app(settings: Settings | None = None) -> faust.App:
     return app
 
 
-def _stage_agent(app: faust.App, settings: Settings, detector: Detector, detectors: list[Detector],
+def _stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str, list[Detector]],
                  stage_topics: dict[str, faust.TopicT], alerts_topic: faust.TopicT, dead_letter,
                  latest: dict[str, dict], progress: Progress) -> Engine:
-    tables = {
-        name: app.Table(name, default=None, partitions=settings.partitions,
-                        schema=faust.Schema(key_serializer="json", value_serializer="json"))
-        for name in (detector.name, f"{detector.name}-timers")
+    """One stage: an engine over the stage's detectors, with a changelogged table per detector
+    (named after it, with its timers in ``<name>-timers``)."""
+    detectors = groups[stage]
+    states = {
+        name: TableState(app.Table(name, default=None, partitions=settings.partitions,
+                                   schema=faust.Schema(key_serializer="json", value_serializer="json")))
+        for d in detectors for name in (d.name, f"{d.name}-timers")
     }
-    engine = Engine([detector], state_factory=tables.__getitem__,
-                    sources=stage_sources(settings, detector, detectors),
+    engine = Engine(detectors, state_factory=states.__getitem__, sources=stage_sources(settings, stage, groups),
                     lateness=settings.allowed_lateness_s, durable_buffers=True)
-    topic = stage_topics[detector.name]
-    by_name = {d.name: d for d in detectors}
-    downstream = [name for name in sorted(getattr(detector, "emits", ())) if name in stage_topics]
+    topic = stage_topics[stage]
+    stage_of = {d.name: name for name, members in groups.items() for d in members}
+    by_name = {d.name: d for members in groups.values() for d in members}
+    downstream = sorted({stage_of[name] for d in detectors for name in getattr(d, "emits", ()) if name in stage_of})
     forwarded: dict[int, float] = {}  # partition -> the source time last forwarded downstream
 
     async def forward(partition: int, was_tick: bool) -> None:
         """Emitted events to their stages, then this partition's source time (as a tick) to every
         partition downstream: a downstream stage never passes a time before this one has."""
-        headers = {SOURCE_HEADER: f"stage:{detector.name}/{partition}".encode()}
+        headers = {SOURCE_HEADER: f"stage:{stage}/{partition}".encode()}
         for name, emitted in engine.drain_emitted():
-            if name in stage_topics:
+            if name in stage_of:
                 for key in by_name[name].keys(emitted):
-                    await stage_topics[name].send(key=key.encode(), value=emitted.model_dump_json().encode(),
-                                                  headers=headers)
+                    await stage_topics[stage_of[name]].send(key=key.encode(),
+                                                            value=emitted.model_dump_json().encode(), headers=headers)
         if not downstream:
             return
         now = min(engine.watermark(partition).latest.values())
@@ -343,33 +362,49 @@ def _stage_agent(app: faust.App, settings: Settings, detector: Detector, detecto
         """Rebuilt from the tables on next use: another worker may own them now."""
         engine.reset()
 
-    async def run(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            message = event.message
-            progress.mark(message)
-            started = time.perf_counter()
-            source = _header(event.headers or message.headers, SOURCE_HEADER) or "unknown"
-            try:
-                parsed = decode(event.value or b"", f"{message.topic}/{message.partition}@{message.offset}")
-                if isinstance(parsed, DeadLetter):
-                    await dead_letter(parsed)
-                    continue
-                key = message.key.decode() if message.key else None
-                for alert in engine.process(parsed, source=source, partition=message.partition, key=key):
-                    metrics.ALERTS.labels(alert.kind).inc()
-                    await alerts_topic.send(key=alert.alert_id.encode(), value=alert.to_json())
-                    if not getattr(alert, "shadow", False):
-                        latest[alert.alert_id] = alert.model_dump()
-                for letter in detector_failures(engine, f"{message.topic}/{message.partition}@{message.offset}"):
-                    await dead_letter(letter)
-                await forward(message.partition, isinstance(parsed, Tick))
-            except Exception as err:
-                log.exception("stage %s failed", detector.name)
-                await dead_letter(DeadLetter(f"detector {detector.name} failed: {err!r}", "detector_error",
-                                             (event.value or b"")[:65536].decode("utf-8", "replace"), source))
-            finally:
-                metrics.LATENCY.labels(detector.name).observe(time.perf_counter() - started)
+    async def handle(event: faust.EventT) -> None:
+        message = event.message
+        progress.mark(message)
+        started = time.perf_counter()
+        source = _header(event.headers or message.headers, SOURCE_HEADER) or "unknown"
+        try:
+            parsed = decode(event.value or b"", f"{message.topic}/{message.partition}@{message.offset}")
+            if isinstance(parsed, DeadLetter):
+                await dead_letter(parsed)
+                return
+            key = message.key.decode() if message.key else None
+            for alert in engine.process(parsed, source=source, partition=message.partition, key=key):
+                metrics.ALERTS.labels(alert.kind).inc()
+                await alerts_topic.send(key=alert.alert_id.encode(), value=alert.to_json())
+                if not getattr(alert, "shadow", False):
+                    latest[alert.alert_id] = alert.model_dump()
+            for letter in detector_failures(engine, f"{message.topic}/{message.partition}@{message.offset}"):
+                await dead_letter(letter)
+            await forward(message.partition, isinstance(parsed, Tick))
+        except Exception as err:
+            log.exception("stage %s failed", stage)
+            await dead_letter(DeadLetter(f"stage {stage} failed: {err!r}", "detector_error",
+                                         (event.value or b"")[:65536].decode("utf-8", "replace"), source))
+        finally:
+            metrics.LATENCY.labels(stage).observe(time.perf_counter() - started)
 
-    run.__name__ = f"stage_{detector.name}"
-    app.agent(topic, name=f"stage-{detector.name}")(run)
+    async def run(stream: faust.StreamT) -> None:
+        """Events in batches; the batch's state changes go to the tables (and their changelogs)
+        before Faust acks its events, so committed offsets never run ahead of the changelog."""
+        async for batch in stream.take_events(settings.stage_batch, within=settings.stage_batch_wait_s):
+            last: dict[int, faust.EventT] = {}  # partition -> its latest event in this batch
+            try:
+                for event in batch:
+                    _as_current(event)
+                    last[event.message.partition] = event
+                    for state in states.values():
+                        state.partition = event.message.partition
+                    await handle(event)
+            finally:
+                for state in states.values():
+                    state.flush(lambda p: _as_current(last[p]))
+                _as_current(None)
+
+    run.__name__ = f"stage_{stage}"
+    app.agent(topic, name=f"stage-{stage}")(run)
     return engine

@@ -206,7 +206,7 @@ class Engine:
         """Handle one event: route it (or buffer it, for ordered stages), then advance time.
 
         ``key`` restricts routing to that one key: on Kafka a stage message was already routed
-        to the partition of one of the event's keys.
+        to the partition of one of the event's keys (a detector without that key skips it).
         """
         wm = self.watermark(partition)
         advanced = wm.observe(source or self.sources[0], event.epoch)
@@ -217,7 +217,9 @@ class Engine:
             return alerts
         for stage in self.by_type.get(event.type, ()):
             ctx = stage.context(partition, wm.value)
-            keys = stage.detector.keys(event) if key is None else (key,)
+            keys = stage.detector.keys(event)
+            if key is not None:  # already routed to one key's partition (several detectors may share it)
+                keys = (key,) if key in keys else ()
             if stage.ordered:
                 for k in keys:
                     self._buffer(stage, ctx, event, k)

@@ -27,3 +27,18 @@ def build_detectors(settings: Settings) -> list[Detector]:
     if unknown:
         raise ValueError(f"STORMWATCH_DETECTORS names unknown detectors {unknown}; known: {names}")
     return [d for d in detectors if d.name in wanted]
+
+
+def stages(detectors: list[Detector]) -> dict[str, list[Detector]]:
+    """The worker's stages: detectors grouped by their ``stage`` (default: their name), in
+    registry order. A stage is one Kafka topic and one engine, so an event keyed the same way
+    for several detectors crosses Kafka once. A detector that receives ``ctx.emit`` events runs
+    in a stage of its own: an emitted event is meant for that detector alone."""
+    groups: dict[str, list[Detector]] = {}
+    for d in detectors:
+        groups.setdefault(getattr(d, "stage", d.name), []).append(d)
+    emitted_to = {name for d in detectors for name in getattr(d, "emits", ())}
+    for name, members in groups.items():
+        shared = emitted_to & {d.name for d in members}
+        assert not shared or len(members) == 1, f"stage {name}: {sorted(shared)} receive emitted events, run alone"
+    return groups
