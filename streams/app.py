@@ -36,6 +36,7 @@ from streams.engine import Engine
 from streams.local import detector_failures, make_delivery
 from streams.registry import build_detectors, stages
 from streams.settings import Settings
+from streams.view import ClusterView
 from streams.state import TableState
 
 log = logging.getLogger("stormwatch.worker")
@@ -219,12 +220,23 @@ def create_app(settings: Settings | None = None) -> faust.App:
                 await dead_letter(DeadLetter(f"ingest failed: {err!r}", "worker_error",
                                              (event.value or b"")[:65536].decode("utf-8", "replace"), source))
 
-    latest: dict[str, dict] = {}  # alert versions raised by this worker's stages, for the API
-    engines = {name: _stage_agent(app, settings, name, groups, stage_topics, alerts_topic, dead_letter, latest,
-                                  progress) for name in groups}
+    engines = {name: _stage_agent(app, settings, name, groups, stage_topics, alerts_topic, dead_letter, progress)
+               for name in groups}
     orders = next(engine for engine in engines.values() if "orders" in engine.by_name)
-    sources = Sources(alerts=latest, ledger=orders.by_name["orders"].state,
-                      now=lambda: max((w.value for w in orders.watermarks.values()), default=0.0))
+    view = ClusterView()
+
+    def now() -> float:
+        """The ledger's event time here; a worker that owns none of its partitions goes by the alerts."""
+        local = max((w.value for w in orders.watermarks.values()), default=-math.inf)
+        return local if local > -math.inf else view.latest_ts
+
+    sources = Sources(alerts=view.alerts, ledger=view.ledger, now=now)
+
+    @app.task
+    async def follow_view() -> None:
+        """The API's view of every platform (see :mod:`streams.view`)."""
+        ledger_topic = orders.by_name["orders"].state.table.changelog_topic.get_topic_name()
+        await view.follow(settings.broker.removeprefix("kafka://"), alerts_topic.get_topic_name(), ledger_topic)
 
     async def api(web, request, **_path_params):  # noqa: ANN001 - Faust view signature
         status, body = handle(request.path, request.query, request.headers.get("Authorization"),
@@ -277,6 +289,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
         consumed.add(alerts_topic.get_topic_name())
 
     group_offsets = _GroupOffsets(settings)
+    lag_labels: set[tuple[str, str]] = set()  # (topic, partition) the lag gauge reports
 
     @app.timer(5.0)
     async def measure_lag() -> None:
@@ -284,6 +297,11 @@ def create_app(settings: Settings | None = None) -> faust.App:
         watchdog for partitions whose fetched messages never reach an agent (see :class:`Progress`)."""
         consumer = app.consumer
         positions = {}
+        assigned = {(tp.topic, str(tp.partition)) for tp in consumer.assignment()}
+        for labels in lag_labels - assigned:  # revoked: another worker reports it now
+            metrics.CONSUMER_LAG.remove(*labels)
+        lag_labels.clear()
+        lag_labels.update(assigned)
         for tp in consumer.assignment():
             try:
                 position, highwater = await consumer.position(tp), consumer.highwater(tp)
@@ -320,7 +338,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
 def _stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str, list[Detector]],
                  stage_topics: dict[str, faust.TopicT], alerts_topic: faust.TopicT, dead_letter,
-                 latest: dict[str, dict], progress: Progress) -> Engine:
+                 progress: Progress) -> Engine:
     """One stage: an engine over the stage's detectors, with a changelogged table per detector
     (named after it, with its timers in ``<name>-timers``)."""
     detectors = groups[stage]
@@ -376,8 +394,6 @@ def _stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[st
             for alert in engine.process(parsed, source=source, partition=message.partition, key=key):
                 metrics.ALERTS.labels(alert.kind).inc()
                 await alerts_topic.send(key=alert.alert_id.encode(), value=alert.to_json())
-                if not getattr(alert, "shadow", False):
-                    latest[alert.alert_id] = alert.model_dump()
             for letter in detector_failures(engine, f"{message.topic}/{message.partition}@{message.offset}"):
                 await dead_letter(letter)
             await forward(message.partition, isinstance(parsed, Tick))

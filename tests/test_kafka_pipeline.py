@@ -170,3 +170,59 @@ def test_webhooks_survive_a_worker_restart_without_duplicates(kafka_broker, stor
     assert set(delivered) == {f"{a['alert_id']}:{a['version']}" for a in alerts}
     assert set(delivered.values()) == {1}
 
+
+
+def test_every_worker_answers_for_every_platform(kafka_broker, stormwatch_bin: str, tmp_path: Path) -> None:
+    """Two workers split the partitions; each one's API still shows every platform's orders and alerts."""
+    from kafka.partitioner.default import murmur2
+    from prometheus_client.parser import text_string_to_metric_families
+
+    first = Worker(kafka_broker, stormwatch_bin, tmp_path).start()
+    second = Worker(kafka_broker, stormwatch_bin, tmp_path, app_id=first.app_id).start()
+    try:
+        # One platform on each partition of the platform stage (keyed by platform, Kafka's default partitioner).
+        by_partition: dict[int, str] = {}
+        for name in ("weibo", "douyin", "kuaishou", "bilibili", "xiaohongshu", "zhihu", "toutiao", "wechat"):
+            by_partition.setdefault((murmur2(name.encode()) & 0x7FFFFFFF) % first.partitions, name)
+        platforms = sorted(by_partition.values())
+        assert len(platforms) == first.partitions
+        src = tmp_path / "platforms.jsonl"
+        src.write_bytes(lines([e for p in platforms for e in (order(f"o-{p}", 0, 10, platform=p),
+                                                               action(f"x-{p}", f"o-{p}", 2, "refused", platform=p))]
+                              + [tick(5)]))
+        first.produce(src)
+        assert sorted(a["platform"] for a in first.read("alerts", until=len(platforms), settle=1)) == platforms
+
+        def owned(worker: Worker) -> set[str]:
+            stage = f"{worker.app_id}.{worker.app_id}-stage-platform"
+            return {sample.labels["partition"] for family in text_string_to_metric_families(worker.metrics())
+                    if family.name == "stormwatch_consumer_lag" for sample in family.samples
+                    if sample.labels["topic"] == stage}
+
+        def shown(worker: Worker) -> tuple[list[str], list[str]]:
+            orders = sorted(o["platform"] for o in worker.api("/api/orders", "reg").json())
+            refusals = sorted(a["platform"] for a in worker.api("/api/alerts?kind=order_refused", "reg").json())
+            return orders, refusals
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            views = [shown(w) for w in (first, second)]
+            if all(view == (platforms, platforms) for view in views):
+                break
+            time.sleep(0.5)
+        assert views == [(platforms, platforms)] * 2
+        # Neither worker owns every partition (the lag gauge names what each one owns, every 5 s):
+        # the view, not local state, answered.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            mine, theirs = owned(first), owned(second)
+            if mine and theirs and not mine & theirs:
+                break
+            time.sleep(1)
+        assert mine and theirs and not mine & theirs, (mine, theirs)
+        assert "weibo" in platforms  # and a platform's token still sees only its own, from any worker
+        assert [o["platform"] for o in second.api("/api/orders", "weibo").json()] == ["weibo"]
+        assert [o["platform"] for o in first.api("/api/orders", "weibo").json()] == ["weibo"]
+    finally:
+        first.stop()
+        second.stop()
