@@ -314,7 +314,10 @@ class Engine:
         minute = math.floor(now / EXPIRY_STEP)
         if minute <= part.swept or now == -math.inf:
             return
-        due = sorted(m for m in part.expiry if m <= minute)
+        if minute - part.swept <= len(part.expiry):  # the usual step: the minutes since the last sweep
+            due = [m for m in range(part.swept + 1, minute + 1) if m in part.expiry]
+        else:  # a jump in time (or the first sweep): look at what is scheduled instead
+            due = sorted(m for m in part.expiry if m <= minute)
         part.swept = minute
         for m in due:
             for key in part.expiry.pop(m):
