@@ -36,8 +36,8 @@ from streams.engine import Engine
 from streams.local import detector_failures, make_delivery
 from streams.registry import build_detectors, stages
 from streams.settings import Settings
-from streams.view import ClusterView
 from streams.state import TableState
+from streams.view import ClusterView
 
 log = logging.getLogger("stormwatch.worker")
 SOURCE_HEADER = "stormwatch-source"
@@ -222,12 +222,12 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
     engines = {name: _stage_agent(app, settings, name, groups, stage_topics, alerts_topic, dead_letter, progress)
                for name in groups}
-    orders = next(engine for engine in engines.values() if "orders" in engine.by_name)
+    orders = next((engine for engine in engines.values() if "orders" in engine.by_name), None)
     view = ClusterView()
 
     def now() -> float:
         """The ledger's event time here; a worker that owns none of its partitions goes by the alerts."""
-        local = max((w.value for w in orders.watermarks.values()), default=-math.inf)
+        local = max((w.value for w in orders.watermarks.values()), default=-math.inf) if orders else -math.inf
         return local if local > -math.inf else view.latest_ts
 
     sources = Sources(alerts=view.alerts, ledger=view.ledger, now=now)
@@ -235,8 +235,10 @@ def create_app(settings: Settings | None = None) -> faust.App:
     @app.task
     async def follow_view() -> None:
         """The API's view of every platform (see :mod:`streams.view`)."""
-        ledger_topic = orders.by_name["orders"].state.table.changelog_topic.get_topic_name()
-        await view.follow(settings.broker.removeprefix("kafka://"), alerts_topic.get_topic_name(), ledger_topic)
+        topics = [alerts_topic.get_topic_name()]
+        if orders is not None:  # STORMWATCH_DETECTORS may leave the ledger out
+            topics.append(orders.by_name["orders"].state.table.changelog_topic.get_topic_name())
+        await view.follow(settings.broker.removeprefix("kafka://"), *topics)
 
     async def api(web, request, **_path_params):  # noqa: ANN001 - Faust view signature
         status, body = handle(request.path, request.query, request.headers.get("Authorization"),

@@ -61,12 +61,13 @@ class ClusterView:
         except orjson.JSONDecodeError:
             return
 
-    async def follow(self, bootstrap: str, alerts_topic: str, ledger_topic: str) -> None:
+    async def follow(self, bootstrap: str, alerts_topic: str, ledger_topic: str | None = None) -> None:
         """Tail both topics for as long as the worker runs (restarting the consumer on errors)."""
         from aiokafka import AIOKafkaConsumer  # faust-streaming's Kafka client
 
+        topics = [alerts_topic] + ([ledger_topic] if ledger_topic else [])
         while True:
-            consumer = AIOKafkaConsumer(alerts_topic, ledger_topic, bootstrap_servers=bootstrap, group_id=None,
+            consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=None,
                                         enable_auto_commit=False, auto_offset_reset="earliest",
                                         metadata_max_age_ms=5000)
             try:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
+
 from streams.app import Progress
 
 STALL = Progress.STALL_S
@@ -25,3 +27,17 @@ def test_a_partition_fetched_past_what_the_agents_handled_is_stuck_once_it_stops
     assert progress.stuck(positions, now=STALL + 1) == {}  # after a re-read: a whole period again
     progress.assigned({})  # a new assignment forgets the old partitions
     assert progress.stuck(positions, now=10 * STALL) == {}
+
+
+@pytest.mark.parametrize("detectors", ["", "water_army", "post_targets,targets"])
+def test_the_worker_builds_with_any_set_of_detectors(detectors: str, tmp_path) -> None:
+    """Agents, stages and the API view are wired without a broker; the ledger may be left out."""
+    from streams.app import create_app, topic_names
+    from streams.settings import Settings
+
+    settings = Settings(detectors=detectors, app_id=f"build-{len(detectors)}", data_dir=tmp_path, store="memory://")
+    app = create_app(settings)
+    stages = sorted(name.rsplit("-stage-", 1)[1] for name in topic_names(settings) if "-stage-" in name)
+    assert stages == {"": ["platform", "post_targets", "targets"], "water_army": ["platform"],
+                      "post_targets,targets": ["post_targets", "targets"]}[detectors]
+    assert sorted(agent.split("-", 1)[1] for agent in app.agents if agent.startswith("stage-")) == stages
