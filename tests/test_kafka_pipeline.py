@@ -76,7 +76,10 @@ def test_malformed_messages_never_stop_the_worker(worker: Worker, kafka_broker, 
 
 
 def test_ledger_state_survives_a_worker_restart(kafka_broker, stormwatch_bin: str, tmp_path: Path) -> None:
-    first = Worker(kafka_broker, stormwatch_bin, tmp_path).start()
+    """With the production store (RocksDB); the second worker starts on another disk, so only
+    the changelog can tell it what the first one knew."""
+    rocksdb = {"STORMWATCH_STORE": "rocksdb://"}
+    first = Worker(kafka_broker, stormwatch_bin, tmp_path, extra_env=rocksdb).start()
     try:
         part1 = tmp_path / "part1.jsonl"
         part1.write_bytes(lines([order("o7", 0, 30, measures=["remove_content", "report_back"]),
@@ -93,7 +96,10 @@ def test_ledger_state_survives_a_worker_restart(kafka_broker, stormwatch_bin: st
     finally:
         first.stop()
 
-    second = Worker(kafka_broker, stormwatch_bin, tmp_path, app_id=first.app_id, port=first.port).start()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    second = Worker(kafka_broker, stormwatch_bin, elsewhere, app_id=first.app_id, port=first.port,
+                    extra_env=rocksdb).start()
     try:
         part2 = tmp_path / "part2.jsonl"
         part2.write_bytes(lines([tick(31)]))
