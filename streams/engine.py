@@ -1,7 +1,8 @@
 """The one engine core: event time, routing to detectors by key, timers and expiry.
 
 ``replay`` and ``demo`` run one :class:`Engine` over every detector with ``dict`` state; the
-Kafka worker runs one per detector stage with Faust tables as state. Same code, same verdicts.
+Kafka worker runs one per stage (one or more detectors with the same key) with Faust tables
+as state. Same code, same verdicts.
 
 Event time. Each partition of a stage has a :class:`Watermark`: the minimum, over the input
 sources that feed it, of the latest event time each has delivered, less an allowed lateness.
