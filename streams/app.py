@@ -319,9 +319,20 @@ def create_app(settings: Settings | None = None) -> faust.App:
             await consumer.seek(tp, offset)
 
     @app.on_partitions_assigned.connect
-    async def remember_start(*_args, **_kwargs) -> None:
-        """Where each partition starts, for the watchdog (see :meth:`Progress.assigned`)."""
-        progress.assigned(await group_offsets.fetch())
+    async def remember_start(_app, assigned, **_kwargs) -> None:  # noqa: ANN001 - Faust's signal signature
+        """Where each partition starts, for the watchdog (see :meth:`Progress.assigned`): the
+        group's committed offset, or for a partition the group never committed (a new group, a
+        new topic) its earliest offset, where ``auto_offset_reset=earliest`` starts reading."""
+        start = await group_offsets.fetch()
+        fresh = [tp for tp in assigned if tp.topic in consumed and (tp.topic, tp.partition) not in start]
+        if fresh:
+            try:
+                earliest = await app.consumer.earliest_offsets(*fresh)
+            except Exception:  # the broker is busy: those partitions go unwatched until the next assignment
+                log.debug("cannot read earliest offsets", exc_info=True)
+                earliest = {}
+            start.update({(tp.topic, tp.partition): offset for tp, offset in earliest.items() if offset is not None})
+        progress.assigned(start)
 
     @app.page("/metrics")
     async def metrics_page(web, request):  # noqa: ANN001 - Faust view signature
