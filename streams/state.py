@@ -1,12 +1,13 @@
 """Detector state on Kafka: a Faust table whose changelog gets one write per key per batch.
 
-A detector touches a dozen state keys per post, and an ordered stage writes each event into its
-buffer and deletes it moments later. Written straight to a Faust table, each of those is a
+A detector touches about ten state keys per post, and an ordered stage writes each event into
+its buffer and deletes it moments later. Written straight to a Faust table, each of those is a
 changelog message, and sending them is most of what a worker does (measured with py-spy).
 :class:`TableState` keeps the batch's writes in a dict and :meth:`TableState.flush` writes each
 changed key to the table once, for the partition it was written for; a key written and deleted
-in the same batch costs nothing. The stage agent flushes at the end of every batch, before Faust acks the
-batch's events, so the changelog still holds every change the committed offsets account for.
+in the same batch costs nothing. The stage agent flushes at the end of every batch, before
+Faust acks the batch's events, so the changelog holds every change the committed offsets
+account for.
 """
 
 from __future__ import annotations
