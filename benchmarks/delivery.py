@@ -2,9 +2,9 @@
 
 The load is the simulator's stream (posts, engagement, reports) fed at a steady wall-clock rate,
 its event times rewritten to the moment each event is fed, so event time runs with the wall
-clock as on a live platform. Every 500th event is followed by a regulator order and its
-refusal; the latency is from feeding the refusal to a real HTTP receiver on 127.0.0.1 getting
-the signed ``order_refused`` webhook. Ordered stages release an event once event time passes it,
+clock as on a live platform. Four times a second (every ``rate // 4``-th event, at least every
+25th) an event is followed by a regulator order and its refusal; the latency is from feeding
+the refusal to a real HTTP receiver on 127.0.0.1 getting the signed ``order_refused`` webhook. Ordered stages release an event once event time passes it,
 so the allowed lateness is part of the latency: it is set to 0 here (one in-order source).
 Through Kafka, time also moves by the worker's wall-clock ticks (every 0.2 s here).
 
@@ -49,10 +49,11 @@ def refusal_pair(k: int, now: float) -> list[dict]:
 
 class Load:
     """The paced input: event ``i`` is due ``i / rate`` seconds after the start, stamped with the
-    wall time it is fed at, and every 500th is followed by an order and its refusal."""
+    wall time it is fed at, and four times a second one is followed by an order and its refusal."""
 
     def __init__(self, rate: int, seconds: float) -> None:
         self.rate = rate
+        self.every = max(rate // 4, 25)
         self.events = load(int(rate * seconds))
         self.start = time.monotonic()
 
@@ -61,7 +62,7 @@ class Load:
 
     def batch(self, i: int) -> list[dict]:
         event = {**self.events[i], "ts": format_ts(time.time())}
-        return [event] + (refusal_pair(i, time.time()) if i % 500 == 499 else [])
+        return [event] + (refusal_pair(i, time.time()) if i % self.every == self.every - 1 else [])
 
     def achieved(self) -> float:
         return len(self.events) / (time.monotonic() - self.start)
