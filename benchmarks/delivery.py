@@ -4,8 +4,9 @@ The load is the simulator's stream (posts, engagement, reports) fed at a steady 
 its event times rewritten to the moment each event is fed, so event time runs with the wall
 clock as on a live platform. Four times a second (every ``rate // 4``-th event, at least every
 25th) an event is followed by a regulator order and its refusal; the latency is from feeding
-the refusal to a real HTTP receiver on 127.0.0.1 getting the signed ``order_refused`` webhook. Ordered stages release an event once event time passes it,
-so the allowed lateness is part of the latency: it is set to 0 here (one in-order source).
+the refusal to a real HTTP receiver on 127.0.0.1 getting the signed ``order_refused`` webhook.
+Ordered stages release an event once event time passes it, so the allowed lateness is part of
+the latency: it is set to 0 here (one in-order source).
 Through Kafka, time also moves by the worker's wall-clock ticks (every 0.2 s here).
 
 Run: ``python -m benchmarks.delivery`` (starts its own Kafka broker for the Kafka figures).

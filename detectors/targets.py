@@ -72,11 +72,9 @@ class PostTargets:
         self.s = settings or TargetSettings()
 
     def keys(self, event: AnyEvent) -> list[str]:
-        if isinstance(event, Post) and event.targets:
-            return [f"{event.platform}\t{event.post_id}"]
-        if isinstance(event, Report) and event.post_id is not None and not event.targets:
-            return [f"{event.platform}\t{event.post_id}"]
-        return []
+        names_targets = isinstance(event, Post) and event.targets
+        needs_them = isinstance(event, Report) and event.post_id is not None and not event.targets
+        return [f"{event.platform}\t{event.post_id}"] if names_targets or needs_them else []
 
     def on_timer(self, key: str, ctx: Context) -> list[Alert]:
         return []

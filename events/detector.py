@@ -44,9 +44,9 @@ class Context(Protocol):
 class Detector(Protocol):
     """A rule over one keyed stream of events.
 
-    ``name`` names its state. ``event_types`` are the ``type`` values it
-    takes. ``keys`` says which state keys an event touches: this is the partitioning, so two
-    events that must meet in one state share a key.
+    ``name`` names its state. ``event_types`` are the ``type`` values it takes. ``keys`` says
+    which state keys an event touches: this is the partitioning, so two events that must meet in
+    one state share a key.
     """
 
     name: ClassVar[str]

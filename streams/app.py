@@ -34,6 +34,7 @@ from streams.demo import DASHBOARD
 from streams.api import OPENAPI, Sources, handle
 from streams.engine import Engine
 from streams.local import detector_failures, make_delivery
+from streams.produce import bootstrap_servers
 from streams.registry import build_detectors, stages
 from streams.settings import Settings
 from streams.state import TableState
@@ -80,9 +81,9 @@ class Progress:
 
     faust-streaming sometimes fetches messages right after a worker (re)starts and never hands
     them to the agent (seen in the restart tests: fetched, sometimes even committed, never
-    handled), which stalls an ordered stage's watermark for good. A partition is stuck when the consumer is past
-    what the agents handled there and that has not moved for ``STALL_S``; the worker's watchdog
-    then re-reads it from right after the last handled offset (at least once).
+    handled), which stalls an ordered stage's watermark for good. A partition is stuck when the
+    consumer is past what the agents handled there and that has not moved for ``STALL_S``; the
+    worker's watchdog then re-reads it from right after the last handled offset (at least once).
     """
 
     STALL_S = 20.0
@@ -122,7 +123,7 @@ class _GroupOffsets:
     """The consumer group's committed offsets, read with kafka-python's admin client."""
 
     def __init__(self, settings: Settings) -> None:
-        self.bootstrap = settings.broker.removeprefix("kafka://")
+        self.bootstrap = bootstrap_servers(settings.broker)
         self.group = settings.app_id
         self.admin = None
 
@@ -238,7 +239,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
         topics = [alerts_topic.get_topic_name()]
         if orders is not None:  # STORMWATCH_DETECTORS may leave the ledger out
             topics.append(orders.by_name["orders"].state.table.changelog_topic.get_topic_name())
-        await view.follow(settings.broker.removeprefix("kafka://"), *topics)
+        await view.follow(bootstrap_servers(settings.broker), *topics)
 
     async def api(web, request, **_path_params):  # noqa: ANN001 - Faust view signature
         status, body = handle(request.path, request.query, request.headers.get("Authorization"),
@@ -299,12 +300,13 @@ def create_app(settings: Settings | None = None) -> faust.App:
         watchdog for partitions whose fetched messages never reach an agent (see :class:`Progress`)."""
         consumer = app.consumer
         positions = {}
-        assigned = {(tp.topic, str(tp.partition)) for tp in consumer.assignment()}
+        assignment = consumer.assignment()
+        assigned = {(tp.topic, str(tp.partition)) for tp in assignment}
         for labels in lag_labels - assigned:  # revoked: another worker reports it now
             metrics.CONSUMER_LAG.remove(*labels)
         lag_labels.clear()
         lag_labels.update(assigned)
-        for tp in consumer.assignment():
+        for tp in assignment:
             try:
                 position, highwater = await consumer.position(tp), consumer.highwater(tp)
             except Exception:  # not fetched yet, or being revoked: try again next round
@@ -398,8 +400,9 @@ def _stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[st
         progress.mark(message)
         started = time.perf_counter()
         source = _header(event.headers or message.headers, SOURCE_HEADER) or "unknown"
+        where = f"{message.topic}/{message.partition}@{message.offset}"
         try:
-            parsed = decode(event.value or b"", f"{message.topic}/{message.partition}@{message.offset}")
+            parsed = decode(event.value or b"", where)
             if isinstance(parsed, DeadLetter):
                 await dead_letter(parsed)
                 return
@@ -407,7 +410,7 @@ def _stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[st
             for alert in engine.process(parsed, source=source, partition=message.partition, key=key):
                 metrics.ALERTS.labels(alert.kind).inc()
                 await alerts_topic.send(key=alert.alert_id.encode(), value=alert.to_json())
-            for letter in detector_failures(engine, f"{message.topic}/{message.partition}@{message.offset}"):
+            for letter in detector_failures(engine, where):
                 await dead_letter(letter)
             await forward(message.partition, isinstance(parsed, Tick))
         except Exception as err:

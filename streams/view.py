@@ -61,7 +61,7 @@ class ClusterView:
         except orjson.JSONDecodeError:
             return
 
-    async def follow(self, bootstrap: str, alerts_topic: str, ledger_topic: str | None = None) -> None:
+    async def follow(self, bootstrap: list[str], alerts_topic: str, ledger_topic: str | None = None) -> None:
         """Tail both topics for as long as the worker runs (restarting the consumer on errors)."""
         from aiokafka import AIOKafkaConsumer  # faust-streaming's Kafka client
 
@@ -80,9 +80,7 @@ class ClusterView:
                                 self.apply_alert(message.value)
                             else:
                                 self.apply_ledger(message.key, message.value)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
+            except Exception:  # not CancelledError: the worker stopping ends the loop
                 log.warning("the API view lost its consumer; starting again", exc_info=True)
                 self.alerts.clear()
                 self.ledger.clear()  # read again from the start
