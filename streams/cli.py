@@ -115,11 +115,13 @@ def worker(broker: str | None, web_port: int | None, loglevel: str) -> None:
     """
     from streams.app import create_app, topic_names
     from streams.produce import ensure_topics
+    from streams.runtime import tune_gc
 
     overrides = {k: v for k, v in {"broker": broker, "web_port": web_port}.items() if v is not None}
     settings = Settings(**overrides)
     ensure_topics(settings, topic_names(settings))
     app = create_app(settings)
+    tune_gc(settings.gc_threshold)
     sys.argv = ["stormwatch", "worker", "--loglevel", loglevel, "--web-port", str(settings.web_port),
                 "--web-host", settings.web_host]
     app.main()

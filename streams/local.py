@@ -13,6 +13,7 @@ from events import Alert, DeadLetter, decode
 from streams import metrics
 from streams.engine import Engine
 from streams.registry import build_detectors
+from streams.runtime import tune_gc
 from streams.settings import Settings
 
 AlertSink = Callable[[Alert], None]
@@ -23,6 +24,7 @@ class LocalPipeline:
     """Feeds raw lines through :func:`events.decode` and one :class:`Engine` of every detector."""
 
     def __init__(self, settings: Settings, on_alert: AlertSink, on_deadletter: DeadLetterSink) -> None:
+        tune_gc(settings.gc_threshold)
         self.engine = Engine(build_detectors(settings), lateness=settings.allowed_lateness_s)
         self.on_alert = on_alert
         self.on_deadletter = on_deadletter
