@@ -115,22 +115,52 @@ class WaterArmy:
 
     def on_event(self, event: AnyEvent, key: str, ctx: Context) -> list[Alert]:
         assert isinstance(event, Post)
-        s, t, me = self.s, event.epoch, event.account_id
+        t, me = event.epoch, event.account_id
         prefix = key + SEP
         flags = _aggravating(event)
         n_me = self._count_post(prefix, event, flags, t, ctx)
-        coactors: dict[str, list] = {}  # account -> [weight, objects, posts, latest ts]
+        pairing: list[tuple[str, float, dict]] = []  # (object, weight, its members) for objects that pair
         for obj in self._objects(event):
-            self._co_act(prefix, obj, event, t, ctx, coactors)
-        self._co_text(prefix, event, t, ctx, coactors)
+            self._co_act(prefix, obj, event, t, ctx, pairing)
+        self._co_text(prefix, event, t, ctx, pairing)
         alerts: list[Alert] = []
-        if len(coactors) > s.max_partners:
-            recent = sorted(coactors.items(), key=lambda kv: (-kv[1][3], kv[0]))[: s.max_partners]
-            coactors = dict(recent)
-        for other, (weight, objs, posts, _ts) in sorted(coactors.items()):
+        for other in self._partners(me, pairing):
+            weight, objs, posts = 0.0, [], []
+            for obj, w, members in pairing:
+                seen = members.get(other)
+                if seen is not None:
+                    weight = max(weight, w)  # one occasion: the best-weighted object that links the two
+                    objs.append(obj)
+                    if seen[1] not in posts:
+                        posts.append(seen[1])
             if self._pair(prefix, me, other, weight, objs, posts, n_me, t, ctx):
                 alerts.extend(self._join(key, me, other, t, objs, posts + [event.post_id], flags, ctx))
         return alerts
+
+    def _partners(self, me: str, pairing: list[tuple[str, float, dict]]) -> list[str]:
+        """The co-actors this post pairs with, sorted: all of them, or the ``max_partners`` most
+        recent (by their latest act on any shared object; ties by name).
+
+        Members are kept in time order, so only the newest ``max_partners`` of each object (and
+        any tied with the last of them) can be among the most recent overall: a crowded object
+        costs ``max_partners`` lookups, not one per member.
+        """
+        cap = self.s.max_partners
+        latest: dict[str, float] = {}
+        for _obj, _w, members in pairing:
+            taken, edge = 0, None
+            for other in reversed(members):
+                ts = members[other][0]
+                if other == me:
+                    continue
+                if taken >= cap and ts != edge:
+                    break
+                taken, edge = taken + 1, ts
+                if ts > latest.get(other, -math.inf):
+                    latest[other] = ts
+        if len(latest) > cap:
+            return sorted(sorted(latest, key=lambda a: (-latest[a], a))[:cap])
+        return sorted(latest)
 
     @staticmethod
     def _objects(post: Post) -> list[str]:
@@ -163,8 +193,9 @@ class WaterArmy:
         return min(1.0, self.s.mass_accounts / max(accounts, 1))
 
     def _co_act(self, prefix: str, obj: str, post: Post, t: float, ctx: Context,
-                coactors: dict[str, list], window: float | None = None) -> None:
-        """Accounts that acted on ``obj`` within the window co-act with this post's author."""
+                pairing: list[tuple[str, float, dict]], window: float | None = None) -> None:
+        """Record this post's act on ``obj``; if the object still pairs, the accounts that acted
+        on it within the window co-act with this post's author (``pairing``)."""
         window = self.s.object_window_s if window is None else window
         k = f"{prefix}o{SEP}{obj}"
         rec = ctx.state.get(k)
@@ -176,26 +207,15 @@ class WaterArmy:
         horizon = t - window
         while members and next(iter(members.values()))[0] < horizon:  # insertion order = time order
             del members[next(iter(members))]
-        if len(members) < self.s.max_pairing and t - rec["first"] <= self.s.young_object_s:
-            weight = self._weight(len(members) + 1)
-            for other, (ts, other_post) in members.items():
-                entry = coactors.get(other)
-                if entry is None:
-                    coactors[other] = [weight, [obj], [other_post], ts]
-                    continue
-                # One occasion: the best-weighted object that links the two.
-                entry[0], entry[3] = max(entry[0], weight), max(entry[3], ts)
-                if obj not in entry[1]:
-                    entry[1].append(obj)
-                if other_post not in entry[2]:
-                    entry[2].append(other_post)
+        if members and len(members) < self.s.max_pairing and t - rec["first"] <= self.s.young_object_s:
+            pairing.append((obj, self._weight(len(members) + 1), members))
         members[post.account_id] = [t, post.post_id]
         while len(members) > self.s.max_pairing + 1:  # crowded: keep the newest
             del members[next(iter(members))]
         rec["until"] = t + window
         ctx.state[k] = rec
 
-    def _co_text(self, prefix: str, post: Post, t: float, ctx: Context, coactors: dict[str, list]) -> None:
+    def _co_text(self, prefix: str, post: Post, t: float, ctx: Context, pairing: list[tuple[str, float, dict]]) -> None:
         """Near-duplicate texts (not reposts, which carry their parent's text) co-act.
 
         A text joins a cluster: the cluster of an identical normalised text (one lookup), or
@@ -217,12 +237,12 @@ class WaterArmy:
         exact["until"] = t + s.text_window_s
         ctx.state[xk] = exact
         cluster = exact["c"]
-        self._co_act(prefix, "text:" + cluster, post, t, ctx, coactors, s.text_window_s)
+        self._co_act(prefix, "text:" + cluster, post, t, ctx, pairing, s.text_window_s)
 
     def _cluster(self, prefix: str, post: Post, sig: np.ndarray, hexsig: str, t: float, ctx: Context) -> str:
         """The cluster of a text not seen verbatim before, via LSH; buckets keep its latest text."""
         s, state = self.s, ctx.state
-        horizon, until = t - s.text_window_s, t + s.text_window_s
+        horizon = t - s.text_window_s
         lone = t - s.object_window_s  # a text no one repeated stays findable only this long
         keys = bands(hexsig, s.lsh_rows, f"{prefix}l{SEP}")
         buckets = [state.get(k) for k in keys]
@@ -241,6 +261,8 @@ class WaterArmy:
             if same[best] >= s.min_similarity * PERMUTATIONS:
                 cluster, several = names[best], True
         entry = [t, hexsig, several]
+        # A bucket lives while one of its texts is findable: most texts are never repeated.
+        until = t + (s.text_window_s if several else s.object_window_s)
         for k, rec in zip(keys, buckets):
             if rec is None:
                 state[k] = {"e": {cluster: entry}, "until": until}
@@ -254,7 +276,7 @@ class WaterArmy:
                 if len(entries) <= s.bucket_cap and entries[oldest][2] and entries[oldest][0] >= horizon:
                     break  # the oldest is a live cluster of several texts: keep it
                 del entries[oldest]
-            rec["until"] = until
+            rec["until"] = max(rec["until"], until)
             state[k] = rec
         return cluster
 

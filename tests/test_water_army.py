@@ -7,9 +7,9 @@ import random
 import orjson
 
 from detectors.water_army import WaterArmy, WaterArmySettings
-from events import decode
+from events import decode, format_ts
 from streams.engine import Engine
-from tests.support.scenarios import Stream
+from tests.support.scenarios import T0, Stream
 from tests.test_engine import TableLike
 
 TARGET = {"id": "victim-1", "name": "林某"}
@@ -183,3 +183,47 @@ def test_state_is_bounded_by_the_horizon_not_the_stream_length() -> None:
 
     one, four = state_after(1), state_after(4)
     assert 0.7 * one < four < 1.3 * one, (one, four)
+
+
+def test_lsh_buckets_live_as_long_as_one_of_their_texts_is_findable() -> None:
+    """A text no one repeated is findable for ``object_window_s``, a cluster of several for
+    ``text_window_s``: their buckets go after that, not before."""
+    settings = WaterArmySettings(object_window_s=300, text_window_s=1800)
+    s = Stream(seed=5)
+    s.post(0, "solo", "这是一条只发了一次的普通微博内容没有人重复")
+    s.post(0, "w1", "某某某是骗子大家不要相信他说的任何一句话")
+    s.post(1, "w2", "某某某是骗子大家千万不要相信他说的任何一句话")
+    engine = Engine([WaterArmy(settings)])
+
+    def buckets_at(minute: float) -> list[dict]:
+        run([{"type": "tick", "ts": format_ts(T0 + minute * 60)}], engine=engine)
+        return [v for k, v in engine.stages[0].state.items() if "\tl\t" in k]
+
+    run(s.sorted_events()[:-1], engine=engine)  # without the closing tick, a day later
+    lone_and_several = buckets_at(2)
+    assert {several for b in lone_and_several for (_t, _sig, several) in b["e"].values()} == {False, True}
+    alive = buckets_at(8)  # the lone text is past object_window_s (+ a minute of expiry steps)
+    assert alive and all(any(several for (_t, _sig, several) in b["e"].values()) for b in alive)
+    assert len(alive) < len(lone_and_several)
+    assert buckets_at(29) == alive  # the cluster's buckets stay for text_window_s
+    assert buckets_at(33) == []
+
+
+def test_a_post_pairs_with_its_most_recent_co_actors_on_every_object_they_share() -> None:
+    """Past ``max_partners`` co-actors a post pairs with the most recent; a partner chosen for
+    a recent act on one object is credited with every other object the two share, even one
+    where 40 others acted after it."""
+    settings = WaterArmySettings(max_partners=32, max_pairing=150)
+    s = Stream(seed=6)
+    s.post(0.0, "x", urls=["https://a.example/1"])
+    for i in range(40):
+        s.post((10 + i) / 60, f"crowd{i:02d}", urls=["https://a.example/1"])
+    s.post(0.9, "x", hashtags=["b"])
+    s.post(1.0, "me", urls=["https://a.example/1"], hashtags=["b"])
+    engine = Engine([WaterArmy(settings)])
+    run(s.sorted_events()[:-1] + [{"type": "tick", "ts": format_ts(T0 + 120)}], engine=engine)
+    pairs = [k.split("\t", 2)[2] for k in engine.stages[0].state if k.startswith("weibo\tp\t")]
+    with_me = {k: engine.stages[0].state["weibo\tp\t" + k] for k in pairs if "me" in k.split("\t")}
+    assert len(with_me) == 32  # the cap: x and the 31 most recent of the crowd
+    assert sorted(with_me["me\tx"]["o"]) == ["tag:b", "url:https://a.example/1"]
+    assert "crowd09\tme" in with_me and "crowd08\tme" not in with_me
