@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, Field
 
-from detectors.text import PERMUTATIONS, bands, exact_key, signature
+from detectors.text import MIN_CHARS, PERMUTATIONS, bands, exact_key, minhash, normalise, text_key
 from events import Alert, AnyEvent, Context, Post, raise_alert
 
 LEGAL_REFS = ["Opinions on Punishing Online Violence (法发〔2023〕14号): organised water army (组织水军)",
@@ -218,21 +218,22 @@ class WaterArmy:
     def _co_text(self, prefix: str, post: Post, t: float, ctx: Context, pairing: list[tuple[str, float, dict]]) -> None:
         """Near-duplicate texts (not reposts, which carry their parent's text) co-act.
 
-        A text joins a cluster: the cluster of an identical normalised text (one lookup), or
-        the most similar cluster whose latest text shares an LSH bucket with it (verified by
-        estimated Jaccard similarity), or a new cluster of its own. The cluster is then an
-        object like any other, with the longer ``text_window_s``.
+        A text joins a cluster: the cluster of an identical normalised text (one lookup, no
+        MinHash), or the most similar cluster whose latest text shares an LSH bucket with it
+        (verified by estimated Jaccard similarity), or a new cluster of its own. The cluster is
+        then an object like any other, with the longer ``text_window_s``.
         """
         if post.kind == "repost":
             return
-        sig = signature(post.text)
-        if sig is None:
+        norm = normalise(post.text)
+        if len(norm) < MIN_CHARS:
             return
-        s, hexsig = self.s, exact_key(sig)
-        xk = f"{prefix}x{SEP}{hexsig}"
+        s = self.s
+        xk = f"{prefix}x{SEP}{text_key(norm)}"
         exact = ctx.state.get(xk)
         if exact is None:
-            exact = {"c": self._cluster(prefix, post, sig, hexsig, t, ctx)}
+            sig = minhash(norm)
+            exact = {"c": self._cluster(prefix, post, sig, exact_key(sig), t, ctx)}
             ctx.expire(xk, t + s.text_window_s)
         exact["until"] = t + s.text_window_s
         ctx.state[xk] = exact

@@ -227,3 +227,18 @@ def test_a_post_pairs_with_its_most_recent_co_actors_on_every_object_they_share(
     assert len(with_me) == 32  # the cap: x and the 31 most recent of the crowd
     assert sorted(with_me["me\tx"]["o"]) == ["tag:b", "url:https://a.example/1"]
     assert "crowd09\tme" in with_me and "crowd08\tme" not in with_me
+
+
+def test_texts_equal_after_normalisation_share_one_cluster_without_lsh() -> None:
+    """Full-width forms, emoji, punctuation and @mentions fold away: one verbatim key, one cluster."""
+    s = Stream(seed=7)
+    s.post(0, "a1", "某某某是骗子，大家不要相信他说的任何一句话！")
+    s.post(1, "a2", "@路人 某某某是骗子!! 大家不要相信他说的任何一句话😡")
+    s.post(2, "a3", "某某某是骗子 大家不要相信他说的 任何一句话 ")
+    engine = Engine([WaterArmy()])
+    run(s.sorted_events()[:-1] + [{"type": "tick", "ts": format_ts(T0 + 240)}], engine=engine)
+    state = engine.stages[0].state
+    assert len([k for k in state if "\tx\t" in k]) == 1
+    assert len([k for k in state if "\tl\t" in k]) == 8  # the first text's buckets only: the others skipped LSH
+    pairs = {k.split("\t", 2)[2]: v["o"] for k, v in state.items() if "\tp\t" in k}
+    assert pairs == {"a1\ta2": ["text:p1"], "a1\ta3": ["text:p1"], "a2\ta3": ["text:p1"]}
