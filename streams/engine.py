@@ -320,12 +320,14 @@ class Engine:
         else:  # a jump in time (or the first sweep): look at what is scheduled instead
             due = sorted(m for m in part.expiry if m <= minute)
         part.swept = minute
+        state = stage.state
         for m in due:
             for key in part.expiry.pop(m):
-                record = stage.state.get(key)
+                record = state.get(key)
                 if not isinstance(record, dict):
                     continue
-                if record.get("until", -math.inf) > now:
-                    part.schedule(record["until"], key)  # moved later since scheduled
+                until = record.get("until", -math.inf)
+                if until > now:
+                    part.schedule(until, key)  # moved later since scheduled
                 else:
-                    del stage.state[key]
+                    del state[key]
