@@ -201,6 +201,11 @@ def print_row(row: dict) -> None:
           f"{peer['wall_s']:7.1f} s {peer['peak_mb']:6.0f} MB P {peer['precision']:.3f} R {peer['recall']:.3f} | "
           f"time ratio {ours['wall_s'] / peer['wall_s']:.3f} (with every detector: "
           f"{ours['all_detectors_wall_s']:.1f} s, {ours['all_detectors_wall_s'] / peer['wall_s']:.3f})", flush=True)
+    ratio = ours["wall_s"] / peer["wall_s"]
+    met = ours["precision"] >= 0.95 and ours["recall"] >= peer["recall"] and ratio < 0.1
+    print(f"          issue #3 target (P >= 0.95, recall >= the peer's, under a tenth of its time): "
+          f"{'met' if met else 'NOT met'} (P {ours['precision']:.3f}, recall {ours['recall']:.3f} vs "
+          f"{peer['recall']:.3f}, time {ratio:.3f})", flush=True)
     print(f"          per-campaign recall: Stormwatch {ours['per_campaign_recall']}", flush=True)
     print(f"                               peer       {peer['per_campaign_recall']}", flush=True)
 
