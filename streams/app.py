@@ -81,9 +81,13 @@ class Progress:
 
     faust-streaming sometimes fetches messages right after a worker (re)starts and never hands
     them to the agent (seen in the restart tests: fetched, sometimes even committed, never
-    handled), which stalls an ordered stage's watermark for good. A partition is stuck when the
-    consumer is past what the agents handled there and that has not moved for ``STALL_S``; the
-    worker's watchdog then re-reads it from right after the last handled offset (at least once).
+    handled), which stalls an ordered stage's watermark for good. Its fetcher drops records of a
+    partition that left its set of active partitions between fetch and hand-over, one way this
+    happens. A partition is stuck when the consumer's position is past what the agents handled
+    there and that has not moved for ``STALL_S``; the worker's watchdog then resumes the
+    partition and re-reads it from right after the last handled offset (at least once). A
+    partition re-read once is also watched by its end offset, and re-read every ``STALL_S``
+    until an agent handles it (seen once: a re-read partition that was never fetched again).
     """
 
     STALL_S = 20.0
@@ -91,6 +95,7 @@ class Progress:
     def __init__(self) -> None:
         self.done: dict = {}  # TP -> last offset an agent handled in this process
         self.behind: dict = {}  # TP -> (last handled offset, since when it has been behind)
+        self.rescued: set = set()  # TPs re-read since an agent last handled one of their messages
 
     def mark(self, message) -> None:  # noqa: ANN001 - a Faust Message
         self.done[message.tp] = message.offset
@@ -101,6 +106,7 @@ class Progress:
         never handed over (seen here), so a later committed offset is not proof of handling."""
         self.done = {tp: offset - 1 for tp, offset in committed.items()}
         self.behind = {}
+        self.rescued = set()
 
     def stuck(self, positions: dict, now: float) -> dict:
         """Stuck partitions and the offset to re-read them from."""
@@ -109,13 +115,16 @@ class Progress:
             done = self.done.get(tp)
             if done is None or position <= done + 1:
                 self.behind.pop(tp, None)
+                self.rescued.discard(tp)  # caught up
                 continue
             last, since = self.behind.setdefault(tp, (done, now))
             if last != done:
                 self.behind[tp] = (done, now)  # progress: behind only because of a backlog
+                self.rescued.discard(tp)
             elif now - since >= self.STALL_S:
                 found[tp] = done + 1
                 self.behind[tp] = (done, now)  # give the re-read a whole period
+                self.rescued.add(tp)
         return found
 
 
@@ -314,10 +323,16 @@ def create_app(settings: Settings | None = None) -> faust.App:
             if position is not None and highwater is not None:
                 metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(highwater - position, 0))
             if position is not None and tp.topic in consumed:
-                positions[tp] = position
+                # After a re-read the position is back at the first unhandled offset, and a
+                # partition Faust left paused is never fetched again: then the end counts too.
+                positions[tp] = max(position, highwater or 0) if tp in progress.rescued else position
+        if app.in_recovery or app.rebalancing:
+            return  # Faust pauses and seeks partitions itself meanwhile
         for tp, offset in progress.stuck(positions, time.monotonic()).items():
-            log.warning("%s/%s: fetched up to %s but no agent handled offset %s for %.0f s: re-reading from it",
-                        tp.topic, tp.partition, positions[tp], offset, Progress.STALL_S)
+            log.warning("%s/%s: messages up to offset %s but no agent handled offset %s for %.0f s: "
+                        "resuming it and re-reading from there", tp.topic, tp.partition, positions[tp], offset,
+                        Progress.STALL_S)
+            consumer.resume_partitions({tp})
             await consumer.seek(tp, offset)
 
     @app.on_partitions_assigned.connect
