@@ -83,11 +83,12 @@ class Progress:
     them to the agent (seen in the restart tests: fetched, sometimes even committed, never
     handled), which stalls an ordered stage's watermark for good. Its fetcher drops records of a
     partition that left its set of active partitions between fetch and hand-over, one way this
-    happens. A partition is stuck when the consumer's position is past what the agents handled
-    there and that has not moved for ``STALL_S``; the worker's watchdog then resumes the
-    partition and re-reads it from right after the last handled offset (at least once). A
-    partition re-read once is also watched by its end offset, and re-read every ``STALL_S``
-    until an agent handles it (seen once: a re-read partition that was never fetched again).
+    happens. A partition is stuck when the consumer's position or the partition's end offset is
+    past what the agents handled there and that has not moved for ``STALL_S``; the worker's
+    watchdog then resumes the partition and re-reads it from right after the last handled
+    offset (at least once), every ``STALL_S`` until an agent handles it. The end offset counts
+    because a partition Faust left paused is never fetched (seen: a re-read partition that was
+    not fetched again); re-reading one that was not fetched duplicates nothing.
     """
 
     STALL_S = 20.0
@@ -95,7 +96,6 @@ class Progress:
     def __init__(self) -> None:
         self.done: dict = {}  # TP -> last offset an agent handled in this process
         self.behind: dict = {}  # TP -> (last handled offset, since when it has been behind)
-        self.rescued: set = set()  # TPs re-read since an agent last handled one of their messages
 
     def mark(self, message) -> None:  # noqa: ANN001 - a Faust Message
         self.done[message.tp] = message.offset
@@ -106,25 +106,22 @@ class Progress:
         never handed over (seen here), so a later committed offset is not proof of handling."""
         self.done = {tp: offset - 1 for tp, offset in committed.items()}
         self.behind = {}
-        self.rescued = set()
 
     def stuck(self, positions: dict, now: float) -> dict:
-        """Stuck partitions and the offset to re-read them from."""
+        """Stuck partitions and the offset to re-read them from; ``positions``: per partition the
+        consumer's position or the partition's end offset, whichever is further."""
         found = {}
         for tp, position in positions.items():
             done = self.done.get(tp)
             if done is None or position <= done + 1:
                 self.behind.pop(tp, None)
-                self.rescued.discard(tp)  # caught up
                 continue
             last, since = self.behind.setdefault(tp, (done, now))
             if last != done:
                 self.behind[tp] = (done, now)  # progress: behind only because of a backlog
-                self.rescued.discard(tp)
             elif now - since >= self.STALL_S:
                 found[tp] = done + 1
                 self.behind[tp] = (done, now)  # give the re-read a whole period
-                self.rescued.add(tp)
         return found
 
 
@@ -323,13 +320,16 @@ def create_app(settings: Settings | None = None) -> faust.App:
             if position is not None and highwater is not None:
                 metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(highwater - position, 0))
             if position is not None and tp.topic in consumed:
-                # After a re-read the position is back at the first unhandled offset, and a
-                # partition Faust left paused is never fetched again: then the end counts too.
-                positions[tp] = max(position, highwater or 0) if tp in progress.rescued else position
+                positions[tp] = position
         if app.in_recovery or app.rebalancing:
             return  # Faust pauses and seeks partitions itself meanwhile
+        try:  # the broker's end offsets: a partition Faust left paused is never fetched at all
+            ends = await consumer.highwaters(*positions)
+        except Exception:  # the broker is busy: positions alone this round
+            ends = {}
+        positions = {tp: max(position, ends.get(tp) or 0) for tp, position in positions.items()}
         for tp, offset in progress.stuck(positions, time.monotonic()).items():
-            log.warning("%s/%s: messages up to offset %s but no agent handled offset %s for %.0f s: "
+            log.warning("%s/%s: messages before offset %s but no agent handled offset %s for %.0f s: "
                         "resuming it and re-reading from there", tp.topic, tp.partition, positions[tp], offset,
                         Progress.STALL_S)
             consumer.resume_partitions({tp})
