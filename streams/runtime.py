@@ -14,10 +14,8 @@ import gc
 
 
 def tune_gc(threshold: int) -> None:
-    """Young-generation threshold ``threshold`` (0: leave Python's default); objects that exist
-    now (modules, settings) are moved out of the collector's sight for good."""
+    """Young-generation threshold ``threshold`` (0: leave Python's default)."""
     if threshold <= 0:
         return
-    gc.freeze()
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(threshold, older, oldest)
