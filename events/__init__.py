@@ -4,7 +4,7 @@ The bottom layer: it imports nothing else from Stormwatch.
 """
 
 from events.alerts import ALERT_KINDS, Alert, Subject, alert_id, raise_alert
-from events.decode import DeadLetter, decode
+from events.decode import DeadLetter, decode, raw_text
 from events.detector import Context, Detector
 from events.models import (
     INPUT_TOPICS, TOPIC_BY_TYPE, Account, AnyEvent, Engagement, Item, Order, PlatformAction, Post, Report,
@@ -14,5 +14,5 @@ from events.models import (
 __all__ = [
     "ALERT_KINDS", "Account", "Alert", "AnyEvent", "Context", "DeadLetter", "Detector", "Engagement",
     "INPUT_TOPICS", "Item", "Order", "PlatformAction", "Post", "Report", "Subject", "TOPIC_BY_TYPE",
-    "Target", "Tick", "alert_id", "decode", "format_ts", "raise_alert",
+    "Target", "Tick", "alert_id", "decode", "format_ts", "raise_alert", "raw_text",
 ]

@@ -40,7 +40,8 @@ class DeadLetter:
         }
 
 
-def _raw_text(raw: bytes) -> str:
+def raw_text(raw: bytes) -> str:
+    """What a dead letter keeps of a rejected message: its first 64 KiB, as text."""
     return raw[:MAX_RAW_KEPT].decode("utf-8", errors="replace")
 
 
@@ -70,9 +71,9 @@ def _describe(err: ValidationError) -> tuple[str, str]:
 def decode(raw: bytes, source: str) -> AnyEvent | DeadLetter:
     """Validate one JSON message. Never raises: bad input becomes a :class:`DeadLetter`."""
     if len(raw) > MAX_MESSAGE:
-        return DeadLetter(f"message is {len(raw)} bytes, over the 1 MiB limit", "too_large", _raw_text(raw), source)
+        return DeadLetter(f"message is {len(raw)} bytes, over the 1 MiB limit", "too_large", raw_text(raw), source)
     try:
         return _adapter.validate_json(raw, strict=True)
     except ValidationError as err:
         reason, error = _describe(err)
-        return DeadLetter(error, reason, _raw_text(raw), source)
+        return DeadLetter(error, reason, raw_text(raw), source)

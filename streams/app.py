@@ -27,7 +27,7 @@ import faust
 import orjson
 from faust.streams import _current_event
 
-from events import INPUT_TOPICS, TOPIC_BY_TYPE, DeadLetter, Detector, Tick, decode, format_ts
+from events import INPUT_TOPICS, TOPIC_BY_TYPE, DeadLetter, Detector, Tick, decode, format_ts, raw_text
 from streams import metrics
 from streams.alertmanager import Alertmanager
 from streams.demo import DASHBOARD
@@ -224,8 +224,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
                         await stage_topics[name].send(key=key.encode(), value=event.value, headers=headers)
             except Exception as err:  # a bad message must never stop the agent
                 log.exception("ingest failed on %s", source)
-                await dead_letter(DeadLetter(f"ingest failed: {err!r}", "worker_error",
-                                             (event.value or b"")[:65536].decode("utf-8", "replace"), source))
+                await dead_letter(DeadLetter(f"ingest failed: {err!r}", "worker_error", raw_text(event.value or b""),
+                                             source))
 
     engines = {name: _stage_agent(app, settings, name, groups, stage_topics, alerts_topic, dead_letter, progress)
                for name in groups}
@@ -431,7 +431,7 @@ def _stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[st
         except Exception as err:
             log.exception("stage %s failed", stage)
             await dead_letter(DeadLetter(f"stage {stage} failed: {err!r}", "detector_error",
-                                         (event.value or b"")[:65536].decode("utf-8", "replace"), source))
+                                         raw_text(event.value or b""), source))
         finally:
             metrics.LATENCY.labels(stage).observe(time.perf_counter() - started)
 
