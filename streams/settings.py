@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     web_host: str = Field("127.0.0.1", description="Address the worker's and demo's web server binds to.")
     web_port: int = Field(6066, description="Port of the worker's web server (metrics, health).")
     allowed_lateness_s: float = Field(30.0, ge=0, description="Event-time lateness allowed before a deadline fires.")
+    dedupe_window_s: float = Field(
+        3600.0, gt=0, description="A duplicate event (same platform and event_id) is recognised and dropped this "
+        "long behind event time; an event older than that is dead-lettered as late. Memory: about 100 bytes per "
+        "event of the window, per detector that takes it.",
+    )
     tick_interval_s: float = Field(
         5.0, ge=0, description="Worker: send a wall-clock tick to every input partition this often (0 = off). "
         "Turn it off when feeding historical data through Kafka.",
