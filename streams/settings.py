@@ -18,6 +18,7 @@ from detectors.targets import TargetSettings
 from detectors.water_army import WaterArmySettings
 from streams.alertmanager import AlertmanagerSettings
 from streams.delivery import DeliverySettings
+from streams.view import VIEW_HORIZON_S
 
 
 class Settings(BaseSettings):
@@ -63,6 +64,10 @@ class Settings(BaseSettings):
     api_tokens: dict[str, dict[str, str]] = Field(
         default_factory=dict, description='JSON: token -> {"role": "regulator"} or {"role": "platform", "platform": id}.',
     )
+
+    view_horizon_s: float = Field(VIEW_HORIZON_S, gt=0, description="Worker: the API's alerts go back this far "
+                                  "in event time from the newest alert; on start the view reads the alerts topic "
+                                  "from this far back in wall-clock time.")
 
     ledger: LedgerSettings = LedgerSettings()
     water_army: WaterArmySettings = WaterArmySettings()
