@@ -230,7 +230,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
     engines = {name: _stage_agent(app, settings, name, groups, stage_topics, alerts_topic, dead_letter, progress)
                for name in groups}
     orders = next((engine for engine in engines.values() if "orders" in engine.by_name), None)
-    view = ClusterView()
+    view = ClusterView(settings.view_horizon_s)
 
     def now() -> float:
         """The ledger's event time here; a worker that owns none of its partitions goes by the alerts."""
