@@ -18,14 +18,15 @@ are handed over in ``(ts, event_id)`` order once the watermark passes them, so e
 that depend on the order of events are the same on one worker, on three, and in ``replay``.
 
 Duplicates. Kafka delivers at least once, and platforms resend: the same event (same
-``platform`` and ``event_id``) may reach a stage twice, at once or much later. The engine
-remembers, per detector and key, which events it handed over, in one record per second of
-event time (``~seen``) that expires ``dedupe_window`` after that second: a duplicate within the
-window is dropped before any detector sees it, so every detector is idempotent without counting
-distinct things itself. An event older than the watermark less the window cannot be told from
-a duplicate any more; it is *late*, and goes to the caller as a failure to dead-letter. Cost:
-two dict operations per event and key in process; on Kafka one changelog write per second of
-event time per detector and partition per batch (not one per event: see ``streams.state``).
+``platform`` and ``event_id``; on Kafka, for the same key) may reach an engine twice, at once or
+much later. The engine remembers which events it took, in one record per second of event time
+(``~seen`` keys in the state of the first detector taking that type) that expires
+``dedupe_window`` after that second: a duplicate within the window is dropped before any
+detector sees it, so every detector is idempotent without counting distinct things itself. An
+event older than the watermark less the window cannot be told from a duplicate any more; it is
+*late*, and goes to the caller as a failure to dead-letter. Cost: a few dict operations per
+event in process; on Kafka one changelog write per second of event time per partition per
+batch, not one per event (see ``streams.state``).
 """
 
 from __future__ import annotations
@@ -252,12 +253,14 @@ class Engine:
                 f"ts: {event.ts.isoformat()} is more than {self.dedupe_window:g} s behind event time "
                 "(the duplicate window): too late to tell from a duplicate"), event))
             return alerts
-        for stage in self.by_type.get(event.type, ()):
+        takers = self.by_type.get(event.type, ())
+        if not takers or self._seen(takers[0], takers[0].context(partition, wm.value), event, key or ""):
+            return alerts
+        for stage in takers:
             ctx = stage.context(partition, wm.value)
             keys = stage.detector.keys(event)
             if key is not None:  # already routed to one key's partition (several detectors may share it)
                 keys = (key,) if key in keys else ()
-            keys = [k for k in keys if not self._seen(stage, ctx, event, k)]
             if stage.ordered:
                 for k in keys:
                     self._buffer(stage, ctx, event, k)
@@ -268,7 +271,9 @@ class Engine:
         return alerts
 
     def _seen(self, stage: _Stage, ctx: _Context, event: AnyEvent, key: str) -> bool:
-        """True when this detector was already handed this event for this key; else remember it."""
+        """True when this engine already took this event (for this key, on Kafka); else remember
+        it. Every detector that takes the event takes it in the same call, so one record serves
+        them all: it lives in the state of the first of them (``stage``)."""
         bucket = int(event.epoch // SEEN_BUCKET_S)
         skey = _seen_key(ctx.partition, bucket)
         record = stage.state.get(skey)
