@@ -39,6 +39,7 @@ from pathlib import Path
 import httpx
 from pydantic import BaseModel, Field
 
+from events.alerts import REGULATOR
 from streams import metrics
 
 
@@ -52,6 +53,9 @@ class EndpointConfig(BaseModel):
     platforms: list[str] = []
 
     def wants(self, alert: dict) -> bool:
+        """A platform's endpoint (one with a platform filter) never gets a regulator-only alert."""
+        if self.platforms and alert.get("audience") == REGULATOR:
+            return False
         return ((not self.kinds or alert["kind"] in self.kinds)
                 and (not self.severities or alert["severity"] in self.severities)
                 and (not self.platforms or alert["platform"] in self.platforms))

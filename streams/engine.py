@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from events import Alert, AnyEvent, Detector, Tick, decode
+from events import keys as ids
 
 StateFactory = Callable[[str], MutableMapping[str, Any]]
 
@@ -66,7 +67,7 @@ BUFFER = "~buffered\t"  # state keys of ordered stages' buffered events (durable
 
 
 def _buffer_key(partition: int, epoch: float, event_id: str, key: str) -> str:
-    return f"{BUFFER}{partition}\t{epoch!r}\t{event_id}\t{key}"
+    return f"{BUFFER}{partition}\t{epoch!r}\t{ids.key(event_id, key)}"
 
 
 EXPIRY_STEP = 60.0  # expiry is checked per minute of event time: cheap, and exact enough
@@ -80,10 +81,8 @@ def _seen_key(partition: int, bucket: int) -> str:
 
 
 def _identity(event: AnyEvent, key: str) -> str:
-    """The (platform, event id, key) an event was handed over as; lengths make it unambiguous
-    whatever characters the ids hold."""
-    platform, event_id = event.platform, event.event_id
-    return f"{len(platform)}:{platform}{len(event_id)}:{event_id}{key}"
+    """The (platform, event id, key) an event was handed over as, unambiguous whatever the ids hold."""
+    return ids.scoped(event.platform, event.event_id, key)
 
 
 class LateEvent(Exception):
