@@ -35,7 +35,7 @@ from streams.api import OPENAPI, Sources, handle
 from streams.engine import Engine
 from streams.local import detector_failures, make_delivery
 from streams.produce import bootstrap_servers
-from streams.registry import build_detectors, stages
+from streams.registry import build_detectors, input_topics_of, stage_sources, stages
 from streams.settings import Settings
 from streams.state import TableState
 from streams.view import ClusterView
@@ -46,20 +46,6 @@ SOURCE_HEADER = "stormwatch-source"
 
 def stage_topic_name(settings: Settings, stage: str) -> str:
     return settings.topic(f"{settings.app_id}-stage-{stage}")
-
-
-def stage_sources(settings: Settings, stage: str, groups: dict[str, list[Detector]]) -> list[str]:
-    """The sources whose time a stage partition waits for: input ``topic/partition``s, and the
-    partitions of stages that emit events to it (``stage:<name>/<partition>``)."""
-    names = {d.name for d in groups[stage]}
-    inputs = [f"{topic}/{p}" for topic in input_topics_of(settings, groups[stage]) for p in range(settings.partitions)]
-    upstream = [f"stage:{other}/{p}" for other, members in groups.items()
-                if any(names & set(getattr(d, "emits", ())) for d in members) for p in range(settings.partitions)]
-    return inputs + upstream
-
-
-def input_topics_of(settings: Settings, detectors: list[Detector]) -> list[str]:
-    return sorted({settings.topic(TOPIC_BY_TYPE[t]) for d in detectors for t in d.event_types})
 
 
 def topic_names(settings: Settings) -> list[str]:

@@ -40,11 +40,17 @@ def _writer(path: str | None, default):
               help="Where alert versions go, as JSON Lines ('-' = standard output).")
 @click.option("--deadletter-out", metavar="PATH", default=None,
               help="Where rejected lines go, as JSON Lines (default: standard error).")
-def replay(file: Path, alerts_out: str, deadletter_out: str | None) -> None:
+@click.option("--partitions", type=click.IntRange(1, 1024), default=None,
+              help="Run every stage as N partitions, routed as on Kafka (the same alerts, in another order).")
+@click.option("--stats-out", metavar="PATH", default=None,
+              help="With --partitions: write events and CPU seconds per stage and partition as JSON.")
+def replay(file: Path, alerts_out: str, deadletter_out: str | None, partitions: int | None,
+           stats_out: str | None) -> None:
     """Run every detector over a JSON Lines FILE in process.
 
     Events of all types mixed, in event-time order; `tick` lines advance time. The same
-    file gives byte-identical alert output on every run. With STORMWATCH_WEBHOOK_URLS set,
+    file gives byte-identical alert output on every run. With --partitions N the stages run
+    as on Kafka with N partitions: the same alerts, written in the order they are raised. With STORMWATCH_WEBHOOK_URLS set,
     alerts are delivered too, and replay exits only when every version was delivered or given
     up on. Exits 0 unless FILE cannot be read.
     """
@@ -71,11 +77,20 @@ def replay(file: Path, alerts_out: str, deadletter_out: str | None) -> None:
         if delivery is not None:
             delivery.submit(alert.model_dump())
 
-    pipeline = LocalPipeline(settings, on_alert_delivered, on_deadletter)
+    if partitions is None:
+        pipeline = LocalPipeline(settings, on_alert_delivered, on_deadletter)
+    else:
+        from streams.partitioned import PartitionedPipeline
+
+        pipeline = PartitionedPipeline(settings, partitions, on_alert_delivered, on_deadletter)
     if delivery is None:
         replay_lines(pipeline, file, lines)
     else:
         asyncio.run(_replay_and_deliver(pipeline, file, lines, delivery))
+    if stats_out is not None:
+        if partitions is None:
+            raise click.UsageError("--stats-out needs --partitions")
+        Path(stats_out).write_bytes(orjson.dumps(pipeline.stats(), option=orjson.OPT_INDENT_2))
     for handle, close in ((alerts, close_alerts), (dead, close_dead)):
         handle.flush()
         if close:
@@ -95,7 +110,7 @@ async def _replay_and_deliver(pipeline, file: Path, lines, delivery) -> None:
     delivery.start()
     try:
         for start in range(0, len(lines), 2000):
-            replay_lines(pipeline, file, lines[start:start + 2000])
+            replay_lines(pipeline, file, lines[start:start + 2000], last=start + 2000 >= len(lines))
             await asyncio.sleep(0)  # let the delivery tasks run
         await delivery.drain()
     finally:

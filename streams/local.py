@@ -58,6 +58,9 @@ class LocalPipeline:
             self.on_deadletter(letter)
         self._latency.observe(time.perf_counter() - started)
 
+    def finish(self) -> None:
+        """End of the input: nothing to hand over, one source is always as far as it got."""
+
 
 def detector_failures(engine: Engine, source: str) -> list[DeadLetter]:
     """Dead letters for the last input: detector calls that failed, and a late event."""
@@ -90,6 +93,9 @@ def read_lines(path: Path) -> Iterator[tuple[int, bytes]]:
                 yield number, line
 
 
-def replay_lines(pipeline: LocalPipeline, path: Path, lines: Iterable[tuple[int, bytes]] | None = None) -> None:
+def replay_lines(pipeline, path: Path, lines: Iterable[tuple[int, bytes]] | None = None, last: bool = True) -> None:
+    """Feed a file's lines; ``last``: they are the end of the input (see ``finish``)."""
     for number, line in lines if lines is not None else read_lines(path):
         pipeline.feed(line, f"{path.name}:{number}")
+    if last:
+        pipeline.finish()

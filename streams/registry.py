@@ -6,7 +6,7 @@ from compliance.ledger import OrderLedger
 from detectors.cascades import Cascades
 from detectors.targets import PostTargets, Targets
 from detectors.water_army import WaterArmy
-from events import Detector
+from events import TOPIC_BY_TYPE, Detector
 from streams.settings import Settings
 
 
@@ -42,3 +42,17 @@ def stages(detectors: list[Detector]) -> dict[str, list[Detector]]:
         shared = emitted_to & {d.name for d in members}
         assert not shared or len(members) == 1, f"stage {name}: {sorted(shared)} receive emitted events, run alone"
     return groups
+
+
+def stage_sources(settings: Settings, stage: str, groups: dict[str, list[Detector]]) -> list[str]:
+    """The sources whose time a stage partition waits for: input ``topic/partition``s, and the
+    partitions of stages that emit events to it (``stage:<name>/<partition>``)."""
+    names = {d.name for d in groups[stage]}
+    inputs = [f"{topic}/{p}" for topic in input_topics_of(settings, groups[stage]) for p in range(settings.partitions)]
+    upstream = [f"stage:{other}/{p}" for other, members in groups.items()
+                if any(names & set(getattr(d, "emits", ())) for d in members) for p in range(settings.partitions)]
+    return inputs + upstream
+
+
+def input_topics_of(settings: Settings, detectors: list[Detector]) -> list[str]:
+    return sorted({settings.topic(TOPIC_BY_TYPE[t]) for d in detectors for t in d.event_types})

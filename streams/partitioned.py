@@ -1,0 +1,145 @@
+"""``replay --partitions N``: every stage as N partitions in one process, routed as on Kafka.
+
+The Kafka worker runs one :class:`Engine` per stage (see :func:`streams.registry.stages`) and
+each stage partition only sees the events whose key hashes to it. This runner does the same
+without a broker, so the effect of partitioning on alerts and on balance can be measured and
+tested in seconds:
+
+* an input event goes to the partition of its input topic that ``stormwatch produce`` picks
+  (the contract's key, Kafka's murmur2 partitioner), which is its *source*;
+* it reaches every stage that takes its type once per stage key, on the partition of that key;
+* ticks reach every partition of every input topic;
+* events a stage emits go to their stage's partition with ``stage:<name>/<p>`` as source,
+  followed by that partition's source time as a tick, as the worker's ``forward`` does.
+
+Per stage and partition it counts the events handled (emitted ones included) and the CPU
+seconds spent, for ``--stats-out``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+from kafka.partitioner.default import murmur2
+
+from events import TOPIC_BY_TYPE, Alert, AnyEvent, DeadLetter, Detector, Tick, decode
+from streams.engine import Engine
+from streams.local import detector_failures
+from streams.produce import route
+from streams.registry import build_detectors, input_topics_of, stage_sources, stages
+from streams.settings import Settings
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """Kafka's default partitioner (kafka-python and aiokafka alike)."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+class PartitionedPipeline:
+    """The worker's stages and routing over ``partitions`` partitions, in process."""
+
+    def __init__(self, settings: Settings, partitions: int, on_alert: Callable[[Alert], None],
+                 on_deadletter: Callable[[DeadLetter], None]) -> None:
+        self.settings = settings.model_copy(update={"partitions": partitions})
+        self.n = partitions
+        self.groups = stages(build_detectors(self.settings))
+        self.engines = {name: Engine(members, sources=stage_sources(self.settings, name, self.groups),
+                                     lateness=settings.allowed_lateness_s, dedupe_window=settings.dedupe_window_s)
+                        for name, members in self.groups.items()}
+        self.stage_of = {d.name: name for name, members in self.groups.items() for d in members}
+        self.takers: dict[str, dict[str, list[Detector]]] = {}  # event type -> stage -> detectors taking it
+        self.fed_by: dict[str, list[str]] = {}  # input topic -> stages it feeds
+        for name, members in self.groups.items():
+            for d in members:
+                for etype in d.event_types:
+                    self.takers.setdefault(etype, {}).setdefault(name, []).append(d)
+            for topic in input_topics_of(self.settings, members):
+                self.fed_by.setdefault(topic, []).append(name)
+        self.downstream = {name: sorted({self.stage_of[e] for d in members for e in getattr(d, "emits", ())
+                                         if e in self.stage_of}) for name, members in self.groups.items()}
+        self.on_alert, self.on_deadletter = on_alert, on_deadletter
+        self.events = self.deadletters = self.alerts = 0
+        self.handled = {name: [0] * partitions for name in self.groups}
+        self.cpu_s = {name: [0.0] * partitions for name in self.groups}
+        self.latest_ts = float("-inf")
+        self.forwarded: dict[tuple[str, int], float] = {}  # (stage, partition) -> source time last sent on
+
+    def feed(self, raw: bytes, source: str) -> None:
+        event = decode(raw, source)
+        if isinstance(event, DeadLetter):
+            self.deadletters += 1
+            self.on_deadletter(event)
+            return
+        self.events += 1
+        self.latest_ts = max(self.latest_ts, event.epoch)
+        if isinstance(event, Tick):
+            self._tick(event.epoch, source)
+            return
+        topic = self.settings.topic(TOPIC_BY_TYPE[event.type])
+        routed = route(raw)
+        key = routed[1] if routed else None
+        origin = f"{topic}/{partition_of(key, self.n) if key else 0}"
+        for name, members in self.takers.get(event.type, {}).items():
+            for stage_key in sorted({k for d in members for k in d.keys(event)}):
+                self._stage(name, event, origin, partition_of(stage_key.encode(), self.n), stage_key, source)
+
+    def finish(self) -> None:
+        """End of the input: every source reaches the latest event time seen, so what one
+        partition still holds for want of another source's progress is handed over, exactly as
+        far as a single source would have got (no deadline after the input's end fires)."""
+        if self.latest_ts > float("-inf"):
+            self._tick(self.latest_ts, "end of input")
+
+    def _tick(self, epoch: float, source: str) -> None:
+        tick = Tick(type="tick", ts=datetime.fromtimestamp(epoch, timezone.utc))
+        for topic, names in sorted(self.fed_by.items()):
+            for p_in in range(self.n):
+                for name in names:
+                    for p in range(self.n):
+                        self._stage(name, tick, f"{topic}/{p_in}", p, None, source)
+
+    def _stage(self, name: str, event: AnyEvent, origin: str, partition: int, key: str | None, source: str) -> None:
+        engine = self.engines[name]
+        started = time.process_time()
+        alerts = engine.process(event, source=origin, partition=partition, key=key)
+        self.cpu_s[name][partition] += time.process_time() - started
+        if not isinstance(event, Tick):
+            self.handled[name][partition] += 1
+        for alert in alerts:
+            self.alerts += 1
+            self.on_alert(alert)
+        for letter in detector_failures(engine, source):
+            self.deadletters += 1
+            self.on_deadletter(letter)
+        self._forward(name, partition, source, isinstance(event, Tick))
+
+    def _forward(self, name: str, partition: int, source: str, was_tick: bool) -> None:
+        """Emitted events to their stages, then this partition's source time downstream (at
+        most once per second of event time for events; always for ticks), as the worker does."""
+        engine = self.engines[name]
+        origin = f"stage:{name}/{partition}"
+        for target, emitted in engine.drain_emitted():
+            stage = self.stage_of[target]
+            detector = next(d for d in self.groups[stage] if d.name == target)
+            for k in detector.keys(emitted):
+                self._stage(stage, emitted, origin, partition_of(k.encode(), self.n), k, source)
+        if not self.downstream[name]:
+            return
+        now = min(engine.watermark(partition).latest.values())
+        last = self.forwarded.get((name, partition), float("-inf"))
+        if now == float("-inf") or now <= last or (not was_tick and now < last + 1.0):
+            return
+        self.forwarded[(name, partition)] = now
+        tick = Tick(type="tick", ts=datetime.fromtimestamp(now, timezone.utc))
+        for target in self.downstream[name]:
+            for p in range(self.n):
+                self._stage(target, tick, origin, p, None, source)
+
+    def stats(self) -> dict:
+        """Per stage and partition: events handled and CPU seconds (the ``--stats-out`` file)."""
+        return {"partitions": self.n,
+                "stages": {name: {"events": self.handled[name], "cpu_s": [round(c, 6) for c in self.cpu_s[name]]}
+                           for name in self.groups}}
+
