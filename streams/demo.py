@@ -8,6 +8,7 @@ A simulated platform hour (or a file) is fed through the same :class:`LocalPipel
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,6 +18,7 @@ import orjson
 from aiohttp import web
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from events import Alert, DeadLetter
 from streams import metrics
@@ -28,6 +30,28 @@ from streams.simulator import SimConfig, simulate_lines
 
 DASHBOARD = Path(__file__).with_name("dashboard.html")
 SEVERITY_STYLE = {"info": "cyan", "warning": "yellow", "critical": "bold red"}
+
+# What must not reach the operator's terminal as is: C0 and C1 controls and DEL (escape
+# sequences clear the screen, set the title, write hyperlinks), line separators, and the
+# bidi embeddings, overrides, isolates and marks that reorder what is shown.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+_SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _visible(match: re.Match) -> str:
+    char = match[0]
+    return _SHORT.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+
+
+def printable(value: object) -> str:
+    """``value`` as text with every control or bidi character shown as a visible escape
+    (``\\x1b``, ``\\n``, ``\\u202e``): alert strings come from platforms and regulators, not from us."""
+    return _UNPRINTABLE.sub(_visible, str(value))
+
+
+def safe(value: object, style: str = "") -> Text:
+    """Text for the console: a ``Text`` is never parsed as Rich markup, so ``[/oops]`` prints as is."""
+    return Text(printable(value), style=style)
 
 
 @dataclass
@@ -98,13 +122,14 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> int:
         for output in outputs:
             output.submit(alert.model_dump())
         style = SEVERITY_STYLE.get(alert.severity, "white")
-        console.print(f"[{style}]{alert.severity.upper():8}[/] {alert.ts}  [bold]{alert.kind}[/] v{alert.version} "
-                      f"{alert.subject.type}={alert.subject.id}: {alert.summary}", highlight=False)
+        console.print(Text.assemble(
+            safe(f"{alert.severity.upper():8}", style), " ", safe(alert.ts), "  ", safe(alert.kind, "bold"),
+            safe(f" v{alert.version} {alert.subject.type}={alert.subject.id}: {alert.summary}")), highlight=False)
 
     def on_deadletter(letter: DeadLetter) -> None:
-        console.print(f"[dim]dead letter {letter.source}: {letter.error}[/]", highlight=False)
+        console.print(safe(f"dead letter {letter.source}: {letter.error}", "dim"), highlight=False)
 
-    delivery = make_delivery(settings, lambda record: console.print(f"[red]{record['error']}[/]", highlight=False))
+    delivery = make_delivery(settings, lambda record: console.print(safe(record["error"], "red"), highlight=False))
     alertmanager = Alertmanager(settings.alertmanager) if settings.alertmanager.url else None
     outputs = [o for o in (delivery, alertmanager) if o is not None]
     for output in outputs:
@@ -117,11 +142,12 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> int:
     site = web.TCPSite(runner, settings.web_host, options.port)
     await site.start()
     feed, name = _feed(options)
-    console.print(f"Stormwatch demo: feeding {len(feed):,} events from {name} at "
-                  f"{'full speed' if not options.speed else f'{options.speed:g}x event time'}; "
-                  f"metrics on http://{settings.web_host}:{options.port}/metrics")
+    console.print(safe(f"Stormwatch demo: feeding {len(feed):,} events from {name} at "
+                       f"{'full speed' if not options.speed else f'{options.speed:g}x event time'}; "
+                       f"metrics on http://{settings.web_host}:{options.port}/metrics"), highlight=False)
     progress = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[clock]}"), TimeElapsedColumn(), console=console, transient=False)
+                        TextColumn("{task.fields[clock]}", markup=False), TimeElapsedColumn(), console=console,
+                        transient=False)
     try:
         with progress:
             task = progress.add_task("events", total=len(feed), clock="")
@@ -131,7 +157,7 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> int:
                 state["events"] = n
                 if n % 500 == 0 or n == len(feed):
                     when = _event_time(line)
-                    progress.update(task, completed=n, clock=when[0] if when else "")
+                    progress.update(task, completed=n, clock=printable(when[0]) if when else "")
                     if options.speed and when is not None:
                         event0 = when[1] if event0 is None else event0
                         ahead = (when[1] - event0) / options.speed - (time.monotonic() - wall0)

@@ -33,7 +33,7 @@ class Receiver:
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                record = {"headers": {k.lower(): v for k, v in self.headers.items()}, "body": body,
+                record = {"headers": {k.lower(): v for k, v in self.headers.items()}, "body": body, "path": self.path,
                           "received": time.time()}
                 if receiver.delay_s:
                     time.sleep(receiver.delay_s)
