@@ -1,0 +1,90 @@
+"""Bounds on every number, time, list and string of an input (docs/CONTRACT.md, "Bounds")."""
+
+from __future__ import annotations
+
+import json
+
+import orjson
+import pytest
+
+from events import DeadLetter, decode
+from events.models import MAX_COUNT
+from streams.simulator import SimConfig, simulate
+from tests.support.events import action, order, post, tick
+
+ENGAGEMENT = {"type": "engagement", "event_id": "e", "platform": "w", "ts": "2026-11-30T00:00:00Z", "post_id": "p"}
+REPORT = {"type": "report", "event_id": "r", "platform": "w", "ts": "2026-11-30T00:00:00Z", "report_id": "r1",
+          "reporter_id": "u1", "category": "insult"}
+
+
+def raw(event: dict) -> bytes:
+    return json.dumps(event).encode()  # json, not orjson: it writes integers of any size
+
+
+def targets(n: int) -> list[dict]:
+    return [{"id": f"t{i}"} for i in range(n)]
+
+
+OUT_OF_BOUNDS = [
+    # (event, text the error must contain: "<field path>: <problem>")
+    ({**post("p1", 0), "ts": "0001-01-01T00:00:00+00:01"}, "post.ts: Input should be greater than or equal to 1970"),
+    ({**post("p1", 0), "ts": "9999-12-31T23:59:59-01:00"}, "post.ts: Input should be less than 2100-01-01"),
+    ({**post("p1", 0), "ts": "2100-01-01T00:00:00Z"}, "post.ts: Input should be less than 2100-01-01"),
+    ({**post("p1", 0), "ts": "1969-12-31T23:59:59Z"}, "post.ts: Input should be greater than or equal to 1970"),
+    ({**action("a1", "o1", 0, "completed"), "ts": "0001-01-01T00:00:00+00:01"}, "platform_action.ts: Input should be"),
+    ({**tick(0), "ts": "9000-01-01T00:00:00Z"}, "tick.ts: Input should be less than"),
+    ({**order("o1", 0, 60), "deadline": "0001-01-01T00:00:00+00:01"}, "order.deadline: Input should be greater"),
+    ({**order("o1", 0, 60), "deadline": "9999-12-31T00:00:00Z"}, "order.deadline: Input should be less than"),
+    ({**order("o1", 0, 60), "deadline": "2040-01-01T00:00:00Z"}, "order.deadline: Value error, a deadline is at most 10"),
+    ({**post("p1", 0), "account": {"created_at": "0001-01-01T00:00:00+00:01"}}, "post.account.created_at: Input should"),
+    ({**ENGAGEMENT, "views": 2**64}, "engagement.views: Input should be less than or equal to 9007199254740991"),
+    ({**ENGAGEMENT, "reposts": 2**53}, "engagement.reposts: Input should be less than or equal to 9007199254740991"),
+    ({**ENGAGEMENT, "likes": 10**400}, "engagement.likes: Input should be less than or equal"),
+    ({**post("p1", 0), "account": {"followers": 2**63}}, "post.account.followers: Input should be less than or equal"),
+    ({**post("p1", 0), "targets": targets(101)}, "post.targets: List should have at most 100 items"),
+    ({**post("p1", 0), "targets": targets(4000)}, "post.targets: List should have at most 100 items"),
+    ({**REPORT, "targets": targets(101)}, "report.targets: List should have at most 100 items"),
+    ({**post("p1", 0), "hashtags": ["h"] * 101}, "post.hashtags: List should have at most 100 items"),
+    ({**post("p1", 0), "urls": ["https://x.example/"] * 101}, "post.urls: List should have at most 100 items"),
+    ({**post("p1", 0), "mentions": ["m"] * 101}, "post.mentions: List should have at most 100 items"),
+    ({**post("p1", 0), "labels": ["insult"] * 101}, "post.labels: List should have at most 100 items"),
+    ({**post("p1", 0), "urls": ["https://x.example/" + "a" * 2048]}, "post.urls.0: String should have at most 2048"),
+    ({**post("p1", 0), "hashtags": ["ok", "h" * 2049]}, "post.hashtags.1: String should have at most 2048"),
+    ({**post("p1", 0), "mentions": ["m" * 2049]}, "post.mentions.0: String should have at most 2048"),
+    ({**post("p1", 0), "account": {"device_id": "d" * 257}}, "post.account.device_id: String should have at most 256"),
+    ({**post("p1", 0), "account": {"ip_prefix": "1" * 257}}, "post.account.ip_prefix: String should have at most 256"),
+    ({**order("o1", 0, 60), "measures": ["remove_content"] * 101}, "order.measures: List should have at most 100"),
+    ({**order("o1", 0, 60), "items": [{"post_id": f"p{i}"} for i in range(1001)]}, "order.items: List should have at most 1000"),
+    ({**action("a1", "o1", 0, "completed"), "items": [{"post_id": f"p{i}"} for i in range(1001)]},
+     "platform_action.items: List should have at most 1000"),
+]
+
+
+@pytest.mark.parametrize("event,error", OUT_OF_BOUNDS, ids=[e.split(":")[0] + f"-{i}" for i, (_, e) in enumerate(OUT_OF_BOUNDS)])
+def test_a_value_beyond_its_bound_is_dead_lettered_naming_the_field(event: dict, error: str) -> None:
+    letter = decode(raw(event), "t")
+    assert isinstance(letter, DeadLetter), letter
+    assert letter.reason == "invalid_field" and error in letter.error, letter.error
+
+
+AT_THE_BOUNDS = [
+    {**post("p1", 0), "ts": "1970-01-01T00:00:00Z"},
+    {**post("p1", 0), "ts": "2099-12-31T23:59:59.999999Z"},
+    {**order("o1", 0, 0), "ts": "2026-11-30T00:00:00Z", "deadline": "2036-11-30T00:00:00Z"},  # 3653 days
+    {**order("o1", 0, 0), "deadline": "2001-01-01T00:00:00Z"},  # before ts: the ledger judges it, not decode
+    {**ENGAGEMENT, "views": MAX_COUNT, "reposts": 0},
+    {**post("p1", 0), "targets": targets(100), "hashtags": ["h" * 2048] * 100, "urls": ["u"] * 100,
+     "mentions": [""] * 100, "labels": ["insult"] * 100, "account": {"device_id": "d" * 256, "followers": MAX_COUNT}},
+    {**order("o1", 0, 60), "items": [{"post_id": f"p{i}"} for i in range(1000)], "measures": ["report_back"] * 100},
+]
+
+
+@pytest.mark.parametrize("event", AT_THE_BOUNDS)
+def test_values_at_their_bounds_are_valid(event: dict) -> None:
+    assert not isinstance(decode(raw(event), "t"), DeadLetter)
+
+
+def test_the_simulated_platform_is_within_every_bound() -> None:
+    letters = [decode(orjson.dumps(event), "sim") for event in simulate(SimConfig())]
+    assert not [x for x in letters if isinstance(x, DeadLetter)]
+
