@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import time
 
 import orjson
 import pytest
 
-from events import DeadLetter, decode
+from events import DeadLetter, Order, Post, decode, format_ts
 from events.models import MAX_COUNT
+from streams.local import LocalPipeline
+from streams.settings import Settings
 from streams.simulator import SimConfig, simulate
 from tests.support.events import action, order, post, tick
 
@@ -87,4 +90,42 @@ def test_values_at_their_bounds_are_valid(event: dict) -> None:
 def test_the_simulated_platform_is_within_every_bound() -> None:
     letters = [decode(orjson.dumps(event), "sim") for event in simulate(SimConfig())]
     assert not [x for x in letters if isinstance(x, DeadLetter)]
+
+
+def ahead(seconds: float, **extra) -> dict:
+    """A post dated ``seconds`` after the wall clock now."""
+    return {**post("p-future", 0, **extra), "ts": format_ts(time.time() + seconds)}
+
+
+def test_an_event_too_far_ahead_of_the_wall_clock_is_dead_lettered() -> None:
+    now = time.time()
+    letter = decode(raw(ahead(2 * 86400)), "t", now=now)
+    assert isinstance(letter, DeadLetter) and letter.reason == "future_ts", letter
+    assert letter.error.startswith("post.ts: ") and "ahead of the wall clock" in letter.error
+    assert isinstance(decode(raw(ahead(3600)), "t", now=now), Post)  # within the default day
+    assert isinstance(decode(raw(ahead(2 * 86400)), "t"), Post)  # no now: pure, as tests and buffers use it
+    assert decode(raw({**tick(0), "ts": format_ts(now + 400 * 86400)}), "t", now=now).reason == "future_ts"
+    assert isinstance(decode(raw(ahead(7200)), "t", now=now, max_future_s=3600), DeadLetter)
+
+
+def test_a_future_post_in_a_replay_moves_no_event_time() -> None:
+    """One post dated next year would pass every deadline and expire all state; it is refused."""
+    alerts, letters = [], []
+    pipeline = LocalPipeline(Settings(), alerts.append, letters.append)
+    pipeline.feed(raw(order("o1", 0, 60)), "f:1")
+    pipeline.feed(raw(ahead(365 * 86400)), "f:2")
+    pipeline.feed(raw(post("p2", 5)), "f:3")
+    assert [x.reason for x in letters] == ["future_ts"] and letters[0].source == "f:2"
+    assert [a.kind for a in alerts] == []  # the order's deadline (minute 60) has not come
+    pipeline.feed(raw(tick(120)), "f:4")
+    assert [a.kind for a in alerts] == ["order_overdue"]
+
+
+def test_the_future_tolerance_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STORMWATCH_MAX_FUTURE_S", "600")
+    letters = []
+    pipeline = LocalPipeline(Settings(), lambda _a: None, letters.append)
+    pipeline.feed(raw(ahead(1200)), "f:1")
+    pipeline.feed(raw(ahead(300)), "f:2")
+    assert [x.source for x in letters] == ["f:1"]
 
