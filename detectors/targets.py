@@ -52,6 +52,8 @@ class TargetSettings(BaseModel):
                               "dissemination' (public prosecution).")
     link_reports_s: float = Field(7 * 86400, description="A report naming only a post reaches the post's targets "
                                   "if the post (with its targets) came this recently.")
+    max_victims: int = Field(50, ge=1, description="Other persons named with the target in harmful posts that "
+                             "its record keeps (the newest): N targets in one post would otherwise store N-1 each.")
 
 
 class PostTargets:
@@ -162,10 +164,13 @@ class Targets:
         # [latest ts, platform, harmful posts about the target with no gap longer than the window]
         before = rec["attackers"].pop(post.account_id, None)  # re-inserted last: the dict stays in time order
         rec["attackers"][post.account_id] = [t, post.platform, (before[2] if before else 0) + 1]
-        for other in post.targets:  # the same harmful post attacks these persons too
-            if other.id != key:
-                rec["victims"].pop(other.id, None)
-                rec["victims"][other.id] = t
+        victims = rec["victims"]
+        others = [other.id for other in post.targets if other.id != key]  # the same post attacks them too
+        for other in others[-self.s.max_victims:]:
+            victims.pop(other, None)
+            victims[other] = t
+        while len(victims) > self.s.max_victims:  # the oldest go first: the dict is in time order
+            del victims[next(iter(victims))]
         rec["posts"].append([t, post.post_id, post.platform])
         for label in labels or {"stormwatch_offensive"}:
             rec["labels"][label] = rec["labels"].get(label, 0) + 1

@@ -10,6 +10,8 @@ import pytest
 
 from events import DeadLetter, Order, Post, decode, format_ts
 from events.models import MAX_COUNT
+from detectors.targets import Targets, TargetSettings
+from streams.engine import Engine
 from streams.local import LocalPipeline
 from streams.settings import Settings
 from streams.simulator import SimConfig, simulate
@@ -129,3 +131,16 @@ def test_the_future_tolerance_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> N
     pipeline.feed(raw(ahead(300)), "f:2")
     assert [x.source for x in letters] == ["f:1"]
 
+
+def test_a_target_record_keeps_a_bounded_number_of_co_victims() -> None:
+    """N targets in one post stored N-1 co-victims in each of N records: 4,000 took 486 MB."""
+    engine = Engine([Targets(TargetSettings(max_victims=50))])
+    for k in range(3):
+        named = [{"id": "x"}] + [{"id": f"v{k}-{i}"} for i in range(99)]
+        event = {**post(f"p{k}", k, account=f"a{k}"), "labels": ["insult"], "targets": named}
+        engine.process(decode(raw(event), "t"))
+    engine.process(decode(raw(tick(10)), "t"))
+    records = {key: rec for key, rec in engine.stages[0].state.items() if isinstance(rec, dict) and "victims" in rec}
+    assert len(records) == 1 + 3 * 99
+    assert max(len(rec["victims"]) for rec in records.values()) == 50
+    assert sorted(records["x"]["victims"]) == sorted(f"v2-{i}" for i in range(49, 99))  # the newest post's, last 50
