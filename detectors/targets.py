@@ -32,6 +32,7 @@ from pydantic import BaseModel, Field
 from detectors.abuse import AbuseClassifier
 from events import Alert, AnyEvent, Context, Post, Report, Target, raise_alert
 
+TARGET_FIELDS = frozenset(Target.model_fields)
 HARMFUL = {"insult", "defamation", "doxxing", "sexual_rumor", "threat", "incitement"}
 SEVERE = {"doxxing", "threat", "sexual_rumor"}
 EARLY_WARNING = "Provisions on the Governance of Online Violence Information (2024) Art. 13"
@@ -86,7 +87,9 @@ class PostTargets:
         if isinstance(event, Post):
             if key not in ctx.state:
                 ctx.expire(key, t + self.s.link_reports_s)
-            ctx.state[key] = {"targets": [tg.model_dump(mode="json") for tg in event.targets],
+            # The contract's fields only: a target's unknown extras (any size, integers past
+            # 64 bits that a Faust table cannot write) stay out of state.
+            ctx.state[key] = {"targets": [tg.model_dump(mode="json", include=TARGET_FIELDS) for tg in event.targets],
                               "until": t + self.s.link_reports_s}
             return []
         known = ctx.state.get(key)

@@ -10,7 +10,7 @@ import pytest
 
 from events import DeadLetter, Order, Post, decode, format_ts
 from events.models import MAX_COUNT
-from detectors.targets import Targets, TargetSettings
+from detectors.targets import PostTargets, Targets, TargetSettings
 from streams.engine import Engine
 from streams.local import LocalPipeline
 from streams.settings import Settings
@@ -144,3 +144,14 @@ def test_a_target_record_keeps_a_bounded_number_of_co_victims() -> None:
     assert len(records) == 1 + 3 * 99
     assert max(len(rec["victims"]) for rec in records.values()) == 50
     assert sorted(records["x"]["victims"]) == sorted(f"v2-{i}" for i in range(49, 99))  # the newest post's, last 50
+
+
+def test_a_targets_unknown_fields_stay_out_of_state() -> None:
+    """Extras are kept on the event, not in state: a Faust table's JSON codec cannot write 2^70."""
+    engine = Engine([PostTargets()])
+    named = [{"id": "x", "minor": True, "note": 2**70, "blob": "b" * 50_000}]
+    engine.process(decode(raw({**post("p1", 0), "labels": ["insult"], "targets": named}), "t"))
+    engine.process(decode(raw(tick(10)), "t"))
+    [rec] = [rec for rec in engine.stages[0].state.values() if isinstance(rec, dict) and "targets" in rec]
+    assert rec["targets"] == [{"id": "x", "minor": True, "disabled": False, "public_figure": False}]
+    orjson.dumps(rec)  # what a Faust table's json codec does
