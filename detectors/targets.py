@@ -53,6 +53,8 @@ class TargetSettings(BaseModel):
                               "dissemination' (public prosecution).")
     link_reports_s: float = Field(7 * 86400, description="A report naming only a post reaches the post's targets "
                                   "if the post (with its targets) came this recently.")
+    max_scene: int = Field(200, ge=20, description="Threads and hashtags a target's record keeps, each (the most "
+                           "recently seen): the record lives as long as attacks go on.")
     max_victims: int = Field(50, ge=1, description="Other persons named with the target in harmful posts that "
                              "its record keeps (the newest): N targets in one post would otherwise store N-1 each.")
 
@@ -181,8 +183,10 @@ class Targets:
         for kind, value in (("platform", post.platform), ("thread", post.parent_id),
                             *(("hashtag", h) for h in post.hashtags)):
             if value:
-                scene.setdefault(kind, {})
-                scene[kind][value] = scene[kind].get(value, 0) + 1
+                seen = scene.setdefault(kind, {})
+                seen[value] = seen.pop(value, 0) + 1  # re-inserted last: the newest are at the end
+                if kind != "platform" and len(seen) > self.s.max_scene:
+                    del seen[next(iter(seen))]
         for flag, present in (("sexual_topic", "sexual_rumor" in labels), ("deep_synthesis", post.synthetic),
                               ("provider_organized", bool(post.account and post.account.platform_operated))):
             if present:

@@ -155,3 +155,16 @@ def test_a_targets_unknown_fields_stay_out_of_state() -> None:
     [rec] = [rec for rec in engine.stages[0].state.values() if isinstance(rec, dict) and "targets" in rec]
     assert rec["targets"] == [{"id": "x", "minor": True, "disabled": False, "public_figure": False}]
     orjson.dumps(rec)  # what a Faust table's json codec does
+
+
+def test_a_target_record_keeps_a_bounded_scene() -> None:
+    """Threads and hashtags are never windowed: a long attack with fresh ones grew them without end."""
+    engine = Engine([Targets(TargetSettings(max_scene=200))])
+    for k in range(300):
+        event = {**post(f"p{k}", k / 10, account=f"a{k % 7}", parent_id=f"thread{k}"), "labels": ["insult"],
+                 "targets": [{"id": "x"}], "hashtags": [f"h{k}", "common"]}
+        engine.process(decode(raw(event), "t"))
+    engine.process(decode(raw(tick(60)), "t"))
+    scene = engine.stages[0].state["x"]["scene"]
+    assert len(scene["thread"]) == 200 and "thread299" in scene["thread"] and "thread0" not in scene["thread"]
+    assert len(scene["hashtag"]) == 200 and scene["hashtag"]["common"] == 300
