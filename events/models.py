@@ -14,7 +14,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Literal, Union
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator,
+)
 
 MAX_TEXT = 10_000
 MAX_COUNT = 2**53 - 1  # the largest integer every JSON consumer (JavaScript too) reads exactly
