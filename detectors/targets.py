@@ -33,6 +33,7 @@ from detectors.abuse import AbuseClassifier
 from events import Alert, AnyEvent, Context, Post, Report, Target, keys as ids, raise_alert
 from events.alerts import REGULATOR
 
+TARGET_FIELDS = frozenset(Target.model_fields)
 HARMFUL = {"insult", "defamation", "doxxing", "sexual_rumor", "threat", "incitement"}
 SEVERE = {"doxxing", "threat", "sexual_rumor"}
 EARLY_WARNING = "Provisions on the Governance of Online Violence Information (2024) Art. 13"
@@ -53,6 +54,10 @@ class TargetSettings(BaseModel):
                               "dissemination' (public prosecution).")
     link_reports_s: float = Field(7 * 86400, description="A report naming only a post reaches the post's targets "
                                   "if the post (with its targets) came this recently.")
+    max_scene: int = Field(200, ge=20, description="Threads and hashtags a target's record keeps, each (the most "
+                           "recently seen): the record lives as long as attacks go on.")
+    max_victims: int = Field(50, ge=1, description="Other persons named with the target in harmful posts that "
+                             "its record keeps (the newest): N targets in one post would otherwise store N-1 each.")
 
 
 class PostTargets:
@@ -85,7 +90,9 @@ class PostTargets:
         if isinstance(event, Post):
             if key not in ctx.state:
                 ctx.expire(key, t + self.s.link_reports_s)
-            ctx.state[key] = {"targets": [tg.model_dump(mode="json") for tg in event.targets],
+            # The contract's fields only: a target's unknown extras (any size, integers past
+            # 64 bits that a Faust table cannot write) stay out of state.
+            ctx.state[key] = {"targets": [tg.model_dump(mode="json", include=TARGET_FIELDS) for tg in event.targets],
                               "until": t + self.s.link_reports_s}
             return []
         known = ctx.state.get(key)
@@ -168,11 +175,14 @@ class Targets:
         attacker = ids.key(post.platform, post.account_id)
         before = rec["attackers"].pop(attacker, None)  # re-inserted last: the dict stays in time order
         rec["attackers"][attacker] = [t, post.platform, (before[2] if before else 0) + 1, post.account_id]
-        for other in post.targets:  # the same harmful post attacks these persons too
-            if other.id != key:
-                victim = ids.key(post.platform, other.id)
-                rec["victims"].pop(victim, None)
-                rec["victims"][victim] = t
+        victims = rec["victims"]
+        others = [other.id for other in post.targets if other.id != key]  # the same post attacks them too
+        for other in others[-self.s.max_victims:]:
+            victim = ids.key(post.platform, other)
+            victims.pop(victim, None)
+            victims[victim] = t
+        while len(victims) > self.s.max_victims:  # the oldest go first: the dict is in time order
+            del victims[next(iter(victims))]
         rec["posts"].append([t, post.post_id, post.platform])
         for label in labels or {"stormwatch_offensive"}:
             counted = ids.key(post.platform, label)
@@ -181,9 +191,11 @@ class Targets:
         for kind, value in (("platform", post.platform), ("thread", post.parent_id),
                             *(("hashtag", h) for h in post.hashtags)):
             if value:
-                scene.setdefault(kind, {})
+                seen = scene.setdefault(kind, {})
                 where = value if kind == "platform" else ids.key(post.platform, value)
-                scene[kind][where] = scene[kind].get(where, 0) + 1
+                seen[where] = seen.pop(where, 0) + 1  # re-inserted last: the newest are at the end
+                if kind != "platform" and len(seen) > self.s.max_scene:
+                    del seen[next(iter(seen))]
         for flag, present in (("sexual_topic", "sexual_rumor" in labels), ("deep_synthesis", post.synthetic),
                               ("provider_organized", bool(post.account and post.account.platform_operated))):
             if present:

@@ -1,7 +1,10 @@
 """Turning raw bytes into validated events, or into dead letters that say why not.
 
 One function, :func:`decode`, is used by ``replay``, ``demo`` and the Kafka worker, so the
-same line is accepted or rejected the same way everywhere.
+same line is accepted or rejected the same way everywhere. It reads no clock: the entry points
+(``LocalPipeline.feed``, the worker's ingest agent) pass the wall clock in as ``now``, so an
+event from the future is refused where it enters and a replay of past events stays the same
+on every run.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from events.models import AnyEvent, InputEvent
 
 MAX_MESSAGE = 1 << 20  # 1 MiB
 MAX_RAW_KEPT = 64 << 10  # dead letters keep at most 64 KiB of the original
+MAX_FUTURE_S = 86_400.0  # default of STORMWATCH_MAX_FUTURE_S: how far ahead of the wall clock ts may be
 
 _adapter: TypeAdapter[AnyEvent] = TypeAdapter(InputEvent)
 
@@ -68,12 +72,25 @@ def _describe(err: ValidationError) -> tuple[str, str]:
     return reason, f"{field}: {first['msg']}{shown}{extra}"
 
 
-def decode(raw: bytes, source: str) -> AnyEvent | DeadLetter:
-    """Validate one JSON message. Never raises: bad input becomes a :class:`DeadLetter`."""
+def decode(raw: bytes, source: str, now: float | None = None,
+           max_future_s: float = MAX_FUTURE_S) -> AnyEvent | DeadLetter:
+    """Validate one JSON message. Never raises: bad input becomes a :class:`DeadLetter`.
+
+    ``now`` (Unix seconds, the wall clock where the event enters): an event whose ``ts`` is more
+    than ``max_future_s`` ahead of it is refused (``future_ts``), because event time only moves
+    forward: one post dated next year would fire every deadline and expire all state. Without
+    ``now`` (tests, events re-read from a stage's own buffer) there is no such check.
+    """
     if len(raw) > MAX_MESSAGE:
         return DeadLetter(f"message is {len(raw)} bytes, over the 1 MiB limit", "too_large", raw_text(raw), source)
     try:
-        return _adapter.validate_json(raw, strict=True)
+        event = _adapter.validate_json(raw, strict=True)
     except ValidationError as err:
         reason, error = _describe(err)
         return DeadLetter(error, reason, raw_text(raw), source)
+    if now is not None and event.epoch > now + max_future_s:
+        wall = datetime.fromtimestamp(now, timezone.utc).isoformat().replace("+00:00", "Z")
+        error = (f"{event.type}.ts: {event.epoch - now:.0f} s ahead of the wall clock ({wall}), more than the "
+                 f"{max_future_s:g} s allowed (STORMWATCH_MAX_FUTURE_S) (got {event.ts.isoformat()})")
+        return DeadLetter(error, "future_ts", raw_text(raw), source)
+    return event

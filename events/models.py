@@ -4,20 +4,36 @@ Validation is strict on purpose: a string where a number belongs, a timestamp wi
 offset or an unknown enum value is bad input and goes to the dead-letter output, instead of
 being guessed at. Unknown extra fields are kept (``extra="allow"``) because the contract
 promises that platforms may add fields.
+
+Every number, time, list and string has a bound (docs/CONTRACT.md, "Bounds"), so that one
+hostile event can neither move event time by years nor grow detector state without limit.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Annotated, Literal, Union
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator,
+)
 
 MAX_TEXT = 10_000
+MAX_COUNT = 2**53 - 1  # the largest integer every JSON consumer (JavaScript too) reads exactly
+MAX_LIST = 100  # targets, urls, hashtags, mentions, labels, measures
+MAX_ITEMS = 1_000  # items of an order or a platform action
+MAX_ELEMENT = 2_048  # characters of one url, hashtag or mention
+MAX_DEADLINE_AFTER = timedelta(days=3653)  # about 10 years
+# Unix time from its epoch (synthetic benchmark streams start there) to before the year 2100:
+# year 1 or 9999 with an offset is year 0 or 10000 in UTC, which Python cannot format.
+EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
+LATEST = datetime(2100, 1, 1, tzinfo=timezone.utc)  # exclusive
 
 Id = Annotated[str, Field(min_length=1, max_length=256)]
-Count = Annotated[int, Field(ge=0)]
-Timestamp = AwareDatetime
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+Timestamp = Annotated[AwareDatetime, Field(ge=EARLIEST, lt=LATEST)]
+Element = Annotated[str, Field(max_length=MAX_ELEMENT)]
+Short = Annotated[str, Field(max_length=256)]
 
 
 def _cap(text: str) -> str:
@@ -54,8 +70,8 @@ class Account(Model):
     verified: bool = False
     public_account: bool = False
     platform_operated: bool = False
-    device_id: str | None = None
-    ip_prefix: str | None = None
+    device_id: Short | None = None
+    ip_prefix: Short | None = None
 
 
 class Item(Model):
@@ -101,11 +117,11 @@ class Post(Event):
     parent_id: Id | None = None
     root_id: Id | None = None
     text: Text = ""
-    urls: list[str] = Field(default_factory=list)
-    hashtags: list[str] = Field(default_factory=list)
-    mentions: list[str] = Field(default_factory=list)
-    targets: list[Target] = Field(default_factory=list)
-    labels: list[Label] = Field(default_factory=list)
+    urls: list[Element] = Field(default_factory=list, max_length=MAX_LIST)
+    hashtags: list[Element] = Field(default_factory=list, max_length=MAX_LIST)
+    mentions: list[Element] = Field(default_factory=list, max_length=MAX_LIST)
+    targets: list[Target] = Field(default_factory=list, max_length=MAX_LIST)
+    labels: list[Label] = Field(default_factory=list, max_length=MAX_LIST)
     synthetic: bool = False
     account: Account | None = None
 
@@ -126,7 +142,7 @@ class Report(Event):
     reporter_id: Id
     post_id: Id | None = None
     account_id: Id | None = None
-    targets: list[Target] = Field(default_factory=list)
+    targets: list[Target] = Field(default_factory=list, max_length=MAX_LIST)
     category: ReportCategory
     reporter_is_target: bool = False
     text: Text = ""
@@ -138,9 +154,18 @@ class Order(Event):
     regulator: Id
     deadline: Timestamp
     legal_basis: Text = ""
-    measures: list[Measure] = Field(default_factory=list)
-    items: list[Item] = Field(default_factory=list)
+    measures: list[Measure] = Field(default_factory=list, max_length=MAX_LIST)
+    items: list[Item] = Field(default_factory=list, max_length=MAX_ITEMS)
     case_id: Id | None = None
+
+    @field_validator("deadline")
+    @classmethod
+    def _deadline_within_years(cls, deadline: datetime, info: ValidationInfo) -> datetime:
+        """A deadline decades away would keep the order's state (and its timer) for decades."""
+        ts = info.data.get("ts")
+        if ts is not None and deadline > ts + MAX_DEADLINE_AFTER:
+            raise ValueError("a deadline is at most 10 years (3653 days) after ts")
+        return deadline
 
     @property
     def deadline_epoch(self) -> float:
@@ -152,7 +177,7 @@ class PlatformAction(Event):
     action_id: Id
     order_id: Id | None = None
     action: ActionKind
-    items: list[Item] = Field(default_factory=list)
+    items: list[Item] = Field(default_factory=list, max_length=MAX_ITEMS)
     note: Text = ""
 
 

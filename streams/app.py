@@ -195,7 +195,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
             source = f"{message.topic}/{message.partition}"
             metrics.EVENTS.labels(message.topic).inc()
             try:
-                parsed = decode(event.value or b"", f"{source}@{message.offset}")
+                parsed = decode(event.value or b"", f"{source}@{message.offset}", now=time.time(),
+                                max_future_s=settings.max_future_s)
                 if isinstance(parsed, DeadLetter):
                     await dead_letter(parsed)
                     continue

@@ -27,6 +27,7 @@ class LocalPipeline:
         tune_gc(settings.gc_threshold)
         self.engine = Engine(build_detectors(settings), lateness=settings.allowed_lateness_s,
                              dedupe_window=settings.dedupe_window_s)
+        self.max_future_s = settings.max_future_s
         self.on_alert = on_alert
         self.on_deadletter = on_deadletter
         self.events = 0
@@ -41,7 +42,7 @@ class LocalPipeline:
         if counter is None:
             counter = self._counted[topic] = metrics.EVENTS.labels(topic)
         counter.inc()
-        event = decode(raw, source)
+        event = decode(raw, source, now=time.time(), max_future_s=self.max_future_s)
         if isinstance(event, DeadLetter):
             self.deadletters += 1
             metrics.DEADLETTERS.labels(event.reason).inc()

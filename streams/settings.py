@@ -16,6 +16,7 @@ from compliance.ledger import LedgerSettings
 from detectors.cascades import CascadeSettings
 from detectors.targets import TargetSettings
 from detectors.water_army import WaterArmySettings
+from events.decode import MAX_FUTURE_S
 from streams.alertmanager import AlertmanagerSettings
 from streams.delivery import DeliverySettings
 from streams.view import VIEW_HORIZON_S
@@ -39,6 +40,8 @@ class Settings(BaseSettings):
         "long behind event time; an event older than that is dead-lettered as late. Memory: about 100 bytes per "
         "event of the window, per detector that takes it.",
     )
+    max_future_s: float = Field(MAX_FUTURE_S, ge=0, description="An event whose ts is more than this far ahead of "
+                                "the wall clock when it arrives is dead-lettered (future_ts).")
     tick_interval_s: float = Field(
         5.0, ge=0, description="Worker: send a wall-clock tick to every input partition this often (0 = off). "
         "Turn it off when feeding historical data through Kafka.",
