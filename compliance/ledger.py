@@ -27,6 +27,7 @@ partition in event-time order, so arrival order between topics never changes a v
 
 from __future__ import annotations
 
+import bisect
 import statistics
 from typing import Any, ClassVar
 
@@ -43,6 +44,7 @@ MEASURE_BY_ACTION = {
     "evidence_preserved": "preserve_evidence",
 }
 ORDER_REFS = ["Criminal Law Art. 286-1", "Interpretation 2019-15 Art. 2"]
+ACTIONS_KEPT = 100  # per order: the first actions by (ts, action_id), plus the first of each kind
 TWO_YEARS = 2 * 365 * 86400.0
 
 
@@ -129,7 +131,8 @@ class OrderLedger:
     def _save(self, p: str, order_id: str, record: dict, ctx: Context) -> None:
         key = ids.key(p, "o", order_id)
         order = record["order"]
-        until = (order["deadline"] if order else record["actions"][-1][0]) + self.settings.keep_closed_s
+        last = record.get("last_action", record["actions"][-1][0]) if record["actions"] else 0.0
+        until = (order["deadline"] if order else last) + self.settings.keep_closed_s
         if record.get("until") is None:
             ctx.expire(key, until)
         record["until"] = until
@@ -163,8 +166,10 @@ class OrderLedger:
         record = self._record(p, event.order_id, ctx)
         if any(aid == event.action_id for _ts, aid, _a in record["actions"]):
             return []
-        record["actions"].append([event.epoch, event.action_id, event.action])
-        record["actions"].sort()
+        counts = record.setdefault("counts", action_counts(record))
+        counts[event.action] = counts.get(event.action, 0) + 1
+        record["last_action"] = max(record.get("last_action", event.epoch), event.epoch)
+        record["actions"] = _keep(record["actions"], [event.epoch, event.action_id, event.action])
         alerts: list[Alert] = []
         if event.action == "refused" and "refused" not in record["fired"]:
             alerts += self._refused(p, event.order_id, record, event.action_id, event.epoch, ctx)
@@ -369,6 +374,37 @@ class OrderLedger:
                       "posts_after_deadline": record["after"]["items"]})]
 
 
+def _keep(actions: list, entry: list) -> list:
+    """``actions`` (sorted) with ``entry`` added, bounded: the first ``ACTIONS_KEPT`` by (ts,
+    action_id), plus the first of each kind. Every verdict and figure the ledger derives from
+    actions (states, measures done, refusals, on-time completion, times to acknowledge and
+    comply, what the platform claimed) depends only on the first action of each kind, so they
+    stay exact however many a platform sends, and one action costs O(ACTIONS_KEPT), not a scan
+    and sort of everything it sent before (20,000 actions on one order took 11-20 s)."""
+    bisect.insort(actions, entry)
+    if len(actions) <= ACTIONS_KEPT:
+        return actions
+    kinds: set[str] = set()
+    kept = []
+    for n, (ts, aid, kind) in enumerate(actions):
+        if n < ACTIONS_KEPT or kind not in kinds:
+            kept.append([ts, aid, kind])
+        kinds.add(kind)
+    return kept
+
+
+def action_counts(record: dict) -> dict[str, int]:
+    """Actions received per kind, including those past the kept list. An action dropped from
+    the list is no longer recognised as a duplicate, so one re-delivered after the engine's
+    dedupe window counts again; the kept list and every verdict are unaffected."""
+    if "counts" in record:
+        return dict(record["counts"])
+    counts: dict[str, int] = {}
+    for _t, _i, kind in record["actions"]:
+        counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
 def orders_of(state, platform: str | None = None) -> list[tuple[str, str, dict]]:
     """(platform, order_id, record) of every order in a ledger state mapping."""
     out = []
@@ -380,7 +416,8 @@ def orders_of(state, platform: str | None = None) -> list[tuple[str, str, dict]]
 
 
 def describe(order_id: str, record: dict, now: float) -> dict:
-    """An order as the API shows it: state, measures done and missing, deadline."""
+    """An order as the API shows it: state, measures done and missing, deadline. Actions are the
+    ones the ledger keeps (see ``ACTIONS_KEPT``) with ``action_counts`` for all of them."""
     order = record["order"] or {}
     deadline = order.get("deadline")
     done = measures_done(record, now)
@@ -391,7 +428,7 @@ def describe(order_id: str, record: dict, now: float) -> dict:
             "measures_missing": [m for m in order.get("measures", []) if m not in done],
             "items": order.get("items", []), "actions": [{"ts": format_ts(t), "action_id": i, "action": a}
                                                          for t, i, a in record["actions"]],
-            "after_deadline": record["after"]}
+            "action_counts": action_counts(record), "after_deadline": record["after"]}
 
 
 def scorecard(state, platform: str, now: float) -> dict:
