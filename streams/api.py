@@ -4,6 +4,9 @@
 ``/api`` request needs ``Authorization: Bearer <token>``; tokens and roles come from
 ``STORMWATCH_API_TOKENS``. A regulator sees every platform; a platform's team sees only its
 own platform, and asking for another one is 403, never the data.
+
+Both servers are aiohttp (Faust's web driver is aiohttp too), so the hardening they share is
+here as well: :func:`server_options` (a time limit for slow clients).
 """
 
 from __future__ import annotations
@@ -198,3 +201,17 @@ OPENAPI = {
                                                                   "schema": {"type": "string"}}]),
     },
 }
+
+
+# -- HTTP hardening shared by demo and the worker ---------------------------------------------
+
+HTTP_TIMEOUT_S = 15.0
+
+
+def server_options(timeout_s: float = HTTP_TIMEOUT_S) -> dict[str, Any]:
+    """Keyword arguments for ``aiohttp.web.AppRunner``: a connection must complete a request's
+    headers within ``timeout_s`` of opening (or of its previous response), or it is closed, so
+    clients that send part of a request and go silent, or trickle it, cannot hold connections
+    open. aiohttp's keep-alive timer does this: it starts when the connection opens and is not
+    reset by incoming bytes, and closes a connection still waiting for a whole request."""
+    return {"keepalive_timeout": timeout_s}
