@@ -6,16 +6,22 @@
 own platform, and asking for another one is 403, never the data.
 
 Both servers are aiohttp (Faust's web driver is aiohttp too), so the hardening they share is
-here as well: :func:`server_options` (a time limit for slow clients).
+here as well: :func:`security_headers` (applied by :func:`secure_headers`, a middleware) and
+:func:`server_options` (a time limit for slow clients).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
+import re
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+from aiohttp import web
 
 from compliance.ledger import describe, ledger_state, orders_of, scorecard
 from events.alerts import REGULATOR
@@ -206,6 +212,40 @@ OPENAPI = {
 # -- HTTP hardening shared by demo and the worker ---------------------------------------------
 
 HTTP_TIMEOUT_S = 15.0
+CSP = "default-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'; object-src 'none'"
+SECURITY_HEADERS = {"Content-Security-Policy": CSP, "X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff",
+                    "Referrer-Policy": "no-referrer"}
+_INLINE = re.compile(rb"<(script|style)>(.*?)</\1>", re.S)
+
+
+def security_headers(path: str, html: bytes | None = None) -> dict[str, str]:
+    """The headers every response gets. ``html``: a page whose inline ``<script>`` and ``<style>``
+    elements the CSP allows by their SHA-256 (the dashboard is one file, served as is by demo and
+    the worker), so nothing injected into it runs. ``/api`` answers are never cached: they carry
+    what a token may see."""
+    headers = dict(SECURITY_HEADERS)
+    if html is not None:
+        allowed = {b"script": [], b"style": []}
+        for tag, body in _INLINE.findall(html):
+            allowed[tag].append(f"'sha256-{base64.b64encode(hashlib.sha256(body).digest()).decode()}'")
+        headers["Content-Security-Policy"] = (f"{CSP}; script-src 'self' {' '.join(allowed[b'script'])}; "
+                                              f"style-src 'self' {' '.join(allowed[b'style'])}")
+    if path == "/api" or path.startswith("/api/"):
+        headers["Cache-Control"] = "no-store"
+    return headers
+
+
+@web.middleware
+async def secure_headers(request: web.Request, handler: Callable) -> web.StreamResponse:
+    """:func:`security_headers` on every response, errors (404, 405, ...) included."""
+    try:
+        response = await handler(request)
+    except web.HTTPException as error:
+        error.headers.update(security_headers(request.path))
+        raise
+    html = response.body if isinstance(response, web.Response) and response.content_type == "text/html" else None
+    response.headers.update(security_headers(request.path, html if isinstance(html, bytes) else None))
+    return response
 
 
 def server_options(timeout_s: float = HTTP_TIMEOUT_S) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from events import Alert, DeadLetter
 from streams import metrics
 from streams.local import LocalPipeline, make_delivery, read_lines
 from streams.alertmanager import Alertmanager
-from streams.api import HTTP_TIMEOUT_S, OPENAPI, Sources, handle, server_options
+from streams.api import HTTP_TIMEOUT_S, OPENAPI, Sources, handle, secure_headers, server_options
 from streams.settings import Settings
 from streams.simulator import SimConfig, simulate_lines
 
@@ -77,7 +77,7 @@ def _web_app(state: dict, settings: Settings | None = None, sources: Sources | N
     async def dashboard(_request: web.Request) -> web.Response:
         return web.Response(body=DASHBOARD.read_bytes(), content_type="text/html", charset="utf-8")
 
-    app = web.Application()
+    app = web.Application(middlewares=[secure_headers])
     app.add_routes([web.get("/", index), web.get("/metrics", metrics_page), web.get("/healthz", healthz),
                     web.get("/dashboard", dashboard),
                     web.get("/openapi.json", lambda _r: web.json_response(OPENAPI))])

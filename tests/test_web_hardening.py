@@ -1,9 +1,12 @@
 """The web server (demo's; the worker uses the same pieces from streams.api): slow clients are cut
-off."""
+off, and every response carries the headers a security review expects."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import re
 import socket
 import threading
 import time
@@ -14,7 +17,7 @@ import httpx
 import pytest
 
 from streams.api import Sources
-from streams.demo import _web_app, serve
+from streams.demo import DASHBOARD, _web_app, serve
 from streams.settings import Settings
 from tests.support.kafka_broker import free_port
 
@@ -78,3 +81,25 @@ def test_a_client_that_keeps_asking_stays_connected() -> None:
         for _ in range(4):  # 2 s on one keep-alive connection, longer than the timeout
             assert client.get("/healthz").status_code == 200
             time.sleep(0.5)
+
+
+def test_every_response_carries_the_security_headers() -> None:
+    with demo_server(timeout_s=5.0) as port, httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+        auth = {"Authorization": "Bearer reg"}
+        responses = {path: client.get(path, headers=auth) for path in
+                     ("/dashboard", "/api/orders", "/api/nothing", "/healthz", "/metrics", "/openapi.json", "/nope")}
+    assert [r.status_code for r in responses.values()] == [200, 200, 404, 200, 200, 200, 404]
+    for path, r in responses.items():
+        assert r.headers["X-Frame-Options"] == "DENY", path
+        assert r.headers["X-Content-Type-Options"] == "nosniff", path
+        assert r.headers["Referrer-Policy"] == "no-referrer", path
+        csp = r.headers["Content-Security-Policy"]
+        assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp, path
+        assert (r.headers.get("Cache-Control") == "no-store") == path.startswith("/api/"), path
+    # The dashboard's own inline script and style, and nothing else, run.
+    page = DASHBOARD.read_bytes()
+    csp = responses["/dashboard"].headers["Content-Security-Policy"]
+    for tag in (b"script", b"style"):
+        inline = re.search(rb"<%s>(.*?)</%s>" % (tag, tag), page, re.S).group(1)
+        digest = base64.b64encode(hashlib.sha256(inline).digest()).decode()
+        assert f"{tag.decode()}-src 'self' 'sha256-{digest}'" in csp
