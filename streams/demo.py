@@ -74,13 +74,16 @@ def _web_app(state: dict, settings: Settings | None = None, sources: Sources | N
                               settings.api_tokens if settings else {}, sources)
         return web.json_response(body, status=status)
 
+    async def openapi(_request: web.Request) -> web.Response:
+        return web.json_response(OPENAPI)
+
     async def dashboard(_request: web.Request) -> web.Response:
         return web.Response(body=DASHBOARD.read_bytes(), content_type="text/html", charset="utf-8")
 
     app = web.Application(middlewares=[secure_headers])
     app.add_routes([web.get("/", index), web.get("/metrics", metrics_page), web.get("/healthz", healthz),
                     web.get("/dashboard", dashboard),
-                    web.get("/openapi.json", lambda _r: web.json_response(OPENAPI))])
+                    web.get("/openapi.json", openapi)])
     if sources is not None:
         app.add_routes([web.get("/api/{tail:.*}", api)])
     return app
