@@ -4,17 +4,30 @@
 ``/api`` request needs ``Authorization: Bearer <token>``; tokens and roles come from
 ``STORMWATCH_API_TOKENS``. A regulator sees every platform; a platform's team sees only its
 own platform, and asking for another one is 403, never the data.
+
+Both servers are aiohttp (Faust's web driver is aiohttp too), so the hardening they share is
+here as well: :func:`security_headers` (applied by :func:`secure_headers`, a middleware) and
+:func:`server_options` (a time limit for slow clients).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, MutableMapping
+import base64
+import hashlib
+import logging
+import re
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from aiohttp import web
+
 from compliance.ledger import describe, ledger_state, orders_of, scorecard
 from events.alerts import REGULATOR
+from streams import metrics
+
+log = logging.getLogger("stormwatch.api")
 
 
 @dataclass(frozen=True)
@@ -48,15 +61,43 @@ class Sources:
     now: Callable[[], float]
 
 
+def may_read(alert: dict, caller: Caller, wanted: str | None) -> bool:
+    """Whether this caller may read this alert. A finding that spans platforms in full
+    (``audience: regulator``) is the regulator's alone; each platform has its own part as its
+    own alert."""
+    return (caller.may_see(alert["platform"]) and (wanted is None or alert["platform"] == wanted)
+            and (caller.role == "regulator" or alert.get("audience") != REGULATOR))
+
+
 def visible(alerts, caller: Caller, wanted: str | None) -> list[dict]:
-    """The alerts this caller may read. A finding that spans platforms in full (``audience:
-    regulator``) is the regulator's alone; each platform has its own part as its own alert."""
-    return [a for a in alerts if caller.may_see(a["platform"]) and (wanted is None or a["platform"] == wanted)
-            and (caller.role == "regulator" or a.get("audience") != REGULATOR)]
+    """The alerts this caller may read."""
+    return [a for a in alerts if may_read(a, caller, wanted)]
 
 
 def _since(value: str | None) -> float | None:
     return datetime.fromisoformat(value).timestamp() if value else None
+
+
+def _each(endpoint: str, records: Iterable[Any], build: Callable[[Any], Any]) -> list:
+    """``build`` applied record by record. A record that cannot be shown (a hostile id, a time
+    outside any calendar, a missing field) is left out and counted in
+    ``stormwatch_api_records_skipped_total``, so one record never turns a whole answer into a 500.
+    ``build`` returns None for a record the request does not want."""
+    out = []
+    for record in records:
+        try:
+            row = build(record)
+        except Exception:  # noqa: BLE001 - whatever is wrong with one record, the others are served
+            log.debug("%s: a record could not be shown", endpoint, exc_info=True)
+            skipped(endpoint)
+            continue
+        if row is not None:
+            out.append(row)
+    return out
+
+
+def skipped(endpoint: str) -> None:
+    metrics.API_SKIPPED.labels(endpoint).inc()
 
 
 def handle(path: str, query: Mapping[str, str], authorization: str | None,
@@ -68,44 +109,70 @@ def handle(path: str, query: Mapping[str, str], authorization: str | None,
     wanted = query.get("platform") or None
     if wanted is not None and not caller.may_see(wanted):
         return 403, {"error": f"this token may not read platform {wanted!r}"}
+
+    def shown(a: dict) -> bool:
+        return may_read(a, caller, wanted)
+
     parts = [p for p in path.split("/") if p]
     if parts == ["api", "alerts"]:
         try:
             since = _since(query.get("since"))
         except ValueError:
             return 400, {"error": "since: not an RFC 3339 timestamp"}
-        rows = [a for a in visible(sources.alerts.values(), caller, wanted)
-                if (not query.get("kind") or a["kind"] == query["kind"])
-                and (not query.get("subject") or a["subject"]["id"] == query["subject"])
-                and (since is None or datetime.fromisoformat(a["ts"]).timestamp() >= since)]
-        rows.sort(key=lambda a: (datetime.fromisoformat(a["ts"]).timestamp(), a["alert_id"]), reverse=True)
-        return 200, rows
+
+        def alert(a: dict) -> tuple | None:
+            ts = datetime.fromisoformat(a["ts"]).timestamp()
+            if (shown(a) and (not query.get("kind") or a["kind"] == query["kind"])
+                    and (not query.get("subject") or a["subject"]["id"] == query["subject"])
+                    and (since is None or ts >= since)):
+                return (ts, str(a["alert_id"])), a
+            return None
+
+        rows = _each("alerts", list(sources.alerts.values()), alert)
+        return 200, [a for _key, a in sorted(rows, key=lambda row: row[0], reverse=True)]
     if parts == ["api", "campaigns"]:
-        rows = [a for a in visible(sources.alerts.values(), caller, wanted)
-                if a["kind"] == "water_army_campaign" and "merged_into" not in a["evidence"]]
-        return 200, sorted(rows, key=lambda a: (-len(a["evidence"]["accounts"]), a["alert_id"]))
+        def campaign(a: dict) -> tuple | None:
+            if shown(a) and a["kind"] == "water_army_campaign" and "merged_into" not in a["evidence"]:
+                return (-len(a["evidence"]["accounts"]), str(a["alert_id"])), a
+            return None
+
+        rows = _each("campaigns", list(sources.alerts.values()), campaign)
+        return 200, [a for _key, a in sorted(rows, key=lambda row: row[0])]
     if parts == ["api", "cascades"]:
         cascades: dict[tuple[str, str], dict] = {}
-        for a in visible(sources.alerts.values(), caller, wanted):
-            if a["subject"]["type"] == "post" and a["kind"] in ("viral_spread", "legal_threshold"):
-                row = cascades.setdefault((a["platform"], a["subject"]["id"]), {
-                    "post_id": a["subject"]["id"], "platform": a["platform"], "figures_crossed": [], "alerts": []})
-                row["alerts"].append(a["alert_id"])
-                if a["kind"] == "legal_threshold":
-                    row["figures_crossed"].append(a["evidence"]["threshold"])
-                row["views"] = max(row.get("views", 0), a["evidence"].get("views", 0))
-                row["reposts"] = max(row.get("reposts", 0), a["evidence"].get("reposts", 0))
+
+        def cascade(a: dict) -> None:
+            if not (shown(a) and a["subject"]["type"] == "post" and a["kind"] in ("viral_spread", "legal_threshold")):
+                return
+            key, alert_id = (str(a["platform"]), str(a["subject"]["id"])), a["alert_id"]
+            figure = a["evidence"]["threshold"] if a["kind"] == "legal_threshold" else None
+            views, reposts = a["evidence"].get("views", 0), a["evidence"].get("reposts", 0)
+            views, reposts = max(views, 0), max(reposts, 0)  # numbers, or this record is skipped
+            row = cascades.setdefault(key, {"post_id": key[1], "platform": key[0], "figures_crossed": [], "alerts": []})
+            row["alerts"].append(alert_id)
+            if figure is not None:
+                row["figures_crossed"].append(figure)
+            row["views"] = max(row.get("views", 0), views)
+            row["reposts"] = max(row.get("reposts", 0), reposts)
+
+        _each("cascades", list(sources.alerts.values()), cascade)
         return 200, sorted(cascades.values(), key=lambda r: (-r["reposts"], r["post_id"]))
     if parts == ["api", "orders"]:
         now = sources.now()
-        rows = [describe(order_id, record, now) for platform, order_id, record in orders_of(sources.ledger, wanted)
-                if record["order"] is not None and caller.may_see(platform)
-                and (not query.get("state") or ledger_state(record, now) == query["state"])]
-        return 200, rows
+
+        def order(row: tuple[str, str, dict]) -> dict | None:
+            platform, order_id, record = row
+            if record["order"] is None or not caller.may_see(platform):
+                return None
+            if query.get("state") and ledger_state(record, now) != query["state"]:
+                return None
+            return describe(order_id, record, now)
+
+        return 200, _each("orders", orders_of(sources.ledger, wanted, lambda: skipped("orders")), order)
     if len(parts) == 4 and parts[:2] == ["api", "platforms"] and parts[3] == "scorecard":
         if not caller.may_see(parts[2]):
             return 403, {"error": f"this token may not read platform {parts[2]!r}"}
-        return 200, scorecard(sources.ledger, parts[2], sources.now())
+        return 200, scorecard(sources.ledger, parts[2], sources.now(), lambda: skipped("scorecard"))
     return 404, {"error": "no such endpoint"}
 
 
@@ -140,3 +207,51 @@ OPENAPI = {
                                                                   "schema": {"type": "string"}}]),
     },
 }
+
+
+# -- HTTP hardening shared by demo and the worker ---------------------------------------------
+
+HTTP_TIMEOUT_S = 15.0
+CSP = "default-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'; object-src 'none'"
+SECURITY_HEADERS = {"Content-Security-Policy": CSP, "X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff",
+                    "Referrer-Policy": "no-referrer"}
+_INLINE = re.compile(rb"<(script|style)>(.*?)</\1>", re.S)
+
+
+def security_headers(path: str, html: bytes | None = None) -> dict[str, str]:
+    """The headers every response gets. ``html``: a page whose inline ``<script>`` and ``<style>``
+    elements the CSP allows by their SHA-256 (the dashboard is one file, served as is by demo and
+    the worker), so nothing injected into it runs. ``/api`` answers are never cached: they carry
+    what a token may see."""
+    headers = dict(SECURITY_HEADERS)
+    if html is not None:
+        allowed = {b"script": [], b"style": []}
+        for tag, body in _INLINE.findall(html):
+            allowed[tag].append(f"'sha256-{base64.b64encode(hashlib.sha256(body).digest()).decode()}'")
+        headers["Content-Security-Policy"] = (f"{CSP}; script-src 'self' {' '.join(allowed[b'script'])}; "
+                                              f"style-src 'self' {' '.join(allowed[b'style'])}")
+    if path == "/api" or path.startswith("/api/"):
+        headers["Cache-Control"] = "no-store"
+    return headers
+
+
+@web.middleware
+async def secure_headers(request: web.Request, handler: Callable) -> web.StreamResponse:
+    """:func:`security_headers` on every response, errors (404, 405, ...) included."""
+    try:
+        response = await handler(request)
+    except web.HTTPException as error:
+        error.headers.update(security_headers(request.path))
+        raise
+    html = response.body if isinstance(response, web.Response) and response.content_type == "text/html" else None
+    response.headers.update(security_headers(request.path, html if isinstance(html, bytes) else None))
+    return response
+
+
+def server_options(timeout_s: float = HTTP_TIMEOUT_S) -> dict[str, Any]:
+    """Keyword arguments for ``aiohttp.web.AppRunner``: a connection must complete a request's
+    headers within ``timeout_s`` of opening (or of its previous response), or it is closed, so
+    clients that send part of a request and go silent, or trickle it, cannot hold connections
+    open. aiohttp's keep-alive timer does this: it starts when the connection opens and is not
+    reset by incoming bytes, and closes a connection still waiting for a whole request."""
+    return {"keepalive_timeout": timeout_s}

@@ -24,7 +24,7 @@ from events import Alert, DeadLetter
 from streams import metrics
 from streams.local import LocalPipeline, make_delivery, read_lines
 from streams.alertmanager import Alertmanager
-from streams.api import OPENAPI, Sources, handle
+from streams.api import HTTP_TIMEOUT_S, OPENAPI, Sources, handle, secure_headers, server_options
 from streams.settings import Settings
 from streams.simulator import SimConfig, simulate_lines
 
@@ -62,6 +62,7 @@ class DemoOptions:
     seed: int = 7
     minutes: int = 60
     exit_when_done: bool = False
+    http_timeout_s: float = HTTP_TIMEOUT_S  # a client gets this long to send a whole request
 
 
 def _feed(options: DemoOptions) -> tuple[list[tuple[str, bytes]], str]:
@@ -97,16 +98,27 @@ def _web_app(state: dict, settings: Settings | None = None, sources: Sources | N
                               settings.api_tokens if settings else {}, sources)
         return web.json_response(body, status=status)
 
+    async def openapi(_request: web.Request) -> web.Response:
+        return web.json_response(OPENAPI)
+
     async def dashboard(_request: web.Request) -> web.Response:
         return web.Response(body=DASHBOARD.read_bytes(), content_type="text/html", charset="utf-8")
 
-    app = web.Application()
+    app = web.Application(middlewares=[secure_headers])
     app.add_routes([web.get("/", index), web.get("/metrics", metrics_page), web.get("/healthz", healthz),
                     web.get("/dashboard", dashboard),
-                    web.get("/openapi.json", lambda _r: web.json_response(OPENAPI))])
+                    web.get("/openapi.json", openapi)])
     if sources is not None:
         app.add_routes([web.get("/api/{tail:.*}", api)])
     return app
+
+
+async def serve(app: web.Application, host: str, port: int, timeout_s: float = HTTP_TIMEOUT_S) -> web.AppRunner:
+    """Start serving ``app``; slow or silent clients are cut off after ``timeout_s``."""
+    runner = web.AppRunner(app, **server_options(timeout_s))
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
 
 
 async def run_demo(options: DemoOptions, console: Console | None = None) -> int:
@@ -137,10 +149,7 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> int:
     pipeline = LocalPipeline(settings, on_alert, on_deadletter)
     ledger = next(stage.state for stage in pipeline.engine.stages if stage.detector.name == "orders")
     sources = Sources(alerts=latest, ledger=ledger, now=lambda: pipeline.engine.watermark().value)
-    runner = web.AppRunner(_web_app(state, settings, sources))
-    await runner.setup()
-    site = web.TCPSite(runner, settings.web_host, options.port)
-    await site.start()
+    runner = await serve(_web_app(state, settings, sources), settings.web_host, options.port, options.http_timeout_s)
     feed, name = _feed(options)
     console.print(safe(f"Stormwatch demo: feeding {len(feed):,} events from {name} at "
                        f"{'full speed' if not options.speed else f'{options.speed:g}x event time'}; "

@@ -22,6 +22,9 @@ LATENCY = Histogram(
     registry=REGISTRY,
 )
 
+API_SKIPPED = Counter("stormwatch_api_records_skipped", "Records an API answer left out because they could not be "
+                      "shown (malformed or hostile), by endpoint.", ["endpoint"], registry=REGISTRY)
+
 
 def exposition() -> bytes:
     return generate_latest(REGISTRY)

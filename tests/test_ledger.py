@@ -96,3 +96,56 @@ def test_alert_ids_are_stable_and_distinct() -> None:
     again, _ = run([order("o1", 0, 60), order("o2", 0, 60), tick(61)])
     assert [a["alert_id"] for a in first] == [a["alert_id"] for a in again]
     assert len({a["alert_id"] for a in first}) == 2
+
+
+def test_twenty_thousand_actions_on_one_order_keep_a_bounded_list_and_exact_figures() -> None:
+    """A platform flooding one order with actions: the ledger keeps the first ACTIONS_KEPT plus the
+    first of each kind, so each action costs the same however many came before (was a scan and a
+    sort of all of them: 20 s for 20,000)."""
+    import time
+
+    from compliance.ledger import ACTIONS_KEPT, describe, measures_done
+
+    n = 20_000
+    events = [order("flood", 0, 60, measures=["remove_content", "suspend_account"])]
+    events += [action(f"f{i}", "flood", 1 + 50 * i / n, "acknowledged") for i in range(n)]
+    events += [action("late-removal", "flood", 52, "content_removed"), action("done", "flood", 55, "completed")]
+    started = time.perf_counter()
+    alerts, engine = run(events + [tick(61)])
+    elapsed = time.perf_counter() - started
+    rec = record(engine, "flood")
+    assert alerts == []  # completed in time
+    assert len(rec["actions"]) <= ACTIONS_KEPT + 2  # bounded: the first ones plus each kind's first
+    assert [a for _t, a_id, a in rec["actions"] if a_id in ("late-removal", "done")] == ["content_removed", "completed"]
+    assert ledger_state(rec, 10**12) == "completed"
+    assert measures_done(rec, 10**12) == {"remove_content", "suspend_account"}
+    assert describe("flood", rec, 10**12)["action_counts"] == {"acknowledged": n, "content_removed": 1, "completed": 1}
+    assert elapsed < 10, elapsed  # generous; the structural bound above is the real check
+
+
+def test_a_bounded_action_list_gives_the_same_alerts_and_figures_as_an_unbounded_one(monkeypatch) -> None:
+    """Verdicts read only the first action of each kind, which the bounded list always keeps."""
+    import compliance.ledger as ledger
+
+    def flood(oid: str, deadline: float) -> list[dict]:
+        out = [order(oid, 0, deadline, measures=["remove_content", "preserve_evidence"])]
+        for i in range(40):  # out of order and with re-deliveries
+            minute = (i * 7) % 40 + 1
+            kind = ["acknowledged", "disputed", "content_removed", "refused"][i % 4]
+            out.append(action(f"{oid}-{i}", oid, minute, kind))
+            if i % 5 == 0:
+                out.append(action(f"{oid}-{i}", oid, minute, kind))
+        return out + [action(f"{oid}-ev", oid, 45, "evidence_preserved")]
+
+    events = flood("b1", 30) + flood("b2", 60) + [tick(120)]
+    figures = {}
+    for kept in (10**9, 3):
+        monkeypatch.setattr(ledger, "ACTIONS_KEPT", kept)
+        alerts, engine = run(events)
+        state = engine.stages[0].state
+        figures[kept] = (alerts, ledger.scorecard(state, "weibo", engine.watermark().value),
+                         [(ledger_state(record(engine, o), t), sorted(ledger.measures_done(record(engine, o), t)))
+                          for o in ("b1", "b2") for t in (record(engine, o)["order"]["issued"] + 60 * m for m in range(0, 130, 5))])
+        assert kept > 100 or all(len(record(engine, o)["actions"]) <= 3 + 5 for o in ("b1", "b2"))
+    assert figures[3] == figures[10**9]
+    assert [a["kind"] for a in figures[3][0]] == ["order_refused", "order_overdue", "order_refused", "order_overdue"]
