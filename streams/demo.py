@@ -62,7 +62,7 @@ class DemoOptions:
     seed: int = 7
     minutes: int = 60
     exit_when_done: bool = False
-    http_timeout_s: float = HTTP_TIMEOUT_S  # a client gets this long to send a whole request
+    http_timeout_s: float | None = None  # a client gets this long to send a whole request (None: the setting)
 
 
 def _feed(options: DemoOptions) -> tuple[list[tuple[str, bytes]], str]:
@@ -149,7 +149,8 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> int:
     pipeline = LocalPipeline(settings, on_alert, on_deadletter)
     ledger = next(stage.state for stage in pipeline.engine.stages if stage.detector.name == "orders")
     sources = Sources(alerts=latest, ledger=ledger, now=lambda: pipeline.engine.watermark().value)
-    runner = await serve(_web_app(state, settings, sources), settings.web_host, options.port, options.http_timeout_s)
+    runner = await serve(_web_app(state, settings, sources), settings.web_host, options.port,
+                         options.http_timeout_s or settings.web_timeout_s)
     feed, name = _feed(options)
     console.print(safe(f"Stormwatch demo: feeding {len(feed):,} events from {name} at "
                        f"{'full speed' if not options.speed else f'{options.speed:g}x event time'}; "

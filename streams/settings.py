@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("stormwatch-data"), description="Where the worker keeps RocksDB state.")
     web_host: str = Field("127.0.0.1", description="Address the worker's and demo's web server binds to.")
     web_port: int = Field(6066, description="Port of the worker's web server (metrics, health).")
+    web_timeout_s: float = Field(15.0, gt=0, description="Worker and demo web server: a client gets this long "
+                                 "to send a whole request (partial headers, silent connections are closed).")
     allowed_lateness_s: float = Field(30.0, ge=0, description="Event-time lateness allowed before a deadline fires.")
     dedupe_window_s: float = Field(
         3600.0, gt=0, description="A duplicate event (same platform and event_id) is recognised and dropped this "
