@@ -31,7 +31,7 @@ from events import INPUT_TOPICS, TOPIC_BY_TYPE, DeadLetter, Detector, Tick, deco
 from streams import metrics
 from streams.alertmanager import Alertmanager
 from streams.demo import DASHBOARD
-from streams.api import OPENAPI, Sources, handle
+from streams.api import OPENAPI, Sources, handle, secure_headers, server_options
 from streams.engine import Engine
 from streams.local import detector_failures, make_delivery
 from streams.produce import bootstrap_servers
@@ -163,7 +163,17 @@ def create_app(settings: Settings | None = None) -> faust.App:
         processing_guarantee="at_least_once",
         table_standby_replicas=0,
         producer_linger=settings.producer_linger_s,
+        # Only Stormwatch's own routes: Faust's /router, /table, /graph and statistics pages list
+        # raw detector state with no token. Every response gets the API's security headers.
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
+        web_metrics_enabled=False,
+        web_application_options={"middlewares": [secure_headers]},
     )
+    # Faust builds its aiohttp runner with no client time limits and has no setting for them.
+    app.web._runner._kwargs.update(server_options(settings.web_timeout_s))
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     input_names = [settings.topic(t) for t in INPUT_TOPICS]
     inputs = app.topic(*input_names, **raw)

@@ -232,3 +232,29 @@ def test_every_worker_answers_for_every_platform(kafka_broker, stormwatch_bin: s
     finally:
         first.stop()
         second.stop()
+
+
+def test_the_worker_serves_only_its_own_routes(kafka_broker, stormwatch_bin: str, tmp_path: Path) -> None:
+    """Faust's /router and /table pages listed raw detector state with no token; a client that
+    sends half a request and goes silent was never let go."""
+    import socket
+
+    import httpx
+
+    worker = Worker(kafka_broker, stormwatch_bin, tmp_path, extra_env={"STORMWATCH_WEB_TIMEOUT_S": "1"}).start()
+    try:
+        base = f"http://127.0.0.1:{worker.port}"
+        for path in ("/router/", "/table/orders/", "/table/", "/graph/", "/stats/", "/performance/"):
+            assert httpx.get(base + path, timeout=5).status_code == 404, path
+        page = httpx.get(base + "/dashboard", timeout=5)
+        assert page.status_code == 200
+        assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+        assert page.headers["x-frame-options"] == "DENY" and page.headers["x-content-type-options"] == "nosniff"
+        assert worker.api("/api/alerts", "reg").headers["cache-control"] == "no-store"
+        with socket.create_connection(("127.0.0.1", worker.port), timeout=10) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # ...and never the blank line
+            started = time.monotonic()
+            assert sock.recv(1024) == b""  # closed by the server
+            assert time.monotonic() - started < 8
+    finally:
+        worker.stop()
