@@ -131,3 +131,70 @@ def test_keys_round_trip_whatever_the_ids_hold() -> None:
         assert parts(key(*ids)) == list(ids)
     assert key("a\tb", "c") != key("a", "b\tc")
     assert "\t" not in key("~seen\t0\t1")  # no id names an internal (tab-joined) key
+
+
+def test_hostile_inputs_leave_every_endpoint_answering_with_the_rest_intact(tmp_path: Path) -> None:
+    """The issue's hostile lines fed to the demo: every endpoint, every role, 200 and the
+    ordinary orders still there."""
+    import json
+    import signal
+    import sys
+    import time
+
+    import httpx
+
+    from tests.support.events import action, order, tick
+    from tests.support.kafka_broker import free_port
+
+    good = [order("ok-1", 0, 30), action("a-ok", "ok-1", 5, "completed"), order("ok-2", 0, 30, platform="douyin")]
+    hostile = [
+        {**action("a-old", "ok-1", 6, "acknowledged"), "ts": "0001-01-01T00:00:00+00:01"},
+        {**order("tab\torder", 1, 40), "case_id": "x\ty"},
+        order("o", 1, 40, platform="weibo\to"),  # the platform named like an internal key
+        {**order("far", 2, 50), "ts": "+10000-01-01T00:00:00Z"},
+        {**order("[/oops]", 2, 50), "legal_basis": "\x1b[2J[bold]x"},
+        {"type": "engagement", "event_id": "huge", "platform": "weibo", "ts": "2026-11-30T08:03:00+08:00",
+         "post_id": "p1", "views": 2 ** 64},
+    ]
+    src = tmp_path / "hostile.jsonl"
+    src.write_text("\n".join(json.dumps(e) for e in [*good, *hostile, tick(120)]) + "\n")
+    port, env = free_port(), {**os.environ, "STORMWATCH_API_TOKENS": json.dumps(TOKENS)}
+    stormwatch = os.path.join(os.path.dirname(sys.executable), "stormwatch")
+    proc = subprocess.Popen([stormwatch, "demo", "--replay", str(src), "--speed", "0", "--port", str(port)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).json()["fed"]:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        for token in TOKENS:
+            for path in ("/api/alerts", "/api/orders", "/api/campaigns", "/api/cascades",
+                         "/api/platforms/weibo/scorecard", "/api/platforms/douyin/scorecard"):
+                answer = httpx.get(base + path, headers={"Authorization": f"Bearer {token}"}, timeout=5)
+                assert answer.status_code in (200, 403), (token, path, answer.status_code)
+                if token == "reg" or path.endswith(f"/{TOKENS[token].get('platform')}/scorecard"):
+                    assert answer.status_code == 200, (token, path)
+        orders = httpx.get(base + "/api/orders", headers={"Authorization": "Bearer reg"}, timeout=5).json()
+        ids = {o["order_id"] for o in (orders if isinstance(orders, list) else orders["orders"])}
+        assert {"ok-1", "ok-2", "tab\torder", "o", "[/oops]"} <= ids
+        mine = httpx.get(base + "/api/orders", headers={"Authorization": "Bearer w"}, timeout=5).json()
+        assert {o["platform"] for o in (mine if isinstance(mine, list) else mine["orders"])} == {"weibo"}
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+
+
+def test_a_platforms_webhook_never_gets_the_regulators_cross_platform_alert() -> None:
+    from streams.delivery import EndpointConfig
+
+    both, _ = replay_in_process(copied_for("weibo", "douyin"))
+    alerts = list(latest(both).values())
+    weibo_hook = EndpointConfig(url="http://127.0.0.1:1/weibo", platforms=["weibo"])
+    regulator_hook = EndpointConfig(url="http://127.0.0.1:1/cac")
+    assert {a["platform"] for a in alerts if weibo_hook.wants(a)} == {"weibo"}
+    assert not any(a.get("audience") for a in alerts if weibo_hook.wants(a))
+    assert sum(1 for a in alerts if regulator_hook.wants(a)) == len(alerts)
