@@ -304,3 +304,17 @@ def _spread_sample(items: list, budget: int) -> list:
         return items[-1:]
     n = len(items) - 1
     return [items[round(i * n / (budget - 1))] for i in range(budget)]
+
+
+def new_recorder(directory: Path | None, signing_key_b64: str | None,
+                 settings: EvidenceSettings | None = None) -> tuple[EvidenceRecorder, bool]:
+    """A recorder writing a new log to ``directory`` (None: in memory only), and whether its key
+    was generated. Without a configured key a fresh one signs this log alone: its public key is
+    written beside the log and should be handed over apart from any bundle (keep a configured
+    key, ``STORMWATCH_EVIDENCE_SIGNING_KEY``, for logs that must be checked against a known key)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from evidence.log import signing_key
+
+    key = signing_key(signing_key_b64) if signing_key_b64 else Ed25519PrivateKey.generate()
+    return EvidenceRecorder(EvidenceLog(directory, key), settings), not signing_key_b64

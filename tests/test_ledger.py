@@ -88,7 +88,8 @@ def test_partial_measures_name_only_the_missing_ones() -> None:
     alerts, _ = run([order("o1", 0, 60, measures=["remove_content", "suspend_account", "preserve_evidence"]),
                      action("a1", "o1", 10, "content_removed"), action("a2", "o1", 20, "evidence_preserved"),
                      tick(61)])
-    assert alerts[0]["evidence"]["missing_measures"] == ["suspend_account"]
+    overdue = [a for a in alerts if a["kind"] == "order_overdue"]  # (removed before preserving: also evidence_not_preserved)
+    assert overdue[0]["evidence"]["missing_measures"] == ["suspend_account"]
 
 
 def test_alert_ids_are_stable_and_distinct() -> None:
