@@ -68,14 +68,19 @@ def export(log: EvidenceLog, alert_id: str) -> bytes:
     }
     summary = render_summary(manifest).encode()
     manifest["summary_sha256"] = hashlib.sha256(summary).hexdigest()
-    when = datetime.fromisoformat(head["timestamp"]).timetuple()[:6]
-    when = max(when, (1980, 1, 1, 0, 0, 0))  # the ZIP format starts in 1980
+    return _pack(orjson.dumps(manifest, option=orjson.OPT_INDENT_2), summary, head["timestamp"])
+
+
+def _pack(manifest: bytes, summary: bytes, timestamp: str) -> bytes:
+    """The one canonical ZIP of a bundle: stored (not compressed: no dependence on a zlib
+    version), fixed order, file times from the tree head's event time. ``verify`` packs the
+    contents again and compares, so no byte of the container can change unnoticed."""
+    when = max(datetime.fromisoformat(timestamp).timetuple()[:6], (1980, 1, 1, 0, 0, 0))  # ZIP starts in 1980
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w") as bundle:
-        for name, data in (("manifest.json", orjson.dumps(manifest, option=orjson.OPT_INDENT_2)),
-                           ("summary.md", summary)):
+        for name, data in (("manifest.json", manifest), ("summary.md", summary)):
             info = zipfile.ZipInfo(name, date_time=when)
-            info.compress_type = zipfile.ZIP_DEFLATED
+            info.compress_type = zipfile.ZIP_STORED
             info.external_attr = 0o644 << 16
             bundle.writestr(info, data)
     return out.getvalue()
@@ -88,12 +93,16 @@ def verify(data: bytes, public_key: str | None = None) -> tuple[list[str], dict]
         with zipfile.ZipFile(io.BytesIO(data)) as bundle:
             manifest_bytes = bundle.read("manifest.json")
             summary = bundle.read("summary.md")
-    except (zipfile.BadZipFile, KeyError, OSError, EOFError, ValueError) as err:  # CRC errors are BadZipFile
-        return [f"bundle: not a readable evidence bundle ({err})"], {}
+    except Exception as err:  # noqa: BLE001 - hostile input: any failure to read is a verdict, never a crash
+        return [f"bundle: not a readable evidence bundle ({type(err).__name__}: {err})"], {}
     try:
         manifest = orjson.loads(manifest_bytes)
-        return _verify_manifest(manifest, summary, public_key)
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
+        fails, facts = _verify_manifest(manifest, summary, public_key)
+        if not fails and _pack(manifest_bytes, summary, manifest["tree_head"]["timestamp"]) != data:
+            fails.append("bundle: the ZIP container differs from the canonical packing of its manifest.json and "
+                         "summary.md (bytes outside them were changed)")
+        return fails, facts
+    except Exception as err:  # noqa: BLE001 - a field missing or of the wrong type: say so, do not crash
         return [f"manifest.json: malformed ({type(err).__name__}: {err})"], {}
 
 
@@ -129,14 +138,14 @@ def _verify_manifest(m: dict, summary: bytes, public_key: str | None) -> tuple[l
         name = f"entry {i}"
         leaf = e["leaf"].encode()
         computed = leaf_hash(leaf)
-        if computed.hex() != e["leaf_hash"]:
-            fails.append(f"{name}: leaf_hash does not match SHA-256(0x00 || leaf)")
         try:
             entry = orjson.loads(leaf)
         except orjson.JSONDecodeError:
             fails.append(f"{name}: leaf is not JSON")
             continue
         name = f"entry {i} ({entry.get('role')}" + (f", event {entry['event_id']}" if entry.get("event_id") else "") + ")"
+        if computed.hex() != e["leaf_hash"]:
+            fails.append(f"{name}: leaf_hash does not match SHA-256(0x00 || leaf)")
         indexes.add(i)
         if entry.get("index") != i:
             fails.append(f"{name}: index in the leaf ({entry.get('index')}) differs from the manifest's")
