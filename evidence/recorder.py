@@ -20,6 +20,19 @@ other posts, reports, activity after a deadline). A cited event no longer held i
 ``"retained": false`` with the id it was cited by, so a bundle says what it lacks.
 
 Everything is in event time: the same stream gives the same entries, in the same order.
+
+**On Kafka (not built yet).** The worker would need: (1) raw bytes where the recorder runs:
+``ingest`` forwards decoded events to stages, so it must also pass each event's raw value (a
+header or a field) to an ``evidence`` stage keyed by platform, the log's single writer per
+platform; (2) the alerts in that stage, in the order ``replay`` raises them: the platform
+stage's own alerts in-line, the targets stage's ``violence_surge`` re-keyed by platform (as
+``ctx.emit`` does) with a watermark carried over, so a crossing event is held before it is cited;
+(3) the held raw events in a changelogged table with the same bounds (they are the costly part:
+compact by key, expire by ``retention_s``); (4) log entries on an ``evidence-log`` topic keyed by
+platform, and per platform a changelogged record of the tree (size, leaf hashes or the right
+edge, the latest tree head) so a restarted worker appends where it stopped; (5) export reading
+that topic. One tree per platform means Kafka bundles differ from ``replay``'s in tree sizes
+and proofs (entries and raw bytes equal), unless replay also keeps one tree per platform.
 """
 
 from __future__ import annotations
@@ -44,7 +57,8 @@ class EvidenceSettings(BaseModel):
 
     dir: Path | None = Field(None, description="demo: where the evidence log goes (default: a new temporary folder).")
     retention_s: float = Field(86400.0, gt=0, description="Raw events wait this long (event time) to be cited.")
-    max_held_bytes: int = Field(256 * 2**20, gt=0, description="At most this many raw bytes wait to be cited.")
+    max_held_bytes: int = Field(128 * 2**20, gt=0, description="At most this many raw bytes wait to be cited "
+                                "(resident memory: about 2-3 times that, with the index).")
     max_entries_per_version: int = Field(300, ge=10, description="Events logged per alert version, at most.")
     series_cap: int = Field(2000, ge=1, description="Observations kept per post, account, target or order deadline.")
     max_orders: int = Field(10_000, ge=1, description="Orders whose order, actions and late activity are held.")
@@ -55,9 +69,9 @@ class Held:
 
     __slots__ = ("raw", "type", "event_id", "platform", "ts", "refs")
 
-    def __init__(self, raw: bytes, event: AnyEvent, refs: tuple) -> None:
+    def __init__(self, raw: bytes, event: AnyEvent, ts: float, refs: tuple) -> None:
         self.raw, self.type, self.event_id = raw, event.type, event.event_id
-        self.platform, self.ts, self.refs = event.platform, event.epoch, refs
+        self.platform, self.ts, self.refs = event.platform, ts, refs
 
     @property
     def key(self) -> tuple[str, str]:
@@ -74,9 +88,12 @@ class EvidenceRecorder:
     def __init__(self, log: EvidenceLog, settings: EvidenceSettings | None = None) -> None:
         self.log = log
         self.s = settings or EvidenceSettings()
-        self.held: OrderedDict[tuple[str, str], Held] = OrderedDict()  # arrival order: oldest first
+        # Held raw events by (platform, event_id), and their keys in arrival order (oldest first).
+        # Plain dicts, lists and a deque: the index costs a few hundred bytes per event beyond its bytes.
+        self.held: dict[tuple[str, str], Held] = {}
+        self.arrival: deque[tuple[str, str]] = deque()
         self.held_bytes = 0
-        self.refs: dict[tuple, deque] = {}
+        self.refs: dict[tuple, list] = {}  # (what, platform, id) -> held keys, oldest first
         self.orders: OrderedDict[tuple[str, str], dict] = OrderedDict()
         self.watch: dict[tuple[str, str], list[str]] = {}  # (platform, item) -> order ids watching it
         self.logged: dict[str, dict[tuple, int]] = {}  # alert id -> event key -> entry index
@@ -87,7 +104,9 @@ class EvidenceRecorder:
 
     def observe(self, raw: bytes, event: AnyEvent) -> None:
         """One decoded input event and its bytes as received (duplicates keep the first copy)."""
-        self.now = max(self.now, event.epoch)
+        t = event.epoch
+        if t > self.now:
+            self.now = t
         if event.type == "tick":
             self._evict()
             return
@@ -95,45 +114,59 @@ class EvidenceRecorder:
         if isinstance(event, (Order, PlatformAction)):
             self._order_event(raw, event)
             return
-        if (p, event.event_id) in self.held:
+        key = (p, event.event_id)
+        if key in self.held:
             return
-        refs: list[tuple] = []
+        refs: tuple
         if isinstance(event, Post):
-            refs += [("post", p, event.post_id), ("acct", p, event.account_id)]
-            refs += [("spread", p, x) for x in dict.fromkeys((event.root_id, event.parent_id)) if x]
-            self._after_deadline(raw, event, {f"post:{event.post_id}", f"account:{event.account_id}"}
-                                 | {f"post:{x}" for x in (event.parent_id, event.root_id) if x}
-                                 | {f"hashtag:{h.strip('#')}" for h in event.hashtags})
+            refs = (("post", p, event.post_id), ("acct", p, event.account_id))
+            if event.root_id:
+                refs += (("spread", p, event.root_id),)
+            if event.parent_id and event.parent_id != event.root_id:
+                refs += (("spread", p, event.parent_id),)
+            if self.watch:
+                self._after_deadline(raw, event, t, (f"post:{event.post_id}", f"account:{event.account_id}",
+                                                     *(f"post:{x}" for x in (event.parent_id, event.root_id) if x),
+                                                     *(f"hashtag:{h.strip('#')}" for h in event.hashtags)))
         elif isinstance(event, Engagement):
-            refs.append(("eng", p, event.post_id))
-            self._after_deadline(raw, event, {f"post:{event.post_id}"})
+            refs = (("eng", p, event.post_id),)
+            if self.watch:
+                self._after_deadline(raw, event, t, (f"post:{event.post_id}",))
         elif isinstance(event, Report):
-            refs += [("report", p, "post", event.post_id)] if event.post_id else []
-            refs += [("report", p, "account", event.account_id)] if event.account_id else []
-            refs += [("report", p, "target", t.id) for t in event.targets]
-        held = Held(raw, event, tuple(refs))
-        self.held[held.key] = held
+            refs = tuple([("report", p, "post", event.post_id)] if event.post_id else []) \
+                + tuple([("report", p, "account", event.account_id)] if event.account_id else []) \
+                + tuple(("report", p, "target", tg.id) for tg in event.targets)
+        else:
+            refs = ()
+        self.held[key] = Held(raw, event, t, refs)
+        self.arrival.append(key)
         self.held_bytes += len(raw)
+        cap = self.s.series_cap
         for ref in refs:
             series = self.refs.get(ref)
             if series is None:
-                series = self.refs[ref] = deque(maxlen=4 if ref[0] == "post" else self.s.series_cap)
-            series.append(held.key)
+                self.refs[ref] = [key]
+            else:
+                series.append(key)
+                if len(series) > (4 if ref[0] == "post" else cap):
+                    del series[0]
         self._evict()
 
     def _evict(self) -> None:
         """Drop the oldest held events past the retention or over the byte bound."""
         horizon = self.now - self.s.retention_s
-        while self.held:
-            key, oldest = next(iter(self.held.items()))
+        while self.arrival:
+            key = self.arrival[0]
+            oldest = self.held[key]
             if oldest.ts >= horizon and self.held_bytes <= self.s.max_held_bytes:
                 return
+            self.arrival.popleft()
             del self.held[key]
             self.held_bytes -= len(oldest.raw)
             for ref in oldest.refs:
                 series = self.refs.get(ref)
                 if series and series[0] == key:
-                    series.popleft()
+                    del series[0]
                 if series is not None and not series:
                     del self.refs[ref]
 
@@ -150,7 +183,7 @@ class EvidenceRecorder:
                     self.watch.pop((event.platform, item), None)
         if any(h.event_id == event.event_id for h in rec["order"] + rec["actions"]):
             return  # a duplicate delivery
-        held = Held(raw, event, ())
+        held = Held(raw, event, event.epoch, ())
         if isinstance(event, Order):
             rec["order"].append(held)
             rec["deadline"] = event.deadline_epoch
@@ -160,15 +193,16 @@ class EvidenceRecorder:
         else:
             rec["actions"].append(held)
 
-    def _after_deadline(self, raw: bytes, event: Post | Engagement, items: set[str]) -> None:
+    def _after_deadline(self, raw: bytes, event: Post | Engagement, t: float, items: tuple[str, ...]) -> None:
         """Activity on an ordered item after the order's deadline: the first ``series_cap`` per order."""
-        for item in sorted(items):
+        for item in items:
             for order_id in self.watch.get((event.platform, item), ()):
                 rec = self.orders.get((event.platform, order_id))
-                if rec is None or rec["deadline"] is None or event.epoch <= rec["deadline"]:
+                if rec is None or rec["deadline"] is None or t <= rec["deadline"]:
                     continue
-                if len(rec["after"]) < self.s.series_cap and all(h.event_id != event.event_id for h in rec["after"][-50:]):
-                    rec["after"].append(Held(raw, event, ()))
+                after = rec["after"]
+                if len(after) < self.s.series_cap and not (after and after[-1].event_id == event.event_id):
+                    after.append(Held(raw, event, t, ()))
 
     # -- alerts -------------------------------------------------------------------------------
 
