@@ -43,6 +43,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, Field
 
 from evidence.log import EvidenceLog, sha256_hex
@@ -309,8 +310,7 @@ class EvidenceRecorder:
 
 
 def _kind(held: Held) -> str | None:
-    import orjson  # only for the rare citation, not per event
-
+    """A held post's ``kind`` (repost, comment, ...), read from its bytes when it is cited."""
     try:
         return orjson.loads(held.raw).get("kind")
     except orjson.JSONDecodeError:

@@ -7,7 +7,6 @@ cases: the text says so, and leaves the legal judgement to prosecutors and court
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 import orjson
@@ -127,8 +126,3 @@ def render_summary(manifest: dict) -> str:
               "`stormwatch evidence verify BUNDLE.zip --public-key KEY` checks every hash, inclusion proof and "
               "signature offline; `manifest.json` (`about`) says how to do it with any other tool.", ""]
     return "\n".join(lines)
-
-
-def alert_of(entry: dict) -> dict:
-    """The alert JSON inside an 'alert version' entry."""
-    return orjson.loads(base64.b64decode(entry["raw"]))

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from evidence.bundle import export, verify
 from evidence.log import EvidenceLog
 from evidence.merkle import MerkleTree, leaf_hash, node_hash, verify_consistency, verify_inclusion
-from evidence.recorder import EvidenceRecorder, EvidenceSettings, new_recorder
+from evidence.recorder import EvidenceSettings, new_recorder
 from streams.cli import main
 from streams.local import LocalPipeline
 from streams.settings import Settings
