@@ -440,3 +440,18 @@ def test_the_api_serves_the_bundle_to_the_regulator_and_the_own_platform_only(si
     assert get("reg", "no-such-alert")[0] == 404
     regulator_only = {"x": {**latest[alert_id], "alert_id": "x", "audience": "regulator", "platform": "*"}}
     assert evidence_bundle("x", "Bearer weibo", tokens, regulator_only, lambda a: b"")[0] == 403
+
+
+def test_a_repeat_refusal_duty_refusal_cites_every_refused_order() -> None:
+    events = []
+    for n in range(3):
+        events += [order(f"r{n}", n, 60 + n), action(f"x{n}", f"r{n}", n + 0.5, "refused")]
+    _found, recorder = _order_run(events + [tick(90)])
+    duty = [aid for aid in recorder.log.by_alert if aid.startswith("duty_refusal-")]
+    assert len(duty) == 1
+    failures, _ = verify(export(recorder.log, duty[0]))
+    assert failures == []
+    entries = [orjson.loads(recorder.log.leaves[i]) for i in recorder.log.by_alert[duty[0]]]
+    assert sorted(orjson.loads(base64.b64decode(e["raw"]))["order_id"] for e in entries if e["role"] == "order") == \
+        ["r0", "r1", "r2"]
+    assert sum(e["role"] == "action" for e in entries) == 3
