@@ -5,6 +5,7 @@ COPY events ./events
 COPY compliance ./compliance
 COPY detectors ./detectors
 COPY streams ./streams
+COPY evidence ./evidence
 RUN pip install --no-cache-dir .
 RUN useradd --system --home /data stormwatch && mkdir -p /data && chown stormwatch /data
 USER stormwatch

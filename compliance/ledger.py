@@ -174,8 +174,30 @@ class OrderLedger:
         alerts: list[Alert] = []
         if event.action == "refused" and "refused" not in record["fired"]:
             alerts += self._refused(p, event.order_id, record, event.action_id, event.epoch, ctx)
+        if event.action in ("content_removed", "account_suspended") and "not_preserved" not in record["fired"]:
+            alerts += self._not_preserved(event, record)
         self._save(p, event.order_id, record, ctx)
         return alerts
+
+    def _not_preserved(self, event: PlatformAction, record: dict) -> list[Alert]:
+        """The platform removed or suspended before preserving evidence the order asked it to keep:
+        once gone, the content cannot prove what it said (2019-15 Art. 5, loss of evidence)."""
+        order = record["order"]
+        if order is None or "preserve_evidence" not in order["measures"]:
+            return []
+        if any(a == "evidence_preserved" and ts <= event.epoch for ts, _i, a in record["actions"]):
+            return []
+        record["fired"].append("not_preserved")
+        items = [item.key for item in event.items] or order["items"]
+        return [raise_alert(
+            record["alerts"], kind="evidence_not_preserved", subject=("order", event.order_id), ts=event.epoch,
+            severity="critical", platform=order["platform"],
+            summary=f"Platform {order['platform']} reported {event.action} for order {event.order_id} before "
+            "preserving the evidence the order required.",
+            legal_refs=["Interpretation 2019-15 Art. 5", "Criminal Law Art. 286-1",
+                        "Provisions on the Governance of Online Violence Information (2024)"],
+            evidence={"order_id": event.order_id, "action_id": event.action_id, "action": event.action,
+                      "items": items, "measures": order["measures"]})]
 
     def _activity(self, p: str, post: Post, ctx: Context) -> list[Alert]:
         """A post that spreads ordered content: the item itself, a repost or answer of it, a

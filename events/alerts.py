@@ -29,6 +29,7 @@ AlertKind = Literal[
     "order_refused",
     "continued_dissemination",
     "duty_refusal",
+    "evidence_not_preserved",
 ]
 ALERT_KINDS: tuple[str, ...] = get_args(AlertKind)  # the contract's kinds; no detector may invent one
 

@@ -176,6 +176,24 @@ def handle(path: str, query: Mapping[str, str], authorization: str | None,
     return 404, {"error": "no such endpoint"}
 
 
+def evidence_bundle(alert_id: str, authorization: str | None, tokens: Mapping[str, Mapping[str, str]],
+                    alerts: Mapping[str, dict], export: Callable[[str], bytes] | None) -> tuple[int, bytes | dict]:
+    """``GET /api/alerts/{id}/evidence``: the alert's evidence bundle (ZIP bytes) for the regulator,
+    or for a platform token when the alert is that platform's own (never a regulator-only one)."""
+    caller = authenticate(tokens, authorization)
+    if caller is None:
+        return 401, {"error": "missing or unknown bearer token"}
+    alert = alerts.get(alert_id)
+    if alert is None or export is None:
+        return 404, {"error": f"no alert {alert_id!r} with evidence here"}
+    if not visible([alert], caller, None):
+        return 403, {"error": "this token may not read this alert's evidence"}
+    try:
+        return 200, export(alert_id)
+    except KeyError:
+        return 404, {"error": f"no evidence recorded for alert {alert_id!r}"}
+
+
 def _get(summary: str, params: list[dict] | None = None) -> dict:
     return {"get": {"summary": summary, "security": [{"bearer": []}], "parameters": params or [],
                     "responses": {"200": {"description": "JSON"}, "401": {"description": "missing or unknown token"},
@@ -196,6 +214,10 @@ OPENAPI = {
     "paths": {
         "/api/alerts": _get("Latest version of each alert, newest first", [
             _q("kind", "alert kind"), PLATFORM, _q("subject", "subject id"), _q("since", "RFC 3339 event time")]),
+        "/api/alerts/{alert_id}/evidence": _get("The alert's evidence bundle (application/zip): manifest.json "
+                                                "with raw events, hashes, inclusion proofs and signed tree heads; "
+                                                "summary.md", [{"name": "alert_id", "in": "path", "required": True,
+                                                                "schema": {"type": "string"}}]),
         "/api/campaigns": _get("Live water-army campaigns, largest first", [PLATFORM]),
         "/api/cascades": _get("Posts that spread fast or crossed a legal figure", [PLATFORM]),
         "/api/orders": _get("Orders with their ledger state, measures done and missing, deadline",

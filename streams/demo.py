@@ -24,9 +24,10 @@ from events import Alert, DeadLetter
 from streams import metrics
 from streams.local import LocalPipeline, make_delivery, read_lines
 from streams.alertmanager import Alertmanager
-from streams.api import HTTP_TIMEOUT_S, OPENAPI, Sources, handle, secure_headers, server_options
+from streams.api import HTTP_TIMEOUT_S, OPENAPI, Sources, evidence_bundle, handle, secure_headers, server_options
 from streams.settings import Settings
 from streams.simulator import SimConfig, simulate_lines
+from evidence.bundle import export
 
 DASHBOARD = Path(__file__).with_name("dashboard.html")
 SEVERITY_STYLE = {"info": "cyan", "warning": "yellow", "critical": "bold red"}
@@ -82,7 +83,8 @@ def _event_time(line: bytes) -> tuple[str, float] | None:
         return None
 
 
-def _web_app(state: dict, settings: Settings | None = None, sources: Sources | None = None) -> web.Application:
+def _web_app(state: dict, settings: Settings | None = None, sources: Sources | None = None,
+             export=None) -> web.Application:
     async def metrics_page(_request: web.Request) -> web.Response:
         return web.Response(body=metrics.exposition(), headers={"Content-Type": metrics.CONTENT_TYPE})
 
@@ -101,6 +103,14 @@ def _web_app(state: dict, settings: Settings | None = None, sources: Sources | N
     async def openapi(_request: web.Request) -> web.Response:
         return web.json_response(OPENAPI)
 
+    async def evidence(request: web.Request) -> web.Response:
+        status, body = evidence_bundle(request.match_info["alert_id"], request.headers.get("Authorization"),
+                                       settings.api_tokens if settings else {}, sources.alerts, export)
+        if status != 200:
+            return web.json_response(body, status=status)
+        return web.Response(body=body, content_type="application/zip", headers={
+            "Content-Disposition": f'attachment; filename="evidence-{request.match_info["alert_id"]}.zip"'})
+
     async def dashboard(_request: web.Request) -> web.Response:
         return web.Response(body=DASHBOARD.read_bytes(), content_type="text/html", charset="utf-8")
 
@@ -109,7 +119,7 @@ def _web_app(state: dict, settings: Settings | None = None, sources: Sources | N
                     web.get("/dashboard", dashboard),
                     web.get("/openapi.json", openapi)])
     if sources is not None:
-        app.add_routes([web.get("/api/{tail:.*}", api)])
+        app.add_routes([web.get("/api/alerts/{alert_id}/evidence", evidence), web.get("/api/{tail:.*}", api)])
     return app
 
 
@@ -146,11 +156,12 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> int:
     outputs = [o for o in (delivery, alertmanager) if o is not None]
     for output in outputs:
         output.start()
-    pipeline = LocalPipeline(settings, on_alert, on_deadletter)
+    recorder = _evidence_recorder(settings, console)
+    pipeline = LocalPipeline(settings, on_alert, on_deadletter, recorder)
     ledger = next(stage.state for stage in pipeline.engine.stages if stage.detector.name == "orders")
     sources = Sources(alerts=latest, ledger=ledger, now=lambda: pipeline.engine.watermark().value)
-    runner = await serve(_web_app(state, settings, sources), settings.web_host, options.port,
-                         options.http_timeout_s or settings.web_timeout_s)
+    runner = await serve(_web_app(state, settings, sources, export=lambda aid: export(recorder.log, aid)),
+                         settings.web_host, options.port, options.http_timeout_s or settings.web_timeout_s)
     feed, name = _feed(options)
     console.print(safe(f"Stormwatch demo: feeding {len(feed):,} events from {name} at "
                        f"{'full speed' if not options.speed else f'{options.speed:g}x event time'}; "
@@ -184,4 +195,18 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> int:
         for output in outputs:
             await output.stop()
         await runner.cleanup()
+        recorder.log.close()
     return 0
+
+
+def _evidence_recorder(settings: Settings, console: Console):
+    """The demo's evidence log: in STORMWATCH_EVIDENCE__DIR, or a new temporary folder."""
+    import tempfile
+
+    from evidence.recorder import new_recorder
+
+    directory = settings.evidence.dir or Path(tempfile.mkdtemp(prefix="stormwatch-evidence-"))
+    recorder, _generated = new_recorder(directory, settings.evidence_signing_key, settings.evidence)
+    console.print(f"Evidence log in {directory} (public key {recorder.log.public_key}); bundles at "
+                  "/api/alerts/<id>/evidence", highlight=False)
+    return recorder

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from events import Alert, DeadLetter, decode
 from streams import metrics
@@ -16,6 +17,9 @@ from streams.registry import build_detectors
 from streams.runtime import tune_gc
 from streams.settings import Settings
 
+if TYPE_CHECKING:
+    from evidence.recorder import EvidenceRecorder
+
 AlertSink = Callable[[Alert], None]
 DeadLetterSink = Callable[[DeadLetter], None]
 
@@ -23,13 +27,16 @@ DeadLetterSink = Callable[[DeadLetter], None]
 class LocalPipeline:
     """Feeds raw lines through :func:`events.decode` and one :class:`Engine` of every detector."""
 
-    def __init__(self, settings: Settings, on_alert: AlertSink, on_deadletter: DeadLetterSink) -> None:
+    def __init__(self, settings: Settings, on_alert: AlertSink, on_deadletter: DeadLetterSink,
+                 recorder: EvidenceRecorder | None = None) -> None:
+        """``recorder``, when given, keeps the raw events each alert version cites (``evidence/``)."""
         tune_gc(settings.gc_threshold)
         self.engine = Engine(build_detectors(settings), lateness=settings.allowed_lateness_s,
                              dedupe_window=settings.dedupe_window_s)
         self.max_future_s = settings.max_future_s
         self.on_alert = on_alert
         self.on_deadletter = on_deadletter
+        self.recorder = recorder
         self.events = 0
         self.deadletters = 0
         self.alerts = 0
@@ -49,11 +56,17 @@ class LocalPipeline:
             self.on_deadletter(event)
             return
         self.events += 1
-        for alert in self.engine.process(event):
+        alerts = self.engine.process(event)
+        letters = detector_failures(self.engine, source)
+        if self.recorder is not None and not any(letter.reason == "late" for letter in letters):
+            self.recorder.observe(raw, event)  # before its alerts, which may cite it
+        for alert in alerts:
             self.alerts += 1
             metrics.ALERTS.labels(alert.kind).inc()
             self.on_alert(alert)
-        for letter in detector_failures(self.engine, source):
+            if self.recorder is not None:
+                self.recorder.record(alert)
+        for letter in letters:
             self.deadletters += 1
             metrics.DEADLETTERS.labels(letter.reason).inc()
             self.on_deadletter(letter)

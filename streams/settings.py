@@ -17,6 +17,7 @@ from detectors.cascades import CascadeSettings
 from detectors.targets import TargetSettings
 from detectors.water_army import WaterArmySettings
 from events.decode import MAX_FUTURE_S
+from evidence.recorder import EvidenceSettings
 from streams.alertmanager import AlertmanagerSettings
 from streams.delivery import DeliverySettings
 from streams.view import VIEW_HORIZON_S
@@ -73,6 +74,12 @@ class Settings(BaseSettings):
     view_horizon_s: float = Field(VIEW_HORIZON_S, gt=0, description="Worker: the API's alerts go back this far "
                                   "in event time from the newest alert; on start the view reads the alerts topic "
                                   "from this far back in wall-clock time.")
+
+    evidence_signing_key: str | None = Field(
+        None, description="Base64 of a raw 32-byte Ed25519 private key that signs evidence tree heads; unset, "
+        "each evidence log gets a new key (its public key is written beside the log).",
+    )
+    evidence: EvidenceSettings = EvidenceSettings()
 
     ledger: LedgerSettings = LedgerSettings()
     water_army: WaterArmySettings = WaterArmySettings()

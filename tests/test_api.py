@@ -92,6 +92,20 @@ def test_scorecards_are_served_live(demo: str) -> None:
 def test_the_openapi_description_lists_every_endpoint(demo: str) -> None:
     spec = httpx.get(demo + "/openapi.json").json()
     assert spec["openapi"].startswith("3.") and set(spec["paths"]) == {
-        "/api/alerts", "/api/campaigns", "/api/cascades", "/api/orders", "/api/platforms/{platform}/scorecard"}
+        "/api/alerts", "/api/campaigns", "/api/cascades", "/api/orders", "/api/platforms/{platform}/scorecard",
+        "/api/alerts/{alert_id}/evidence"}
     for path in ENDPOINTS:  # and each of them answers a regulator
         assert get(demo, path, "reg-token").status_code == 200
+
+
+def test_an_alerts_evidence_bundle_goes_to_the_regulator_and_its_own_platform_only(demo: str) -> None:
+    from evidence.bundle import verify
+
+    alerts = get(demo, "/api/alerts", "reg-token").json()
+    douyin = next(a["alert_id"] for a in alerts if a["platform"] == "douyin")
+    response = get(demo, f"/api/alerts/{douyin}/evidence", "reg-token")
+    assert response.status_code == 200 and response.headers["content-type"] == "application/zip"
+    assert verify(response.content)[0] == []
+    assert get(demo, f"/api/alerts/{douyin}/evidence", "douyin-token").content == response.content
+    assert get(demo, f"/api/alerts/{douyin}/evidence", "weibo-token").status_code == 403
+    assert httpx.get(f"{demo}/api/alerts/{douyin}/evidence").status_code == 401

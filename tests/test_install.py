@@ -12,7 +12,7 @@ from pathlib import Path
 from tests.support.kafka_broker import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("events", "streams", "detectors", "compliance")
+PACKAGES = ("events", "streams", "detectors", "compliance", "evidence")
 OFFLINE_ONLY = {"detectors/abuse_train.py"}  # the classifier's training script: the `train` extra
 # Import name -> distribution name, where they differ.
 DISTRIBUTION = {"faust": "faust-streaming", "kafka": "kafka-python", "prometheus_client": "prometheus-client",

@@ -88,7 +88,8 @@ def test_partial_measures_name_only_the_missing_ones() -> None:
     alerts, _ = run([order("o1", 0, 60, measures=["remove_content", "suspend_account", "preserve_evidence"]),
                      action("a1", "o1", 10, "content_removed"), action("a2", "o1", 20, "evidence_preserved"),
                      tick(61)])
-    assert alerts[0]["evidence"]["missing_measures"] == ["suspend_account"]
+    overdue = [a for a in alerts if a["kind"] == "order_overdue"]  # (removed before preserving: also evidence_not_preserved)
+    assert overdue[0]["evidence"]["missing_measures"] == ["suspend_account"]
 
 
 def test_alert_ids_are_stable_and_distinct() -> None:
@@ -148,4 +149,6 @@ def test_a_bounded_action_list_gives_the_same_alerts_and_figures_as_an_unbounded
                           for o in ("b1", "b2") for t in (record(engine, o)["order"]["issued"] + 60 * m for m in range(0, 130, 5))])
         assert kept > 100 or all(len(record(engine, o)["actions"]) <= 3 + 5 for o in ("b1", "b2"))
     assert figures[3] == figures[10**9]
-    assert [a["kind"] for a in figures[3][0]] == ["order_refused", "order_overdue", "order_refused", "order_overdue"]
+    # content removed before the evidence it was ordered to preserve: evidence_not_preserved too
+    assert [a["kind"] for a in figures[3][0]] == ["evidence_not_preserved", "order_refused", "order_overdue",
+                                                 "evidence_not_preserved", "order_refused", "order_overdue"]

@@ -1,0 +1,457 @@
+"""Evidence for prosecutors: Merkle proofs, bundles that verify offline, tampering named,
+determinism, a reader that uses the manifest alone, and the platforms' preservation duty."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import zipfile
+from pathlib import Path
+
+import orjson
+import pytest
+from click.testing import CliRunner
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from evidence.bundle import export, verify
+from evidence.log import EvidenceLog
+from evidence.merkle import MerkleTree, leaf_hash, node_hash, verify_consistency, verify_inclusion
+from evidence.recorder import EvidenceSettings, new_recorder
+from streams.cli import main
+from streams.local import LocalPipeline
+from streams.settings import Settings
+from streams.simulator import SimConfig, simulate_lines
+from tests.support.events import action, order, post, tick
+
+KEY = base64.b64encode(bytes(range(32))).decode()  # a fixed signing key: the same stream, the same bytes
+SIM = SimConfig(minutes=20, organic_per_s=4)
+SIM_KINDS = {"water_army_campaign", "viral_spread", "legal_threshold", "violence_surge", "illegal_marketing",
+             "order_overdue", "order_refused", "continued_dissemination"}
+
+
+# -- Merkle trees against the RFC's definitions, computed naively ---------------------------------
+
+def _k(n: int) -> int:
+    k = 1
+    while k * 2 < n:
+        k *= 2
+    return k
+
+
+def naive_root(d: list[bytes]) -> bytes:
+    if not d:
+        return hashlib.sha256(b"").digest()
+    if len(d) == 1:
+        return leaf_hash(d[0])
+    k = _k(len(d))
+    return node_hash(naive_root(d[:k]), naive_root(d[k:]))
+
+
+def naive_path(m: int, d: list[bytes]) -> list[bytes]:
+    if len(d) == 1:
+        return []
+    k = _k(len(d))
+    if m < k:
+        return naive_path(m, d[:k]) + [naive_root(d[k:])]
+    return naive_path(m - k, d[k:]) + [naive_root(d[:k])]
+
+
+def naive_proof(m: int, d: list[bytes], complete: bool = True) -> list[bytes]:
+    if m == len(d):
+        return [] if complete else [naive_root(d)]
+    k = _k(len(d))
+    if m <= k:
+        return naive_proof(m, d[:k], complete) + [naive_root(d[k:])]
+    return naive_proof(m - k, d[k:], False) + [naive_root(d[:k])]
+
+
+def test_merkle_roots_and_proofs_equal_the_rfc_definitions_for_every_small_tree() -> None:
+    data = [f"entry {i}".encode() for i in range(64)]
+    tree = MerkleTree()
+    assert tree.root() == hashlib.sha256(b"").digest()
+    for n in range(1, 65):
+        tree.append(data[n - 1])
+        d = data[:n]
+        root = naive_root(d)
+        assert tree.root() == root
+        for m in range(n):
+            path = tree.inclusion_proof(m)
+            assert path == naive_path(m, d)
+            assert verify_inclusion(m, n, leaf_hash(d[m]), path, root)
+            assert not verify_inclusion(m, n, leaf_hash(b"other"), path, root)
+            if n > 1:
+                assert not verify_inclusion((m + 1) % n, n, leaf_hash(d[m]), path, root)
+            if path:
+                assert not verify_inclusion(m, n, leaf_hash(d[m]), path[:-1], root)
+        for m in range(1, n + 1):
+            proof = tree.consistency_proof(m, n)
+            assert proof == naive_proof(m, d)
+            assert verify_consistency(m, n, naive_root(data[:m]), root, proof)
+            if m < n:
+                assert not verify_consistency(m, n, naive_root(data[:m]), naive_root(data[:n - 1] + [b"x"]), proof)
+                assert not verify_consistency(m, n, leaf_hash(b"x"), root, proof)
+    # An older tree's proofs, asked of a grown tree, are still those of the older tree.
+    assert tree.inclusion_proof(3, 17) == naive_path(3, data[:17])
+    assert tree.consistency_proof(5, 17) == naive_proof(5, data[:17])
+
+
+# -- the simulator's stream, with the recorder ---------------------------------------------------
+
+def _replay(lines: list[bytes], directory: Path | None, settings: EvidenceSettings | None = None):
+    recorder, _ = new_recorder(directory, KEY, settings)
+    alerts: list = []
+    pipeline = LocalPipeline(Settings(), alerts.append, lambda _l: None, recorder)
+    for n, line in enumerate(lines, 1):
+        pipeline.feed(line, f"sim:{n}")
+    recorder.log.close()
+    return recorder.log, alerts
+
+
+@pytest.fixture(scope="module")
+def sim_lines() -> list[bytes]:
+    return list(simulate_lines(SIM))
+
+
+@pytest.fixture(scope="module")
+def sim_log(sim_lines, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("evidence") / "log"
+    log, alerts = _replay(sim_lines, directory)
+    return directory, log, alerts
+
+
+def _latest_of_each_kind(alerts) -> dict[str, str]:
+    return {a.kind: a.alert_id for a in alerts}
+
+
+def test_every_alert_kind_of_the_simulator_exports_a_bundle_that_verifies(sim_log) -> None:
+    directory, _log, alerts = sim_log
+    assert SIM_KINDS <= {a.kind for a in alerts}
+    on_disk = EvidenceLog.open(directory)  # export reads the folder, as `stormwatch evidence export` does
+    public_key = (directory / "public-key").read_text().strip()
+    for alert_id in dict.fromkeys(a.alert_id for a in alerts):
+        bundle = export(on_disk, alert_id)
+        failures, facts = verify(bundle, public_key)
+        assert failures == [], (alert_id, failures)
+        manifest = orjson.loads(zipfile.ZipFile(io.BytesIO(bundle)).read("manifest.json"))
+        versions = [a for a in alerts if a.alert_id == alert_id]
+        assert [v["version"] for v in manifest["alert_versions"]] == [v.version for v in versions]
+        assert facts["versions"] == len(versions)
+        roles = {orjson.loads(e["leaf"])["role"] for e in manifest["entries"]}
+        assert len(roles) > 1, f"{alert_id} cites no event"  # every alert cites at least one raw event
+
+
+def test_what_each_kind_cites(sim_log) -> None:
+    _directory, log, alerts = sim_log
+    latest = _latest_of_each_kind(alerts)
+
+    def cited(alert_id: str) -> list[dict]:
+        return [orjson.loads(log.leaves[i]) for i in log.by_alert[alert_id]]
+
+    threshold = [a for a in alerts if a.kind == "legal_threshold" and a.subject.type == "post"][0]
+    entries = cited(threshold.alert_id)
+    crossing = [e for e in entries if e["role"] == "crossing event"]
+    assert len(crossing) == 1 and crossing[0]["ts"] == threshold.ts  # the event that crossed the figure
+    assert any(e["role"] == "post" and e["event_id"] for e in entries)
+    assert all(e["ts"] <= threshold.ts for e in entries if e["ts"] and e["role"] != "alert version")
+    assert len(entries) <= EvidenceSettings().max_entries_per_version + 1
+    rumour = next(e for e in entries if e["role"] == "post")
+    assert "收受贿赂" in orjson.loads(base64.b64decode(rumour["raw"]))["text"]  # the content, as received
+    campaign = cited(latest["water_army_campaign"])
+    assert sum(e["role"] == "campaign member post" for e in campaign) >= 5
+    overdue = cited(latest["order_overdue"])
+    assert {"order", "alert version"} <= {e["role"] for e in overdue}
+    spread = cited(latest["continued_dissemination"])
+    assert any(e["role"].endswith("after deadline") for e in spread)
+    assert any(e["role"] == "action" for e in spread)
+
+
+def test_the_cli_writes_exports_and_verifies(sim_lines, tmp_path: Path) -> None:
+    src = tmp_path / "sim.jsonl"
+    src.write_bytes(b"".join(line + b"\n" for line in sim_lines))
+    runner = CliRunner()
+    env = {"STORMWATCH_EVIDENCE_SIGNING_KEY": KEY}
+    result = runner.invoke(main, ["replay", str(src), "--evidence-dir", str(tmp_path / "ev"),
+                                  "--alerts-out", str(tmp_path / "alerts.jsonl")], env=env)
+    assert result.exit_code == 0, result.output
+    alert_id = orjson.loads((tmp_path / "alerts.jsonl").read_bytes().splitlines()[0])["alert_id"]
+    out = tmp_path / "bundle.zip"
+    result = runner.invoke(main, ["evidence", "export", alert_id, "--evidence-dir", str(tmp_path / "ev"),
+                                  "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["evidence", "verify", str(out), "--public-key", str(tmp_path / "ev" / "public-key")])
+    assert result.exit_code == 0 and result.output.startswith("OK"), result.output
+    other = base64.b64encode(bytes(32)).decode()
+    result = runner.invoke(main, ["evidence", "verify", str(out), "--public-key", other])
+    assert result.exit_code == 1 and "tree_head: Ed25519 signature does not verify" in result.output
+    result = runner.invoke(main, ["evidence", "export", "no-such-alert", "--evidence-dir", str(tmp_path / "ev"),
+                                  "--out", str(out)])
+    assert result.exit_code != 0 and "no evidence for alert no-such-alert" in result.output
+    result = runner.invoke(main, ["replay", str(src), "--evidence-dir", str(tmp_path / "ev")], env=env)
+    assert result.exit_code != 0 and "already holds an evidence log" in result.output  # append-only: no second run
+
+
+def test_the_same_stream_gives_the_same_log_and_bundle_bytes(sim_lines, sim_log, tmp_path: Path) -> None:
+    directory, log, alerts = sim_log
+    again, _ = _replay(sim_lines, tmp_path / "again")
+    for name in ("entries.jsonl", "tree-heads.jsonl", "public-key"):
+        assert (directory / name).read_bytes() == (tmp_path / "again" / name).read_bytes()
+    for alert_id in list(dict.fromkeys(a.alert_id for a in alerts))[:4]:
+        assert export(log, alert_id) == export(again, alert_id)
+
+
+# -- tampering ----------------------------------------------------------------------------------
+
+def _repack(bundle: bytes, manifest: dict | None = None, summary: bytes | None = None) -> bytes:
+    """The bundle with its contents changed, as a forger would write it (a valid ZIP)."""
+    src = zipfile.ZipFile(io.BytesIO(bundle))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info.filename)
+            if info.filename == "manifest.json" and manifest is not None:
+                data = orjson.dumps(manifest, option=orjson.OPT_INDENT_2)
+            if info.filename == "summary.md" and summary is not None:
+                data = summary
+            dst.writestr(info, data)
+    return out.getvalue()
+
+
+def _flip_hex(text: str, at: int = 0) -> str:
+    return text[:at] + ("0" if text[at] != "0" else "1") + text[at + 1:]
+
+
+@pytest.fixture(scope="module")
+def threshold_bundle(sim_log) -> tuple[bytes, dict]:
+    _directory, log, alerts = sim_log
+    alert = next(a for a in alerts if a.kind == "legal_threshold" and a.subject.type == "post")
+    bundle = export(log, alert.alert_id)
+    return bundle, orjson.loads(zipfile.ZipFile(io.BytesIO(bundle)).read("manifest.json"))
+
+
+def _fails(bundle: bytes, change) -> list[str]:
+    manifest = orjson.loads(zipfile.ZipFile(io.BytesIO(bundle)).read("manifest.json"))
+    change(manifest)
+    failures, _ = verify(_repack(bundle, manifest))
+    assert failures, "a changed bundle verified"
+    return failures
+
+
+def test_changing_a_raw_event_names_the_entry_and_the_hash(threshold_bundle) -> None:
+    bundle, manifest = threshold_bundle
+    n = next(k for k, e in enumerate(manifest["entries"]) if orjson.loads(e["leaf"])["role"] == "crossing event")
+    index = manifest["entries"][n]["index"]
+
+    def change(m: dict) -> None:
+        entry = orjson.loads(m["entries"][n]["leaf"])
+        raw = bytearray(base64.b64decode(entry["raw"]))
+        raw[raw.index(b'"views":') + 9] ^= 0x01  # one digit of the views counter
+        entry["raw"] = base64.b64encode(bytes(raw)).decode()
+        m["entries"][n]["leaf"] = orjson.dumps(entry, option=orjson.OPT_SORT_KEYS).decode()
+
+    failures = _fails(bundle, change)
+    assert f"entry {index} (crossing event, event {orjson.loads(manifest['entries'][n]['leaf'])['event_id']}): " \
+           "raw bytes do not match their sha256" in failures
+    assert any(f.startswith(f"entry {index} ") and "leaf_hash does not match" in f for f in failures)
+
+
+def test_changing_a_figure_names_it(threshold_bundle) -> None:
+    bundle, manifest = threshold_bundle
+
+    def listed(m: dict) -> None:
+        m["alert_versions"][0]["evidence"]["value"] += 1
+
+    failures = _fails(bundle, listed)
+    assert any(f.startswith("alert_versions[0] (version 1): differs from entry") for f in failures)
+
+    n = next(k for k, e in enumerate(manifest["entries"]) if orjson.loads(e["leaf"])["role"] == "alert version")
+
+    def logged(m: dict) -> None:  # the figure inside the logged alert version, its sha256 fixed up too
+        entry = orjson.loads(m["entries"][n]["leaf"])
+        body = base64.b64decode(entry["raw"]).replace(b'"value":', b'"value":9', 1)
+        entry["raw"], entry["sha256"] = base64.b64encode(body).decode(), hashlib.sha256(body).hexdigest()
+        leaf = orjson.dumps(entry, option=orjson.OPT_SORT_KEYS)
+        m["entries"][n]["leaf"], m["entries"][n]["leaf_hash"] = leaf.decode(), leaf_hash(leaf).hex()
+
+    failures = _fails(bundle, logged)
+    index = manifest["entries"][n]["index"]
+    assert f"entry {index} (alert version): inclusion proof does not lead to tree_head.root_hash" in failures
+
+
+def test_changing_a_proof_the_tree_head_or_a_signature_names_it(threshold_bundle) -> None:
+    bundle, manifest = threshold_bundle
+    index = manifest["entries"][2]["index"]
+    failures = _fails(bundle, lambda m: m["entries"][2]["inclusion_proof"].__setitem__(
+        0, _flip_hex(m["entries"][2]["inclusion_proof"][0])))
+    assert any(f.startswith(f"entry {index} ") and "inclusion proof does not lead" in f for f in failures)
+    failures = _fails(bundle, lambda m: m["tree_head"].__setitem__("root_hash", _flip_hex(m["tree_head"]["root_hash"])))
+    assert any(f.startswith("tree_head: Ed25519 signature does not verify") for f in failures)
+    failures = _fails(bundle, lambda m: m["tree_head"].__setitem__("tree_size", m["tree_head"]["tree_size"] + 1))
+    assert any(f.startswith("tree_head: Ed25519 signature") for f in failures)
+    failures = _fails(bundle, lambda m: m["tree_head"].__setitem__("timestamp", "2030-01-01T00:00:00Z"))
+    assert any(f.startswith("tree_head: Ed25519 signature") for f in failures)
+
+    def signature(m: dict) -> None:
+        sig = bytearray(base64.b64decode(m["tree_head"]["signature"]))
+        sig[5] ^= 0x80
+        m["tree_head"]["signature"] = base64.b64encode(bytes(sig)).decode()
+
+    assert _fails(bundle, signature) == [
+        f"tree_head: Ed25519 signature does not verify over tree size {manifest['tree_head']['tree_size']}, "
+        f"timestamp {manifest['tree_head']['timestamp']}, root {manifest['tree_head']['root_hash']}"]
+    if manifest["consistency_proof"]:
+        failures = _fails(bundle, lambda m: m["consistency_proof"].__setitem__(0, _flip_hex(m["consistency_proof"][0])))
+        assert any(f.startswith("consistency_proof:") for f in failures)
+    failures, _ = verify(_repack(bundle, summary=b"# all fine, nothing to see\n"))
+    assert any(f.startswith("summary.md:") for f in failures)
+
+
+def test_flipping_any_byte_of_the_zip_fails(threshold_bundle) -> None:
+    bundle, _ = threshold_bundle
+    assert verify(bundle)[0] == []
+    positions = sorted(set(range(0, 120)) | set(range(len(bundle) - 250, len(bundle)))
+                       | set(range(0, len(bundle), max(1, len(bundle) // 400))))
+    for at in positions:
+        changed = bytearray(bundle)
+        changed[at] ^= 0x01
+        assert verify(bytes(changed))[0], f"flipping byte {at} of {len(bundle)} went unnoticed"
+
+
+# -- a prosecutor's tool: the manifest alone, hashlib and an Ed25519 library ----------------------
+
+def _root_from_path(index: int, size: int, leaf: bytes, path: list[bytes]) -> bytes:
+    """The RFC tree's root from a leaf and its audit path, by descending the tree from the top
+    (a different route from the RFC's loop, so the two check each other)."""
+    def walk(m: int, n: int, path: list[bytes]) -> bytes:
+        if n == 1:
+            assert not path
+            return leaf
+        k = 1 << ((n - 1).bit_length() - 1)
+        if m < k:
+            return hashlib.sha256(b"\x01" + walk(m, k, path[:-1]) + path[-1]).digest()
+        return hashlib.sha256(b"\x01" + path[-1] + walk(m - k, n - k, path[:-1])).digest()
+    return walk(index, size, path)
+
+
+def test_a_prosecutors_tool_reads_a_bundle_from_the_manifest_alone(threshold_bundle) -> None:
+    bundle, _ = threshold_bundle
+    manifest = orjson.loads(zipfile.ZipFile(io.BytesIO(bundle)).read("manifest.json"))
+    head = manifest["tree_head"]
+    message = manifest["signed_message_format"].format(**head).encode()
+    public = Ed25519PublicKey.from_public_bytes(base64.b64decode(manifest["public_key"]))
+    public.verify(base64.b64decode(head["signature"]), message)  # raises if it does not hold
+    events = []
+    for e in manifest["entries"]:
+        leaf = e["leaf"].encode("utf-8")
+        entry = orjson.loads(leaf)
+        leaf_digest = hashlib.sha256(b"\x00" + leaf).digest()
+        assert leaf_digest.hex() == e["leaf_hash"]
+        path = [bytes.fromhex(h) for h in e["inclusion_proof"]]
+        assert _root_from_path(e["index"], head["tree_size"], leaf_digest, path).hex() == head["root_hash"]
+        raw = base64.b64decode(entry["raw"])
+        assert hashlib.sha256(raw).hexdigest() == entry["sha256"]
+        if entry["role"] != "alert version":
+            events.append(orjson.loads(raw))
+        else:
+            assert orjson.loads(raw) in manifest["alert_versions"]
+    crossing = max(events, key=lambda ev: ev["ts"])
+    figure = manifest["alert_versions"][-1]["evidence"]
+    assert crossing["type"] == "engagement" and crossing["views"] == figure["value"] >= figure["limit"]
+
+
+# -- bounds -------------------------------------------------------------------------------------
+
+def test_held_events_are_bounded_by_retention_and_a_cited_lost_one_is_named(tmp_path: Path) -> None:
+    settings = EvidenceSettings(retention_s=600, max_held_bytes=10_000)
+    recorder, _ = new_recorder(None, KEY, settings)
+    pipeline = LocalPipeline(Settings(), lambda a: None, lambda _l: None, recorder)
+    for n, line in enumerate(simulate_lines(SIM), 1):
+        pipeline.feed(line, f"sim:{n}")
+        assert recorder.held_bytes <= 10_000 + 2_000
+    assert all(h.ts >= recorder.now - 600 for h in recorder.held.values())
+    assert len(recorder.refs) <= 10 * len(recorder.held) + 10
+    lost = [orjson.loads(leaf) for leaf in recorder.log.leaves if b'"retained":false' in leaf]
+    assert lost and all(entry["cited_as"] and entry["raw"] is None for entry in lost)  # said, not hidden
+
+
+# -- the preservation duty ------------------------------------------------------------------------
+
+def _order_run(events: list[dict]):
+    recorder, _ = new_recorder(None, KEY)
+    alerts: list = []
+    pipeline = LocalPipeline(Settings(), alerts.append, lambda _l: None, recorder)
+    for n, event in enumerate(events, 1):
+        pipeline.feed(orjson.dumps(event), f"t:{n}")
+    return [a for a in alerts if a.kind == "evidence_not_preserved"], recorder
+
+
+PRESERVE = ("remove_content", "preserve_evidence")
+
+
+def test_removal_before_preserving_raises_evidence_not_preserved_once() -> None:
+    found, recorder = _order_run([
+        post("p1", 0, text="谣言原文"), order("o1", 1, 60, measures=PRESERVE),
+        action("a1", "o1", 5, "content_removed", items=[{"post_id": "p1"}]),
+        action("a2", "o1", 6, "account_suspended", items=[{"account_id": "a1"}]),
+        action("a3", "o1", 7, "evidence_preserved"), tick(70)])
+    assert len(found) == 1
+    alert = found[0]
+    assert alert.evidence == {"order_id": "o1", "action_id": "a1", "action": "content_removed",
+                              "items": ["post:p1"], "measures": list(PRESERVE)}
+    assert "Interpretation 2019-15 Art. 5" in alert.legal_refs and alert.subject.id == "o1"
+    failures, facts = verify(export(recorder.log, alert.alert_id))
+    assert failures == [] and facts["entries"] >= 3  # the order, the removal, the version
+
+
+@pytest.mark.parametrize("kind", ["content_removed", "account_suspended"])
+def test_either_removal_or_suspension_skips_the_duty(kind: str) -> None:
+    found, _ = _order_run([order("o1", 0, 60, measures=["suspend_account", "preserve_evidence"]),
+                           action("a1", "o1", 5, kind), tick(70)])
+    assert [a.evidence["action"] for a in found] == [kind]
+
+
+def test_no_alert_when_evidence_was_preserved_first_or_not_asked_for() -> None:
+    preserved, _ = _order_run([order("o1", 0, 60, measures=PRESERVE), action("a0", "o1", 2, "evidence_preserved"),
+                               action("a1", "o1", 5, "content_removed"), tick(70)])
+    not_asked, _ = _order_run([order("o2", 0, 60, measures=["remove_content"]),
+                               action("b1", "o2", 5, "content_removed"), tick(70)])
+    other_actions, _ = _order_run([order("o3", 0, 60, measures=PRESERVE), action("c1", "o3", 5, "acknowledged"),
+                                   action("c2", "o3", 6, "amplification_stopped"), tick(70)])
+    assert preserved == not_asked == other_actions == []
+
+
+# -- the API ------------------------------------------------------------------------------------
+
+def test_the_api_serves_the_bundle_to_the_regulator_and_the_own_platform_only(sim_log) -> None:
+    from streams.api import evidence_bundle
+
+    _directory, log, alerts = sim_log
+    latest = {a.alert_id: a.model_dump() for a in alerts}
+    alert_id = next(iter(latest))
+    tokens = {"reg": {"role": "regulator"}, "weibo": {"role": "platform", "platform": "weibo"},
+              "douyin": {"role": "platform", "platform": "douyin"}}
+    get = lambda token, aid=alert_id: evidence_bundle(aid, f"Bearer {token}" if token else None, tokens, latest,  # noqa: E731
+                                                      lambda a: export(log, a))
+    status, body = get("reg")
+    assert status == 200 and body == export(log, alert_id) and verify(body)[0] == []
+    assert get("weibo")[0] == 200
+    assert get("douyin") == (403, {"error": "this token may not read this alert's evidence"})
+    assert get(None)[0] == 401 and get("nope")[0] == 401
+    assert get("reg", "no-such-alert")[0] == 404
+    regulator_only = {"x": {**latest[alert_id], "alert_id": "x", "audience": "regulator", "platform": "*"}}
+    assert evidence_bundle("x", "Bearer weibo", tokens, regulator_only, lambda a: b"")[0] == 403
+
+
+def test_a_repeat_refusal_duty_refusal_cites_every_refused_order() -> None:
+    events = []
+    for n in range(3):
+        events += [order(f"r{n}", n, 60 + n), action(f"x{n}", f"r{n}", n + 0.5, "refused")]
+    _found, recorder = _order_run(events + [tick(90)])
+    duty = [aid for aid in recorder.log.by_alert if aid.startswith("duty_refusal-")]
+    assert len(duty) == 1
+    failures, _ = verify(export(recorder.log, duty[0]))
+    assert failures == []
+    entries = [orjson.loads(recorder.log.leaves[i]) for i in recorder.log.by_alert[duty[0]]]
+    assert sorted(orjson.loads(base64.b64decode(e["raw"]))["order_id"] for e in entries if e["role"] == "order") == \
+        ["r0", "r1", "r2"]
+    assert sum(e["role"] == "action" for e in entries) == 3
