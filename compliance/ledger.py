@@ -37,6 +37,7 @@ from pydantic import BaseModel, Field
 from compliance.law import LawSettings
 from events import Alert, AnyEvent, Context, Engagement, Order, PlatformAction, Post, format_ts, raise_alert
 from events import keys as ids
+from events.records import parse, record_key
 
 MEASURE_BY_ACTION = {
     "content_removed": "remove_content",
@@ -127,17 +128,13 @@ class OrderLedger:
         return []
 
     def _record(self, p: str, order_id: str, ctx: Context) -> dict:
-        return ctx.state.get(ids.key(p, "o", order_id)) or _blank()
+        return ctx.records.get("order", p, order_id) or _blank()
 
     def _save(self, p: str, order_id: str, record: dict, ctx: Context) -> None:
-        key = ids.key(p, "o", order_id)
         order = record["order"]
         last = record.get("last_action", record["actions"][-1][0]) if record["actions"] else 0.0
         until = (order["deadline"] if order else last) + self.settings.keep_closed_s
-        if record.get("until") is None:
-            ctx.expire(key, until)
-        record["until"] = until
-        ctx.state[key] = record
+        ctx.records.save("order", p, order_id, record=record, until=until)
 
     def _order(self, p: str, event: Order, ctx: Context) -> list[Alert]:
         record = self._record(p, event.order_id, ctx)
@@ -150,14 +147,11 @@ class OrderLedger:
             "items": items, "case_id": event.case_id,
         }
         for item in items:
-            ik = ids.key(p, "i", item)
-            index = ctx.state.get(ik) or {"orders": []}
+            index = ctx.records.get("item", p, item) or {"orders": []}
             if event.order_id not in index["orders"]:
                 index["orders"].append(event.order_id)
-            index["until"] = max(index.get("until", 0), event.deadline_epoch + self.settings.keep_closed_s)
-            if ik not in ctx.state:
-                ctx.expire(ik, index["until"])
-            ctx.state[ik] = index
+            until = max(index.get("until", 0), event.deadline_epoch + self.settings.keep_closed_s)
+            ctx.records.save("item", p, item, record=index, until=until)
         ctx.set_timer(ids.key(p, event.order_id), event.deadline_epoch)
         self._save(p, event.order_id, record, ctx)
         return []
@@ -208,7 +202,7 @@ class OrderLedger:
         keys |= {f"hashtag:{h.strip('#')}" for h in post.hashtags}
         alerts: list[Alert] = []
         for item in sorted(keys):
-            index = ctx.state.get(ids.key(p, "i", item))
+            index = ctx.records.get("item", p, item)
             if index is None:
                 continue
             for order_id in index["orders"]:
@@ -232,7 +226,7 @@ class OrderLedger:
 
     def _engagement(self, p: str, event: Engagement, ctx: Context) -> list[Alert]:
         item = f"post:{event.post_id}"
-        index = ctx.state.get(ids.key(p, "i", item))
+        index = ctx.records.get("item", p, item)
         if index is None:
             return []
         alerts: list[Alert] = []
@@ -265,7 +259,7 @@ class OrderLedger:
 
     def on_timer(self, key: str, ctx: Context) -> list[Alert]:
         p, order_id = ids.parts(key)
-        record = ctx.state.get(ids.key(p, "o", order_id))
+        record = ctx.records.get("order", p, order_id)
         if record is None or record["order"] is None:
             return []
         order = record["order"]
@@ -287,7 +281,7 @@ class OrderLedger:
                 # A dispute that is not followed by compliance is a refusal in effect.
                 dispute = next(aid for ts, aid, a in record["actions"] if a == "disputed" and ts <= deadline)
                 alerts += self._refused(p, order_id, record, dispute, deadline, ctx)
-        ctx.state[ids.key(p, "o", order_id)] = record
+        ctx.records.save("order", p, order_id, record=record, until=record["until"])
         return alerts
 
     def _refused(self, p: str, order_id: str, record: dict, action_id: str, ts: float, ctx: Context) -> list[Alert]:
@@ -306,12 +300,8 @@ class OrderLedger:
 
     def _repeat_refusals(self, p: str, order_id: str, ts: float, ctx: Context) -> list[Alert]:
         """2019-15 Art. 6(2): several refused orders within two years, subject the platform."""
-        rk = ids.key(p, "refusals")
-        rec = ctx.state.get(rk) or {"refusals": [], "alerts": {}, "reported": 0}
+        rec = ctx.records.get("refusals", p) or {"refusals": [], "alerts": {}, "reported": 0}
         rec["refusals"] = [r for r in rec["refusals"] if r[0] > ts - TWO_YEARS] + [[ts, order_id]]
-        rec["until"] = ts + TWO_YEARS
-        if "until" not in (ctx.state.get(rk) or {}):
-            ctx.expire(rk, rec["until"])
         alerts = []
         limit = self.law.limit("repeat_refusal_2y")
         if len(rec["refusals"]) >= limit and len(rec["refusals"]) > rec["reported"]:
@@ -326,7 +316,7 @@ class OrderLedger:
                 legal_refs=["Criminal Law Art. 286-1", "Interpretation 2019-15 Art. 6(2)"],
                 evidence={"order_id": order_id, "grounds": ["repeat_refusal_2y"], "refusals": len(rec["refusals"]),
                           "limit": limit, "orders": [o for _t, o in rec["refusals"]]}))
-        ctx.state[rk] = rec
+        ctx.records.save("refusals", p, record=rec, until=ts + TWO_YEARS)
         return alerts
 
     def valid(self, order: dict) -> bool:
@@ -437,10 +427,10 @@ def orders_of(state, platform: str | None = None,
     the key's platform is returned; any other is left out and reported to ``on_skip``."""
     out = []
     for key, record in list(state.items()):
-        parts = ids.parts(key) if isinstance(key, str) else []
-        if len(parts) == 3 and parts[1] == "o" and (platform is None or parts[0] == platform):
+        kind, parts = parse(key) if isinstance(key, str) else ("", [])
+        if kind == "order" and len(parts) == 2 and (platform is None or parts[0] == platform):
             if _is_order_record(parts[0], record):
-                out.append((parts[0], parts[2], record))
+                out.append((parts[0], parts[1], record))
             elif on_skip is not None:
                 on_skip()
     return sorted(out, key=lambda row: row[:2])
@@ -502,7 +492,7 @@ def scorecard(state, platform: str, now: float, on_skip: Callable[[], None] | No
             to_ack.append(ack)
         if comply is not None:
             to_comply.append(comply)
-    refusals = (state.get(ids.key(platform, "refusals")) or {}).get("refusals", [])
+    refusals = (state.get(record_key("refusals", platform)) or {}).get("refusals", [])
     recent = 0
     for refusal in refusals if isinstance(refusals, list) else []:
         try:

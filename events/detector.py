@@ -1,9 +1,9 @@
 """The interface every detector implements, and the context the engine hands it.
 
 A detector is a plain object: validated event in, alerts out. It never touches Kafka, files
-or clocks. Its state lives in ``ctx.state``, a mapping from the detector's key to a JSON-able
-value: a ``dict`` in process, a changelogged Faust table on Kafka. Write a changed value back
-(``ctx.state[key] = record``); mutating a nested value in place is not seen by a table.
+or clocks. Its state is a set of JSON-able records, ``ctx.records`` (see
+:mod:`events.records`): a ``dict`` in process, a changelogged Faust table on Kafka. A record is
+named by its kind and ids and saved with its expiry; a change not saved is not seen by a table.
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ from typing import Any, ClassVar, Protocol
 
 from events.alerts import Alert
 from events.models import AnyEvent
+from events.records import Records
 
 
 class Context(Protocol):
     """What a detector may use while handling one key."""
 
-    state: MutableMapping[str, Any]
+    records: Records  # its state as typed records: the way to read and write it
+    state: MutableMapping[str, Any]  # the same state as raw keys (the engine's own bookkeeping)
     watermark: float  # event time (Unix s) up to which the input is taken as complete
 
     def set_timer(self, key: str, at: float) -> None:

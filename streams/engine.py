@@ -39,6 +39,7 @@ from typing import Any
 
 from events import Alert, AnyEvent, Detector, Tick, decode
 from events import keys as ids
+from events.records import Records
 
 StateFactory = Callable[[str], MutableMapping[str, Any]]
 
@@ -121,6 +122,10 @@ class _Context:
     partition: int
     watermark: float = -math.inf
     outbox: list[tuple[str, AnyEvent]] = field(default_factory=list)
+    records: Records = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.records = Records(self.state, self.expire)
 
     def set_timer(self, key: str, at: float) -> None:
         self.timer_state[key] = [at, self.partition]

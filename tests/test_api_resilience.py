@@ -10,6 +10,7 @@ import pytest
 
 from compliance.ledger import OrderLedger
 from events import decode
+from events.records import record_key
 from streams import metrics
 from streams.api import Sources, handle
 from streams.engine import Engine
@@ -26,9 +27,8 @@ def skipped(endpoint: str) -> float:
 
 @pytest.fixture
 def sources() -> Sources:
-    """Two weibo orders (one refused), and a record where an order's would be: the refusals of a
-    platform named ``weibo<TAB>o``, at ``weibo<TAB>o<TAB>refusals`` as keys were built before ids
-    were escaped in them (events.keys): state from an older worker, or anything else hostile."""
+    """Two weibo orders (one refused), and a record where an order's would be that is not an
+    order (a platform's refusals: state from an older worker, or anything else hostile)."""
     engine = Engine([OrderLedger()])
     alerts: dict[str, dict] = {}
     for raw in [order("w1", 0, 30), action("a1", "w1", 5, "acknowledged"), order("w2", 0, 60),
@@ -36,7 +36,7 @@ def sources() -> Sources:
         for alert in engine.process(decode(orjson.dumps(raw), "t")):
             alerts[alert.alert_id] = alert.model_dump()
     ledger = engine.stages[0].state
-    ledger["weibo\to\trefusals"] = {"refusals": [[YEAR_0, "x1"]], "alerts": {}, "reported": 1}
+    ledger[record_key("order", "weibo", "refusals")] = {"refusals": [[YEAR_0, "x1"]], "alerts": {}, "reported": 1}
     return Sources(alerts=alerts, ledger=ledger, now=lambda: engine.watermark().value)
 
 
@@ -54,9 +54,9 @@ def test_an_id_with_a_tab_colliding_with_an_order_key_is_skipped_and_counted(sou
 
 
 def test_an_action_in_year_0_or_10000_shows_the_order_without_that_time(sources: Sources) -> None:
-    sources.ledger["weibo\to\tw1"]["actions"] += [[YEAR_0, "ancient", "content_removed"]]
-    sources.ledger["weibo\to\tw1"]["actions"].sort()
-    sources.ledger["weibo\to\tw2"]["actions"] += [[YEAR_10000, "future", "completed"]]
+    sources.ledger[record_key("order", "weibo", "w1")]["actions"] += [[YEAR_0, "ancient", "content_removed"]]
+    sources.ledger[record_key("order", "weibo", "w1")]["actions"].sort()
+    sources.ledger[record_key("order", "weibo", "w2")]["actions"] += [[YEAR_10000, "future", "completed"]]
     status, orders = get(sources, "/api/orders")
     assert status == 200 and [o["order_id"] for o in orders] == ["w1", "w2"]
     w1 = orders[0]
@@ -73,9 +73,9 @@ def test_a_scorecard_as_of_year_10000_is_served(sources: Sources) -> None:
 
 
 def test_orders_that_cannot_be_shown_are_skipped_and_counted(sources: Sources) -> None:
-    sources.ledger["weibo\to\tbroken"] = {"order": {"platform": "weibo"}, "actions": []}  # no deadline, no after
-    sources.ledger["weibo\to\tstolen"] = {**sources.ledger["weibo\to\tw1"],
-                                         "order": {**sources.ledger["weibo\to\tw1"]["order"], "platform": "douyin"}}
+    sources.ledger[record_key("order", "weibo", "broken")] = {"order": {"platform": "weibo"}, "actions": []}  # no deadline, no after
+    sources.ledger[record_key("order", "weibo", "stolen")] = {**sources.ledger[record_key("order", "weibo", "w1")],
+                                         "order": {**sources.ledger[record_key("order", "weibo", "w1")]["order"], "platform": "douyin"}}
     before = skipped("orders")
     status, orders = get(sources, "/api/orders")
     assert status == 200 and [o["order_id"] for o in orders] == ["w1", "w2"]

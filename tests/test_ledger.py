@@ -6,6 +6,7 @@ import orjson
 
 from compliance.ledger import OrderLedger, ledger_state
 from events import decode
+from events.records import record_key
 from streams.engine import Engine
 from tests.support.events import action, order, tick
 
@@ -19,7 +20,7 @@ def run(events: list[dict]) -> tuple[list[dict], Engine]:
 
 
 def record(engine: Engine, order_id: str, platform: str = "weibo") -> dict:
-    return engine.stages[0].state[f"{platform}\to\t{order_id}"]
+    return engine.stages[0].state[record_key("order", platform, order_id)]
 
 
 def kinds(alerts: list[dict]) -> list[str]:
