@@ -34,8 +34,7 @@ from pydantic import BaseModel, Field
 
 from compliance.law import LawSettings
 from detectors import seismic
-from events import Alert, AnyEvent, Context, Engagement, Post, Report, keys as ids, raise_alert
-from events.keys import SEP, esc
+from events import Alert, AnyEvent, Context, Engagement, Post, Report, raise_alert
 
 HARMFUL = {"insult", "defamation", "doxxing", "sexual_rumor", "threat", "incitement", "illegal_other"}
 DEFAMATION_REFS = ["Criminal Law Art. 246", "Interpretation 2013-21 Art. 2(1)"]
@@ -75,7 +74,7 @@ class Cascades:
         return []
 
     def on_event(self, event: AnyEvent, key: str, ctx: Context) -> list[Alert]:
-        p = esc(key) + SEP
+        p = key  # the platform
         if isinstance(event, Post):
             return self._post(p, event, ctx)
         if isinstance(event, Engagement):
@@ -100,9 +99,7 @@ class Cascades:
     def _post(self, p: str, post: Post, ctx: Context) -> list[Alert]:
         t, s = post.epoch, self.s
         root = post.root_id or (self._root_of(p, post.parent_id, ctx) if post.parent_id else post.post_id)
-        rk = f"{p}r{SEP}{esc(post.post_id)}"
-        ctx.state[rk] = {"root": root, "until": t + s.item_ttl_s}
-        ctx.expire(rk, t + s.item_ttl_s)
+        ctx.records.save("root", p, post.post_id, record={"root": root}, until=t + s.item_ttl_s)
         alerts: list[Alert] = []
         touched: dict[str, dict] = {}
         if post.kind == "original" or post.post_id == root or "defamation" in post.labels:
@@ -139,23 +136,21 @@ class Cascades:
         return alerts
 
     def _root_of(self, p: str, parent: str, ctx: Context) -> str:
-        rec = ctx.state.get(f"{p}r{SEP}{esc(parent)}")
+        rec = ctx.records.get("root", p, parent)
         return rec["root"] if rec is not None else parent  # parent unseen: it is the root as far as we know
 
     def _exists(self, p: str, item_id: str, ctx: Context) -> bool:
-        return f"{p}i{SEP}{esc(item_id)}" in ctx.state
+        return ctx.records.has("item", p, item_id)
 
     def _item(self, p: str, item_id: str, t: float, ctx: Context) -> dict[str, Any]:
-        rec = ctx.state.get(f"{p}i{SEP}{esc(item_id)}")
-        if rec is None:
+        rec = ctx.records.get("item", p, item_id)
+        if rec is None:  # saved by _save, which every caller calls
             rec = {"t0": t, "author": None, "labels": [], "targets": [], "reposts": 0, "comments": 0,
                    "accounts": {}, "recent": [], "eng": {}, "reporters": [], "fired": [], "alerts": {}}
-            ctx.expire(f"{p}i{SEP}{esc(item_id)}", t + self.s.item_ttl_s)
         return rec
 
     def _save(self, p: str, item_id: str, item: dict, t: float, ctx: Context) -> None:
-        item["until"] = t + self.s.item_ttl_s
-        ctx.state[f"{p}i{SEP}{esc(item_id)}"] = item
+        ctx.records.save("item", p, item_id, record=item, until=t + self.s.item_ttl_s)
 
     # -- the rules ----------------------------------------------------------------------------
 
@@ -169,7 +164,7 @@ class Cascades:
     def _check(self, p: str, item_id: str, item: dict, t: float, ctx: Context) -> list[Alert]:
         alerts: list[Alert] = []
         fig = self.figures(item)
-        platform = _platform(p)
+        platform = p
         defamatory = "defamation" in item["labels"]
         if defamatory:
             for fid, value in (("defamation_views_5000", fig["views"]), ("defamation_reposts_500", fig["reposts"])):
@@ -199,14 +194,10 @@ class Cascades:
 
     def _cumulative(self, p: str, item_id: str, item: dict, fig: dict, t: float, ctx: Context) -> list[Alert]:
         """2013-21 Art. 4: one author's defamatory items within a year, aggregated."""
-        ak = f"{p}a{SEP}{esc(item['author'])}"
-        acct = ctx.state.get(ak) or {"items": {}, "fired": [], "alerts": {}}
+        acct = ctx.records.get("author", p, item["author"]) or {"items": {}, "fired": [], "alerts": {}}
         window = self.law.limit("defamation_cumulative_1y") * 86400.0
         acct["items"][item_id] = [item["t0"], fig["views"], fig["reposts"]]
         acct["items"] = {k: v for k, v in acct["items"].items() if v[0] >= t - window}
-        acct["until"] = t + window
-        if ak not in ctx.state:
-            ctx.expire(ak, t + window)
         alerts = []
         if len(acct["items"]) >= 2 and "cumulative" not in acct["fired"]:
             views = sum(v[1] for v in acct["items"].values())
@@ -218,7 +209,7 @@ class Cascades:
                     account = item["author"]
                     alerts.append(raise_alert(
                         acct["alerts"], kind="legal_threshold", subject=("account", account),
-                        window="defamation_cumulative_1y", ts=t, severity="critical", platform=_platform(p),
+                        window="defamation_cumulative_1y", ts=t, severity="critical", platform=p,
                         summary=f"Account {account}'s {len(acct['items'])} defamatory posts of the past year reached "
                         f"{value:,} {figure} together (figure {limit:,}, Interpretation 2013-21 Art. 4).",
                         legal_refs=["Criminal Law Art. 246", "Interpretation 2013-21 Art. 4"],
@@ -226,7 +217,7 @@ class Cascades:
                                   "figure": figure, "account_id": account, "views": views, "reposts": reposts,
                                   "posts": sorted(acct["items"])},
                         shadow=self.s.shadow))
-        ctx.state[ak] = acct
+        ctx.records.save("author", p, item["author"], record=acct, until=t + window)
         return alerts
 
     def _viral(self, platform: str, item_id: str, item: dict, fig: dict, t: float) -> list[Alert]:
@@ -279,13 +270,9 @@ class Cascades:
         """Public accounts pushing harmful content about a target, against 2019-15 Art. 10(4)."""
         alerts = []
         for target in item["targets"]:
-            tk = f"{p}m{SEP}{esc(target)}"
-            rec = ctx.state.get(tk) or {"accounts": {}, "posts": {}, "fired": [], "alerts": {}}
+            rec = ctx.records.get("marketing", p, target) or {"accounts": {}, "posts": {}, "fired": [], "alerts": {}}
             rec["accounts"][item["author"]] = item.get("followers", 0)
             rec["posts"][item_id] = fig["reach_accounts"]
-            rec["until"] = t + self.s.item_ttl_s
-            if tk not in ctx.state:
-                ctx.expire(tk, t + self.s.item_ttl_s)
             counted = {"marketing_followers_30000": sum(rec["accounts"].values()),
                        "marketing_accounts_2000": sum(rec["posts"].values()),
                        "marketing_posts_100": len(rec["posts"])}
@@ -295,7 +282,7 @@ class Cascades:
                 rec["fired"] += new
                 alerts.append(raise_alert(
                     rec["alerts"], kind="illegal_marketing", subject=("target", target), ts=t, severity="critical",
-                    platform=_platform(p),
+                    platform=p,
                     summary=f"{len(rec['accounts'])} public accounts push harmful content about {target} "
                     f"({', '.join(met)}).",
                     legal_refs=["Opinions 法发〔2023〕14号 (蹭炒热度, 推广引流)", "Interpretation 2019-15 Art. 10(4)"],
@@ -304,10 +291,5 @@ class Cascades:
                               "accounts_reached": counted["marketing_accounts_2000"],
                               "post_count": counted["marketing_posts_100"]},
                     shadow=self.s.shadow))
-            ctx.state[tk] = rec
+            ctx.records.save("marketing", p, target, record=rec, until=t + self.s.item_ttl_s)
         return alerts
-
-
-def _platform(p: str) -> str:
-    """The platform of a key prefix (``<escaped platform><SEP>``)."""
-    return ids.parts(p[:-1])[0]

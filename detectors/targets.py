@@ -88,14 +88,13 @@ class PostTargets:
     def on_event(self, event: AnyEvent, key: str, ctx: Context) -> list[Alert]:
         t = event.epoch
         if isinstance(event, Post):
-            if key not in ctx.state:
-                ctx.expire(key, t + self.s.link_reports_s)
             # The contract's fields only: a target's unknown extras (any size, integers past
             # 64 bits that a Faust table cannot write) stay out of state.
-            ctx.state[key] = {"targets": [tg.model_dump(mode="json", include=TARGET_FIELDS) for tg in event.targets],
-                              "until": t + self.s.link_reports_s}
+            targets = [tg.model_dump(mode="json", include=TARGET_FIELDS) for tg in event.targets]
+            ctx.records.save("post", event.platform, event.post_id, record={"targets": targets},
+                             until=t + self.s.link_reports_s)
             return []
-        known = ctx.state.get(key)
+        known = ctx.records.get("post", event.platform, event.post_id)
         if known is not None:
             targets = [Target.model_validate(tg) for tg in known["targets"]]
             ctx.emit("targets", event.model_copy(update={"targets": targets}))
@@ -121,13 +120,11 @@ class Targets:
 
     def on_event(self, event: AnyEvent, key: str, ctx: Context) -> list[Alert]:
         t, s = event.epoch, self.s
-        sk = ids.key(key)  # the target id, escaped: no id can name an internal key
-        rec = ctx.state.get(sk)
+        rec = ctx.records.get("target", key)
         if rec is None:
             rec = {"attackers": {}, "victims": {}, "posts": [], "reports": {}, "past": 0.0, "base_t": t, "flags": {},
                    "labels": {}, "scene": {}, "fired": [], "reported_attackers": 0, "alerts": {}, "self": False,
                    "classified": 0}
-            ctx.expire(sk, t + s.window_s)
         target = next(tg for tg in event.targets if tg.id == key)
         for flag in ("minor", "disabled", "public_figure"):
             rec["flags"][flag] = rec["flags"].get(flag, False) or getattr(target, flag)
@@ -151,9 +148,8 @@ class Targets:
         aged = _drop_older(rec["reports"], horizon, lambda v: v)
         rec["past"] = rec["past"] * math.exp2(-(t - rec["base_t"]) / s.baseline_half_life_s) + aged
         rec["base_t"] = t
-        rec["until"] = t + s.window_s * 24
         alerts = self._judge(key, rec, t)
-        ctx.state[sk] = rec
+        ctx.records.save("target", key, record=rec, until=t + s.window_s * 24)
         return alerts
 
     def _post(self, key: str, rec: dict, post: Post, t: float) -> None:

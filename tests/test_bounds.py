@@ -11,6 +11,7 @@ import pytest
 
 from events import DeadLetter, Order, Post, decode, format_ts
 from events.keys import parts
+from events.records import Records, record_key
 from events.models import MAX_COUNT
 from detectors.targets import PostTargets, Targets, TargetSettings
 from streams.engine import Engine
@@ -142,7 +143,7 @@ def test_a_target_record_keeps_a_bounded_number_of_co_victims() -> None:
         event = {**post(f"p{k}", k, account=f"a{k}"), "labels": ["insult"], "targets": named}
         engine.process(decode(raw(event), "t"))
     engine.process(decode(raw(tick(10)), "t"))
-    records = {key: rec for key, rec in engine.stages[0].state.items() if isinstance(rec, dict) and "victims" in rec}
+    records = {ids[0]: rec for ids, rec in Records(engine.stages[0].state, lambda *_: None).of_kind("target")}
     assert len(records) == 1 + 3 * 99
     assert max(len(rec["victims"]) for rec in records.values()) == 50
     newest = sorted(parts(v)[1] for v in records["x"]["victims"])  # keyed by (platform, target)
@@ -168,7 +169,7 @@ def test_a_target_record_keeps_a_bounded_scene() -> None:
                  "targets": [{"id": "x"}], "hashtags": [f"h{k}", "common"]}
         engine.process(decode(raw(event), "t"))
     engine.process(decode(raw(tick(60)), "t"))
-    scene = engine.stages[0].state["x"]["scene"]
+    scene = engine.stages[0].state[record_key("target", "x")]["scene"]
     threads = {parts(k)[1] for k in scene["thread"]}  # keyed by (platform, thread)
     hashtags = {parts(k)[1]: n for k, n in scene["hashtag"].items()}
     assert len(threads) == 200 and "thread299" in threads and "thread0" not in threads
