@@ -65,10 +65,10 @@ def exact_key(sig: np.ndarray) -> str:
     return sig.tobytes().hex()
 
 
-def bands(hexsig: str, rows: int, prefix: str = "") -> list[str]:
-    """LSH bucket keys of a signature given as :func:`exact_key`: ``<prefix><band>:<its hex>``."""
+def bands(hexsig: str, rows: int) -> list[str]:
+    """LSH bucket ids of a signature given as :func:`exact_key`: ``<band>:<its hex>``."""
     width = 8 * rows  # hex digits of ``rows`` uint32 values
-    return [f"{prefix}{i}:{hexsig[start:start + width]}" for i, start in enumerate(range(0, len(hexsig), width))]
+    return [f"{i}:{hexsig[start:start + width]}" for i, start in enumerate(range(0, len(hexsig), width))]
 
 
 def similarity(a: np.ndarray, b: np.ndarray) -> float:

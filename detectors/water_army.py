@@ -36,7 +36,6 @@ from pydantic import BaseModel, Field
 
 from detectors.text import MIN_CHARS, PERMUTATIONS, bands, exact_key, minhash, normalise, text_key
 from events import Alert, AnyEvent, Context, Post, keys as ids, raise_alert
-from events.keys import SEP, esc
 
 LEGAL_REFS = ["Opinions on Punishing Online Violence (法发〔2023〕14号): organised water army (组织水军)",
               "Criminal Law Art. 246"]
@@ -64,10 +63,6 @@ class WaterArmySettings(BaseModel):
     report_every_s: float = Field(300, description="Growth of a campaign is re-reported at most this often.")
     young_account_days: float = Field(30, description="Accounts younger than this count as young (evidence).")
     low_followers: int = Field(20, description="Accounts with fewer followers count as low-follower (evidence).")
-
-
-def _camp_key(platform: str, cid: str) -> str:
-    return f"camp{SEP}{esc(platform)}{SEP}{cid}"
 
 
 def _decay(value: float, since: float, now: float, half_life: float) -> float:
@@ -106,7 +101,7 @@ class WaterArmy:
 
     def on_timer(self, key: str, ctx: Context) -> list[Alert]:
         platform, cid = ids.parts(key)
-        camp = ctx.state.get(_camp_key(platform, cid))
+        camp = ctx.records.get("campaign", platform, cid)
         if camp is None or camp.get("into") or len(camp["members"]) == camp["reported"]:
             return []
         return [self._report(platform, cid, camp, camp["t"], ctx)]
@@ -116,13 +111,12 @@ class WaterArmy:
     def on_event(self, event: AnyEvent, key: str, ctx: Context) -> list[Alert]:
         assert isinstance(event, Post)
         t, me = event.epoch, event.account_id
-        prefix = esc(key) + SEP
         flags = _aggravating(event)
-        n_me = self._count_post(prefix, event, flags, t, ctx)
+        n_me = self._count_post(key, event, flags, t, ctx)
         pairing: list[tuple[str, float, dict]] = []  # (object, weight, its members) for objects that pair
         for obj in self._objects(event):
-            self._co_act(prefix, obj, event, t, ctx, pairing)
-        self._co_text(prefix, event, t, ctx, pairing)
+            self._co_act(key, obj, event, t, ctx, pairing)
+        self._co_text(key, event, t, ctx, pairing)
         alerts: list[Alert] = []
         for other in self._partners(me, pairing):
             weight, objs, posts = 0.0, [], []
@@ -133,7 +127,7 @@ class WaterArmy:
                     objs.append(obj)
                     if seen[1] not in posts:
                         posts.append(seen[1])
-            if self._pair(prefix, me, other, weight, objs, posts, n_me, t, ctx):
+            if self._pair(key, me, other, weight, objs, posts, n_me, t, ctx):
                 alerts.extend(self._join(key, me, other, t, objs, posts + [event.post_id], flags, ctx))
         return alerts
 
@@ -171,37 +165,29 @@ class WaterArmy:
         objs += ["tgt:" + t.id for t in post.targets]
         return sorted(set(objs))
 
-    def _count_post(self, prefix: str, post: Post, flags: list[str], t: float, ctx: Context) -> float:
+    def _count_post(self, platform: str, post: Post, flags: list[str], t: float, ctx: Context) -> float:
         """Decayed post count of the author, and what the author's profile says (evidence)."""
-        k = f"{prefix}a{SEP}{esc(post.account_id)}"
-        rec = ctx.state.get(k)
-        if rec is None:
-            rec = {"n": 0.0, "t": t}
-            ctx.expire(k, t + self.keep_s)
+        rec = ctx.records.get("account", platform, post.account_id) or {"n": 0.0, "t": t}
         rec["n"] = _decay(rec["n"], rec["t"], t, self.s.half_life_s) + 1.0
-        rec["t"], rec["until"] = t, t + self.keep_s
+        rec["t"] = t
         acct = post.account
         if acct is not None:
             young = acct.created_at is not None and t - acct.created_at.timestamp() < self.s.young_account_days * 86400
             rec["sig"] = [young, acct.followers < self.s.low_followers, acct.device_id, acct.ip_prefix]
         if flags:
             rec["flags"] = sorted(set(rec.get("flags", [])) | set(flags))
-        ctx.state[k] = rec
+        ctx.records.save("account", platform, post.account_id, record=rec, until=t + self.keep_s)
         return rec["n"]
 
     def _weight(self, accounts: int) -> float:
         return min(1.0, self.s.mass_accounts / max(accounts, 1))
 
-    def _co_act(self, prefix: str, obj: str, post: Post, t: float, ctx: Context,
+    def _co_act(self, platform: str, obj: str, post: Post, t: float, ctx: Context,
                 pairing: list[tuple[str, float, dict]], window: float | None = None) -> None:
         """Record this post's act on ``obj``; if the object still pairs, the accounts that acted
         on it within the window co-act with this post's author (``pairing``)."""
         window = self.s.object_window_s if window is None else window
-        k = f"{prefix}o{SEP}{esc(obj)}"
-        rec = ctx.state.get(k)
-        if rec is None:
-            rec = {"m": {}, "first": t}
-            ctx.expire(k, t + window)
+        rec = ctx.records.get("object", platform, obj) or {"m": {}, "first": t}
         members = rec["m"]
         members.pop(post.account_id, None)
         horizon = t - window
@@ -212,10 +198,9 @@ class WaterArmy:
         members[post.account_id] = [t, post.post_id]
         while len(members) > self.s.max_pairing + 1:  # crowded: keep the newest
             del members[next(iter(members))]
-        rec["until"] = t + window
-        ctx.state[k] = rec
+        ctx.records.save("object", platform, obj, record=rec, until=t + window)
 
-    def _co_text(self, prefix: str, post: Post, t: float, ctx: Context, pairing: list[tuple[str, float, dict]]) -> None:
+    def _co_text(self, platform: str, post: Post, t: float, ctx: Context, pairing: list[tuple[str, float, dict]]) -> None:
         """Near-duplicate texts (not reposts, which carry their parent's text) co-act.
 
         A text joins a cluster: the cluster of an identical normalised text (one lookup, no
@@ -229,24 +214,22 @@ class WaterArmy:
         if len(norm) < MIN_CHARS:
             return
         s = self.s
-        xk = f"{prefix}x{SEP}{text_key(norm)}"
-        exact = ctx.state.get(xk)
+        digest = text_key(norm)
+        exact = ctx.records.get("text", platform, digest)
         if exact is None:
             sig = minhash(norm)
-            exact = {"c": self._cluster(prefix, post, sig, exact_key(sig), t, ctx)}
-            ctx.expire(xk, t + s.text_window_s)
-        exact["until"] = t + s.text_window_s
-        ctx.state[xk] = exact
+            exact = {"c": self._cluster(platform, post, sig, exact_key(sig), t, ctx)}
+        ctx.records.save("text", platform, digest, record=exact, until=t + s.text_window_s)
         cluster = exact["c"]
-        self._co_act(prefix, "text:" + cluster, post, t, ctx, pairing, s.text_window_s)
+        self._co_act(platform, "text:" + cluster, post, t, ctx, pairing, s.text_window_s)
 
-    def _cluster(self, prefix: str, post: Post, sig: np.ndarray, hexsig: str, t: float, ctx: Context) -> str:
+    def _cluster(self, platform: str, post: Post, sig: np.ndarray, hexsig: str, t: float, ctx: Context) -> str:
         """The cluster of a text not seen verbatim before, via LSH; buckets keep its latest text."""
-        s, state = self.s, ctx.state
+        s, records = self.s, ctx.records
         horizon = t - s.text_window_s
         lone = t - s.object_window_s  # a text no one repeated stays findable only this long
-        keys = bands(hexsig, s.lsh_rows, f"{prefix}l{SEP}")
-        buckets = [state.get(k) for k in keys]
+        keys = bands(hexsig, s.lsh_rows)
+        buckets = [records.get("lsh", platform, k) for k in keys]
         candidates: dict[str, str] = {}  # cluster -> signature of its latest text
         for rec in buckets:
             if rec is not None:
@@ -266,8 +249,7 @@ class WaterArmy:
         until = t + (s.text_window_s if several else s.object_window_s)
         for k, rec in zip(keys, buckets):
             if rec is None:
-                state[k] = {"e": {cluster: entry}, "until": until}
-                ctx.expire(k, until)
+                records.save("lsh", platform, k, record={"e": {cluster: entry}}, until=until)
                 continue
             entries = rec["e"]
             entries.pop(cluster, None)
@@ -277,44 +259,37 @@ class WaterArmy:
                 if len(entries) <= s.bucket_cap and entries[oldest][2] and entries[oldest][0] >= horizon:
                     break  # the oldest is a live cluster of several texts: keep it
                 del entries[oldest]
-            rec["until"] = max(rec["until"], until)
-            state[k] = rec
+            records.save("lsh", platform, k, record=rec, until=max(rec["until"], until))
         return cluster
 
     # -- pairs and campaigns ----------------------------------------------------------------
 
-    def _pair(self, prefix: str, me: str, other: str, weight: float, objs: list[str], posts: list[str],
+    def _pair(self, platform: str, me: str, other: str, weight: float, objs: list[str], posts: list[str],
               n_me: float, t: float, ctx: Context) -> bool:
         """Add one co-action to the pair; True when the pair has just become strong."""
         s = self.s
         a, b = sorted((me, other))
-        k = f"{prefix}p{SEP}{esc(a)}{SEP}{esc(b)}"
-        rec = ctx.state.get(k)
-        if rec is None:
-            rec = {"w": 0.0, "t": t, "o": [], "strong": False}
-            ctx.expire(k, t + self.keep_s)
+        rec = ctx.records.get("pair", platform, a, b) or {"w": 0.0, "t": t, "o": [], "strong": False}
         seen = rec["o"]
         new = [o for o in objs if o not in seen]
         if not new:
             return False  # nothing new: repetition must be over distinct objects
         rec["o"] = (seen + new)[-32:]
         rec["w"] = _decay(rec["w"], rec["t"], t, s.half_life_s) + weight
-        rec["t"], rec["until"] = t, t + self.keep_s
+        rec["t"] = t
         became = False
         if not rec["strong"] and rec["w"] >= s.min_pair_weight - 1e-9:  # decay leaves 1.9999... for 2
-            other_rec = ctx.state.get(f"{prefix}a{SEP}{esc(other)}")
+            other_rec = ctx.records.get("account", platform, other)
             n_other = _decay(other_rec["n"], other_rec["t"], t, s.half_life_s) if other_rec else 1.0
             if rec["w"] >= s.min_overlap * math.sqrt(n_me * n_other):
                 rec["strong"] = became = True
-        ctx.state[k] = rec
+        ctx.records.save("pair", platform, a, b, record=rec, until=t + self.keep_s)
         return became
 
     def _join(self, platform: str, me: str, other: str, t: float, objs: list[str], posts: list[str],
               flags: list[str], ctx: Context) -> list[Alert]:
-        prefix = esc(platform) + SEP
         closed: list[Alert] = []
-        mk, ok = f"{prefix}m{SEP}{esc(me)}", f"{prefix}m{SEP}{esc(other)}"
-        mine, theirs = ctx.state.get(mk), ctx.state.get(ok)
+        mine, theirs = ctx.records.get("member", platform, me), ctx.records.get("member", platform, other)
         if mine is None and theirs is None:
             digest = hashlib.blake2b(ids.scoped(platform, min(me, other), repr(t)).encode(), digest_size=6).hexdigest()
             cid = f"campaign-{digest}"
@@ -322,27 +297,24 @@ class WaterArmy:
                     "alerts": {}, "pairs": 0}
         else:
             cid = (mine or theirs)["c"]
-            camp = ctx.state[_camp_key(platform, cid)]
+            camp = ctx.records.get("campaign", platform, cid)
             if mine is not None and theirs is not None and mine["c"] != theirs["c"]:
                 cid, camp, closed = self._merge(platform, mine["c"], theirs["c"], t, ctx)
         for account in (me, other):
-            member_key = f"{prefix}m{SEP}{esc(account)}"
             if account not in camp["members"]:
                 camp["members"][account] = t
-                ctx.expire(member_key, t + self.keep_s)
-                member_flags = (ctx.state.get(f"{prefix}a{SEP}{esc(account)}") or {}).get("flags", [])
+                member_flags = (ctx.records.get("account", platform, account) or {}).get("flags", [])
                 camp["flags"] = sorted(set(camp["flags"]) | set(member_flags))
-            ctx.state[member_key] = {"c": cid, "until": t + self.keep_s}
+            member = ctx.records.get("member", platform, account) or {}
+            member["c"] = cid
+            ctx.records.save("member", platform, account, record=member, until=t + self.keep_s)
         camp["flags"] = sorted(set(camp["flags"]) | set(flags))
         for o in objs:
             camp["objs"][o] = camp["objs"].get(o, 0) + 1
         camp["posts"] = (camp["posts"] + [p for p in posts if p not in camp["posts"]])[-20:]
         camp["pairs"] += 1
-        camp["t"], camp["until"] = t, t + self.keep_s
-        ck = _camp_key(platform, cid)
-        if ck not in ctx.state:
-            ctx.expire(ck, t + self.keep_s)
-        ctx.state[ck] = camp
+        camp["t"] = t
+        ctx.records.save("campaign", platform, cid, record=camp, until=t + self.keep_s)
         if len(camp["members"]) < self.s.min_accounts or len(camp["members"]) == camp["reported"]:
             return closed
         if camp["reported"] == 0:
@@ -356,12 +328,13 @@ class WaterArmy:
         If the absorbed one was already alerted, a last version of its alert says where it went,
         so a consumer keeping the latest version per ``alert_id`` does not count it twice.
         """
-        k1, k2 = _camp_key(platform, c1), _camp_key(platform, c2)
-        a, b = ctx.state[k1], ctx.state[k2]
+        a, b = ctx.records.get("campaign", platform, c1), ctx.records.get("campaign", platform, c2)
         (keep, kc), (gone, gc) = sorted([(a, c1), (b, c2)], key=lambda x: (-len(x[0]["members"]), x[0]["first"], x[1]))
         for account in gone["members"]:
             keep["members"].setdefault(account, gone["members"][account])
-            ctx.state[ids.key(platform, "m", account)] = {"c": kc, "until": gone["t"] + self.keep_s}
+            member = ctx.records.get("member", platform, account) or {}
+            member["c"] = kc
+            ctx.records.save("member", platform, account, record=member, until=gone["t"] + self.keep_s)
         keep["flags"] = sorted(set(keep["flags"]) | set(gone["flags"]))
         for o, n in gone["objs"].items():
             keep["objs"][o] = keep["objs"].get(o, 0) + n
@@ -377,13 +350,13 @@ class WaterArmy:
                 legal_refs=LEGAL_REFS, aggravating=["water_army"],
                 evidence={"accounts": sorted(gone["members"]), "posts": gone["posts"], "objects": [],
                           "score": 0.0, "merged_into": kc}, shadow=self.s.shadow))
-        ctx.state[_camp_key(platform, gc)] = gone
+        ctx.records.save("campaign", platform, gc, record=gone, until=gone["until"])
         return kc, keep, closed
 
     def _report(self, platform: str, cid: str, camp: dict, t: float, ctx: Context) -> Alert:
         s = self.s
         members = sorted(camp["members"])
-        signals = [(ctx.state.get(ids.key(platform, "a", m)) or {}).get("sig") for m in members]
+        signals = [(ctx.records.get("account", platform, m) or {}).get("sig") for m in members]
         known = [x for x in signals if x]
         young = sum(1 for x in known if x[0]) / len(members)
         low = sum(1 for x in known if x[1]) / len(members)
@@ -409,5 +382,5 @@ class WaterArmy:
                       "low_follower_accounts": round(low, 3), "shared_device_or_ip": round(shared, 3)},
             shadow=s.shadow,
         )
-        ctx.state[_camp_key(platform, cid)] = camp
+        ctx.records.save("campaign", platform, cid, record=camp, until=camp["until"])
         return alert

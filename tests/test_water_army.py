@@ -8,6 +8,7 @@ import orjson
 
 from detectors.water_army import WaterArmy, WaterArmySettings
 from events import decode, format_ts
+from events.records import Records
 from streams.engine import Engine
 from tests.support.scenarios import T0, Stream
 from tests.test_engine import TableLike
@@ -197,7 +198,7 @@ def test_lsh_buckets_live_as_long_as_one_of_their_texts_is_findable() -> None:
 
     def buckets_at(minute: float) -> list[dict]:
         run([{"type": "tick", "ts": format_ts(T0 + minute * 60)}], engine=engine)
-        return [v for k, v in engine.stages[0].state.items() if "\tl\t" in k]
+        return [v for _ids, v in records(engine).of_kind("lsh")]
 
     run(s.sorted_events()[:-1], engine=engine)  # without the closing tick, a day later
     lone_and_several = buckets_at(2)
@@ -222,11 +223,10 @@ def test_a_post_pairs_with_its_most_recent_co_actors_on_every_object_they_share(
     s.post(1.0, "me", urls=["https://a.example/1"], hashtags=["b"])
     engine = Engine([WaterArmy(settings)])
     run(s.sorted_events()[:-1] + [{"type": "tick", "ts": format_ts(T0 + 120)}], engine=engine)
-    pairs = [k.split("\t", 2)[2] for k in engine.stages[0].state if k.startswith("weibo\tp\t")]
-    with_me = {k: engine.stages[0].state["weibo\tp\t" + k] for k in pairs if "me" in k.split("\t")}
+    with_me = {tuple(ids[1:]): v for ids, v in records(engine).of_kind("pair") if ids[0] == "weibo" and "me" in ids}
     assert len(with_me) == 32  # the cap: x and the 31 most recent of the crowd
-    assert sorted(with_me["me\tx"]["o"]) == ["tag:b", "url:https://a.example/1"]
-    assert "crowd09\tme" in with_me and "crowd08\tme" not in with_me
+    assert sorted(with_me[("me", "x")]["o"]) == ["tag:b", "url:https://a.example/1"]
+    assert ("crowd09", "me") in with_me and ("crowd08", "me") not in with_me
 
 
 def test_texts_equal_after_normalisation_share_one_cluster_without_lsh() -> None:
@@ -237,8 +237,12 @@ def test_texts_equal_after_normalisation_share_one_cluster_without_lsh() -> None
     s.post(2, "a3", "某某某是骗子 大家不要相信他说的 任何一句话 ")
     engine = Engine([WaterArmy()])
     run(s.sorted_events()[:-1] + [{"type": "tick", "ts": format_ts(T0 + 240)}], engine=engine)
-    state = engine.stages[0].state
-    assert len([k for k in state if "\tx\t" in k]) == 1
-    assert len([k for k in state if "\tl\t" in k]) == 8  # the first text's buckets only: the others skipped LSH
-    pairs = {k.split("\t", 2)[2]: v["o"] for k, v in state.items() if "\tp\t" in k}
-    assert pairs == {"a1\ta2": ["text:p1"], "a1\ta3": ["text:p1"], "a2\ta3": ["text:p1"]}
+    assert len(list(records(engine).of_kind("text"))) == 1
+    assert len(list(records(engine).of_kind("lsh"))) == 8  # the first text's buckets only: the others skipped LSH
+    pairs = {tuple(ids[1:]): v["o"] for ids, v in records(engine).of_kind("pair")}
+    assert pairs == {("a1", "a2"): ["text:p1"], ("a1", "a3"): ["text:p1"], ("a2", "a3"): ["text:p1"]}
+
+
+def records(engine: Engine) -> Records:
+    """The water army's records, read the way the detector writes them."""
+    return Records(engine.stages[0].state, lambda *_: None)
