@@ -77,28 +77,71 @@ def _header(headers: object, name: str) -> str | None:
 
 
 class Progress:
-    """The last offset the agents handled per partition, to notice partitions that stall.
+    """Per partition, the offset up to which the agents handled every message, to notice
+    messages that never reach an agent: gaps and stalls.
 
-    faust-streaming sometimes fetches messages right after a worker (re)starts and never hands
-    them to the agent (seen in the restart tests: fetched, sometimes even committed, never
-    handled), which stalls an ordered stage's watermark for good. Its fetcher drops records of a
-    partition that left its set of active partitions between fetch and hand-over, one way this
-    happens. A partition is stuck when the consumer's position or the partition's end offset is
-    past what the agents handled there and that has not moved for ``STALL_S``; the worker's
-    watchdog then resumes the partition and re-reads it from right after the last handled
-    offset (at least once), every ``STALL_S`` until an agent handles it. The end offset counts
-    because a partition Faust left paused is never fetched (seen: a re-read partition that was
-    not fetched again); re-reading one that was not fetched duplicates nothing.
+    faust-streaming sometimes fetches messages and never hands them to the agent (seen in the
+    restart tests and in issue 13: a single event missing in the middle of a partition, after
+    which a stage's watermark or its output is wrong for good). Two places in its consumer do
+    this (``faust/transport/consumer.py``, 0.15.3): ``_drain_messages`` hands a message to the
+    streams with ``wait_first(callback(message), suspend_flow.wait())`` and marks it read even
+    when a rebalance's ``stop_flow`` cancelled the hand-over; and it drops fetched messages
+    below the read offset, which a fetch already in flight moves past a seek. Faust's commit
+    then skips a missing message at the head of the acked offsets (``_new_offset`` tolerates a
+    hole of one, and any hole when nothing was committed yet), so the loss outlives a restart.
+
+    Input and stage topics are neither compacted nor transactional, so their offsets are
+    contiguous. :meth:`admit` checks each message against the contiguous mark: past it, a gap,
+    the message is not handled and the partition is re-read from the first missing offset
+    (again every ``GAP_RETRY_S`` while it lasts, since a re-read can itself be dropped; after
+    ``MAX_REREADS`` the hole is taken as real and skipped). At or below it, a message this
+    worker already handled, skipped. :meth:`commit_cap` keeps Faust's commits at the mark, so a
+    worker killed meanwhile restarts before the hole. :meth:`stuck` is the older watchdog for a
+    partition with no progress at all (a partition Faust left paused is never fetched): its
+    position or end offset past the mark, no progress for ``STALL_S``: re-read from the mark.
     """
 
     STALL_S = 20.0
+    GAP_RETRY_S = 5.0
+    MAX_REREADS = 5
 
     def __init__(self) -> None:
-        self.done: dict = {}  # TP -> last offset an agent handled in this process
-        self.behind: dict = {}  # TP -> (last handled offset, since when it has been behind)
+        self.done: dict = {}  # TP -> every offset up to this one was handled (or committed at assignment)
+        self.behind: dict = {}  # TP -> (contiguous mark, since when it has been behind)
+        self.gaps: dict = {}  # TP -> (first missing offset, when last re-read, re-reads so far)
+
+    def admit(self, tp, offset: int, now: float) -> tuple[bool, int | None]:  # noqa: ANN001 - a Faust TP
+        """Whether to handle the message at ``offset``, and the offset to re-read ``tp`` from
+        (None: no re-read now)."""
+        done = self.done.get(tp)
+        if done is None or offset == done + 1:
+            self.done[tp] = offset
+            self.gaps.pop(tp, None)
+            return True, None
+        if offset <= done:
+            return False, None  # handled here already: a re-read, or a fetch from before a re-read
+        first, last, tries = self.gaps.get(tp, (done + 1, -math.inf, 0))
+        if first != done + 1:
+            first, last, tries = done + 1, -math.inf, 0
+        if tries >= self.MAX_REREADS:  # nothing to read there: a real hole (a deleted segment)
+            log.error("%s: offsets %s-%s missing after %s re-reads; going on", tp, first, offset - 1, tries)
+            self.done[tp] = offset
+            self.gaps.pop(tp, None)
+            return True, None
+        if now - last < self.GAP_RETRY_S:
+            return False, None  # a re-read is under way
+        self.gaps[tp] = (first, now, tries + 1)
+        return False, first
 
     def mark(self, message) -> None:  # noqa: ANN001 - a Faust Message
-        self.done[message.tp] = message.offset
+        """Record a message handled with no gap check (tests, and code that cannot re-read)."""
+        self.done[message.tp] = max(message.offset, self.done.get(message.tp, message.offset))
+
+    def commit_cap(self, tp) -> int | None:  # noqa: ANN001
+        """The highest offset Faust may commit for ``tp`` (next to read): past the mark only
+        what the agents handled contiguously. None for partitions no agent reads."""
+        done = self.done.get(tp)
+        return None if done is None else done + 1
 
     def assigned(self, committed: dict) -> None:
         """A new assignment: the group's committed offsets (next to read) are where each
@@ -106,6 +149,7 @@ class Progress:
         never handed over (seen here), so a later committed offset is not proof of handling."""
         self.done = {tp: offset - 1 for tp, offset in committed.items()}
         self.behind = {}
+        self.gaps = {}
 
     def stuck(self, positions: dict, now: float) -> dict:
         """Stuck partitions and the offset to re-read them from; ``positions``: per partition the
@@ -123,6 +167,27 @@ class Progress:
                 found[tp] = done + 1
                 self.behind[tp] = (done, now)  # give the re-read a whole period
         return found
+
+
+def _cap_commits(consumer, progress: Progress) -> None:  # noqa: ANN001 - a Faust consumer
+    """Faust commits the acked offsets of a partition; keep that at most at the agents'
+    contiguous mark (see :class:`Progress`), so a message Faust never handed over is not
+    committed past and a restarted worker reads it. Done once per consumer."""
+    if getattr(consumer, "_stormwatch_capped", False):
+        return
+    faust_new_offset = consumer._new_offset
+
+    def new_offset(tp):  # noqa: ANN001, ANN202
+        offset = faust_new_offset(tp)
+        cap = progress.commit_cap(tp)
+        if offset is None or cap is None or offset <= cap:
+            return offset
+        if cap <= (consumer._committed_offset.get(tp) or -1):
+            return None  # nothing new to commit
+        return cap
+
+    consumer._new_offset = new_offset
+    consumer._stormwatch_capped = True
 
 
 class _GroupOffsets:
@@ -197,6 +262,17 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
     progress = Progress()
 
+    async def admit(message) -> bool:  # noqa: ANN001 - a Faust Message
+        """Whether an agent handles ``message``: not when it is past a gap, whose partition is
+        then re-read from the gap, nor when it was handled already (see :class:`Progress`)."""
+        handle, reread = progress.admit(message.tp, message.offset, time.monotonic())
+        if reread is not None:
+            metrics.GAPS_REREAD.inc()
+            log.warning("%s/%s: got offset %s, expected %s: re-reading from %s", message.topic, message.partition,
+                        message.offset, reread, reread)
+            await app.consumer.seek(message.tp, reread)
+        return handle
+
     async def dead_letter(letter: DeadLetter) -> None:
         metrics.DEADLETTERS.labels(letter.reason).inc()
         await deadletter_topic.send(value=orjson.dumps(letter.to_record()))
@@ -205,7 +281,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
     async def ingest(stream: faust.StreamT) -> None:
         async for event in stream.events():
             message = event.message
-            progress.mark(message)
+            if not await admit(message):
+                continue
             source = f"{message.topic}/{message.partition}"
             metrics.EVENTS.labels(message.topic).inc()
             try:
@@ -227,7 +304,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
                 await dead_letter(DeadLetter(f"ingest failed: {err!r}", "worker_error", raw_text(event.value or b""),
                                              source))
 
-    engines = {name: _stage_agent(app, settings, name, groups, stage_topics, alerts_topic, dead_letter, progress)
+    engines = {name: _stage_agent(app, settings, name, groups, stage_topics, alerts_topic, dead_letter, admit)
                for name in groups}
     orders = next((engine for engine in engines.values() if "orders" in engine.by_name), None)
     view = ClusterView()
@@ -276,7 +353,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
         async def deliver(stream: faust.StreamT) -> None:
             """Queue each alert version for webhooks and Alertmanager; sending happens in the background."""
             async for event in stream.events():
-                progress.mark(event.message)
+                if not await admit(event.message):
+                    continue
                 try:
                     alert = orjson.loads(event.value)
                     for output in outputs:
@@ -332,6 +410,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
             log.warning("%s/%s: messages before offset %s but no agent handled offset %s for %.0f s: "
                         "resuming it and re-reading from there", tp.topic, tp.partition, positions[tp], offset,
                         Progress.STALL_S)
+            metrics.WATCHDOG_REREADS.inc()
             consumer.resume_partitions({tp})
             await consumer.seek(tp, offset)
 
@@ -350,6 +429,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
                 earliest = {}
             start.update({(tp.topic, tp.partition): offset for tp, offset in earliest.items() if offset is not None})
         progress.assigned(start)
+        _cap_commits(app.consumer, progress)
 
     @app.page("/metrics")
     async def metrics_page(web, request):  # noqa: ANN001 - Faust view signature
@@ -368,7 +448,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
 def _stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str, list[Detector]],
                  stage_topics: dict[str, faust.TopicT], alerts_topic: faust.TopicT, dead_letter,
-                 progress: Progress) -> Engine:
+                 admit) -> Engine:
     """One stage: an engine over the stage's detectors, with a changelogged table per detector
     (named after it, with its timers in ``<name>-timers``)."""
     detectors = groups[stage]
@@ -412,7 +492,8 @@ def _stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[st
 
     async def handle(event: faust.EventT) -> None:
         message = event.message
-        progress.mark(message)
+        if not await admit(message):
+            return
         started = time.perf_counter()
         source = _header(event.headers or message.headers, SOURCE_HEADER) or "unknown"
         where = f"{message.topic}/{message.partition}@{message.offset}"

@@ -42,6 +42,60 @@ def test_a_partition_never_fetched_is_re_read_every_period_until_an_agent_handle
     assert progress.stuck({("orders", 0): 2}, now=3 * STALL) == {}
 
 
+def test_a_message_past_a_gap_is_held_back_and_the_partition_re_read_from_the_gap() -> None:
+    """Issue 13: single events never reached a stage, with the committed offsets behind them."""
+    progress = Progress()
+    tp = ("posts", 3)
+    progress.assigned({tp: 877})  # next to read: 877
+    assert progress.admit(tp, 877, now=0.0) == (True, None)
+    assert progress.admit(tp, 878, now=0.1) == (True, None)
+    assert progress.admit(tp, 880, now=0.2) == (False, 879)  # 879 never came: not handled, re-read from it
+    assert progress.admit(tp, 881, now=0.3) == (False, None)  # the re-read is under way
+    assert progress.commit_cap(tp) == 879  # Faust may not commit past the hole
+    assert progress.admit(tp, 882, now=0.2 + Progress.GAP_RETRY_S) == (False, 879)  # the re-read was lost too
+    assert progress.admit(tp, 879, now=6.0) == (True, None)  # the re-read arrives, in order
+    assert progress.admit(tp, 880, now=6.0) == (True, None)
+    assert progress.admit(tp, 878, now=6.0) == (False, None)  # handled already
+    assert progress.admit(tp, 881, now=6.0) == (True, None)
+    assert progress.commit_cap(tp) == 882 and progress.gaps == {}
+
+
+def test_a_hole_that_re_reads_never_fill_is_taken_as_real() -> None:
+    """A topic that lost a segment must not stop the partition for good."""
+    progress = Progress()
+    tp = ("orders", 0)
+    progress.assigned({tp: 10})
+    asked = [progress.admit(tp, 15, now=n * Progress.GAP_RETRY_S) for n in range(Progress.MAX_REREADS)]
+    assert asked == [(False, 10)] * Progress.MAX_REREADS
+    assert progress.admit(tp, 15, now=99.0) == (True, None)
+    assert progress.commit_cap(tp) == 16
+
+
+def test_a_partition_never_seen_starts_where_its_first_message_is() -> None:
+    progress = Progress()
+    assert progress.commit_cap(("reports", 1)) is None  # not an agent's partition: Faust decides
+    assert progress.admit(("reports", 1), 42, now=0.0) == (True, None)
+    assert progress.admit(("reports", 1), 43, now=0.0) == (True, None)
+
+
+def test_faust_never_commits_past_what_the_agents_handled_contiguously() -> None:
+    """Faust's own rule commits over one missing offset at the head of the acked ones."""
+    from streams.app import _cap_commits
+
+    tp = ("posts", 0)
+    consumer = SimpleNamespace(_committed_offset={tp: 100}, _new_offset=lambda _tp: 201)  # acked 101..200
+    progress = Progress()
+    progress.assigned({tp: 100})
+    _cap_commits(consumer, progress)
+    assert consumer._new_offset(tp) is None  # 100 was never handled
+    progress.admit(tp, 100, now=0.0)
+    progress.admit(tp, 101, now=0.0)
+    assert consumer._new_offset(tp) == 102
+    assert consumer._new_offset(("stage", 1)) == 201  # a partition no agent reads: Faust's answer
+    _cap_commits(consumer, progress)  # once per consumer
+    assert consumer._new_offset(tp) == 102
+
+
 @pytest.mark.parametrize("detectors", ["", "water_army", "post_targets,targets"])
 def test_the_worker_builds_with_any_set_of_detectors(detectors: str, tmp_path) -> None:
     """Agents, stages and the API view are wired without a broker; the ledger may be left out."""
