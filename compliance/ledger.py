@@ -34,6 +34,7 @@ from pydantic import BaseModel, Field
 
 from compliance.law import LawSettings
 from events import Alert, AnyEvent, Context, Engagement, Order, PlatformAction, Post, format_ts, raise_alert
+from events import keys as ids
 
 MEASURE_BY_ACTION = {
     "content_removed": "remove_content",
@@ -42,7 +43,6 @@ MEASURE_BY_ACTION = {
     "evidence_preserved": "preserve_evidence",
 }
 ORDER_REFS = ["Criminal Law Art. 286-1", "Interpretation 2019-15 Art. 2"]
-SEP = "\t"
 TWO_YEARS = 2 * 365 * 86400.0
 
 
@@ -112,7 +112,7 @@ class OrderLedger:
     # -- events -------------------------------------------------------------------------------
 
     def on_event(self, event: AnyEvent, key: str, ctx: Context) -> list[Alert]:
-        p = key + SEP
+        p = key  # the platform
         if isinstance(event, Order):
             return self._order(p, event, ctx)
         if isinstance(event, PlatformAction):
@@ -124,10 +124,10 @@ class OrderLedger:
         return []
 
     def _record(self, p: str, order_id: str, ctx: Context) -> dict:
-        return ctx.state.get(f"{p}o{SEP}{order_id}") or _blank()
+        return ctx.state.get(ids.key(p, "o", order_id)) or _blank()
 
     def _save(self, p: str, order_id: str, record: dict, ctx: Context) -> None:
-        key = f"{p}o{SEP}{order_id}"
+        key = ids.key(p, "o", order_id)
         order = record["order"]
         until = (order["deadline"] if order else record["actions"][-1][0]) + self.settings.keep_closed_s
         if record.get("until") is None:
@@ -146,7 +146,7 @@ class OrderLedger:
             "items": items, "case_id": event.case_id,
         }
         for item in items:
-            ik = f"{p}i{SEP}{item}"
+            ik = ids.key(p, "i", item)
             index = ctx.state.get(ik) or {"orders": []}
             if event.order_id not in index["orders"]:
                 index["orders"].append(event.order_id)
@@ -154,7 +154,7 @@ class OrderLedger:
             if ik not in ctx.state:
                 ctx.expire(ik, index["until"])
             ctx.state[ik] = index
-        ctx.set_timer(f"{key_of(p)}{SEP}{event.order_id}", event.deadline_epoch)
+        ctx.set_timer(ids.key(p, event.order_id), event.deadline_epoch)
         self._save(p, event.order_id, record, ctx)
         return []
 
@@ -180,7 +180,7 @@ class OrderLedger:
         keys |= {f"hashtag:{h.strip('#')}" for h in post.hashtags}
         alerts: list[Alert] = []
         for item in sorted(keys):
-            index = ctx.state.get(f"{p}i{SEP}{item}")
+            index = ctx.state.get(ids.key(p, "i", item))
             if index is None:
                 continue
             for order_id in index["orders"]:
@@ -204,7 +204,7 @@ class OrderLedger:
 
     def _engagement(self, p: str, event: Engagement, ctx: Context) -> list[Alert]:
         item = f"post:{event.post_id}"
-        index = ctx.state.get(f"{p}i{SEP}{item}")
+        index = ctx.state.get(ids.key(p, "i", item))
         if index is None:
             return []
         alerts: list[Alert] = []
@@ -236,9 +236,8 @@ class OrderLedger:
     # -- deadlines and verdicts -----------------------------------------------------------------
 
     def on_timer(self, key: str, ctx: Context) -> list[Alert]:
-        platform, _, order_id = key.partition(SEP)
-        p = platform + SEP
-        record = ctx.state.get(f"{p}o{SEP}{order_id}")
+        p, order_id = ids.parts(key)
+        record = ctx.state.get(ids.key(p, "o", order_id))
         if record is None or record["order"] is None:
             return []
         order = record["order"]
@@ -260,13 +259,13 @@ class OrderLedger:
                 # A dispute that is not followed by compliance is a refusal in effect.
                 dispute = next(aid for ts, aid, a in record["actions"] if a == "disputed" and ts <= deadline)
                 alerts += self._refused(p, order_id, record, dispute, deadline, ctx)
-        ctx.state[f"{p}o{SEP}{order_id}"] = record
+        ctx.state[ids.key(p, "o", order_id)] = record
         return alerts
 
     def _refused(self, p: str, order_id: str, record: dict, action_id: str, ts: float, ctx: Context) -> list[Alert]:
         record["fired"].append("refused")
         order = record["order"] or {}
-        platform = p.rstrip(SEP)
+        platform = p
         alerts = [raise_alert(
             record["alerts"], kind="order_refused", subject=("order", order_id), ts=ts, severity="critical",
             platform=platform,
@@ -279,7 +278,7 @@ class OrderLedger:
 
     def _repeat_refusals(self, p: str, order_id: str, ts: float, ctx: Context) -> list[Alert]:
         """2019-15 Art. 6(2): several refused orders within two years, subject the platform."""
-        rk = f"{p}refusals"
+        rk = ids.key(p, "refusals")
         rec = ctx.state.get(rk) or {"refusals": [], "alerts": {}, "reported": 0}
         rec["refusals"] = [r for r in rec["refusals"] if r[0] > ts - TWO_YEARS] + [[ts, order_id]]
         rec["until"] = ts + TWO_YEARS
@@ -289,7 +288,7 @@ class OrderLedger:
         limit = self.law.limit("repeat_refusal_2y")
         if len(rec["refusals"]) >= limit and len(rec["refusals"]) > rec["reported"]:
             rec["reported"] = len(rec["refusals"])
-            platform = p.rstrip(SEP)
+            platform = p
             alerts.append(raise_alert(
                 rec["alerts"], kind="duty_refusal", subject=("platform", platform), window="repeat_refusal_2y",
                 ts=ts, severity="critical", platform=platform,
@@ -370,15 +369,11 @@ class OrderLedger:
                       "posts_after_deadline": record["after"]["items"]})]
 
 
-def key_of(prefix: str) -> str:
-    return prefix.rstrip(SEP)
-
-
 def orders_of(state, platform: str | None = None) -> list[tuple[str, str, dict]]:
     """(platform, order_id, record) of every order in a ledger state mapping."""
     out = []
     for key, record in list(state.items()):
-        parts = key.split(SEP)
+        parts = ids.parts(key)
         if len(parts) == 3 and parts[1] == "o" and (platform is None or parts[0] == platform):
             out.append((parts[0], parts[2], record))
     return sorted(out)
@@ -418,7 +413,7 @@ def scorecard(state, platform: str, now: float) -> dict:
                 on_time += 1
         elif now > order["deadline"]:
             open_late += 1
-    refusals = (state.get(f"{platform}{SEP}refusals") or {}).get("refusals", [])
+    refusals = (state.get(ids.key(platform, "refusals")) or {}).get("refusals", [])
     return {"platform": platform, "orders_received": received, "completed_on_time": on_time,
             "median_seconds_to_acknowledge": statistics.median(to_ack) if to_ack else None,
             "median_seconds_to_comply": statistics.median(to_comply) if to_comply else None,

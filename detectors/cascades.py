@@ -34,11 +34,11 @@ from pydantic import BaseModel, Field
 
 from compliance.law import LawSettings
 from detectors import seismic
-from events import Alert, AnyEvent, Context, Engagement, Post, Report, raise_alert
+from events import Alert, AnyEvent, Context, Engagement, Post, Report, keys as ids, raise_alert
+from events.keys import SEP, esc
 
 HARMFUL = {"insult", "defamation", "doxxing", "sexual_rumor", "threat", "incitement", "illegal_other"}
 DEFAMATION_REFS = ["Criminal Law Art. 246", "Interpretation 2013-21 Art. 2(1)"]
-SEP = "\t"
 YEAR = 365 * 86400.0
 
 
@@ -75,7 +75,7 @@ class Cascades:
         return []
 
     def on_event(self, event: AnyEvent, key: str, ctx: Context) -> list[Alert]:
-        p = key + SEP
+        p = esc(key) + SEP
         if isinstance(event, Post):
             return self._post(p, event, ctx)
         if isinstance(event, Engagement):
@@ -100,7 +100,7 @@ class Cascades:
     def _post(self, p: str, post: Post, ctx: Context) -> list[Alert]:
         t, s = post.epoch, self.s
         root = post.root_id or (self._root_of(p, post.parent_id, ctx) if post.parent_id else post.post_id)
-        rk = f"{p}r{SEP}{post.post_id}"
+        rk = f"{p}r{SEP}{esc(post.post_id)}"
         ctx.state[rk] = {"root": root, "until": t + s.item_ttl_s}
         ctx.expire(rk, t + s.item_ttl_s)
         alerts: list[Alert] = []
@@ -139,23 +139,23 @@ class Cascades:
         return alerts
 
     def _root_of(self, p: str, parent: str, ctx: Context) -> str:
-        rec = ctx.state.get(f"{p}r{SEP}{parent}")
+        rec = ctx.state.get(f"{p}r{SEP}{esc(parent)}")
         return rec["root"] if rec is not None else parent  # parent unseen: it is the root as far as we know
 
     def _exists(self, p: str, item_id: str, ctx: Context) -> bool:
-        return f"{p}i{SEP}{item_id}" in ctx.state
+        return f"{p}i{SEP}{esc(item_id)}" in ctx.state
 
     def _item(self, p: str, item_id: str, t: float, ctx: Context) -> dict[str, Any]:
-        rec = ctx.state.get(f"{p}i{SEP}{item_id}")
+        rec = ctx.state.get(f"{p}i{SEP}{esc(item_id)}")
         if rec is None:
             rec = {"t0": t, "author": None, "labels": [], "targets": [], "reposts": 0, "comments": 0,
                    "accounts": {}, "recent": [], "eng": {}, "reporters": [], "fired": [], "alerts": {}}
-            ctx.expire(f"{p}i{SEP}{item_id}", t + self.s.item_ttl_s)
+            ctx.expire(f"{p}i{SEP}{esc(item_id)}", t + self.s.item_ttl_s)
         return rec
 
     def _save(self, p: str, item_id: str, item: dict, t: float, ctx: Context) -> None:
         item["until"] = t + self.s.item_ttl_s
-        ctx.state[f"{p}i{SEP}{item_id}"] = item
+        ctx.state[f"{p}i{SEP}{esc(item_id)}"] = item
 
     # -- the rules ----------------------------------------------------------------------------
 
@@ -169,7 +169,7 @@ class Cascades:
     def _check(self, p: str, item_id: str, item: dict, t: float, ctx: Context) -> list[Alert]:
         alerts: list[Alert] = []
         fig = self.figures(item)
-        platform = p.rstrip(SEP)
+        platform = _platform(p)
         defamatory = "defamation" in item["labels"]
         if defamatory:
             for fid, value in (("defamation_views_5000", fig["views"]), ("defamation_reposts_500", fig["reposts"])):
@@ -199,7 +199,7 @@ class Cascades:
 
     def _cumulative(self, p: str, item_id: str, item: dict, fig: dict, t: float, ctx: Context) -> list[Alert]:
         """2013-21 Art. 4: one author's defamatory items within a year, aggregated."""
-        ak = f"{p}a{SEP}{item['author']}"
+        ak = f"{p}a{SEP}{esc(item['author'])}"
         acct = ctx.state.get(ak) or {"items": {}, "fired": [], "alerts": {}}
         window = self.law.limit("defamation_cumulative_1y") * 86400.0
         acct["items"][item_id] = [item["t0"], fig["views"], fig["reposts"]]
@@ -218,7 +218,7 @@ class Cascades:
                     account = item["author"]
                     alerts.append(raise_alert(
                         acct["alerts"], kind="legal_threshold", subject=("account", account),
-                        window="defamation_cumulative_1y", ts=t, severity="critical", platform=p.rstrip(SEP),
+                        window="defamation_cumulative_1y", ts=t, severity="critical", platform=_platform(p),
                         summary=f"Account {account}'s {len(acct['items'])} defamatory posts of the past year reached "
                         f"{value:,} {figure} together (figure {limit:,}, Interpretation 2013-21 Art. 4).",
                         legal_refs=["Criminal Law Art. 246", "Interpretation 2013-21 Art. 4"],
@@ -279,7 +279,7 @@ class Cascades:
         """Public accounts pushing harmful content about a target, against 2019-15 Art. 10(4)."""
         alerts = []
         for target in item["targets"]:
-            tk = f"{p}m{SEP}{target}"
+            tk = f"{p}m{SEP}{esc(target)}"
             rec = ctx.state.get(tk) or {"accounts": {}, "posts": {}, "fired": [], "alerts": {}}
             rec["accounts"][item["author"]] = item.get("followers", 0)
             rec["posts"][item_id] = fig["reach_accounts"]
@@ -295,7 +295,7 @@ class Cascades:
                 rec["fired"] += new
                 alerts.append(raise_alert(
                     rec["alerts"], kind="illegal_marketing", subject=("target", target), ts=t, severity="critical",
-                    platform=p.rstrip(SEP),
+                    platform=_platform(p),
                     summary=f"{len(rec['accounts'])} public accounts push harmful content about {target} "
                     f"({', '.join(met)}).",
                     legal_refs=["Opinions 法发〔2023〕14号 (蹭炒热度, 推广引流)", "Interpretation 2019-15 Art. 10(4)"],
@@ -306,3 +306,8 @@ class Cascades:
                     shadow=self.s.shadow))
             ctx.state[tk] = rec
         return alerts
+
+
+def _platform(p: str) -> str:
+    """The platform of a key prefix (``<escaped platform><SEP>``)."""
+    return ids.parts(p[:-1])[0]

@@ -30,7 +30,8 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, Field
 
 from detectors.abuse import AbuseClassifier
-from events import Alert, AnyEvent, Context, Post, Report, Target, raise_alert
+from events import Alert, AnyEvent, Context, Post, Report, Target, keys as ids, raise_alert
+from events.alerts import REGULATOR
 
 HARMFUL = {"insult", "defamation", "doxxing", "sexual_rumor", "threat", "incitement"}
 SEVERE = {"doxxing", "threat", "sexual_rumor"}
@@ -74,7 +75,7 @@ class PostTargets:
     def keys(self, event: AnyEvent) -> list[str]:
         names_targets = isinstance(event, Post) and event.targets
         needs_them = isinstance(event, Report) and event.post_id is not None and not event.targets
-        return [f"{event.platform}\t{event.post_id}"] if names_targets or needs_them else []
+        return [ids.key(event.platform, event.post_id)] if names_targets or needs_them else []
 
     def on_timer(self, key: str, ctx: Context) -> list[Alert]:
         return []
@@ -113,12 +114,13 @@ class Targets:
 
     def on_event(self, event: AnyEvent, key: str, ctx: Context) -> list[Alert]:
         t, s = event.epoch, self.s
-        rec = ctx.state.get(key)
+        sk = ids.key(key)  # the target id, escaped: no id can name an internal key
+        rec = ctx.state.get(sk)
         if rec is None:
             rec = {"attackers": {}, "victims": {}, "posts": [], "reports": {}, "past": 0.0, "base_t": t, "flags": {},
                    "labels": {}, "scene": {}, "fired": [], "reported_attackers": 0, "alerts": {}, "self": False,
                    "classified": 0}
-            ctx.expire(key, t + s.window_s)
+            ctx.expire(sk, t + s.window_s)
         target = next(tg for tg in event.targets if tg.id == key)
         for flag in ("minor", "disabled", "public_figure"):
             rec["flags"][flag] = rec["flags"].get(flag, False) or getattr(target, flag)
@@ -127,7 +129,8 @@ class Targets:
             self._post(key, rec, event, t)
         elif isinstance(event, Report):
             item = f"post:{event.post_id}" if event.post_id else f"account:{event.account_id}" if event.account_id else key
-            rec["reports"].setdefault(f"{event.reporter_id}\t{item}", t)  # the same reporter, item: once
+            # the same reporter, item: once (ids are a platform's own: scoped by it)
+            rec["reports"].setdefault(ids.key(event.platform, event.reporter_id, item), t)
             rec["self"] = rec["self"] or event.reporter_is_target
         # The windows are in time order (dicts keep insertion order): drop what left them.
         _drop_older(rec["attackers"], horizon, lambda v: v[0])
@@ -143,7 +146,7 @@ class Targets:
         rec["base_t"] = t
         rec["until"] = t + s.window_s * 24
         alerts = self._judge(key, rec, t)
-        ctx.state[key] = rec
+        ctx.state[sk] = rec
         return alerts
 
     def _post(self, key: str, rec: dict, post: Post, t: float) -> None:
@@ -155,26 +158,32 @@ class Targets:
                 verdict = round(p, 3)
                 rec["classified"] += 1
                 rec.setdefault("verdicts", []).append(
-                    {"post_id": post.post_id, "label": "offensive", "confidence": verdict, "source": "stormwatch"})
+                    {"post_id": post.post_id, "label": "offensive", "confidence": verdict, "source": "stormwatch",
+                     "platform": post.platform})
                 rec["verdicts"] = rec["verdicts"][-10:]
         if not labels and verdict is None:
             return
-        # [latest ts, platform, harmful posts about the target with no gap longer than the window]
-        before = rec["attackers"].pop(post.account_id, None)  # re-inserted last: the dict stays in time order
-        rec["attackers"][post.account_id] = [t, post.platform, (before[2] if before else 0) + 1]
+        # [latest ts, platform, harmful posts about the target with no gap longer than the window,
+        # account]; keyed by platform and account: two platforms' "u1" are two people
+        attacker = ids.key(post.platform, post.account_id)
+        before = rec["attackers"].pop(attacker, None)  # re-inserted last: the dict stays in time order
+        rec["attackers"][attacker] = [t, post.platform, (before[2] if before else 0) + 1, post.account_id]
         for other in post.targets:  # the same harmful post attacks these persons too
             if other.id != key:
-                rec["victims"].pop(other.id, None)
-                rec["victims"][other.id] = t
+                victim = ids.key(post.platform, other.id)
+                rec["victims"].pop(victim, None)
+                rec["victims"][victim] = t
         rec["posts"].append([t, post.post_id, post.platform])
         for label in labels or {"stormwatch_offensive"}:
-            rec["labels"][label] = rec["labels"].get(label, 0) + 1
+            counted = ids.key(post.platform, label)
+            rec["labels"][counted] = rec["labels"].get(counted, 0) + 1
         scene = rec["scene"]
         for kind, value in (("platform", post.platform), ("thread", post.parent_id),
                             *(("hashtag", h) for h in post.hashtags)):
             if value:
                 scene.setdefault(kind, {})
-                scene[kind][value] = scene[kind].get(value, 0) + 1
+                where = value if kind == "platform" else ids.key(post.platform, value)
+                scene[kind][where] = scene[kind].get(where, 0) + 1
         for flag, present in (("sexual_topic", "sexual_rumor" in labels), ("deep_synthesis", post.synthetic),
                               ("provider_organized", bool(post.account and post.account.platform_operated))):
             if present:
@@ -213,28 +222,89 @@ class Targets:
             ("minor_target", rec["flags"].get("minor")), ("disabled_target", rec["flags"].get("disabled")),
             ("sexual_topic", rec["flags"].get("sexual_topic")), ("deep_synthesis", rec["flags"].get("deep_synthesis")),
             ("provider_organized", rec["flags"].get("provider_organized"))) if present]
-        severe = bool(aggravating) or bool(SEVERE & set(rec["labels"])) or bool(factors)
+        labels = _by_label(rec["labels"], None)
+        severe = bool(aggravating) or bool(SEVERE & set(labels)) or bool(factors)
         score = round(1 - (1 - min(1.0, attackers / (2 * s.min_attackers))) * (1 - min(1.0, reports / (2 * s.min_reports)))
-                      * (0.7 if SEVERE & set(rec["labels"]) else 1.0), 3)
-        platform = max(platforms, key=lambda p: (rec["scene"]["platform"][p], p)) if platforms else "unknown"
-        return [raise_alert(
-            rec["alerts"], kind="violence_surge", subject=("target", key), ts=t,
-            severity="critical" if severe else "warning", platform=platform,
-            summary=f"{key} is under a concentrated attack: {attackers} accounts, {reports} reports in the last "
-            f"{s.window_s / 3600:g} h" + (f" on {len(platforms)} platforms" if len(platforms) > 1 else "") + ".",
-            legal_refs=refs, aggravating=aggravating,
-            evidence={"target_id": key, "accounts": sorted(rec["attackers"])[:200], "account_count": attackers,
-                      "reports": reports, "labels": dict(sorted(rec["labels"].items())), "score": score,
-                      "report_baseline": round(baseline, 3), "reported_by_target": rec["self"],
-                      "platforms": platforms, "threads": sorted(rec["scene"].get("thread", {}))[:20],
-                      "hashtags": sorted(rec["scene"].get("hashtag", {}))[:20],
-                      "classifier_flagged": rec["classified"], "classifier_verdicts": rec.get("verdicts", []),
+                      * (0.7 if SEVERE & set(labels) else 1.0), 3)
+        common = {"severity": "critical" if severe else "warning", "legal_refs": refs, "aggravating": aggravating}
+        figures = {"score": score, "report_baseline": round(baseline, 3), "reported_by_target": rec["self"],
+                   "public_prosecution_factors": factors}
+        summary = (f"{key} is under a concentrated attack: {attackers} accounts, {reports} reports in the last "
+                   f"{s.window_s / 3600:g} h" + (f" on {len(platforms)} platforms" if len(platforms) > 1 else "") + ".")
+        if len(platforms) <= 1:  # one platform's finding: its alert, as it always was
+            platform = platforms[0] if platforms else _report_platform(rec) or "unknown"
+            return [self._raise(key, rec, t, platform, "", summary, common, figures, repeaters)]
+        # Across platforms: the regulator gets the whole finding; each platform involved gets an
+        # alert of its own with only its own accounts, posts, threads and hashtags in it.
+        alerts = [self._raise(key, rec, t, "*", REGULATOR, summary, common, figures, repeaters)]
+        full_id = alerts[0].alert_id
+        for platform in platforms:
+            own = _own(rec, platform)
+            own_summary = (f"{key} is under a concentrated attack across {len(platforms)} platforms: "
+                           f"{len(own['attackers'])} of the accounts, {len(own['reports'])} of the reports are on "
+                           f"{platform}.")
+            alerts.append(self._raise(key, own, t, platform, "", own_summary, common,
+                                      {**figures, "cross_platform": {"alert_id": full_id, "platforms": len(platforms)}},
+                                      {a: n for a, n in repeaters.items() if a in own["attackers"]}, book=rec["alerts"]))
+        return alerts
+
+    def _raise(self, key: str, rec: dict, t: float, platform: str, audience: str, summary: str, common: dict,
+               figures: dict, repeaters: dict, book: dict | None = None) -> Alert:
+        """One ``violence_surge`` from ``rec`` (the whole record, or one platform's part of it)."""
+        attackers = rec["attackers"]
+        return raise_alert(
+            rec["alerts"] if book is None else book, kind="violence_surge", subject=("target", key), ts=t,
+            platform=platform, audience=audience, summary=summary, **common,
+            evidence={"target_id": key, "accounts": sorted(v[3] for v in attackers.values())[:200],
+                      "account_count": len(attackers), "reports": len(rec["reports"]),
+                      "labels": _by_label(rec["labels"], None if audience else platform),
+                      "platforms": sorted(rec["scene"].get("platform", {})),
+                      "threads": _ids(rec["scene"].get("thread", {}))[:20],
+                      "hashtags": _ids(rec["scene"].get("hashtag", {}))[:20],
+                      "classifier_flagged": rec["classified"],
+                      "classifier_verdicts": rec.get("verdicts", []),
                       "reports_by_item": dict(sorted(_count_items(rec["reports"]).items(), key=lambda kv: -kv[1])[:10]),
-                      "public_prosecution_factors": factors,
-                      "repeated_by": dict(sorted(repeaters.items(), key=lambda kv: (-kv[1], kv[0]))[:10]),
-                      "other_victims": sorted(rec["victims"])[:20],
-                      "posts": [p[1] for p in rec["posts"][-20:]]},
-            shadow=s.shadow)]
+                      "repeated_by": dict(sorted(((attackers[a][3], n) for a, n in repeaters.items()),
+                                                 key=lambda kv: (-kv[1], kv[0]))[:10]),
+                      "other_victims": _ids(rec["victims"])[:20],
+                      "posts": [p[1] for p in rec["posts"][-20:]], **figures},
+            shadow=self.s.shadow)
+
+
+def _own(rec: dict, platform: str) -> dict:
+    """One platform's part of a target's record: what that platform may be shown."""
+    mine = lambda k: ids.parts(k)[0] == platform  # noqa: E731 - keys are (platform, ...)
+    return {"attackers": {k: v for k, v in rec["attackers"].items() if v[1] == platform},
+            "reports": {k: v for k, v in rec["reports"].items() if mine(k)},
+            "labels": {k: v for k, v in rec["labels"].items() if mine(k)},
+            "posts": [p for p in rec["posts"] if p[2] == platform],
+            "scene": {"platform": {platform: rec["scene"].get("platform", {}).get(platform, 0)},
+                      **{kind: {k: v for k, v in rec["scene"].get(kind, {}).items() if mine(k)}
+                         for kind in ("thread", "hashtag")}},
+            "verdicts": [v for v in rec.get("verdicts", []) if v.get("platform") == platform],
+            "classified": sum(1 for v in rec.get("verdicts", []) if v.get("platform") == platform),
+            "victims": {k: v for k, v in rec["victims"].items() if mine(k)}, "alerts": rec["alerts"]}
+
+
+def _by_label(labels: dict[str, int], platform: str | None) -> dict[str, int]:
+    """Harmful posts per label, of every platform (None) or of one."""
+    out: dict[str, int] = {}
+    for counted, n in labels.items():
+        where, label = ids.parts(counted)
+        if platform is None or where == platform:
+            out[label] = out.get(label, 0) + n
+    return dict(sorted(out.items()))
+
+
+def _ids(keyed: dict) -> list[str]:
+    """The ids of a (platform, id)-keyed dict, sorted."""
+    return sorted({ids.parts(k)[1] for k in keyed})
+
+
+def _report_platform(rec: dict) -> str | None:
+    """The platform the reports came from, when there were no harmful posts (reports alone)."""
+    platforms = sorted({ids.parts(k)[0] for k in rec["reports"]})
+    return platforms[0] if len(platforms) == 1 else None
 
 
 def _drop_older(window: dict, horizon: float, time_of) -> int:
@@ -247,9 +317,10 @@ def _drop_older(window: dict, horizon: float, time_of) -> int:
 
 
 def _count_items(reports: dict[str, float]) -> dict[str, int]:
-    """Reports per reported item (post or account), from the de-duplicated (reporter, item) keys."""
+    """Reports per reported item (post or account), from the de-duplicated (platform, reporter,
+    item) keys."""
     counts: dict[str, int] = {}
     for key in reports:
-        item = key.split("\t", 1)[1]
+        item = ids.parts(key)[2]
         counts[item] = counts.get(item, 0) + 1
     return counts

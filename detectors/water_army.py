@@ -35,11 +35,11 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from detectors.text import MIN_CHARS, PERMUTATIONS, bands, exact_key, minhash, normalise, text_key
-from events import Alert, AnyEvent, Context, Post, raise_alert
+from events import Alert, AnyEvent, Context, Post, keys as ids, raise_alert
+from events.keys import SEP, esc
 
 LEGAL_REFS = ["Opinions on Punishing Online Violence (法发〔2023〕14号): organised water army (组织水军)",
               "Criminal Law Art. 246"]
-SEP = "\t"
 
 
 class WaterArmySettings(BaseModel):
@@ -67,7 +67,7 @@ class WaterArmySettings(BaseModel):
 
 
 def _camp_key(platform: str, cid: str) -> str:
-    return f"camp{SEP}{platform}{SEP}{cid}"
+    return f"camp{SEP}{esc(platform)}{SEP}{cid}"
 
 
 def _decay(value: float, since: float, now: float, half_life: float) -> float:
@@ -105,7 +105,7 @@ class WaterArmy:
         return [event.platform]
 
     def on_timer(self, key: str, ctx: Context) -> list[Alert]:
-        platform, _, cid = key.partition(SEP)
+        platform, cid = ids.parts(key)
         camp = ctx.state.get(_camp_key(platform, cid))
         if camp is None or camp.get("into") or len(camp["members"]) == camp["reported"]:
             return []
@@ -116,7 +116,7 @@ class WaterArmy:
     def on_event(self, event: AnyEvent, key: str, ctx: Context) -> list[Alert]:
         assert isinstance(event, Post)
         t, me = event.epoch, event.account_id
-        prefix = key + SEP
+        prefix = esc(key) + SEP
         flags = _aggravating(event)
         n_me = self._count_post(prefix, event, flags, t, ctx)
         pairing: list[tuple[str, float, dict]] = []  # (object, weight, its members) for objects that pair
@@ -173,7 +173,7 @@ class WaterArmy:
 
     def _count_post(self, prefix: str, post: Post, flags: list[str], t: float, ctx: Context) -> float:
         """Decayed post count of the author, and what the author's profile says (evidence)."""
-        k = f"{prefix}a{SEP}{post.account_id}"
+        k = f"{prefix}a{SEP}{esc(post.account_id)}"
         rec = ctx.state.get(k)
         if rec is None:
             rec = {"n": 0.0, "t": t}
@@ -197,7 +197,7 @@ class WaterArmy:
         """Record this post's act on ``obj``; if the object still pairs, the accounts that acted
         on it within the window co-act with this post's author (``pairing``)."""
         window = self.s.object_window_s if window is None else window
-        k = f"{prefix}o{SEP}{obj}"
+        k = f"{prefix}o{SEP}{esc(obj)}"
         rec = ctx.state.get(k)
         if rec is None:
             rec = {"m": {}, "first": t}
@@ -288,7 +288,7 @@ class WaterArmy:
         """Add one co-action to the pair; True when the pair has just become strong."""
         s = self.s
         a, b = sorted((me, other))
-        k = f"{prefix}p{SEP}{a}{SEP}{b}"
+        k = f"{prefix}p{SEP}{esc(a)}{SEP}{esc(b)}"
         rec = ctx.state.get(k)
         if rec is None:
             rec = {"w": 0.0, "t": t, "o": [], "strong": False}
@@ -302,7 +302,7 @@ class WaterArmy:
         rec["t"], rec["until"] = t, t + self.keep_s
         became = False
         if not rec["strong"] and rec["w"] >= s.min_pair_weight - 1e-9:  # decay leaves 1.9999... for 2
-            other_rec = ctx.state.get(f"{prefix}a{SEP}{other}")
+            other_rec = ctx.state.get(f"{prefix}a{SEP}{esc(other)}")
             n_other = _decay(other_rec["n"], other_rec["t"], t, s.half_life_s) if other_rec else 1.0
             if rec["w"] >= s.min_overlap * math.sqrt(n_me * n_other):
                 rec["strong"] = became = True
@@ -311,12 +311,12 @@ class WaterArmy:
 
     def _join(self, platform: str, me: str, other: str, t: float, objs: list[str], posts: list[str],
               flags: list[str], ctx: Context) -> list[Alert]:
-        prefix = platform + SEP
+        prefix = esc(platform) + SEP
         closed: list[Alert] = []
-        mk, ok = f"{prefix}m{SEP}{me}", f"{prefix}m{SEP}{other}"
+        mk, ok = f"{prefix}m{SEP}{esc(me)}", f"{prefix}m{SEP}{esc(other)}"
         mine, theirs = ctx.state.get(mk), ctx.state.get(ok)
         if mine is None and theirs is None:
-            digest = hashlib.blake2b(f"{platform}{SEP}{min(me, other)}{SEP}{t!r}".encode(), digest_size=6).hexdigest()
+            digest = hashlib.blake2b(ids.scoped(platform, min(me, other), repr(t)).encode(), digest_size=6).hexdigest()
             cid = f"campaign-{digest}"
             camp = {"members": {}, "first": t, "t": t, "objs": {}, "posts": [], "flags": [], "reported": 0,
                     "alerts": {}, "pairs": 0}
@@ -326,11 +326,11 @@ class WaterArmy:
             if mine is not None and theirs is not None and mine["c"] != theirs["c"]:
                 cid, camp, closed = self._merge(platform, mine["c"], theirs["c"], t, ctx)
         for account in (me, other):
-            member_key = f"{prefix}m{SEP}{account}"
+            member_key = f"{prefix}m{SEP}{esc(account)}"
             if account not in camp["members"]:
                 camp["members"][account] = t
                 ctx.expire(member_key, t + self.keep_s)
-                member_flags = (ctx.state.get(f"{prefix}a{SEP}{account}") or {}).get("flags", [])
+                member_flags = (ctx.state.get(f"{prefix}a{SEP}{esc(account)}") or {}).get("flags", [])
                 camp["flags"] = sorted(set(camp["flags"]) | set(member_flags))
             ctx.state[member_key] = {"c": cid, "until": t + self.keep_s}
         camp["flags"] = sorted(set(camp["flags"]) | set(flags))
@@ -347,7 +347,7 @@ class WaterArmy:
             return closed
         if camp["reported"] == 0:
             return closed + [self._report(platform, cid, camp, t, ctx)]
-        ctx.set_timer(f"{platform}{SEP}{cid}", camp.get("next", t))
+        ctx.set_timer(ids.key(platform, cid), camp.get("next", t))
         return closed
 
     def _merge(self, platform: str, c1: str, c2: str, t: float, ctx: Context) -> tuple[str, dict, list[Alert]]:
@@ -361,7 +361,7 @@ class WaterArmy:
         (keep, kc), (gone, gc) = sorted([(a, c1), (b, c2)], key=lambda x: (-len(x[0]["members"]), x[0]["first"], x[1]))
         for account in gone["members"]:
             keep["members"].setdefault(account, gone["members"][account])
-            ctx.state[f"{platform}{SEP}m{SEP}{account}"] = {"c": kc, "until": gone["t"] + self.keep_s}
+            ctx.state[ids.key(platform, "m", account)] = {"c": kc, "until": gone["t"] + self.keep_s}
         keep["flags"] = sorted(set(keep["flags"]) | set(gone["flags"]))
         for o, n in gone["objs"].items():
             keep["objs"][o] = keep["objs"].get(o, 0) + n
@@ -383,7 +383,7 @@ class WaterArmy:
     def _report(self, platform: str, cid: str, camp: dict, t: float, ctx: Context) -> Alert:
         s = self.s
         members = sorted(camp["members"])
-        signals = [(ctx.state.get(f"{platform}{SEP}a{SEP}{m}") or {}).get("sig") for m in members]
+        signals = [(ctx.state.get(ids.key(platform, "a", m)) or {}).get("sig") for m in members]
         known = [x for x in signals if x]
         young = sum(1 for x in known if x[0]) / len(members)
         low = sum(1 for x in known if x[1]) / len(members)

@@ -5,6 +5,7 @@ The bottom layer: it imports nothing else from Stormwatch.
 
 from events.alerts import ALERT_KINDS, Alert, Subject, alert_id, raise_alert
 from events.decode import DeadLetter, decode, raw_text
+from events import keys
 from events.detector import Context, Detector
 from events.models import (
     INPUT_TOPICS, TOPIC_BY_TYPE, Account, AnyEvent, Engagement, Item, Order, PlatformAction, Post, Report,

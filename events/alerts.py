@@ -13,6 +13,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from events.keys import scoped
 from events.models import format_ts
 
 Severity = Literal["info", "warning", "critical"]
@@ -60,9 +61,19 @@ class Alert(BaseModel):
         return self.model_dump_json().encode()
 
 
-def alert_id(kind: str, subject_type: str, subject_id: str, window: str = "") -> str:
-    """``<kind>-<20 hex>``: readable kind, fixed length whatever the subject id."""
-    digest = hashlib.blake2b(f"{kind}\x1f{subject_type}\x1f{subject_id}\x1f{window}".encode(), digest_size=10)
+REGULATOR = "regulator"  # the audience of a finding that spans platforms, in full
+
+
+def alert_id(kind: str, subject_type: str, subject_id: str, window: str = "", platform: str = "",
+             audience: str = "") -> str:
+    """``<kind>-<20 hex>``: readable kind, fixed length whatever the subject id.
+
+    The platform is part of it: two platforms may use the same order, post or account ids, and
+    one must never overwrite, hide or de-duplicate away the other's alert. Parts are length-
+    prefixed, so no id content can make two different situations hash the same input.
+    """
+    digest = hashlib.blake2b(scoped(kind, subject_type, subject_id, window, platform, audience).encode(),
+                             digest_size=10)
     return f"{kind}-{digest.hexdigest()}"
 
 
@@ -80,14 +91,17 @@ def raise_alert(
     aggravating: list[str] | None = None,
     evidence: dict[str, Any] | None = None,
     shadow: bool = False,
+    audience: str = "",
 ) -> Alert:
     """Build the next version of an alert, recording ``[version, first_ts]`` in ``book``.
 
     ``book`` is a plain JSON-able dict the detector keeps inside its own state, so versions
     survive restarts with the rest of that state. ``shadow`` marks an alert raised by a detector
-    in shadow mode: recorded and counted, not delivered.
+    in shadow mode: recorded and counted, not delivered. ``audience="regulator"`` marks a finding
+    that spans platforms, in full: only the regulator's API role and webhook endpoints with no
+    platform filter get it (each platform gets its own part as an alert of its own).
     """
-    aid = alert_id(kind, subject[0], subject[1], window)
+    aid = alert_id(kind, subject[0], subject[1], window, platform, audience)
     version, first = book.get(aid, (0, ts))
     book[aid] = [version + 1, first]
     return Alert(
@@ -104,4 +118,5 @@ def raise_alert(
         aggravating=aggravating or [],
         evidence=evidence or {},
         **({"shadow": True} if shadow else {}),
+        **({"audience": audience} if audience else {}),
     )

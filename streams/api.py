@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from compliance.ledger import describe, ledger_state, orders_of, scorecard
+from events.alerts import REGULATOR
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,10 @@ class Sources:
 
 
 def visible(alerts, caller: Caller, wanted: str | None) -> list[dict]:
-    return [a for a in alerts if caller.may_see(a["platform"]) and (wanted is None or a["platform"] == wanted)]
+    """The alerts this caller may read. A finding that spans platforms in full (``audience:
+    regulator``) is the regulator's alone; each platform has its own part as its own alert."""
+    return [a for a in alerts if caller.may_see(a["platform"]) and (wanted is None or a["platform"] == wanted)
+            and (caller.role == "regulator" or a.get("audience") != REGULATOR)]
 
 
 def _since(value: str | None) -> float | None:

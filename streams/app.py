@@ -307,7 +307,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
     engines = {name: _stage_agent(app, settings, name, groups, stage_topics, alerts_topic, dead_letter, admit)
                for name in groups}
     orders = next((engine for engine in engines.values() if "orders" in engine.by_name), None)
-    view = ClusterView()
+    view = ClusterView(settings.view_horizon_s)
 
     def now() -> float:
         """The ledger's event time here; a worker that owns none of its partitions goes by the alerts."""
@@ -458,7 +458,8 @@ def _stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[st
         for d in detectors for name in (d.name, f"{d.name}-timers")
     }
     engine = Engine(detectors, state_factory=states.__getitem__, sources=stage_sources(settings, stage, groups),
-                    lateness=settings.allowed_lateness_s, durable_buffers=True)
+                    lateness=settings.allowed_lateness_s, durable_buffers=True,
+                    dedupe_window=settings.dedupe_window_s)
     topic = stage_topics[stage]
     stage_of = {d.name: name for name, members in groups.items() for d in members}
     by_name = {d.name: d for members in groups.values() for d in members}

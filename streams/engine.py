@@ -16,6 +16,17 @@ worker's wall-clock ticker send them to every partition.
 Ordered detectors (``ordered = True``) go one step further: their events wait in a buffer and
 are handed over in ``(ts, event_id)`` order once the watermark passes them, so even verdicts
 that depend on the order of events are the same on one worker, on three, and in ``replay``.
+
+Duplicates. Kafka delivers at least once, and platforms resend: the same event (same
+``platform`` and ``event_id``; on Kafka, for the same key) may reach an engine twice, at once or
+much later. The engine remembers which events it took, in one record per second of event time
+(``~seen`` keys in the state of the first detector taking that type) that expires
+``dedupe_window`` after that second: a duplicate within the window is dropped before any
+detector sees it, so every detector is idempotent without counting distinct things itself. An
+event older than the watermark less the window cannot be told from a duplicate any more; it is
+*late*, and goes to the caller as a failure to dead-letter. Cost: a few dict operations per
+event in process; on Kafka one changelog write per second of event time per partition per
+batch, not one per event (see ``streams.state``).
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from events import Alert, AnyEvent, Detector, Tick, decode
+from events import keys as ids
 
 StateFactory = Callable[[str], MutableMapping[str, Any]]
 
@@ -55,10 +67,26 @@ BUFFER = "~buffered\t"  # state keys of ordered stages' buffered events (durable
 
 
 def _buffer_key(partition: int, epoch: float, event_id: str, key: str) -> str:
-    return f"{BUFFER}{partition}\t{epoch!r}\t{event_id}\t{key}"
+    return f"{BUFFER}{partition}\t{epoch!r}\t{ids.key(event_id, key)}"
 
 
 EXPIRY_STEP = 60.0  # expiry is checked per minute of event time: cheap, and exact enough
+
+SEEN = "~seen\t"  # state keys of the events each detector was handed, one record per second of event time
+SEEN_BUCKET_S = 1.0
+
+
+def _seen_key(partition: int, bucket: int) -> str:
+    return f"{SEEN}{partition}\t{bucket}"
+
+
+def _identity(event: AnyEvent, key: str) -> str:
+    """The (platform, event id, key) an event was handed over as, unambiguous whatever the ids hold."""
+    return ids.scoped(event.platform, event.event_id, key)
+
+
+class LateEvent(Exception):
+    """An event too far behind event time to tell from a duplicate (see the module docstring)."""
 
 
 @dataclass
@@ -156,10 +184,12 @@ class Engine:
         sources: Iterable[str] = ("input",),
         lateness: float = 0.0,
         durable_buffers: bool = False,
+        dedupe_window: float = 3600.0,
     ) -> None:
         """``durable_buffers``: keep ordered stages' buffered events in their state too, so a
         worker that stops (its offsets committed) or loses a partition loses none of them. The
-        Kafka worker turns it on; in one process's lifetime (replay, demo) it is not needed."""
+        Kafka worker turns it on; in one process's lifetime (replay, demo) it is not needed.
+        ``dedupe_window``: how long (event time, behind the watermark) a duplicate is recognised."""
         make = state_factory or (lambda _name: {})
         self.durable_buffers = durable_buffers
         self.stages = [_Stage(d, make(d.name), make(f"{d.name}-timers")) for d in detectors]
@@ -175,6 +205,7 @@ class Engine:
                 self.by_type.setdefault(etype, []).append(stage)
         self.sources = tuple(sources)
         self.lateness = lateness
+        self.dedupe_window = dedupe_window
         self.watermarks: dict[int, Watermark] = {}
         self._seq = 0
         # Detector failures, for the caller to dead-letter: (detector, error, event or None).
@@ -216,7 +247,15 @@ class Engine:
             alerts.extend(self._advance(partition, wm.value))
         if isinstance(event, Tick):
             return alerts
-        for stage in self.by_type.get(event.type, ()):
+        if event.epoch < wm.value - self.dedupe_window:
+            self.failures.append(("engine", LateEvent(
+                f"ts: {event.ts.isoformat()} is more than {self.dedupe_window:g} s behind event time "
+                "(the duplicate window): too late to tell from a duplicate"), event))
+            return alerts
+        takers = self.by_type.get(event.type, ())
+        if not takers or self._seen(takers[0], takers[0].context(partition, wm.value), event, key or ""):
+            return alerts
+        for stage in takers:
             ctx = stage.context(partition, wm.value)
             keys = stage.detector.keys(event)
             if key is not None:  # already routed to one key's partition (several detectors may share it)
@@ -229,6 +268,23 @@ class Engine:
                     alerts.extend(self._call(stage, event, k, ctx))
             alerts.extend(self._release(stage, ctx, wm.value))  # and timers the detector set already due
         return alerts
+
+    def _seen(self, stage: _Stage, ctx: _Context, event: AnyEvent, key: str) -> bool:
+        """True when this engine already took this event (for this key, on Kafka); else remember
+        it. Every detector that takes the event takes it in the same call, so one record serves
+        them all: it lives in the state of the first of them (``stage``)."""
+        bucket = int(event.epoch // SEEN_BUCKET_S)
+        skey = _seen_key(ctx.partition, bucket)
+        record = stage.state.get(skey)
+        identity = _identity(event, key)
+        if record is None:
+            record = {"until": (bucket + 1) * SEEN_BUCKET_S + self.dedupe_window, "ids": {}}
+            ctx.expire(skey, record["until"])
+        elif identity in record["ids"]:
+            return True
+        record["ids"][identity] = 1
+        stage.state[skey] = record
+        return False
 
     def _buffer(self, stage: _Stage, ctx: _Context, event: AnyEvent, key: str) -> None:
         self._seq += 1

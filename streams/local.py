@@ -11,7 +11,7 @@ from pathlib import Path
 
 from events import Alert, DeadLetter, decode
 from streams import metrics
-from streams.engine import Engine
+from streams.engine import Engine, LateEvent
 from streams.registry import build_detectors
 from streams.runtime import tune_gc
 from streams.settings import Settings
@@ -25,7 +25,8 @@ class LocalPipeline:
 
     def __init__(self, settings: Settings, on_alert: AlertSink, on_deadletter: DeadLetterSink) -> None:
         tune_gc(settings.gc_threshold)
-        self.engine = Engine(build_detectors(settings), lateness=settings.allowed_lateness_s)
+        self.engine = Engine(build_detectors(settings), lateness=settings.allowed_lateness_s,
+                             dedupe_window=settings.dedupe_window_s)
         self.on_alert = on_alert
         self.on_deadletter = on_deadletter
         self.events = 0
@@ -59,11 +60,14 @@ class LocalPipeline:
 
 
 def detector_failures(engine: Engine, source: str) -> list[DeadLetter]:
-    """Dead letters for detector calls that failed while handling the last input."""
+    """Dead letters for the last input: detector calls that failed, and a late event."""
     letters = []
     for name, err, event in engine.drain_failures():
-        raw = event.model_dump_json() if event is not None else ""
-        letters.append(DeadLetter(f"detector {name} failed: {err!r}", "detector_error", raw[:65536], source))
+        raw = event.model_dump_json()[:65536] if event is not None else ""
+        if isinstance(err, LateEvent):
+            letters.append(DeadLetter(str(err), "late", raw, source))
+        else:
+            letters.append(DeadLetter(f"detector {name} failed: {err!r}", "detector_error", raw, source))
     return letters
 
 

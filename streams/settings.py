@@ -18,6 +18,7 @@ from detectors.targets import TargetSettings
 from detectors.water_army import WaterArmySettings
 from streams.alertmanager import AlertmanagerSettings
 from streams.delivery import DeliverySettings
+from streams.view import VIEW_HORIZON_S
 
 
 class Settings(BaseSettings):
@@ -33,6 +34,11 @@ class Settings(BaseSettings):
     web_host: str = Field("127.0.0.1", description="Address the worker's and demo's web server binds to.")
     web_port: int = Field(6066, description="Port of the worker's web server (metrics, health).")
     allowed_lateness_s: float = Field(30.0, ge=0, description="Event-time lateness allowed before a deadline fires.")
+    dedupe_window_s: float = Field(
+        3600.0, gt=0, description="A duplicate event (same platform and event_id) is recognised and dropped this "
+        "long behind event time; an event older than that is dead-lettered as late. Memory: about 100 bytes per "
+        "event of the window, per detector that takes it.",
+    )
     tick_interval_s: float = Field(
         5.0, ge=0, description="Worker: send a wall-clock tick to every input partition this often (0 = off). "
         "Turn it off when feeding historical data through Kafka.",
@@ -58,6 +64,10 @@ class Settings(BaseSettings):
     api_tokens: dict[str, dict[str, str]] = Field(
         default_factory=dict, description='JSON: token -> {"role": "regulator"} or {"role": "platform", "platform": id}.',
     )
+
+    view_horizon_s: float = Field(VIEW_HORIZON_S, gt=0, description="Worker: the API's alerts go back this far "
+                                  "in event time from the newest alert; on start the view reads the alerts topic "
+                                  "from this far back in wall-clock time.")
 
     ledger: LedgerSettings = LedgerSettings()
     water_army: WaterArmySettings = WaterArmySettings()

@@ -160,3 +160,24 @@ def simulate(config: SimConfig = SimConfig()) -> Iterator[dict]:
 def simulate_lines(config: SimConfig = SimConfig()) -> Iterator[bytes]:
     for event in simulate(config):
         yield orjson.dumps(event)
+
+
+def redeliver(lines: list[bytes], share: float = 0.1, seed: int = 1) -> list[bytes]:
+    """The same lines as at-least-once delivery hands them over: ``share`` of the events comes a
+    second time, byte for byte, half right after the original and half 50-400 lines later.
+    Ticks are left alone. Tests and ``stormwatch bench`` use it to show duplicates are harmless."""
+    rng = random.Random(seed)
+    out: list[bytes] = []
+    later: list[tuple[int, int, bytes]] = []  # (line to come after, order, the copy)
+    for i, line in enumerate(lines):
+        out.append(line)
+        while later and later[0][0] <= i:
+            out.append(heapq.heappop(later)[2])
+        if b'"event_id"' not in line or rng.random() >= share:
+            continue
+        if rng.random() < 0.5:
+            out.append(line)
+        else:
+            heapq.heappush(later, (i + rng.randint(50, 400), i, line))
+    out.extend(copy for _at, _i, copy in sorted(later))
+    return out

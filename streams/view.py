@@ -1,11 +1,18 @@
 """What a worker's API reads: every platform's alerts and orders, whichever worker found them.
 
 A worker's stages own only some partitions, so what they hold in memory covers only some
-platforms. The view tails two topics from their start with a plain consumer outside the
-consumer group: ``alerts`` (the latest version of each alert) and the order ledger's changelog
-(the ledger's state, as every worker writes it). So any worker answers for every platform, a
-moment behind the stages: the changelog is written at the end of each stage batch. The view
-holds what the API serves anyway: latest alert versions, and ledger records, which expire.
+platforms. The view tails two topics with a plain consumer outside the consumer group:
+``alerts`` (the latest version of each alert) and the order ledger's changelog (the ledger's
+state, as every worker writes it). So any worker answers for every platform, a moment behind
+the stages: the changelog is written at the end of each stage batch.
+
+Both stay bounded. Ledger records expire through the changelog's deletes, and the changelog
+(compacted) is read from its start. Alerts are kept for a **horizon** (``view_horizon_s``,
+default seven days) of event time: the latest version of each alert whose ``ts`` is within the
+horizon of the newest alert's ``ts``. On start the alerts topic is read from the first message
+produced within the horizon of the wall clock (Kafka's timestamps are produce time), not from
+offset 0; a partition with nothing that recent is read from its start, so a quiet topic still
+shows its last alerts.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from datetime import datetime
 from typing import Any
 
@@ -20,30 +28,50 @@ import orjson
 
 log = logging.getLogger("stormwatch.view")
 
+VIEW_HORIZON_S = 7 * 86400.0  # the default of Settings.view_horizon_s
+
 
 class ClusterView:
-    """Latest alert versions and the ledger's records, applied from their topics."""
+    """Latest alert versions within the horizon and the ledger's records, applied from their topics."""
 
-    def __init__(self) -> None:
-        self.alerts: dict[str, dict] = {}
+    def __init__(self, horizon_s: float = VIEW_HORIZON_S) -> None:
+        self.horizon_s = horizon_s
+        self.alerts: dict[str, dict] = {}  # the API holds this very dict: changed in place, never replaced
+        self.alert_ts: dict[str, float] = {}  # event time of each kept alert, for pruning
         self.ledger: dict[str, Any] = {}
         self.latest_ts = -math.inf  # event time of the newest alert seen: "now" for a worker with no ledger partition
+        self.pruned_at = -math.inf  # latest_ts at the last prune
 
     def apply_alert(self, value: bytes) -> None:
         try:
             alert = orjson.loads(value)
             alert_id, version = alert["alert_id"], alert["version"]
-        except Exception:  # not an alert: the API shows what it can
+            ts = datetime.fromisoformat(alert["ts"]).timestamp()
+        except Exception:  # not an alert (the API sorts by ts, so none without one): the API shows what it can
             return
         if alert.get("shadow"):
             return  # shadow alerts are recorded on the topic, not shown
+        self.latest_ts = max(self.latest_ts, ts)
         current = self.alerts.get(alert_id)
-        if current is None or current["version"] <= version:
+        if current is not None and current["version"] > version:
+            return
+        if ts < self.latest_ts - self.horizon_s:  # the latest version is already past the horizon
+            self.alerts.pop(alert_id, None)
+            self.alert_ts.pop(alert_id, None)
+        else:
             self.alerts[alert_id] = alert
-        try:
-            self.latest_ts = max(self.latest_ts, datetime.fromisoformat(alert["ts"]).timestamp())
-        except (KeyError, TypeError, ValueError):
-            pass
+            self.alert_ts[alert_id] = ts
+        if self.latest_ts - self.pruned_at >= self.horizon_s / 10:
+            self.prune()
+
+    def prune(self) -> None:
+        """Drop the alerts older than the horizon. Run each time the newest ts moves on by a tenth of
+        the horizon: the view holds at most 1.1 horizons of alerts, and each prune's scan is paid
+        for by the alerts of a tenth of a horizon."""
+        cutoff = self.latest_ts - self.horizon_s
+        for alert_id in [a for a, ts in self.alert_ts.items() if ts < cutoff]:
+            del self.alerts[alert_id], self.alert_ts[alert_id]
+        self.pruned_at = self.latest_ts
 
     def apply_ledger(self, key: bytes | None, value: bytes | None) -> None:
         """One changelog record (JSON key and value, as Faust writes them); no value deletes."""
@@ -70,9 +98,11 @@ class ClusterView:
             consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=None,
                                         enable_auto_commit=False, auto_offset_reset="earliest",
                                         metadata_max_age_ms=5000)
+            positioned: set = set()
             try:
                 await consumer.start()
                 while True:
+                    await self.skip_to_horizon(consumer, alerts_topic, positioned)
                     batches = await consumer.getmany(timeout_ms=500)
                     for tp, messages in batches.items():
                         for message in messages:
@@ -83,7 +113,28 @@ class ClusterView:
             except Exception:  # not CancelledError: the worker stopping ends the loop
                 log.warning("the API view lost its consumer; starting again", exc_info=True)
                 self.alerts.clear()
+                self.alert_ts.clear()
                 self.ledger.clear()  # read again from the start
                 await asyncio.sleep(1.0)
             finally:
                 await consumer.stop()
+
+    async def skip_to_horizon(self, consumer, alerts_topic: str, positioned: set) -> None:  # noqa: ANN001
+        """Start each newly assigned ``alerts`` partition at its first message produced within the
+        horizon of now, or at its start when it has none that recent (the consumer's default).
+
+        Without a consumer group the consumer assigns itself every partition as metadata shows
+        them, so this runs before each fetch. A partition assigned during a fetch may hand over a
+        few messages from its start first: they are applied and pruned like any other.
+        """
+        assigned = {tp for tp in consumer.assignment() if tp.topic == alerts_topic}
+        positioned &= assigned  # a partition assigned again is positioned again
+        new = assigned - positioned
+        if not new:
+            return
+        since_ms = max(0, int((time.time() - self.horizon_s) * 1000)) if math.isfinite(self.horizon_s) else 0
+        found = await consumer.offsets_for_times({tp: since_ms for tp in new})
+        for tp in new:
+            if found.get(tp) is not None:
+                consumer.seek(tp, found[tp].offset)
+        positioned |= new

@@ -90,11 +90,39 @@ def test_a_cross_platform_pile_on_names_the_public_prosecution_factors() -> None
     person = {"id": "teacher-wang"}
     for k in range(60):
         f.post(k / 2, f"x{k}", person, INSULTS[k % 4], labels=["insult"], platform=["weibo", "douyin", "zhihu"][k % 3])
-    alert = f.run()[-1]
+    latest = {a["alert_id"]: a for a in f.run()}.values()
+    alert = next(a for a in latest if a.get("audience") == "regulator")
     assert alert["evidence"]["platforms"] == ["douyin", "weibo", "zhihu"]
     assert alert["evidence"]["public_prosecution_factors"] == ["ordinary_person_mass_malicious_comments",
                                                                  "organised_across_platforms"]
     assert "Criminal Law Art. 246(2)" in alert["legal_refs"] and alert["severity"] == "critical"
+
+
+def test_a_cross_platform_finding_gives_each_platform_only_its_own_part() -> None:
+    """The regulator's alert has everything; each platform's has its own accounts, posts,
+    threads and hashtags only, under an id of its own, pointing at the regulator's."""
+    f = Feed()
+    person = {"id": "teacher-wang"}
+    platforms = ["weibo", "douyin", "zhihu"]
+    for k in range(60):
+        platform = platforms[k % 3]
+        f.post(k / 2, f"{platform}-acct{k}", person, INSULTS[k % 4], labels=["insult"], platform=platform,
+               hashtags=[f"tag-{platform}"], parent_id=f"thread-{platform}")
+    latest = {a["alert_id"]: a for a in f.run()}
+    full = next(a for a in latest.values() if a.get("audience") == "regulator")
+    own = {a["platform"]: a for a in latest.values() if not a.get("audience")}
+    assert sorted(own) == sorted(platforms)
+    for platform, alert in own.items():
+        evidence = alert["evidence"]
+        assert evidence["accounts"] and all(a.startswith(f"{platform}-") for a in evidence["accounts"])
+        assert evidence["hashtags"] == [f"tag-{platform}"] and evidence["threads"] == [f"thread-{platform}"]
+        assert evidence["platforms"] == [platform]
+        assert set(evidence["posts"]) <= {e["post_id"] for e in f.events if e["platform"] == platform}
+        assert evidence["cross_platform"] == {"alert_id": full["alert_id"], "platforms": 3}
+        assert alert["alert_id"] != full["alert_id"]
+    assert len({a["alert_id"] for a in own.values()}) == 3
+    assert full["evidence"]["account_count"] == sum(a["evidence"]["account_count"] for a in own.values())
+    assert len(full["evidence"]["hashtags"]) == 3 and full["evidence"]["platforms"] == sorted(platforms)
 
 
 def test_ordinary_criticism_of_a_public_figure_raises_nothing() -> None:

@@ -1,11 +1,15 @@
 """The API's view of every platform, applied from the alerts topic and the ledger's changelog
-(tailing real topics is covered by test_every_worker_answers_for_every_platform)."""
+(tailing real topics is covered by test_every_worker_answers_for_every_platform; where the
+alerts topic is read from on start, by the Kafka test at the end)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+import asyncio
+import time
+from datetime import datetime, timezone
 
 import orjson
+import pytest
 
 from streams.view import ClusterView
 
@@ -31,3 +35,83 @@ def test_changelog_records_set_and_tombstones_delete() -> None:
     view.apply_ledger(None, b"{}")
     view.apply_ledger(b"\xff", b"{}")
     assert view.ledger == {"weibo\to\to1": {"order": {"platform": "weibo"}}}
+
+
+def at(seconds: float) -> str:
+    return datetime.fromtimestamp(1_800_000_000 + seconds, timezone.utc).isoformat()
+
+
+def test_the_view_keeps_only_the_horizon_over_a_long_run() -> None:
+    """A day of alerts, ten a minute, an hour's horizon: the view never holds more than 1.1 hours."""
+    view = ClusterView(horizon_s=3600)
+    most = 0
+    for minute in range(24 * 60):
+        for k in range(10):
+            view.apply_alert(alert(f"a{minute}-{k}", 1, ts=at(minute * 60)))
+        most = max(most, len(view.alerts))
+    assert 600 <= most <= 1.1 * 600 + 10
+    assert set(view.alerts) == set(view.alert_ts)
+    oldest = min(datetime.fromisoformat(a["ts"]).timestamp() for a in view.alerts.values())
+    assert oldest >= view.latest_ts - 3600 * 1.1
+
+
+def test_pruning_drops_only_alerts_older_than_the_horizon_and_the_latest_version_wins() -> None:
+    view = ClusterView(horizon_s=100)
+    view.apply_alert(alert("old", 1, ts=at(0)))
+    view.apply_alert(alert("kept", 1, ts=at(0)))
+    view.apply_alert(alert("kept", 2, ts=at(50)))  # a newer version with a newer ts keeps it in
+    view.apply_alert(alert("edge", 1, ts=at(20)))  # exactly the horizon before the newest: kept
+    view.apply_alert(alert("new", 1, ts=at(120)))
+    view.prune()
+    assert {k: v["version"] for k, v in view.alerts.items()} == {"kept": 2, "edge": 1, "new": 1}
+    view.apply_alert(alert("kept", 1, ts=at(60)))  # an older version never replaces the latest
+    view.apply_alert(alert("late", 1, ts=at(10)))  # arrives already past the horizon
+    assert {k: v["version"] for k, v in view.alerts.items()} == {"kept": 2, "edge": 1, "new": 1}
+    view.apply_alert(alert("new", 2, ts=at(200)))  # newest ts 200: "kept" (50) and "edge" (20) are out
+    view.prune()
+    assert {k: v["version"] for k, v in view.alerts.items()} == {"new": 2}
+
+
+def test_the_api_keeps_reading_the_same_dict() -> None:
+    view = ClusterView(horizon_s=10)
+    served = view.alerts  # what streams.app hands to the API
+    for i in range(100):
+        view.apply_alert(alert(f"a{i}", 1, ts=at(i)))
+    assert served is view.alerts and set(served) == {f"a{i}" for i in range(89, 100)}
+
+
+@pytest.mark.kafka
+def test_on_start_the_view_reads_alerts_from_the_horizon_not_from_offset_0(kafka_broker) -> None:
+    """Messages produced 10 days ago are skipped with a 7-day horizon, unless their partition has
+    nothing newer (then it is read from its start). Event times are all recent, so only the seek
+    can keep the old ones out."""
+    from kafka import KafkaAdminClient, KafkaProducer
+    from kafka.admin import NewTopic
+
+    topic = "view-horizon-alerts"
+    admin = KafkaAdminClient(bootstrap_servers=kafka_broker.bootstrap)
+    admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
+    admin.close()
+    now = time.time()
+    ten_days_ago_ms = int((now - 10 * 86400) * 1000)
+    producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap)
+    for partition, alert_id, produced_ms in [(0, "old-0", ten_days_ago_ms), (0, "new-0", None),
+                                             (1, "old-1", ten_days_ago_ms)]:
+        producer.send(topic, alert(alert_id, 1, ts=datetime.fromtimestamp(now, timezone.utc).isoformat()),
+                      partition=partition, timestamp_ms=produced_ms)
+    producer.flush()
+    producer.close()
+
+    async def follow_until_both_partitions_are_read() -> set[str]:
+        view = ClusterView(horizon_s=7 * 86400)
+        task = asyncio.create_task(view.follow([kafka_broker.bootstrap], topic))
+        try:
+            deadline = time.monotonic() + 30
+            while not {"new-0", "old-1"} <= set(view.alerts) and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            return set(view.alerts)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    assert asyncio.run(follow_until_both_partitions_are_read()) == {"new-0", "old-1"}

@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -173,3 +174,100 @@ def test_a_slow_receiver_does_not_slow_detection(tmp_path: Path) -> None:
     finally:
         receiver.stop()
     assert raised == 4 and early == 0 and late == 4
+
+
+def versions(alert_id: str, first: int, last: int) -> list[dict]:
+    return [{"alert_id": alert_id, "version": v, "kind": "order_overdue", "severity": "warning", "platform": "weibo"}
+            for v in range(first, last + 1)]
+
+
+def test_the_outbox_stays_bounded_over_a_long_run(tmp_path: Path) -> None:
+    """2,000 versions in waves, 0.2 s retention: the outbox holds one wave, never the history."""
+    receiver = Receiver().start()
+    settings = DeliverySettings(retention_s=0.2)
+    outbox = Outbox(str(tmp_path / "outbox.sqlite"))
+    sizes = []
+
+    async def run() -> None:
+        delivery = Delivery([EndpointConfig(url=receiver.url)], settings, outbox, print)
+        delivery.start()
+        for wave in range(10):
+            for version in versions(f"order_overdue-{wave % 3}", wave * 200 + 1, wave * 200 + 200):
+                delivery.submit(version)
+            assert await delivery.drain(timeout=30)
+            sizes.append(outbox.size())
+            await asyncio.sleep(0.25)  # the wave passes the retention: the next wave's deliveries prune it
+        await delivery.stop()
+
+    try:
+        asyncio.run(run())
+    finally:
+        receiver.stop()
+    got = [(a["alert_id"], a["version"]) for a in receiver.alerts()]
+    assert len(got) == len(set(got)) == 2000
+    assert max(sizes) <= 200 and outbox.count("delivered") == sizes[-1], sizes
+    assert outbox.db.execute("select count(*) from outbox where body is not null").fetchone()[0] == 0
+
+
+def test_a_version_submitted_again_within_the_retention_is_not_sent_again(tmp_path: Path) -> None:
+    """Pruning runs meanwhile; only the versions finished longer ago than the retention may go again."""
+    receiver = Receiver().start()
+    settings = DeliverySettings(retention_s=1.0)
+    outbox = Outbox(str(tmp_path / "outbox.sqlite"))
+
+    async def run() -> None:
+        delivery = Delivery([EndpointConfig(url=receiver.url)], settings, outbox, print)
+        delivery.start()
+        for alert in versions("old", 1, 5):
+            delivery.submit(alert)
+        assert await delivery.drain(timeout=10)
+        await asyncio.sleep(1.2)  # "old" passes the retention
+        for alert in versions("recent", 1, 5):
+            delivery.submit(alert)
+        assert await delivery.drain(timeout=10)  # these deliveries prune "old"
+        assert outbox.size() == 5
+        for alert in versions("recent", 1, 5) + versions("old", 1, 1):  # a re-read after a restart
+            delivery.submit(alert)
+        assert await delivery.drain(timeout=10)
+        await delivery.stop()
+
+    try:
+        asyncio.run(run())
+    finally:
+        receiver.stop()
+    got = [(a["alert_id"], a["version"]) for a in receiver.alerts()]
+    assert got == [("old", v) for v in range(1, 6)] + [("recent", v) for v in range(1, 6)] + [("old", 1)]
+
+
+def test_pruning_keeps_queued_rows_and_old_outboxes_are_upgraded(tmp_path: Path) -> None:
+    path = str(tmp_path / "outbox.sqlite")
+    old = sqlite3.connect(path)  # the schema before retention: no ``done`` column
+    old.execute("""create table outbox (endpoint text, alert_id text, version integer, body blob, queued real,
+        attempts integer default 0, next_try real default 0, state text default 'queued', last_error text,
+        primary key (endpoint, alert_id, version))""")
+    old.executemany("insert into outbox (endpoint, alert_id, version, body, queued, state) values (?, ?, ?, ?, ?, ?)",
+                    [("e", "a", 1, b"{}", 1000.0, "delivered"), ("e", "a", 2, b"{}", 1000.0, "queued")])
+    old.commit()
+    old.close()
+    outbox = Outbox(path)
+    assert not outbox.add("e", "a", 1, b"{}")  # still de-duplicated until pruned
+    outbox.add("e", "b", 1, b"{}")
+    outbox.add("e", "c", 1, b"{}")
+    outbox.mark("e", "b", 1, "delivered")
+    outbox.mark("e", "c", 1, "given_up", "HTTP 500")
+    assert outbox.prune(before=time.time() - 60) == 1  # only the old delivered row
+    assert outbox.prune(before=time.time() + 1) == 2  # b and c; a:2 is queued, whatever its age
+    assert outbox.next("e")[:2] == ("a", 2) and outbox.size() == 1
+
+
+def test_finding_the_next_row_uses_the_queue_index_not_the_history() -> None:
+    outbox = Outbox()
+    outbox.db.executemany("insert into outbox (endpoint, alert_id, version, queued, state, done) "
+                          "values ('e', ?, 1, 0, 'delivered', 0)", [(f"a{i}",) for i in range(50_000)])
+    outbox.add("e", "queued", 1, b"{}")
+    plan = " | ".join(row[3] for row in outbox.db.execute("explain query plan " + Outbox.NEXT, ("e",)))
+    assert "USING INDEX outbox_queued" in plan and "TEMP B-TREE" not in plan, plan
+    start = time.perf_counter()
+    for _ in range(1000):
+        assert outbox.next("e")[0] == "queued"
+    assert time.perf_counter() - start < 0.5  # without the index: 9 s here (every call reads the history)

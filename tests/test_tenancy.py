@@ -1,0 +1,133 @@
+"""Platforms that do not trust each other: the same ids on two platforms never mix, hide or leak."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import orjson
+
+from events.keys import key, parts
+from streams.api import Sources, handle
+from streams.simulator import SimConfig, simulate
+from tests.support.scenarios import T0
+from tests.support.receiver import Receiver
+from tests.test_duplicates import replay_in_process
+
+SIM = SimConfig(minutes=20, organic_per_s=4)
+TOKENS = {"reg": {"role": "regulator"}, "w": {"role": "platform", "platform": "weibo"},
+          "d": {"role": "platform", "platform": "douyin"}}
+
+
+def copied_for(*platforms: str) -> list[bytes]:
+    """The simulated stream once per platform, every id (events, posts, orders, accounts) the same."""
+    out = []
+    for event in simulate(SIM):
+        for platform in platforms:
+            out.append(orjson.dumps({**event, "platform": platform}) if "platform" in event else orjson.dumps(event))
+    return out
+
+
+def latest(alerts: list[bytes]) -> dict[str, dict]:
+    return {a["alert_id"]: a for a in map(orjson.loads, alerts)}
+
+
+def comparable(alert: dict) -> tuple:
+    """What must be the same for the same events on another platform (ids and wording aside)."""
+    evidence = {k: v for k, v in alert["evidence"].items() if k not in ("merged_into",)}
+    return alert["kind"], alert["version"], alert["severity"], alert["subject"]["type"], orjson.dumps(
+        evidence, option=orjson.OPT_SORT_KEYS) if alert["kind"] != "water_army_campaign" else len(evidence["accounts"])
+
+
+def test_a_stream_copied_for_two_platforms_gives_each_exactly_its_own_alerts() -> None:
+    alone, _ = replay_in_process(copied_for("weibo"))
+    both, letters = replay_in_process(copied_for("weibo", "douyin"))
+    assert letters == []
+    alone_latest, both_latest = latest(alone), latest(both)
+    # violence_surge is keyed by the person attacked, who is attacked on both platforms now: a
+    # finding across platforms (tested below); everything else is one platform's own.
+    for platform in ("weibo", "douyin"):
+        mine = sorted(comparable(a) for a in both_latest.values()
+                      if a["platform"] == platform and a["kind"] != "violence_surge")
+        assert mine == sorted(comparable(a) for a in alone_latest.values() if a["kind"] != "violence_surge")
+    weibo_ids = {a for a, v in both_latest.items() if v["platform"] == "weibo" and v["kind"] != "violence_surge"}
+    assert weibo_ids == {a for a, v in alone_latest.items() if v["kind"] != "violence_surge"}  # ids stay put
+    surges = [a for a in both_latest.values() if a["kind"] == "violence_surge"]
+    assert sorted((a["platform"], a.get("audience")) for a in surges) == [
+        ("*", "regulator"), ("douyin", None), ("weibo", None)]
+
+
+def test_every_alert_version_of_both_platforms_reaches_the_webhook(stormwatch_bin: str, tmp_path: Path) -> None:
+    """The outbox de-duplicates on (alert id, version): with ids scoped by platform, nothing of the
+    second platform is taken for a copy of the first's (the critical order_refused included)."""
+    src, out = tmp_path / "two.jsonl", tmp_path / "alerts.jsonl"
+    src.write_bytes(b"\n".join(copied_for("weibo", "douyin")) + b"\n")
+    receiver = Receiver().start()
+    try:
+        env = {**os.environ, "STORMWATCH_WEBHOOK_URLS": receiver.url}
+        done = subprocess.run([stormwatch_bin, "replay", str(src), "--alerts-out", str(out)], env=env,
+                              capture_output=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        versions = out.read_bytes().splitlines()
+        raised = {(a["alert_id"], a["version"]) for a in map(orjson.loads, versions)}
+        assert len(raised) == len(versions)  # no version of one platform shares an id with the other's
+        delivered = [r["headers"]["webhook-id"] for r in receiver.accepted]
+    finally:
+        receiver.stop()
+    assert len(delivered) == len(set(delivered)) == len(raised)
+    assert {tuple(d.rsplit(":", 1)) for d in delivered} == {(a, str(v)) for a, v in raised}
+    refused = [a for a in map(orjson.loads, out.read_bytes().splitlines()) if a["kind"] == "order_refused"]
+    assert sorted(a["platform"] for a in refused) == ["douyin", "weibo"]
+
+
+def test_each_role_reads_only_what_it_may() -> None:
+    both, _ = replay_in_process(copied_for("weibo", "douyin"))
+    alerts = latest(both)
+    sources = Sources(alerts=alerts, ledger={}, now=lambda: T0)
+    seen = {}
+    for token in TOKENS:
+        status, body = handle("/api/alerts", {}, f"Bearer {token}", TOKENS, sources)
+        assert status == 200
+        seen[token] = body if isinstance(body, list) else body["alerts"]
+    assert len(seen["reg"]) == len(alerts)
+    for token, platform in (("w", "weibo"), ("d", "douyin")):
+        assert seen[token] and {a["platform"] for a in seen[token]} == {platform}
+        assert not any(a.get("audience") for a in seen[token])
+        other = "douyin" if platform == "weibo" else "weibo"
+        assert other not in orjson.dumps(seen[token]).decode()
+
+
+def hostile_cascade(platform: str, post_id: str, reposts: int, minute0: float) -> list[dict]:
+    base = {"platform": platform, "type": "post"}
+    events = [{**base, "event_id": f"{platform}|root", "ts": _at(minute0), "post_id": post_id, "account_id": "a",
+               "kind": "original", "labels": ["defamation"], "text": "谣言"}]
+    for n in range(reposts):
+        events.append({**base, "event_id": f"{platform}|{n}", "ts": _at(minute0 + 1 + n / 100),
+                       "post_id": f"{post_id}-rp{n}", "account_id": f"r{n}", "kind": "repost",
+                       "parent_id": post_id, "root_id": post_id})
+    return events
+
+
+def _at(minute: float) -> str:
+    from events import format_ts
+    return format_ts(T0 + minute * 60)
+
+
+def test_ids_with_tabs_cannot_reach_another_platforms_state() -> None:
+    """Before keys were escaped, platform "w" with post "i\\tX" and platform "w\\ti" with post "X"
+    shared one state key: one platform's reposts counted towards the other's legal figure."""
+    victim = hostile_cascade("w", "i\tX", 300, 0)
+    attacker = hostile_cascade("w\ti", "X", 300, 0.5)
+    events = sorted(victim + attacker, key=lambda e: e["ts"])
+    alerts, letters = replay_in_process([orjson.dumps(e) for e in events])
+    assert letters == []
+    crossed = [a for a in map(orjson.loads, alerts) if a["kind"] == "legal_threshold"]
+    assert crossed == []  # 300 reposts each: neither reaches 500, together they would have
+
+
+def test_keys_round_trip_whatever_the_ids_hold() -> None:
+    for ids in [("a\tb", "c"), ("a", "b\tc"), ("a\\", "t"), ("a\\t", "x"), ("~seen", "0", "1"), ("", "\\\\t\t")]:
+        assert parts(key(*ids)) == list(ids)
+    assert key("a\tb", "c") != key("a", "b\tc")
+    assert "\t" not in key("~seen\t0\t1")  # no id names an internal (tab-joined) key
