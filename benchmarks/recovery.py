@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import orjson
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -60,6 +62,7 @@ def run(broker: KafkaBroker, bin_: str, src: Path, expected: list[dict], workdir
         if kill_at is not None:
             figures["recovery_s"] = alerts.last_new - restarted
         figures["diff"] = diff(latest(alerts.records), want)
+        (workdir / "alerts.jsonl").write_bytes(b"".join(orjson.dumps(a) + b"\n" for a in alerts.records))
         figures["duplicates"] = len(alerts.records) - len(versions(alerts.records))
         deadline = time.monotonic() + 60
         while not versions(expected) <= versions(receiver.alerts()) and time.monotonic() < deadline:
