@@ -486,10 +486,38 @@ def _stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[st
             for p in range(settings.partitions):
                 await stage_topics[name].send(value=tick_json(now), partition=p, headers=headers)
 
+    # partition -> {source: latest event time}: each stage partition's watermark sources, so a
+    # worker that starts (after a kill) or takes a partition over goes on from them. Without
+    # it, sources whose last message lies before the committed offset never speak again on a
+    # finished (historical) stream, and the ordered stages' buffered events wait for good.
+    watermarks = app.Table(f"{stage}-watermarks", default=None, partitions=settings.partitions,
+                           schema=faust.Schema(key_serializer="json", value_serializer="json"))
+    restored: set[int] = set()  # partitions whose watermark came back from the table since assignment
+
+    def restore_watermark(partition: int) -> None:
+        """Merge the stored source times into this partition's watermark (the later of each).
+        Whatever was due at the stored time was released before it was stored (in the same
+        batch), so the value can simply be recomputed."""
+        restored.add(partition)
+        stored = watermarks.get(str(partition))
+        if not stored:
+            return
+        wm = engine.watermark(partition)
+        for source, ts in stored.items():
+            if source in wm.latest and ts > wm.latest[source]:
+                wm.latest[source] = ts
+        wm.value = max(wm.value, min(wm.latest.values()) - wm.lateness)
+
+    def save_watermark(partition: int) -> None:
+        latest = {source: ts for source, ts in engine.watermark(partition).latest.items() if ts > -math.inf}
+        if latest:
+            watermarks[str(partition)] = latest
+
     @app.on_partitions_revoked.connect
     async def forget_partitions(*_args, **_kwargs) -> None:
         """Rebuilt from the tables on next use: another worker may own them now."""
         engine.reset()
+        restored.clear()
 
     async def handle(event: faust.EventT) -> None:
         message = event.message
@@ -525,13 +553,19 @@ def _stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[st
             try:
                 for event in batch:
                     _as_current(event)
-                    last[event.message.partition] = event
+                    partition = event.message.partition
+                    last[partition] = event
+                    if partition not in restored:
+                        restore_watermark(partition)
                     for state in states.values():
-                        state.partition = event.message.partition
+                        state.partition = partition
                     await handle(event)
             finally:
                 for state in states.values():
                     state.flush(lambda p: _as_current(last[p]))
+                for p, event in last.items():
+                    _as_current(event)
+                    save_watermark(p)
                 _as_current(None)
 
     run.__name__ = f"stage_{stage}"
