@@ -31,11 +31,12 @@ COUNTERS = ("stormwatch_watchdog_rereads", "stormwatch_gaps_reread")
 
 
 def run(broker: KafkaBroker, bin_: str, src: Path, expected: list[dict], workdir: Path, kill_at: float | None,
-        timeout: float) -> dict:
+        timeout: float, store: str = "rocksdb://") -> dict:
     """One run; ``kill_at``: the share of replay's alert versions to wait for before the kill."""
     want = latest(expected)
     receiver = Receiver().start()
-    pair = Pair(broker, bin_, workdir, extra_env={"STORMWATCH_WEBHOOK_URLS": receiver.url}).start()
+    pair = Pair(broker, bin_, workdir, extra_env={"STORMWATCH_WEBHOOK_URLS": receiver.url,
+                                                   "STORMWATCH_STORE": store}).start()
     alerts = TopicReader(broker, pair.topic("alerts"))
     figures: dict = {}
     counted = dict.fromkeys(COUNTERS, 0.0)
@@ -91,6 +92,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--workdir", type=Path, help="keep the stream, replay and worker logs here")
     parser.add_argument("--only", choices=["calm", "crash"], help="one of the two runs")
+    parser.add_argument("--store", default="rocksdb://", help="the workers' table store (memory:// too)")
     args = parser.parse_args()
     bin_ = str(Path(sys.executable).with_name("stormwatch"))
     with tempfile.TemporaryDirectory(prefix="stormwatch-recovery-") as tmp, KafkaBroker() as broker:
@@ -101,14 +103,14 @@ def main() -> None:
         expected = replay_alerts(bin_, src, work)
         print(f"events: {events:,}; replay: {len(expected)} alert versions, {len(latest(expected))} alerts")
         if args.only != "crash":
-            calm = run(broker, bin_, src, expected, work / "calm", None, args.timeout)
+            calm = run(broker, bin_, src, expected, work / "calm", None, args.timeout, args.store)
             print(f"no failure: produced in {calm['produce_s']:.1f} s, last alert {calm['last_alert_s']:.1f} s after "
                   f"the produce started; equal to replay: {calm['equal']} {calm['diff']}; duplicate versions "
                   f"{calm['duplicates']}; webhook versions missing {calm['webhook_missing']}; dead letters "
                   f"{calm['deadletters']} (detector_error {calm['detector_errors']}); watchdog re-reads "
                   f"{calm['stormwatch_watchdog_rereads']:.0f}, gaps re-read {calm['stormwatch_gaps_reread']:.0f}")
         if args.only != "calm":
-            crash = run(broker, bin_, src, expected, work / "crash", args.kill_at, args.timeout)
+            crash = run(broker, bin_, src, expected, work / "crash", args.kill_at, args.timeout, args.store)
             print(f"kill -9 after {crash['killed_after_s']:.1f} s ({crash['versions_before_kill']} versions seen), "
                   f"restarted in {crash['restart_s']:.1f} s; last alert {crash['recovery_s']:.1f} s after the restart "
                   f"({crash['last_alert_s']:.1f} s after the produce started); equal to replay: {crash['equal']} "
