@@ -23,7 +23,8 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.support.crash import Pair, TopicReader, diff, latest, replay_alerts, versions, wait_for, write_stream  # noqa: E402
+from tests.support.crash import (  # noqa: E402
+    Pair, TopicReader, diff, latest, replay_alerts, versions, wait_for, write_stream)
 from tests.support.kafka_broker import KafkaBroker  # noqa: E402
 from tests.support.receiver import Receiver  # noqa: E402
 
@@ -31,12 +32,14 @@ COUNTERS = ("stormwatch_watchdog_rereads", "stormwatch_gaps_reread")
 
 
 def run(broker: KafkaBroker, bin_: str, src: Path, expected: list[dict], workdir: Path, kill_at: float | None,
-        timeout: float, store: str = "rocksdb://") -> dict:
+        timeout: float, store: str = "rocksdb://", session_s: float | None = None) -> dict:
     """One run; ``kill_at``: the share of replay's alert versions to wait for before the kill."""
     want = latest(expected)
     receiver = Receiver().start()
-    pair = Pair(broker, bin_, workdir, extra_env={"STORMWATCH_WEBHOOK_URLS": receiver.url,
-                                                   "STORMWATCH_STORE": store}).start()
+    env = {"STORMWATCH_WEBHOOK_URLS": receiver.url, "STORMWATCH_STORE": store}
+    if session_s:  # Faust reads it from the environment
+        env["BROKER_SESSION_TIMEOUT"] = str(session_s)
+    pair = Pair(broker, bin_, workdir, extra_env=env).start()
     alerts = TopicReader(broker, pair.topic("alerts"))
     figures: dict = {}
     counted = dict.fromkeys(COUNTERS, 0.0)
@@ -93,6 +96,8 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, help="keep the stream, replay and worker logs here")
     parser.add_argument("--only", choices=["calm", "crash"], help="one of the two runs")
     parser.add_argument("--store", default="rocksdb://", help="the workers' table store (memory:// too)")
+    parser.add_argument("--session-timeout", type=float, help="Faust's broker_session_timeout for the workers "
+                        "(default Faust's 60 s): how long the group waits for a killed member")
     args = parser.parse_args()
     bin_ = str(Path(sys.executable).with_name("stormwatch"))
     with tempfile.TemporaryDirectory(prefix="stormwatch-recovery-") as tmp, KafkaBroker() as broker:
@@ -110,7 +115,8 @@ def main() -> None:
                   f"{calm['deadletters']} (detector_error {calm['detector_errors']}); watchdog re-reads "
                   f"{calm['stormwatch_watchdog_rereads']:.0f}, gaps re-read {calm['stormwatch_gaps_reread']:.0f}")
         if args.only != "calm":
-            crash = run(broker, bin_, src, expected, work / "crash", args.kill_at, args.timeout, args.store)
+            crash = run(broker, bin_, src, expected, work / "crash", args.kill_at, args.timeout, args.store,
+                        args.session_timeout)
             print(f"kill -9 after {crash['killed_after_s']:.1f} s ({crash['versions_before_kill']} versions seen), "
                   f"restarted in {crash['restart_s']:.1f} s; last alert {crash['recovery_s']:.1f} s after the restart "
                   f"({crash['last_alert_s']:.1f} s after the produce started); equal to replay: {crash['equal']} "
