@@ -93,8 +93,9 @@ class Progress:
     Input and stage topics are neither compacted nor transactional, so their offsets are
     contiguous. :meth:`admit` checks each message against the contiguous mark: past it, a gap,
     the message is not handled and the partition is re-read from the first missing offset
-    (again every ``GAP_RETRY_S`` while it lasts, since a re-read can itself be dropped; after
-    ``MAX_REREADS`` the hole is taken as real and skipped). At or below it, a message this
+    (again every ``GAP_RETRY_S`` while it lasts; after ``MAX_REREADS`` the hole is taken as
+    real and skipped). For the re-read to arrive, Faust's read-offset rule is turned off (see
+    :func:`_guard_consumer`). At or below it, a message this
     worker already handled, skipped. :meth:`commit_cap` keeps Faust's commits at the mark, so a
     worker killed meanwhile restarts before the hole. :meth:`stuck` is the older watchdog for a
     partition with no progress at all (a partition Faust left paused is never fetched): its
@@ -169,12 +170,27 @@ class Progress:
         return found
 
 
-def _cap_commits(consumer, progress: Progress) -> None:  # noqa: ANN001 - a Faust consumer
-    """Faust commits the acked offsets of a partition; keep that at most at the agents'
+class _NoReadOffsets(dict):
+    """Faust's read offsets, always read as unknown. Its fetch loop drops a fetched message
+    below the partition's read offset, and a fetch in flight moves that offset past a seek
+    back, so a re-read was dropped (seen in the crash test: the same gap reported until the
+    stall watchdog, and lost after it). Read as unknown, every fetched message reaches the
+    streams, and :class:`Progress` skips the ones already handled. It also stops Faust's gap
+    records, with which it commits over holes in the fetched offsets."""
+
+    def __getitem__(self, key):  # noqa: ANN001, ANN204
+        return None
+
+
+def _guard_consumer(consumer, progress: Progress) -> None:  # noqa: ANN001 - a Faust consumer
+    """Once per consumer, at the first assignment (before Faust starts its fetch loop, which
+    reads ``_read_offset`` through a bound method): read offsets as unknown (see
+    :class:`_NoReadOffsets`), and keep Faust's commits of a partition at most at the agents'
     contiguous mark (see :class:`Progress`), so a message Faust never handed over is not
-    committed past and a restarted worker reads it. Done once per consumer."""
+    committed past and a restarted worker reads it."""
     if getattr(consumer, "_stormwatch_capped", False):
         return
+    consumer._read_offset = _NoReadOffsets(consumer._read_offset)
     faust_new_offset = consumer._new_offset
 
     def new_offset(tp):  # noqa: ANN001, ANN202
@@ -432,7 +448,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
                 earliest = {}
             start.update({(tp.topic, tp.partition): offset for tp, offset in earliest.items() if offset is not None})
         progress.assigned(start)
-        _cap_commits(app.consumer, progress)
+        _guard_consumer(app.consumer, progress)
 
     @app.page("/metrics")
     async def metrics_page(web, request):  # noqa: ANN001 - Faust view signature

@@ -17,7 +17,7 @@ CONSUMER_LAG = Gauge("stormwatch_consumer_lag", "Messages behind the end of each
 WATCHDOG_REREADS = Counter("stormwatch_watchdog_rereads", "Partitions the worker's watchdog re-read because they "
                            "stalled (fetched or written, not handled, for 20 s).", registry=REGISTRY)
 GAPS_REREAD = Counter("stormwatch_gaps_reread", "Times an agent got an offset past the next one it expected on a "
-                      "partition, so the worker re-read the skipped messages.", registry=REGISTRY)
+                      "partition (a gap), so the worker re-read the partition from there.", registry=REGISTRY)
 LATENCY = Histogram(
     "stormwatch_processing_seconds",
     "Time to validate and process one event through a stage.",

@@ -80,19 +80,21 @@ def test_a_partition_never_seen_starts_where_its_first_message_is() -> None:
 
 def test_faust_never_commits_past_what_the_agents_handled_contiguously() -> None:
     """Faust's own rule commits over one missing offset at the head of the acked ones."""
-    from streams.app import _cap_commits
+    from streams.app import _guard_consumer
 
     tp = ("posts", 0)
-    consumer = SimpleNamespace(_committed_offset={tp: 100}, _new_offset=lambda _tp: 201)  # acked 101..200
+    consumer = SimpleNamespace(_committed_offset={tp: 100}, _new_offset=lambda _tp: 201,  # acked 101..200
+                               _read_offset={tp: 150})
     progress = Progress()
     progress.assigned({tp: 100})
-    _cap_commits(consumer, progress)
+    _guard_consumer(consumer, progress)
     assert consumer._new_offset(tp) is None  # 100 was never handled
     progress.admit(tp, 100, now=0.0)
     progress.admit(tp, 101, now=0.0)
     assert consumer._new_offset(tp) == 102
     assert consumer._new_offset(("stage", 1)) == 201  # a partition no agent reads: Faust's answer
-    _cap_commits(consumer, progress)  # once per consumer
+    assert consumer._read_offset[tp] is None  # Faust's fetch loop drops nothing as already read
+    _guard_consumer(consumer, progress)  # once per consumer
     assert consumer._new_offset(tp) == 102
 
 
