@@ -104,7 +104,7 @@ class Progress:
 
     STALL_S = 20.0
     GAP_RETRY_S = 5.0
-    MAX_REREADS = 5
+    MAX_REREADS = 24  # two minutes: taking a hole as real loses whatever was there
 
     def __init__(self) -> None:
         self.done: dict = {}  # TP -> every offset up to this one was handled (or committed at assignment)
@@ -286,7 +286,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
             metrics.GAPS_REREAD.inc()
             log.warning("%s/%s: got offset %s, expected %s: re-reading from %s", message.topic, message.partition,
                         message.offset, reread, reread)
-            try:
+            try:  # resumed as the watchdog does: a seek alone was not always fetched (crash test)
+                app.consumer.resume_partitions({message.tp})
                 await app.consumer.seek(message.tp, reread)
             except Exception:  # revoked meanwhile: its next owner starts from the capped commit
                 log.warning("cannot re-read %s/%s", message.topic, message.partition, exc_info=True)
