@@ -92,9 +92,9 @@ class Progress:
 
     Input and stage topics are neither compacted nor transactional, so their offsets are
     contiguous. :meth:`admit` checks each message against the contiguous mark: past it, a gap,
-    the message is not handled and the partition is re-read from the first missing offset
-    (again every ``GAP_RETRY_S`` while it lasts; after ``MAX_REREADS`` the hole is taken as
-    real and skipped). For the re-read to arrive, Faust's read-offset rule is turned off (see
+    the partition is re-read from the first missing offset (again every ``GAP_RETRY_S`` while
+    it lasts; after ``MAX_REREADS`` the mark moves on). The message is handled all the same:
+    holding messages back until a re-read arrived stalled whole partitions when it did not. For the re-read to arrive, Faust's read-offset rule is turned off (see
     :func:`_guard_consumer`). At or below it, a message this
     worker already handled, skipped. :meth:`commit_cap` keeps Faust's commits at the mark, so a
     worker killed meanwhile restarts before the hole. :meth:`stuck` is the older watchdog for a
@@ -110,29 +110,35 @@ class Progress:
         self.done: dict = {}  # TP -> every offset up to this one was handled (or committed at assignment)
         self.behind: dict = {}  # TP -> (contiguous mark, since when it has been behind)
         self.gaps: dict = {}  # TP -> (first missing offset, when last re-read, re-reads so far)
+        self.ahead: dict = {}  # TP -> the highest offset handled past a gap
 
     def admit(self, tp, offset: int, now: float) -> tuple[bool, int | None]:  # noqa: ANN001 - a Faust TP
         """Whether to handle the message at ``offset``, and the offset to re-read ``tp`` from
-        (None: no re-read now)."""
+        (None: no re-read now). A message past a gap is handled too: a re-read that never
+        arrives (seen) must not hold the partition back; the re-read's duplicates are dropped
+        by the engine's seen-set."""
         done = self.done.get(tp)
         if done is None or offset == done + 1:
             self.done[tp] = offset
-            self.gaps.pop(tp, None)
+            if self.ahead.get(tp, -1) <= offset:
+                self.ahead.pop(tp, None)
+                self.gaps.pop(tp, None)
             return True, None
         if offset <= done:
             return False, None  # handled here already: a re-read, or a fetch from before a re-read
+        self.ahead[tp] = max(self.ahead.get(tp, offset), offset)
         first, last, tries = self.gaps.get(tp, (done + 1, -math.inf, 0))
         if first != done + 1:
             first, last, tries = done + 1, -math.inf, 0
-        if tries >= self.MAX_REREADS:  # nothing to read there: a real hole (a deleted segment)
+        if tries >= self.MAX_REREADS:  # the re-reads never came: go on from what was handled
             log.error("%s: offsets %s-%s missing after %s re-reads; going on", tp, first, offset - 1, tries)
-            self.done[tp] = offset
+            self.done[tp] = self.ahead.pop(tp)
             self.gaps.pop(tp, None)
             return True, None
         if now - last < self.GAP_RETRY_S:
-            return False, None  # a re-read is under way
+            return True, None  # a re-read is under way
         self.gaps[tp] = (first, now, tries + 1)
-        return False, first
+        return True, first
 
     def mark(self, message) -> None:  # noqa: ANN001 - a Faust Message
         """Record a message handled with no gap check (tests, and code that cannot re-read)."""
@@ -151,6 +157,7 @@ class Progress:
         self.done = {tp: offset - 1 for tp, offset in committed.items()}
         self.behind = {}
         self.gaps = {}
+        self.ahead = {}
 
     def stuck(self, positions: dict, now: float) -> dict:
         """Stuck partitions and the offset to re-read them from; ``positions``: per partition the
@@ -279,8 +286,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
     progress = Progress()
 
     async def admit(message) -> bool:  # noqa: ANN001 - a Faust Message
-        """Whether an agent handles ``message``: not when it is past a gap, whose partition is
-        then re-read from the gap, nor when it was handled already (see :class:`Progress`)."""
+        """Whether an agent handles ``message``: not when it was handled already; past a gap,
+        the partition is also re-read from the gap (see :class:`Progress`)."""
         handle, reread = progress.admit(message.tp, message.offset, time.monotonic())
         if reread is not None:
             metrics.GAPS_REREAD.inc()
