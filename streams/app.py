@@ -63,28 +63,78 @@ def _header(headers: object, name: str) -> str | None:
 
 
 class Progress:
-    """The last offset the agents handled per partition, to notice partitions that stall.
+    """Per partition, the offset up to which the agents handled every message, to notice
+    messages that never reach an agent: gaps and stalls.
 
-    faust-streaming sometimes fetches messages right after a worker (re)starts and never hands
-    them to the agent (seen in the restart tests: fetched, sometimes even committed, never
-    handled), which stalls an ordered stage's watermark for good. Its fetcher drops records of a
-    partition that left its set of active partitions between fetch and hand-over, one way this
-    happens. A partition is stuck when the consumer's position or the partition's end offset is
-    past what the agents handled there and that has not moved for ``STALL_S``; the worker's
-    watchdog then resumes the partition and re-reads it from right after the last handled
-    offset (at least once), every ``STALL_S`` until an agent handles it. The end offset counts
-    because a partition Faust left paused is never fetched (seen: a re-read partition that was
-    not fetched again); re-reading one that was not fetched duplicates nothing.
+    faust-streaming sometimes fetches messages and never hands them to the agent (seen in the
+    restart tests and in issue 13: a single event missing in the middle of a partition, after
+    which a stage's watermark or its output is wrong for good). Two places in its consumer do
+    this (``faust/transport/consumer.py``, 0.15.3): ``_drain_messages`` hands a message to the
+    streams with ``wait_first(callback(message), suspend_flow.wait())`` and marks it read even
+    when a rebalance's ``stop_flow`` cancelled the hand-over; and it drops fetched messages
+    below the read offset, which a fetch already in flight moves past a seek. Faust's commit
+    then skips a missing message at the head of the acked offsets (``_new_offset`` tolerates a
+    hole of one, and any hole when nothing was committed yet), so the loss outlives a restart.
+
+    Input and stage topics are neither compacted nor transactional, so their offsets are
+    contiguous. :meth:`admit` checks each message against the contiguous mark: past it, a gap,
+    the partition is re-read from the first missing offset (again every ``GAP_RETRY_S`` while
+    it lasts; after ``MAX_REREADS`` the mark moves on). The message is handled all the same:
+    holding messages back until a re-read arrived stalled whole partitions when it did not. For the re-read to arrive, Faust's read-offset rule is turned off (see
+    :func:`_guard_consumer`). At or below it, a message this
+    worker already handled, skipped. :meth:`commit_cap` keeps Faust's commits at the mark, so a
+    worker killed meanwhile restarts before the hole. :meth:`stuck` is the older watchdog for a
+    partition with no progress at all (a partition Faust left paused is never fetched): its
+    position or end offset past the mark, no progress for ``STALL_S``: re-read from the mark.
     """
 
     STALL_S = 20.0
+    GAP_RETRY_S = 5.0
+    MAX_REREADS = 24  # two minutes: taking a hole as real loses whatever was there
 
     def __init__(self) -> None:
-        self.done: dict = {}  # TP -> last offset an agent handled in this process
-        self.behind: dict = {}  # TP -> (last handled offset, since when it has been behind)
+        self.done: dict = {}  # TP -> every offset up to this one was handled (or committed at assignment)
+        self.behind: dict = {}  # TP -> (contiguous mark, since when it has been behind)
+        self.gaps: dict = {}  # TP -> (first missing offset, when last re-read, re-reads so far)
+        self.ahead: dict = {}  # TP -> the highest offset handled past a gap
+
+    def admit(self, tp, offset: int, now: float) -> tuple[bool, int | None]:  # noqa: ANN001 - a Faust TP
+        """Whether to handle the message at ``offset``, and the offset to re-read ``tp`` from
+        (None: no re-read now). A message past a gap is handled too: a re-read that never
+        arrives (seen) must not hold the partition back; the re-read's duplicates are dropped
+        by the engine's seen-set."""
+        done = self.done.get(tp)
+        if done is None or offset == done + 1:
+            self.done[tp] = offset
+            if self.ahead.get(tp, -1) <= offset:
+                self.ahead.pop(tp, None)
+                self.gaps.pop(tp, None)
+            return True, None
+        if offset <= done:
+            return False, None  # handled here already: a re-read, or a fetch from before a re-read
+        self.ahead[tp] = max(self.ahead.get(tp, offset), offset)
+        first, last, tries = self.gaps.get(tp, (done + 1, -math.inf, 0))
+        if first != done + 1:
+            first, last, tries = done + 1, -math.inf, 0
+        if tries >= self.MAX_REREADS:  # the re-reads never came: go on from what was handled
+            log.error("%s: offsets %s-%s missing after %s re-reads; going on", tp, first, offset - 1, tries)
+            self.done[tp] = self.ahead.pop(tp)
+            self.gaps.pop(tp, None)
+            return True, None
+        if now - last < self.GAP_RETRY_S:
+            return True, None  # a re-read is under way
+        self.gaps[tp] = (first, now, tries + 1)
+        return True, first
 
     def mark(self, message) -> None:  # noqa: ANN001 - a Faust Message
-        self.done[message.tp] = message.offset
+        """Record a message handled with no gap check (tests, and code that cannot re-read)."""
+        self.done[message.tp] = max(message.offset, self.done.get(message.tp, message.offset))
+
+    def commit_cap(self, tp) -> int | None:  # noqa: ANN001
+        """The highest offset Faust may commit for ``tp`` (next to read): past the mark only
+        what the agents handled contiguously. None for partitions no agent reads."""
+        done = self.done.get(tp)
+        return None if done is None else done + 1
 
     def assigned(self, committed: dict) -> None:
         """A new assignment: the group's committed offsets (next to read) are where each
@@ -92,6 +142,8 @@ class Progress:
         never handed over (seen here), so a later committed offset is not proof of handling."""
         self.done = {tp: offset - 1 for tp, offset in committed.items()}
         self.behind = {}
+        self.gaps = {}
+        self.ahead = {}
 
     def stuck(self, positions: dict, now: float) -> dict:
         """Stuck partitions and the offset to re-read them from; ``positions``: per partition the
@@ -109,6 +161,42 @@ class Progress:
                 found[tp] = done + 1
                 self.behind[tp] = (done, now)  # give the re-read a whole period
         return found
+
+
+class _NoReadOffsets(dict):
+    """Faust's read offsets, always read as unknown. Its fetch loop drops a fetched message
+    below the partition's read offset, and a fetch in flight moves that offset past a seek
+    back, so a re-read was dropped (seen in the crash test: the same gap reported until the
+    stall watchdog, and lost after it). Read as unknown, every fetched message reaches the
+    streams, and :class:`Progress` skips the ones already handled. It also stops Faust's gap
+    records, with which it commits over holes in the fetched offsets."""
+
+    def __getitem__(self, key):  # noqa: ANN001, ANN204
+        return None
+
+
+def _guard_consumer(consumer, progress: Progress) -> None:  # noqa: ANN001 - a Faust consumer
+    """Once per consumer, at the first assignment (before Faust starts its fetch loop, which
+    reads ``_read_offset`` through a bound method): read offsets as unknown (see
+    :class:`_NoReadOffsets`), and keep Faust's commits of a partition at most at the agents'
+    contiguous mark (see :class:`Progress`), so a message Faust never handed over is not
+    committed past and a restarted worker reads it."""
+    if getattr(consumer, "_stormwatch_capped", False):
+        return
+    consumer._read_offset = _NoReadOffsets(consumer._read_offset)
+    faust_new_offset = consumer._new_offset
+
+    def new_offset(tp):  # noqa: ANN001, ANN202
+        offset = faust_new_offset(tp)
+        cap = progress.commit_cap(tp)
+        if offset is None or cap is None or offset <= cap:
+            return offset
+        if cap <= (consumer._committed_offset.get(tp) or -1):
+            return None  # nothing new to commit
+        return cap
+
+    consumer._new_offset = new_offset
+    consumer._stormwatch_capped = True
 
 
 class _GroupOffsets:
@@ -193,6 +281,21 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
     progress = Progress()
 
+    async def admit(message) -> bool:  # noqa: ANN001 - a Faust Message
+        """Whether an agent handles ``message``: not when it was handled already; past a gap,
+        the partition is also re-read from the gap (see :class:`Progress`)."""
+        handle, reread = progress.admit(message.tp, message.offset, time.monotonic())
+        if reread is not None:
+            metrics.GAPS_REREAD.inc()
+            log.warning("%s/%s: got offset %s, expected %s: re-reading from %s", message.topic, message.partition,
+                        message.offset, reread, reread)
+            try:  # resumed as the watchdog does: a seek alone was not always fetched (crash test)
+                app.consumer.resume_partitions({message.tp})
+                await app.consumer.seek(message.tp, reread)
+            except Exception:  # revoked meanwhile: its next owner starts from the capped commit
+                log.warning("cannot re-read %s/%s", message.topic, message.partition, exc_info=True)
+        return handle
+
     async def dead_letter(letter: DeadLetter) -> None:
         metrics.DEADLETTERS.labels(letter.reason).inc()
         await deadletter_topic.send(value=orjson.dumps(letter.to_record()))
@@ -201,7 +304,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
     async def ingest(stream: faust.StreamT) -> None:
         async for event in stream.events():
             message = event.message
-            progress.mark(message)
+            if not await admit(message):
+                continue
             source = f"{message.topic}/{message.partition}"
             metrics.EVENTS.labels(message.topic).inc()
             try:
@@ -224,7 +328,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
                 await dead_letter(DeadLetter(f"ingest failed: {err!r}", "worker_error", raw_text(event.value or b""),
                                              source))
 
-    engines = {name: _stage_agent(app, settings, name, groups, stage_topics, alerts_topic, dead_letter, progress)
+    engines = {name: _stage_agent(app, settings, name, groups, stage_topics, alerts_topic, dead_letter, admit)
                for name in groups}
     orders = next((engine for engine in engines.values() if "orders" in engine.by_name), None)
     view = ClusterView(settings.view_horizon_s)
@@ -273,7 +377,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
         async def deliver(stream: faust.StreamT) -> None:
             """Queue each alert version for webhooks and Alertmanager; sending happens in the background."""
             async for event in stream.events():
-                progress.mark(event.message)
+                if not await admit(event.message):
+                    continue
                 try:
                     alert = orjson.loads(event.value)
                     for output in outputs:
@@ -329,6 +434,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
             log.warning("%s/%s: messages before offset %s but no agent handled offset %s for %.0f s: "
                         "resuming it and re-reading from there", tp.topic, tp.partition, positions[tp], offset,
                         Progress.STALL_S)
+            metrics.WATCHDOG_REREADS.inc()
             consumer.resume_partitions({tp})
             await consumer.seek(tp, offset)
 
@@ -347,6 +453,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
                 earliest = {}
             start.update({(tp.topic, tp.partition): offset for tp, offset in earliest.items() if offset is not None})
         progress.assigned(start)
+        _guard_consumer(app.consumer, progress)
 
     @app.page("/metrics")
     async def metrics_page(web, request):  # noqa: ANN001 - Faust view signature
@@ -365,7 +472,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
 def _stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str, list[Detector]],
                  stage_topics: dict[str, faust.TopicT], alerts_topic: faust.TopicT, dead_letter,
-                 progress: Progress) -> Engine:
+                 admit) -> Engine:
     """One stage: an engine over the stage's detectors, with a changelogged table per detector
     (named after it, with its timers in ``<name>-timers``)."""
     detectors = groups[stage]
@@ -403,14 +510,43 @@ def _stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[st
             for p in range(settings.partitions):
                 await stage_topics[name].send(value=tick_json(now), partition=p, headers=headers)
 
+    # partition -> {source: latest event time}: each stage partition's watermark sources, so a
+    # worker that starts (after a kill) or takes a partition over goes on from them. Without
+    # it, sources whose last message lies before the committed offset never speak again on a
+    # finished (historical) stream, and the ordered stages' buffered events wait for good.
+    watermarks = app.Table(f"{stage}-watermarks", default=None, partitions=settings.partitions,
+                           schema=faust.Schema(key_serializer="json", value_serializer="json"))
+    restored: set[int] = set()  # partitions whose watermark came back from the table since assignment
+
+    def restore_watermark(partition: int) -> None:
+        """Merge the stored source times into this partition's watermark (the later of each).
+        Whatever was due at the stored time was released before it was stored (in the same
+        batch), so the value can simply be recomputed."""
+        restored.add(partition)
+        stored = watermarks.get(str(partition))
+        if not stored:
+            return
+        wm = engine.watermark(partition)
+        for source, ts in stored.items():
+            if source in wm.latest and ts > wm.latest[source]:
+                wm.latest[source] = ts
+        wm.value = max(wm.value, min(wm.latest.values()) - wm.lateness)
+
+    def save_watermark(partition: int) -> None:
+        latest = {source: ts for source, ts in engine.watermark(partition).latest.items() if ts > -math.inf}
+        if latest:
+            watermarks[str(partition)] = latest
+
     @app.on_partitions_revoked.connect
     async def forget_partitions(*_args, **_kwargs) -> None:
         """Rebuilt from the tables on next use: another worker may own them now."""
         engine.reset()
+        restored.clear()
 
     async def handle(event: faust.EventT) -> None:
         message = event.message
-        progress.mark(message)
+        if not await admit(message):
+            return
         started = time.perf_counter()
         source = _header(event.headers or message.headers, SOURCE_HEADER) or "unknown"
         where = f"{message.topic}/{message.partition}@{message.offset}"
@@ -441,13 +577,19 @@ def _stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[st
             try:
                 for event in batch:
                     _as_current(event)
-                    last[event.message.partition] = event
+                    partition = event.message.partition
+                    last[partition] = event
+                    if partition not in restored:
+                        restore_watermark(partition)
                     for state in states.values():
-                        state.partition = event.message.partition
+                        state.partition = partition
                     await handle(event)
             finally:
                 for state in states.values():
                     state.flush(lambda p: _as_current(last[p]))
+                for p, event in last.items():
+                    _as_current(event)
+                    save_watermark(p)
                 _as_current(None)
 
     run.__name__ = f"stage_{stage}"

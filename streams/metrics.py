@@ -14,6 +14,10 @@ WEBHOOKS = Counter("stormwatch_webhook_deliveries", "Webhook delivery attempts, 
                    "(delivered, failed, retried, given_up).", ["result"], registry=REGISTRY)
 CONSUMER_LAG = Gauge("stormwatch_consumer_lag", "Messages behind the end of each assigned partition (worker).",
                      ["topic", "partition"], registry=REGISTRY)
+WATCHDOG_REREADS = Counter("stormwatch_watchdog_rereads", "Partitions the worker's watchdog re-read because they "
+                           "stalled (fetched or written, not handled, for 20 s).", registry=REGISTRY)
+GAPS_REREAD = Counter("stormwatch_gaps_reread", "Times an agent got an offset past the next one it expected on a "
+                      "partition (a gap), so the worker re-read the partition from there.", registry=REGISTRY)
 LATENCY = Histogram(
     "stormwatch_processing_seconds",
     "Time to validate and process one event through a stage.",

@@ -8,6 +8,12 @@ changed key to the table once, for the partition it was written for; a key writt
 in the same batch costs nothing. The stage agent flushes at the end of every batch, before
 Faust acks the batch's events, so the changelog holds every change the committed offsets
 account for.
+
+Iteration (the engine indexes a partition's timers, expiry and buffered events from it after a
+restart or a rebalance) reads the store of the partition being processed directly. Faust's own
+iteration walks every active partition's store while a lookup reads only the current event's,
+so iterating a table and looking each key up raised ``KeyError`` for the keys of the worker's
+other partitions (issue 13: every event of that partition then failed as ``detector_error``).
 """
 
 from __future__ import annotations
@@ -25,6 +31,9 @@ class TableState(MutableMapping[str, Any]):
         self.table = table
         self.partition = 0  # the partition the stage is processing: pending writes belong to it
         self.pending: dict[str, tuple[Any, int]] = {}  # key -> (value or _GONE, partition)
+        # key -> partition it was last written for; only for the memory store (see _stored)
+        self.written: dict[str, int] = {}
+        self._track = not hasattr(getattr(table, "data", None), "_db_for_partition")
 
     def __getitem__(self, key: str) -> Any:
         hit = self.pending.get(key)
@@ -48,16 +57,48 @@ class TableState(MutableMapping[str, Any]):
             return key in self.table
         return hit[0] is not _GONE
 
+    def items(self) -> Iterator[tuple[str, Any]]:  # type: ignore[override]
+        """(key, value) of the current partition only: its stored keys (pending changes win),
+        then its keys not stored yet. Never looks a key up, so never raises ``KeyError``."""
+        pending = self.pending
+        for key, value in list(self._stored()):
+            if key not in pending:
+                yield key, value
+        for key, (value, partition) in list(pending.items()):
+            if value is not _GONE and partition == self.partition:
+                yield key, value
+
     def __iter__(self) -> Iterator[str]:
-        for key in list(self.table):
-            if key not in self.pending:
-                yield key
-        for key, (value, _partition) in list(self.pending.items()):
-            if value is not _GONE:
-                yield key
+        return (key for key, _value in self.items())
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
+
+    def _stored(self) -> Iterator[tuple[str, Any]]:
+        """The table's stored items for ``self.partition``.
+
+        RocksDB keeps one database per partition: read that one. The memory store keeps one
+        dict; it knows the partition of keys recovered from the changelog, and this object
+        knows the partition of those it wrote (a key of unknown partition is included)."""
+        store = getattr(self.table, "data", None)
+        if hasattr(store, "_db_for_partition") and hasattr(store, "_visible_items"):  # RocksDB
+            db = store._db_for_partition(self.partition)
+            for raw_key, raw_value in store._visible_items(db):
+                yield store._decode_key(raw_key), store._decode_value(raw_value)
+            return
+        data = getattr(store, "data", None)
+        if isinstance(data, dict):  # memory://
+            recovered = getattr(store, "_key_partition", {})
+            for key, value in list(data.items()):
+                partition = self.written.get(key, recovered.get(key, self.partition))
+                if partition == self.partition:
+                    yield key, value
+            return
+        for key in list(self.table):  # another store: tolerate keys this partition cannot read
+            try:
+                yield key, self.table[key]
+            except KeyError:
+                continue
 
     def flush(self, enter: Callable[[int], None]) -> int:
         """Write the pending changes to the table, one partition at a time: ``enter(p)`` makes
@@ -73,8 +114,11 @@ class TableState(MutableMapping[str, Any]):
             for key, value in changes:
                 if value is not _GONE:
                     self.table[key] = value
+                    if self._track:
+                        self.written[key] = partition
                 elif key in self.table:
                     del self.table[key]
+                    self.written.pop(key, None)
                 else:
                     continue  # created and deleted within the batch: nothing to tell the changelog
                 sent += 1

@@ -99,3 +99,77 @@ def test_a_detector_that_receives_emitted_events_runs_alone() -> None:
     with pytest.raises(AssertionError, match="run alone"):
         stages([Sender(), Receiver(), Other()])
     assert set(stages([Sender(), Receiver()])) == {"sender", "shared"}
+
+
+class _Event:
+    """The current event Faust's stores read a partition from (weak-referenced, so a class)."""
+
+    def __init__(self, partition: int) -> None:
+        self.message = type("Message", (), {"partition": partition})()
+
+
+def _faust_table(store: str, datadir):  # noqa: ANN001, ANN202
+    import faust
+
+    app = faust.App(f"state-{store[:3]}", broker="kafka://127.0.0.1:1", store=store, datadir=str(datadir))
+    return app, app.Table("det", default=None, partitions=4,
+                          schema=faust.Schema(key_serializer="json", value_serializer="json"))
+
+
+def test_iterating_a_rocksdb_table_yields_only_the_current_partition_and_never_raises(tmp_path) -> None:
+    """Issue 13: Faust iterates every active partition's database but looks a key up only in the
+    current event's, so the engine's rebuild raised KeyError on the other partitions' keys."""
+    from unittest import mock
+
+    from faust.types import TP
+    from streams.app import _as_current
+
+    app, table = _faust_table("rocksdb://", tmp_path)
+    store = table.data
+    for partition, keys in ((0, ["acct", "~buffered\t0\tx"]), (1, ["weibo\tp1"])):
+        db = store._db_for_partition(partition)
+        for key in keys:
+            db.put(store._encode_key(key), store._encode_value({"until": 10, "p": partition}))
+    event = _Event(0)
+    _as_current(event)  # type: ignore[arg-type]
+    try:
+        actives = {TP(table.changelog_topic_name, p) for p in (0, 1)}
+        with mock.patch.object(app.assignor, "assigned_actives", return_value=actives):
+            with pytest.raises(KeyError):  # Faust's own iteration, what MutableMapping.items did
+                [(key, table[key]) for key in table]
+        state = TableState(table)
+        state.partition = 0
+        state["new"] = {"until": 5}  # pending, for partition 0
+        state.partition = 1
+        state["other"] = {"until": 5}  # pending, for partition 1
+        state.partition = 0
+        assert dict(state.items()) == {"acct": {"until": 10, "p": 0}, "~buffered\t0\tx": {"until": 10, "p": 0},
+                                       "new": {"until": 5}}
+        assert sorted(state) == ["acct", "new", "~buffered\t0\tx"] and len(state) == 3
+        state.partition = 1
+        assert sorted(state) == ["other", "weibo\tp1"]
+    finally:
+        _as_current(None)
+
+
+def test_iterating_a_memory_table_yields_the_keys_of_the_current_partition(tmp_path) -> None:
+    from unittest import mock
+
+    from streams.app import _as_current
+
+    _app, table = _faust_table("memory://", tmp_path)
+    store = table.data
+    store.data.update({"recovered0": 1, "recovered1": 2})
+    store._key_partition.update({"recovered0": 0, "recovered1": 1})
+    state = TableState(table)
+    state.partition = 1
+    state["mine1"] = 3
+    events = {1: _Event(1)}
+    with mock.patch.object(table, "send_changelog"), mock.patch.object(table, "partition_for_key", return_value=1):
+        state.flush(lambda p: _as_current(events[p]))  # type: ignore[arg-type]  # no broker: the store only
+    _as_current(None)
+    assert store.data["mine1"] == 3
+    state.partition = 0
+    assert dict(state.items()) == {"recovered0": 1}
+    state.partition = 1
+    assert dict(state.items()) == {"recovered1": 2, "mine1": 3}

@@ -42,6 +42,63 @@ def test_a_partition_never_fetched_is_re_read_every_period_until_an_agent_handle
     assert progress.stuck({("orders", 0): 2}, now=3 * STALL) == {}
 
 
+def test_a_gap_is_re_read_from_where_it_starts_and_commits_wait_for_it() -> None:
+    """Issue 13: single events never reached a stage, with the committed offsets behind them."""
+    progress = Progress()
+    tp = ("posts", 3)
+    progress.assigned({tp: 877})  # next to read: 877
+    assert progress.admit(tp, 877, now=0.0) == (True, None)
+    assert progress.admit(tp, 878, now=0.1) == (True, None)
+    assert progress.admit(tp, 880, now=0.2) == (True, 879)  # 879 never came: re-read from it
+    assert progress.admit(tp, 881, now=0.3) == (True, None)  # the re-read is under way
+    assert progress.commit_cap(tp) == 879  # Faust may not commit past the hole
+    assert progress.admit(tp, 882, now=0.2 + Progress.GAP_RETRY_S) == (True, 879)  # the re-read was lost too
+    assert progress.admit(tp, 879, now=6.0) == (True, None)  # the re-read arrives
+    assert progress.admit(tp, 880, now=6.0) == (True, None)  # duplicates: the engine's seen-set drops them
+    assert progress.admit(tp, 878, now=6.0) == (False, None)  # handled already
+    assert progress.admit(tp, 881, now=6.0) == (True, None)
+    assert progress.admit(tp, 882, now=6.0) == (True, None)
+    assert progress.commit_cap(tp) == 883 and progress.gaps == {} and progress.ahead == {}
+
+
+def test_a_hole_that_re_reads_never_fill_is_passed_after_a_while() -> None:
+    """A re-read that never arrives must not keep commits behind for good."""
+    progress = Progress()
+    tp = ("orders", 0)
+    progress.assigned({tp: 10})
+    asked = [progress.admit(tp, 15 + n, now=n * Progress.GAP_RETRY_S) for n in range(Progress.MAX_REREADS)]
+    assert asked == [(True, 10)] * Progress.MAX_REREADS
+    assert progress.admit(tp, 40, now=999.0) == (True, None)
+    assert progress.commit_cap(tp) == 41
+
+
+def test_a_partition_never_seen_starts_where_its_first_message_is() -> None:
+    progress = Progress()
+    assert progress.commit_cap(("reports", 1)) is None  # not an agent's partition: Faust decides
+    assert progress.admit(("reports", 1), 42, now=0.0) == (True, None)
+    assert progress.admit(("reports", 1), 43, now=0.0) == (True, None)
+
+
+def test_faust_never_commits_past_what_the_agents_handled_contiguously() -> None:
+    """Faust's own rule commits over one missing offset at the head of the acked ones."""
+    from streams.app import _guard_consumer
+
+    tp = ("posts", 0)
+    consumer = SimpleNamespace(_committed_offset={tp: 100}, _new_offset=lambda _tp: 201,  # acked 101..200
+                               _read_offset={tp: 150})
+    progress = Progress()
+    progress.assigned({tp: 100})
+    _guard_consumer(consumer, progress)
+    assert consumer._new_offset(tp) is None  # 100 was never handled
+    progress.admit(tp, 100, now=0.0)
+    progress.admit(tp, 101, now=0.0)  # contiguous: the mark moves
+    assert consumer._new_offset(tp) == 102
+    assert consumer._new_offset(("stage", 1)) == 201  # a partition no agent reads: Faust's answer
+    assert consumer._read_offset[tp] is None  # Faust's fetch loop drops nothing as already read
+    _guard_consumer(consumer, progress)  # once per consumer
+    assert consumer._new_offset(tp) == 102
+
+
 @pytest.mark.parametrize("detectors", ["", "water_army", "post_targets,targets"])
 def test_the_worker_builds_with_any_set_of_detectors(detectors: str, tmp_path) -> None:
     """Agents, stages and the API view are wired without a broker; the ledger may be left out."""

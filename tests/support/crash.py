@@ -1,0 +1,186 @@
+"""Two RocksDB workers over a simulated stream, with or without a SIGKILL: for the crash test
+(``tests/test_kafka_crash.py``) and the recovery benchmark (``benchmarks/recovery.py``).
+
+The reference is ``stormwatch replay`` over the same file. Kafka delivers at least once, so an
+alert version may come twice; consumers keep the latest version per ``alert_id``, and that is
+what is compared, every field.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+from kafka import KafkaConsumer, TopicPartition
+
+from streams.simulator import SimConfig, simulate_lines
+from tests.support.kafka_broker import KafkaBroker
+from tests.support.worker import Worker
+
+PARTITIONS = 4
+
+
+def write_stream(path: Path, minutes: int, per_s: float, seed: int = 7) -> int:
+    """The simulator's stream (one platform's ``minutes``) as JSON Lines; returns the line count."""
+    n = 0
+    with path.open("wb") as out:
+        for line in simulate_lines(SimConfig(seed=seed, minutes=minutes, organic_per_s=per_s)):
+            out.write(line + b"\n")
+            n += 1
+    return n
+
+
+def replay_alerts(bin_: str, src: Path, workdir: Path) -> list[dict]:
+    out = workdir / "replay.alerts.jsonl"
+    subprocess.run([bin_, "replay", str(src), "--alerts-out", str(out)], check=True, capture_output=True,
+                   timeout=600)
+    return [orjson.loads(line) for line in out.read_bytes().splitlines()]
+
+
+def latest(alerts: list[dict]) -> dict[str, dict]:
+    """The latest version of each alert (what a consumer keeps)."""
+    out: dict[str, dict] = {}
+    for alert in alerts:
+        seen = out.get(alert["alert_id"])
+        if seen is None or alert["version"] >= seen["version"]:
+            out[alert["alert_id"]] = alert
+    return out
+
+
+def versions(alerts: list[dict]) -> set[tuple[str, int]]:
+    return {(a["alert_id"], a["version"]) for a in alerts}
+
+
+def diff(got: dict[str, dict], expected: dict[str, dict]) -> dict[str, int]:
+    """How the latest alerts differ: missing, extra and changed alert ids."""
+    return {"missing": len(expected.keys() - got.keys()), "extra": len(got.keys() - expected.keys()),
+            "changed": sum(1 for k in expected.keys() & got.keys() if got[k] != expected[k])}
+
+
+class TopicReader:
+    """Follows one topic from its start, keeping every record read so far."""
+
+    def __init__(self, broker: KafkaBroker, topic: str) -> None:
+        self.consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False, group_id=None,
+                                      auto_offset_reset="earliest", consumer_timeout_ms=200)
+        self.topic = topic
+        self.records: list[dict] = []
+        self.last_new = time.monotonic()  # when the latest new record came
+        self.assigned = False
+
+    def poll(self) -> list[dict]:
+        if not self.assigned:
+            parts = self.consumer.partitions_for_topic(self.topic)
+            if not parts:
+                return []
+            self.consumer.assign([TopicPartition(self.topic, p) for p in parts])
+            self.assigned = True
+        new = [orjson.loads(m.value) for batch in self.consumer.poll(timeout_ms=500, max_records=5000).values()
+               for m in batch]
+        if new:
+            self.records.extend(new)
+            self.last_new = time.monotonic()
+        return new
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+@dataclass
+class Pair:
+    """Two workers of one group, each with its own RocksDB data folder (``<workdir>/w<i>/data``)."""
+
+    broker: KafkaBroker
+    bin: str
+    workdir: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+    app_id: str = field(default_factory=lambda: f"crash-{uuid.uuid4().hex[:8]}")
+    workers: list[Worker] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        env = {"STORMWATCH_STORE": "rocksdb://", "STORMWATCH_TICK_INTERVAL_S": "0", **self.extra_env}
+        for i in range(2):
+            home = self.workdir / f"w{i}"
+            home.mkdir(parents=True, exist_ok=True)
+            self.workers.append(Worker(self.broker, self.bin, home, app_id=self.app_id, partitions=PARTITIONS,
+                                       extra_env=env))
+
+    def start(self) -> "Pair":
+        for w in self.workers:
+            w.start(timeout=120)
+        return self
+
+    def kill(self, i: int) -> None:
+        """SIGKILL: no shutdown, no commit, no flush."""
+        process = self.workers[i].process
+        assert process is not None
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+
+    def restart(self, i: int) -> None:
+        """The same worker again: same data folder, same port."""
+        self.workers[i].start(timeout=120)
+
+    def stop(self) -> None:
+        for w in self.workers:
+            w.stop()
+
+    def topic(self, name: str) -> str:
+        return f"{self.app_id}.{name}"
+
+    def owner_of_busiest(self) -> int:
+        """The worker that owns the platform stage's partition of the simulator's platform (the
+        ordered, busiest work), by the lag gauge's labels; 0 when that is not known yet."""
+        from kafka.partitioner.default import murmur2
+        from prometheus_client.parser import text_string_to_metric_families
+
+        partition = str((murmur2(b"weibo") & 0x7FFFFFFF) % PARTITIONS)
+        stage = self.topic(f"{self.app_id}-stage-platform")
+        for i, w in enumerate(self.workers):
+            try:
+                families = list(text_string_to_metric_families(w.metrics()))
+            except Exception:  # not answering: try the other
+                continue
+            for family in families:
+                for sample in family.samples:
+                    if (family.name == "stormwatch_consumer_lag" and sample.labels.get("topic") == stage
+                            and sample.labels.get("partition") == partition):
+                        return i
+        return 0
+
+    def counter(self, name: str) -> float:
+        """A counter summed over the running workers (a killed worker's count is gone with it)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        total = 0.0
+        for w in self.workers:
+            if w.process is None or w.process.poll() is not None:
+                continue
+            try:
+                for family in text_string_to_metric_families(w.metrics()):
+                    if family.name == name:
+                        total += sum(s.value for s in family.samples if s.name.endswith("_total"))
+            except Exception:
+                continue
+        return total
+
+
+def wait_for(reader: TopicReader, expected: dict[str, dict], timeout: float, quiet: float = 5.0) -> bool:
+    """Read alerts until the latest versions equal ``expected``, then ``quiet`` seconds more for
+    stragglers; False at the timeout."""
+    deadline = time.monotonic() + timeout
+    equal_since: float | None = None
+    while time.monotonic() < deadline:
+        reader.poll()
+        if latest(reader.records) == expected:
+            equal_since = equal_since or time.monotonic()
+            if time.monotonic() - equal_since >= quiet:
+                return True
+        else:
+            equal_since = None
+    return latest(reader.records) == expected
