@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import httpx
 import pytest
 
-from tests.support.kafka_broker import free_port
+from tests.support.demo import demo_serving
 
 TOKENS = {"reg-token": {"role": "regulator"}, "weibo-token": {"role": "platform", "platform": "weibo"},
           "douyin-token": {"role": "platform", "platform": "douyin"}}
@@ -27,22 +22,8 @@ def demo(tmp_path_factory):
     src.write_bytes(lines([order("w1", 0, 30), action("wa", "w1", 5, "acknowledged"),
                            order("d1", 0, 30, platform="douyin"), action("da", "d1", 3, "refused", platform="douyin"),
                            order("w2", 1, 90), action("wb", "w2", 10, "completed"), tick(120)]))
-    port = free_port()
-    env = {**os.environ, "STORMWATCH_API_TOKENS": json.dumps(TOKENS)}
-    stormwatch = os.path.join(os.path.dirname(sys.executable), "stormwatch")
-    proc = subprocess.Popen([stormwatch, "demo", "--replay", str(src), "--speed", "0", "--port", str(port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).json()["fed"]:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    yield base
-    proc.send_signal(signal.SIGINT)
-    proc.wait(30)
+    with demo_serving(src, TOKENS) as base:
+        yield base
 
 
 def get(base: str, path: str, token: str | None = None, **params) -> httpx.Response:

@@ -137,14 +137,11 @@ def test_hostile_inputs_leave_every_endpoint_answering_with_the_rest_intact(tmp_
     """The issue's hostile lines fed to the demo: every endpoint, every role, 200 and the
     ordinary orders still there."""
     import json
-    import signal
-    import sys
-    import time
 
     import httpx
 
+    from tests.support.demo import demo_serving
     from tests.support.events import action, order, tick
-    from tests.support.kafka_broker import free_port
 
     good = [order("ok-1", 0, 30), action("a-ok", "ok-1", 5, "completed"), order("ok-2", 0, 30, platform="douyin")]
     hostile = [
@@ -158,19 +155,7 @@ def test_hostile_inputs_leave_every_endpoint_answering_with_the_rest_intact(tmp_
     ]
     src = tmp_path / "hostile.jsonl"
     src.write_text("\n".join(json.dumps(e) for e in [*good, *hostile, tick(120)]) + "\n")
-    port, env = free_port(), {**os.environ, "STORMWATCH_API_TOKENS": json.dumps(TOKENS)}
-    stormwatch = os.path.join(os.path.dirname(sys.executable), "stormwatch")
-    proc = subprocess.Popen([stormwatch, "demo", "--replay", str(src), "--speed", "0", "--port", str(port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).json()["fed"]:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.3)
+    with demo_serving(src, TOKENS) as base:
         for token in TOKENS:
             for path in ("/api/alerts", "/api/orders", "/api/campaigns", "/api/cascades",
                          "/api/platforms/weibo/scorecard", "/api/platforms/douyin/scorecard"):
@@ -183,9 +168,6 @@ def test_hostile_inputs_leave_every_endpoint_answering_with_the_rest_intact(tmp_
         assert {"ok-1", "ok-2", "tab\torder", "o", "[/oops]"} <= ids
         mine = httpx.get(base + "/api/orders", headers={"Authorization": "Bearer w"}, timeout=5).json()
         assert {o["platform"] for o in (mine if isinstance(mine, list) else mine["orders"])} == {"weibo"}
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(30)
 
 
 def test_a_platforms_webhook_never_gets_the_regulators_cross_platform_alert() -> None:
