@@ -211,12 +211,14 @@ class OrderLedger:
                 if order is None or post.epoch <= order["deadline"]:
                     continue
                 after = record["after"]
-                after["items"] += 1
+                after["items"] += 1  # activity on an ordered item: it is still up
                 if post.kind == "repost" and item.startswith("post:"):
                     after["reposts"] += 1
-                if post.account_id not in record["spreaders"] and len(record["spreaders"]) < 5000:
-                    record["spreaders"].append(post.account_id)
-                    after["followers"] += post.account.followers if post.account else 0
+                if disseminates(post, item):
+                    after["spread"] = after.get("spread", 0) + 1
+                    if post.account_id not in record["spreaders"] and len(record["spreaders"]) < 5000:
+                        record["spreaders"].append(post.account_id)
+                        after["followers"] += post.account.followers if post.account else 0
                 record.setdefault("live", [])
                 if item not in record["live"]:
                     record["live"].append(item)
@@ -326,16 +328,18 @@ class OrderLedger:
 
     def grounds(self, record: dict) -> dict[str, int]:
         after = record["after"]
+        # 2019-15 Art. 3: accounts the information was sent to (reach), not the accounts that
+        # posted; items that disseminate it (see `disseminates`), not every post near it.
         measured = {"dissemination_clicks_50000": after["views"],
-                    "dissemination_accounts_2000": max(after["reach"], len(record["spreaders"])),
-                    "dissemination_items_2000": after["items"],
+                    "dissemination_accounts_2000": after["reach"],
+                    "dissemination_items_2000": after.get("spread", 0),
                     "dissemination_followers_30000": after["followers"]}
         return {g: v for g, v in measured.items() if v >= self.law.limit(g)}
 
     def _after_deadline(self, p: str, order_id: str, record: dict, ts: float, ctx: Context) -> list[Alert]:
         alerts = []
         after, order = record["after"], record["order"]
-        reach = max(after["reach"], len(record["spreaders"]))
+        reach = after["reach"]
         last = record["reported"]
         grew = not last or any(after[k] >= 2 * max(last.get(k, 0), 1) for k in ("views", "reposts", "items"))
         if after["views"] or after["reposts"] or after["items"]:
@@ -352,6 +356,8 @@ class OrderLedger:
                     evidence={"order_id": order_id, "items": sorted(record.get("live", [])),
                               "views_after_deadline": after["views"], "reposts_after_deadline": after["reposts"],
                               "accounts_reached_after_deadline": reach, "posts_after_deadline": after["items"],
+                              "disseminations_after_deadline": after.get("spread", 0),
+                              "disseminating_accounts_after_deadline": len(record["spreaders"]),
                               "platform_claimed": claimed}))
         alerts += self._duty(p, order_id, record, ts)
         return alerts
@@ -383,7 +389,8 @@ class OrderLedger:
             evidence={"order_id": order_id, "grounds": sorted(grounds), "figures": grounds,
                       "limits": {g: self.law.limit(g) for g in grounds}, "refusal_action_id": refusal,
                       "missing_measures": missing, "views_after_deadline": record["after"]["views"],
-                      "accounts_reached_after_deadline": max(record["after"]["reach"], len(record["spreaders"])),
+                      "accounts_reached_after_deadline": record["after"]["reach"],
+                      "disseminations_after_deadline": record["after"].get("spread", 0),
                       "posts_after_deadline": record["after"]["items"]})]
 
 
@@ -416,6 +423,23 @@ def action_counts(record: dict) -> dict[str, int]:
     for _t, _i, kind in record["actions"]:
         counts[kind] = counts.get(kind, 0) + 1
     return counts
+
+
+HARMFUL = frozenset({"insult", "defamation", "doxxing", "sexual_rumor", "threat", "incitement", "illegal_other"})
+
+
+def disseminates(post: Post, item: str) -> bool:
+    """Whether a post after the deadline disseminates the ordered illegal information (2019-15
+    Art. 3(2) counts those only): the ordered post itself or a repost of it, or a post carrying
+    a harmful label. A comment, a rebuttal ("这是谣言，别信") or an unlabelled post under an
+    ordered hashtag or by an ordered account is activity on the item, not dissemination. Copies
+    of the ordered text are not recognised yet (the ledger does not keep the ordered post's text)."""
+    if HARMFUL & set(post.labels):
+        return True
+    if item.startswith("post:"):
+        ordered = item.removeprefix("post:")
+        return post.post_id == ordered or (post.kind == "repost" and ordered in (post.parent_id, post.root_id))
+    return False
 
 
 def orders_of(state, platform: str | None = None,

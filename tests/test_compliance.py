@@ -99,12 +99,50 @@ def test_an_ordered_account_that_keeps_posting_spreads_items() -> None:
     assert alerts[-1]["evidence"]["posts_after_deadline"] == 2
 
 
-def test_thousands_of_posts_under_an_ordered_hashtag_meet_the_items_ground() -> None:
+def hashtag_flood(n: int, labels: list[str]) -> list[dict]:
     events = [order("o1", 0, 60, measures=["stop_amplification"], items=[{"hashtag": "扒林某"}])]
-    events += [post(f"h{n}", 61 + n / 100, account=f"u{n}", hashtags=["扒林某"]) for n in range(2_000)]
+    events += [post(f"h{k}", 61 + k / 100, account=f"u{k}", hashtags=["扒林某"], labels=labels) for k in range(n)]
+    return events + [tick(200)]
+
+
+def duty_grounds(alerts: list[dict]) -> list[list[str]]:
+    return [a["evidence"]["grounds"] for a in alerts if a["kind"] == "duty_refusal"]
+
+
+def test_harmful_posts_under_an_ordered_hashtag_meet_the_items_ground_at_2000() -> None:
+    """2019-15 Art. 3(2): 2,000 items disseminated; posting accounts are not the accounts reached."""
+    assert duty_grounds(run(hashtag_flood(1_999, ["insult"]))[0]) == []
+    assert duty_grounds(run(hashtag_flood(2_000, ["insult"]))[0]) == [["dissemination_items_2000"]]
+    assert duty_grounds(run(hashtag_flood(2_001, ["insult"]))[0]) == [["dissemination_items_2000"]]
+
+
+def test_posts_that_do_not_disseminate_the_ordered_content_meet_no_ground() -> None:
+    """Unlabelled posts under an ordered hashtag, and 2,000 comments rebutting an ordered post,
+    are activity on the item (continued_dissemination says it is still up), not dissemination."""
+    alerts, _ = run(hashtag_flood(2_500, []))
+    assert duty_grounds(alerts) == []
+    events = [order("o2", 0, 60, items=[{"post_id": "rumor"}])]
+    events += [post(f"c{k}", 61 + k / 100, account=f"u{k}", kind="comment", parent_id="rumor", root_id="rumor",
+                    text="这是谣言，别信") for k in range(2_500)]
     alerts, _ = run(events + [tick(200)])
-    duty = [a for a in alerts if a["kind"] == "duty_refusal"]
-    assert [d["evidence"]["grounds"] for d in duty] == [["dissemination_accounts_2000", "dissemination_items_2000"]]
+    assert duty_grounds(alerts) == []
+    last = [a for a in alerts if a["kind"] == "continued_dissemination"][-1]["evidence"]
+    assert last["posts_after_deadline"] >= 2_000 and last["disseminations_after_deadline"] == 0  # re-reported as it doubles
+
+
+def test_reposts_of_an_ordered_post_disseminate_it() -> None:
+    events = [order("o3", 0, 60, items=[{"post_id": "rumor"}])]
+    events += [post(f"r{k}", 61 + k / 100, account=f"u{k}", kind="repost", parent_id="rumor", root_id="rumor")
+               for k in range(2_000)]
+    assert duty_grounds(run(events + [tick(200)])[0]) == [["dissemination_items_2000"]]
+
+
+def test_the_accounts_ground_counts_accounts_reached_not_accounts_that_posted() -> None:
+    base = [order("o4", 0, 60, items=[{"post_id": "p1"}]), engagement("p1", 50, 10, reach=100)]
+    for reach, grounds in ((1_999 + 100, []), (2_000 + 100, [["dissemination_accounts_2000"]]),
+                           (2_001 + 100, [["dissemination_accounts_2000"]])):
+        alerts, _ = run(base + [engagement("p1", 90, 20, reach=reach), tick(200)])
+        assert duty_grounds(alerts) == grounds, reach
 
 
 def test_repeated_refusals_within_two_years_make_a_platform_case() -> None:
