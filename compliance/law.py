@@ -30,6 +30,9 @@ TABLE: tuple[Figure, ...] = (
            "Interpretation 2013-21 Art. 2(1)", "legal_threshold"),
     Figure("defamation_cumulative_1y", 365, "days within which one account's defamatory items, not yet dealt "
            "with, are aggregated against the two figures above", "Interpretation 2013-21 Art. 4", "legal_threshold"),
+    Figure("defamation_repeat_3", 3, "defamatory items of one account (多次, read as three or more; the number "
+           "is a policy choice) before the Art. 4 aggregation applies", "Interpretation 2013-21 Art. 4",
+           "legal_threshold"),
     Figure("dissemination_videos_200", 200, "illegal video files disseminated after the order",
            "Interpretation 2019-15 Art. 3(1)", "duty_refusal"),
     Figure("dissemination_items_2000", 2_000, "other illegal information items disseminated after the order",

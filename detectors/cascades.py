@@ -199,7 +199,7 @@ class Cascades:
         acct["items"][item_id] = [item["t0"], fig["views"], fig["reposts"]]
         acct["items"] = {k: v for k, v in acct["items"].items() if v[0] >= t - window}
         alerts = []
-        if len(acct["items"]) >= 2 and "cumulative" not in acct["fired"]:
+        if len(acct["items"]) >= self.law.limit("defamation_repeat_3") and "cumulative" not in acct["fired"]:
             views = sum(v[1] for v in acct["items"].values())
             reposts = sum(v[2] for v in acct["items"].values())
             for figure, value, limit in (("views", views, self.law.limit("defamation_views_5000")),

@@ -127,24 +127,40 @@ def test_the_cumulative_rule_aggregates_one_authors_items_within_a_year() -> Non
     f = Feed()
     f.post(0, "p1", author="writer", labels=["defamation"])
     f.views(60, "p1", views=3_000)
+    f.post(43_200, "p0", author="writer", labels=["defamation"])  # 多次: a third item
     f.post(86_400, "p2", author="writer", labels=["defamation"])
     f.views(86_460, "p2", views=1_999)
     crossing = 86_520
-    f.views(crossing, "p2", views=2_000)  # 3,000 + 2,000 = 5,000
+    f.views(crossing, "p2", views=2_000)  # 3,000 + 0 + 2,000 = 5,000
     alerts = legal(f.run())
     assert [a["subject"] for a in alerts] == [{"type": "account", "id": "writer"}]
     evidence = alerts[0]["evidence"]
-    assert (evidence["threshold"], evidence["value"], evidence["posts"]) == ("defamation_cumulative_1y", 5_000, ["p1", "p2"])
+    assert (evidence["threshold"], evidence["value"], evidence["posts"]) == (
+        "defamation_cumulative_1y", 5_000, ["p0", "p1", "p2"])
     assert alerts[0]["ts"] == format_ts(T0 + crossing)
+
+
+def test_multiple_times_means_three_items_by_default_and_is_configurable() -> None:
+    """2013-21 Art. 4's 多次 is read as three or more: two items reaching the figure together
+    are not aggregated (issue 16); a deployment may set it otherwise."""
+    f = Feed()
+    f.post(0, "p1", author="writer", labels=["defamation"])
+    f.views(60, "p1", views=3_000)
+    f.post(86_400, "p2", author="writer", labels=["defamation"])
+    f.views(86_520, "p2", views=2_500)
+    assert legal(f.run()) == []
+    alerts = legal(f.run(law=LawSettings(figures={"defamation_repeat_3": 2})))
+    assert [a["evidence"]["posts"] for a in alerts] == [["p1", "p2"]]
 
 
 def test_items_older_than_a_year_do_not_aggregate() -> None:
     f = Feed()
     f.post(0, "p1", author="writer", labels=["defamation"])
     f.views(60, "p1", views=3_000)
-    f.post(400 * 86_400, "p2", author="writer", labels=["defamation"])
+    for n in (2, 3, 4):  # three items within a year of each other, 2,500 views together
+        f.post(400 * 86_400 + n, f"p{n}", author="writer", labels=["defamation"])
     f.views(400 * 86_400 + 60, "p2", views=2_500)
-    assert legal(f.run(settings=CascadeSettings(item_ttl_s=800 * 86_400))) == []
+    assert legal(f.run(settings=CascadeSettings(item_ttl_s=800 * 86_400))) == []  # p1 counted: 5,500
 
 
 def test_root_is_resolved_from_the_parent_chain() -> None:
