@@ -110,6 +110,13 @@ class Cascades:
             if post.account is not None:
                 item["followers"] = post.account.followers
                 item["public"] = post.account.public_account
+            found = [name for name, present in (
+                ("minor_target", any(tg.minor for tg in post.targets)),
+                ("disabled_target", any(tg.disabled for tg in post.targets)),
+                ("deep_synthesis", post.synthetic),
+                ("provider_organized", bool(post.account and post.account.platform_operated))) if present]
+            if found:  # the Opinions' circumstances the item itself shows (its author initiated it)
+                item["agg"] = sorted(set(item.get("agg", [])) | set(found))
             item.setdefault("spread", [[t, item.get("followers", s.default_followers)]])
         if post.kind == "repost":
             for item_id in dict.fromkeys([root, post.parent_id]):
@@ -190,7 +197,9 @@ class Cascades:
         return alerts
 
     def _aggravating(self, item: dict) -> list[str]:
-        return ["sexual_topic"] if "sexual_rumor" in item["labels"] else []
+        """The Opinions' circumstances the item shows: its targets, its content, its author."""
+        found = set(item.get("agg", [])) | ({"sexual_topic"} if "sexual_rumor" in item["labels"] else set())
+        return sorted(found)
 
     def _cumulative(self, p: str, item_id: str, item: dict, fig: dict, t: float, ctx: Context) -> list[Alert]:
         """2013-21 Art. 4: one author's defamatory items within a year, aggregated."""
@@ -273,6 +282,7 @@ class Cascades:
             rec = ctx.records.get("marketing", p, target) or {"accounts": {}, "posts": {}, "fired": [], "alerts": {}}
             rec["accounts"][item["author"]] = item.get("followers", 0)
             rec["posts"][item_id] = fig["reach_accounts"]
+            rec["agg"] = sorted(set(rec.get("agg", [])) | set(self._aggravating(item)))
             counted = {"marketing_followers_30000": sum(rec["accounts"].values()),
                        "marketing_accounts_2000": sum(rec["posts"].values()),
                        "marketing_posts_100": len(rec["posts"])}
@@ -286,6 +296,7 @@ class Cascades:
                     summary=f"{len(rec['accounts'])} public accounts push harmful content about {target} "
                     f"({', '.join(met)}).",
                     legal_refs=["Opinions 法发〔2023〕14号 (蹭炒热度, 推广引流)", "Interpretation 2019-15 Art. 10(4)"],
+                    aggravating=rec["agg"],
                     evidence={"accounts": sorted(rec["accounts"]), "posts": sorted(rec["posts"])[-50:],
                               "target_id": target, "grounds": met, "followers": counted["marketing_followers_30000"],
                               "accounts_reached": counted["marketing_accounts_2000"],

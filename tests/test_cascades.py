@@ -220,3 +220,17 @@ def test_the_legal_table_names_a_source_for_every_figure_and_can_be_overridden()
     assert law.limit("defamation_views_5000") == 6_000 and law.limit("defamation_reposts_500") == 500
     with pytest.raises(ValueError):
         LawSettings(figures={"no_such_rule": 1})
+
+
+def test_a_threshold_alert_carries_every_aggravating_circumstance_its_post_shows() -> None:
+    """Issue 16, item 5: a defamatory post about a minor and disabled target, made with generative
+    AI by a platform-run account, crossed 5,000 views with ``aggravating: []``."""
+    f = Feed()
+    f.post(0, "p1", labels=["defamation"], targets=[{"id": "kid", "minor": True, "disabled": True}], synthetic=True,
+           account={"followers": 10, "platform_operated": True})
+    f.post(10, "plain", author="other", labels=["defamation"], targets=[{"id": "adult"}])
+    f.views(60, "p1", views=5_000)
+    f.views(61, "plain", views=5_000)
+    alerts = {a["subject"]["id"]: a for a in legal(f.run())}
+    assert alerts["p1"]["aggravating"] == ["deep_synthesis", "disabled_target", "minor_target", "provider_organized"]
+    assert alerts["plain"]["aggravating"] == []
