@@ -21,7 +21,10 @@ Expire = Callable[[str, float], None]
 
 def record_key(kind: str, *ids: str) -> str:
     """The state key of one record: its kind, then its ids, escaped."""
-    return SEP.join([kind, *[esc(i) for i in ids]])
+    key = kind + SEP + SEP.join(ids) if ids else kind
+    if "\\" in key or key.count(SEP) != len(ids):  # some id holds a tab or a backslash (rare)
+        return SEP.join([kind, *[esc(i) for i in ids]])
+    return key
 
 
 def parse(key: str) -> tuple[str, list[str]]:
@@ -33,15 +36,16 @@ def parse(key: str) -> tuple[str, list[str]]:
 class Records:
     """The records of one detector; the engine hands one to each detector as ``ctx.records``."""
 
-    __slots__ = ("state", "_expire")
+    __slots__ = ("state", "_expire", "_get")
 
     def __init__(self, state: MutableMapping[str, Any], expire: Expire) -> None:
         self.state = state
         self._expire = expire
+        self._get = state.get  # bound once: this is the detectors' hottest path
 
     def get(self, kind: str, *ids: str) -> dict | None:
         """The record, or None. Changes to it count only once it is saved."""
-        return self.state.get(record_key(kind, *ids))
+        return self._get(record_key(kind, *ids))
 
     def has(self, kind: str, *ids: str) -> bool:
         return record_key(kind, *ids) in self.state
@@ -50,7 +54,8 @@ class Records:
         """Write ``record`` back; it is deleted once event time passes ``until`` (which may move
         later with each save; a record never saved before is scheduled)."""
         key = record_key(kind, *ids)
-        if "until" not in record or until < record["until"]:
+        before = record.get("until")
+        if before is None or until < before:
             self._expire(key, until)
         record["until"] = until
         self.state[key] = record
