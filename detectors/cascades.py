@@ -220,7 +220,8 @@ class Cascades:
                         acct["alerts"], kind="legal_threshold", subject=("account", account),
                         window="defamation_cumulative_1y", ts=t, severity="critical", platform=p,
                         summary=f"Account {account}'s {len(acct['items'])} defamatory posts of the past year reached "
-                        f"{value:,} {figure} together (figure {limit:,}, Interpretation 2013-21 Art. 4).",
+                        f"{value:,} {figure} together (figure {limit:,}, Interpretation 2013-21 Art. 4): candidate serious "
+                        "circumstances.",
                         legal_refs=["Criminal Law Art. 246", "Interpretation 2013-21 Art. 4"],
                         evidence={"threshold": "defamation_cumulative_1y", "value": value, "limit": limit,
                                   "figure": figure, "account_id": account, "views": views, "reposts": reposts,
@@ -294,7 +295,7 @@ class Cascades:
                     rec["alerts"], kind="illegal_marketing", subject=("target", target), ts=t, severity="critical",
                     platform=p,
                     summary=f"{len(rec['accounts'])} public accounts push harmful content about {target} "
-                    f"({', '.join(met)}).",
+                    f"({', '.join(met)}): candidate illegal marketing of online violence.",
                     legal_refs=["Opinions 法发〔2023〕14号 (蹭炒热度, 推广引流)", "Interpretation 2019-15 Art. 10(4)"],
                     aggravating=rec["agg"],
                     evidence={"accounts": sorted(rec["accounts"]), "posts": sorted(rec["posts"])[-50:],

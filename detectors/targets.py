@@ -238,7 +238,8 @@ class Targets:
         figures = {"score": score, "report_baseline": round(baseline, 3), "reported_by_target": rec["self"],
                    "public_prosecution_factors": factors}
         summary = (f"{key} is under a concentrated attack: {attackers} accounts, {reports} reports in the last "
-                   f"{s.window_s / 3600:g} h" + (f" on {len(platforms)} platforms" if len(platforms) > 1 else "") + ".")
+                   f"{s.window_s / 3600:g} h" + (f" on {len(platforms)} platforms" if len(platforms) > 1 else "")
+                   + (f"; candidate public-prosecution factors: {', '.join(factors)}." if factors else "."))
         if len(platforms) <= 1:  # one platform's finding: its alert, as it always was
             platform = platforms[0] if platforms else _report_platform(rec) or "unknown"
             return [self._raise(key, rec, t, platform, "", summary, common, figures, repeaters)]

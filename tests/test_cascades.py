@@ -234,3 +234,13 @@ def test_a_threshold_alert_carries_every_aggravating_circumstance_its_post_shows
     alerts = {a["subject"]["id"]: a for a in legal(f.run())}
     assert alerts["p1"]["aggravating"] == ["deep_synthesis", "disabled_target", "minor_target", "provider_organized"]
     assert alerts["plain"]["aggravating"] == []
+
+
+def test_findings_that_name_a_crime_say_they_are_candidates() -> None:
+    """Issue 16, item 7: a regulator forwards these; none may read as a verdict."""
+    f = Feed()
+    for n, views in ((1, 2_000), (2, 2_000), (3, 1_000)):
+        f.post(n * 100, f"p{n}", author="writer", labels=["defamation"])
+        f.views(n * 100 + 50, f"p{n}", views=views)
+    alerts = legal(f.run())
+    assert alerts and all("candidate" in a["summary"] for a in alerts)

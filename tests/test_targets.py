@@ -96,6 +96,7 @@ def test_a_cross_platform_pile_on_names_the_public_prosecution_factors() -> None
     assert alert["evidence"]["public_prosecution_factors"] == ["ordinary_person_mass_malicious_comments",
                                                                  "organised_across_platforms"]
     assert "Criminal Law Art. 246(2)" in alert["legal_refs"] and alert["severity"] == "critical"
+    assert "candidate public-prosecution factors" in alert["summary"]
 
 
 def test_a_cross_platform_finding_gives_each_platform_only_its_own_part() -> None:
