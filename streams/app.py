@@ -27,7 +27,7 @@ import faust
 import orjson
 from faust.streams import _current_event
 
-from events import INPUT_TOPICS, TOPIC_BY_TYPE, DeadLetter, Detector, Tick, decode, format_ts, raw_text
+from events import INPUT_TOPICS, DeadLetter, Detector, Tick, decode, format_ts, raw_text
 from streams import metrics
 from streams.alertmanager import Alertmanager
 from streams.demo import DASHBOARD
@@ -35,7 +35,7 @@ from streams.api import OPENAPI, Sources, handle, secure_headers, server_options
 from streams.engine import Engine
 from streams.local import detector_failures, make_delivery
 from streams.produce import bootstrap_servers
-from streams.registry import build_detectors, input_topics_of, stage_sources, stages
+from streams.registry import build_detectors, routes, stage_sources, stages
 from streams.settings import Settings
 from streams.state import TableState
 from streams.view import ClusterView
@@ -270,14 +270,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
     groups = stages(build_detectors(settings))
     stage_topics = {name: app.topic(stage_topic_name(settings, name), partitions=settings.partitions, **raw)
                     for name in groups}
-    takers: dict[str, dict[str, list[Detector]]] = {}  # event type -> stage -> its detectors that take it
-    fed_by: dict[str, list[str]] = {}  # input topic -> the stages its ticks move forward
-    for name, members in groups.items():
-        for d in members:
-            for etype in d.event_types:
-                takers.setdefault(etype, {}).setdefault(name, []).append(d)
-        for topic in input_topics_of(settings, members):
-            fed_by.setdefault(topic, []).append(name)
+    takers, fed_by = routes(settings, groups)
 
     progress = Progress()
 

@@ -24,11 +24,11 @@ from datetime import datetime, timezone
 
 from kafka.partitioner.default import murmur2
 
-from events import TOPIC_BY_TYPE, Alert, AnyEvent, DeadLetter, Detector, Tick, decode
+from events import TOPIC_BY_TYPE, Alert, AnyEvent, DeadLetter, Tick, decode
 from streams.engine import Engine
 from streams.local import detector_failures
 from streams.produce import route
-from streams.registry import build_detectors, input_topics_of, stage_sources, stages
+from streams.registry import build_detectors, routes, stage_sources, stages
 from streams.settings import Settings
 
 
@@ -49,14 +49,7 @@ class PartitionedPipeline:
                                      lateness=settings.allowed_lateness_s, dedupe_window=settings.dedupe_window_s)
                         for name, members in self.groups.items()}
         self.stage_of = {d.name: name for name, members in self.groups.items() for d in members}
-        self.takers: dict[str, dict[str, list[Detector]]] = {}  # event type -> stage -> detectors taking it
-        self.fed_by: dict[str, list[str]] = {}  # input topic -> stages it feeds
-        for name, members in self.groups.items():
-            for d in members:
-                for etype in d.event_types:
-                    self.takers.setdefault(etype, {}).setdefault(name, []).append(d)
-            for topic in input_topics_of(self.settings, members):
-                self.fed_by.setdefault(topic, []).append(name)
+        self.takers, self.fed_by = routes(self.settings, self.groups)
         self.downstream = {name: sorted({self.stage_of[e] for d in members for e in getattr(d, "emits", ())
                                          if e in self.stage_of}) for name, members in self.groups.items()}
         self.on_alert, self.on_deadletter = on_alert, on_deadletter

@@ -56,3 +56,18 @@ def stage_sources(settings: Settings, stage: str, groups: dict[str, list[Detecto
 
 def input_topics_of(settings: Settings, detectors: list[Detector]) -> list[str]:
     return sorted({settings.topic(TOPIC_BY_TYPE[t]) for d in detectors for t in d.event_types})
+
+
+def routes(settings: Settings, groups: dict[str, list[Detector]]) -> tuple[dict, dict]:
+    """How input reaches the stages, for the worker's ingest and ``replay --partitions``:
+    event type -> stage -> its detectors taking that type, and input topic -> the stages it
+    feeds (whose time its ticks move forward)."""
+    takers: dict[str, dict[str, list[Detector]]] = {}
+    fed_by: dict[str, list[str]] = {}
+    for name, members in groups.items():
+        for d in members:
+            for etype in d.event_types:
+                takers.setdefault(etype, {}).setdefault(name, []).append(d)
+        for topic in input_topics_of(settings, members):
+            fed_by.setdefault(topic, []).append(name)
+    return takers, fed_by
