@@ -37,6 +37,7 @@ from pydantic import BaseModel, Field
 from compliance.law import LawSettings
 from events import Alert, AnyEvent, Context, Engagement, Order, PlatformAction, Post, format_ts, raise_alert
 from events import keys as ids
+from events.models import HARMFUL_LABELS
 from events.records import parse, record_key
 
 MEASURE_BY_ACTION = {
@@ -425,16 +426,13 @@ def action_counts(record: dict) -> dict[str, int]:
     return counts
 
 
-HARMFUL = frozenset({"insult", "defamation", "doxxing", "sexual_rumor", "threat", "incitement", "illegal_other"})
-
-
 def disseminates(post: Post, item: str) -> bool:
     """Whether a post after the deadline disseminates the ordered illegal information (2019-15
     Art. 3(2) counts those only): the ordered post itself or a repost of it, or a post carrying
     a harmful label. A comment, a rebuttal ("这是谣言，别信") or an unlabelled post under an
     ordered hashtag or by an ordered account is activity on the item, not dissemination. Copies
     of the ordered text are not recognised yet (the ledger does not keep the ordered post's text)."""
-    if HARMFUL & set(post.labels):
+    if HARMFUL_LABELS & set(post.labels):
         return True
     if item.startswith("post:"):
         ordered = item.removeprefix("post:")

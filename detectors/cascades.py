@@ -35,8 +35,9 @@ from pydantic import BaseModel, Field
 from compliance.law import LawSettings
 from detectors import seismic
 from events import Alert, AnyEvent, Context, Engagement, Post, Report, raise_alert
+from events.models import HARMFUL_LABELS
 
-HARMFUL = {"insult", "defamation", "doxxing", "sexual_rumor", "threat", "incitement", "illegal_other"}
+HARMFUL = HARMFUL_LABELS
 DEFAMATION_REFS = ["Criminal Law Art. 246", "Interpretation 2013-21 Art. 2(1)"]
 YEAR = 365 * 86400.0
 

@@ -12,7 +12,7 @@ hostile event can neither move event time by years nor grow detector state witho
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, Union, get_args
 
 from pydantic import (
     AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator,
@@ -43,6 +43,8 @@ def _cap(text: str) -> str:
 Text = Annotated[str, AfterValidator(_cap)]
 
 Label = Literal["insult", "defamation", "doxxing", "sexual_rumor", "threat", "incitement", "illegal_other"]
+HARMFUL_LABELS: frozenset[str] = frozenset(get_args(Label))  # every platform label names harmful content
+
 ReportCategory = Literal["insult", "defamation", "doxxing", "sexual_rumor", "threat", "incitement", "other"]
 Measure = Literal[
     "remove_content", "suspend_account", "stop_amplification", "preserve_evidence", "rectify_system", "report_back"
