@@ -19,7 +19,7 @@ def main() -> None:
 
     Finds water-army campaigns, viral defamation crossing the legal figures, targets under
     attack, and follows every regulator order to its end. Settings come from STORMWATCH_*
-    environment variables (see README).
+    environment variables (see docs/CONFIGURATION.md).
 
     \b
     Start here:   stormwatch demo          (no broker needed)
