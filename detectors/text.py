@@ -70,7 +70,3 @@ def bands(hexsig: str, rows: int) -> list[str]:
     width = 8 * rows  # hex digits of ``rows`` uint32 values
     return [f"{i}:{hexsig[start:start + width]}" for i, start in enumerate(range(0, len(hexsig), width))]
 
-
-def similarity(a: np.ndarray, b: np.ndarray) -> float:
-    """Estimated Jaccard similarity of two signatures."""
-    return float(np.count_nonzero(a == b)) / len(a)

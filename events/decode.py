@@ -10,12 +10,12 @@ on every run.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 from pydantic import TypeAdapter, ValidationError
 
-from events.models import AnyEvent, InputEvent
+from events.models import AnyEvent, InputEvent, format_ts
 
 MAX_MESSAGE = 1 << 20  # 1 MiB
 MAX_RAW_KEPT = 64 << 10  # dead letters keep at most 64 KiB of the original
@@ -39,7 +39,7 @@ class DeadLetter:
             "error": self.error,
             "raw": self.raw,
             "source": self.source,
-            "ts": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+            "ts": format_ts(time.time()),
             "reason": self.reason,
         }
 
@@ -89,7 +89,7 @@ def decode(raw: bytes, source: str, now: float | None = None,
         reason, error = _describe(err)
         return DeadLetter(error, reason, raw_text(raw), source)
     if now is not None and event.epoch > now + max_future_s:
-        wall = datetime.fromtimestamp(now, timezone.utc).isoformat().replace("+00:00", "Z")
+        wall = format_ts(now)
         error = (f"{event.type}.ts: {event.epoch - now:.0f} s ahead of the wall clock ({wall}), more than the "
                  f"{max_future_s:g} s allowed (STORMWATCH_MAX_FUTURE_S) (got {event.ts.isoformat()})")
         return DeadLetter(error, "future_ts", raw_text(raw), source)

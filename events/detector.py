@@ -26,8 +26,6 @@ class Context(Protocol):
     def set_timer(self, key: str, at: float) -> None:
         """Call ``on_timer(key)`` once the watermark reaches ``at`` (replaces an earlier timer)."""
 
-    def cancel_timer(self, key: str) -> None: ...
-
     def expire(self, key: str, until: float) -> None:
         """Delete ``state[key]`` once the watermark passes its ``"until"`` field.
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import datetime, timezone
 
 import httpx
 from pydantic import BaseModel, Field
+
+from events.models import format_ts
 
 log = logging.getLogger("stormwatch.alertmanager")
 
@@ -23,10 +24,6 @@ class AlertmanagerSettings(BaseModel):
     url: str | None = Field(None, description="Alertmanager base URL, e.g. http://127.0.0.1:9093 (off when empty).")
     resend_s: float = Field(60.0, description="Re-send active alerts this often.")
     active_s: float = Field(86400.0, description="An alert stays active this long after its latest version.")
-
-
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def to_alertmanager(alert: dict, ends: float) -> dict:
@@ -39,13 +36,14 @@ def to_alertmanager(alert: dict, ends: float) -> dict:
                         "alert_id": alert["alert_id"], "version": str(alert["version"]),
                         "aggravating": ", ".join(alert.get("aggravating", []))},
         "startsAt": alert["first_ts"],
-        "endsAt": _iso(ends),
+        "endsAt": format_ts(ends),
     }
 
 
 class Alertmanager:
     def __init__(self, settings: AlertmanagerSettings) -> None:
-        assert settings.url
+        if not settings.url:
+            raise ValueError("Alertmanager needs STORMWATCH_ALERTMANAGER__URL")
         self.settings = settings
         self.active: dict[str, tuple[float, dict]] = {}  # alert_id -> (wall time seen, latest version)
         self.pending: asyncio.Queue[dict] = asyncio.Queue()

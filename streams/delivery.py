@@ -54,6 +54,7 @@ import httpx
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from events.alerts import REGULATOR
+from events.decode import DeadLetter
 from streams import metrics
 
 log = logging.getLogger("stormwatch.delivery")
@@ -366,9 +367,8 @@ class Delivery:
         elif time.time() - queued >= self.settings.give_up_s:
             self.outbox.mark(endpoint.url, alert_id, version, "given_up", error)
             metrics.WEBHOOKS.labels("given_up").inc()
-            self.on_give_up({"error": f"webhook {endpoint.public} gave up on {alert_id}:{version}: {error}",
-                             "raw": body.decode(), "source": f"webhook:{endpoint.public}", "reason": "webhook_given_up",
-                             "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+            self.on_give_up(DeadLetter(f"webhook {endpoint.public} gave up on {alert_id}:{version}: {error}",
+                                       "webhook_given_up", body.decode(), f"webhook:{endpoint.public}").to_record())
             self._finished()
         else:
             backoff = min(self.settings.max_backoff_s, self.settings.backoff_s * 2 ** attempts)

@@ -131,9 +131,6 @@ class _Context:
         self.timer_state[key] = [at, self.partition]
         heapq.heappush(self.part.timers, (at, key))
 
-    def cancel_timer(self, key: str) -> None:
-        self.timer_state.pop(key, None)
-
     def expire(self, key: str, until: float) -> None:
         self.part.schedule(until, key)
 
@@ -202,8 +199,8 @@ class Engine:
         for i, stage in enumerate(self.stages):
             for name in getattr(stage.detector, "emits", ()):
                 target = self.by_name.get(name)
-                assert target is None or (self.stages.index(target) > i and target.ordered), (
-                    f"{stage.detector.name} emits to {name}: that stage must be ordered and come after it")
+                if target is not None and not (self.stages.index(target) > i and target.ordered):
+                    raise ValueError(f"{stage.detector.name} emits to {name}: that stage must be ordered and come after it")
         self.by_type: dict[str, list[_Stage]] = {}
         for stage in self.stages:
             for etype in stage.detector.event_types:

@@ -19,7 +19,8 @@ def build_detectors(settings: Settings) -> list[Detector]:
         Targets(settings.targets),
     ]
     names = [d.name for d in detectors]
-    assert len(names) == len(set(names)), f"detector names must be unique: {names}"
+    if len(names) != len(set(names)):
+        raise ValueError(f"detector names must be unique: {names}")
     wanted = [n.strip() for n in settings.detectors.split(",") if n.strip()]
     if not wanted:
         return detectors
@@ -40,7 +41,8 @@ def stages(detectors: list[Detector]) -> dict[str, list[Detector]]:
     emitted_to = {name for d in detectors for name in getattr(d, "emits", ())}
     for name, members in groups.items():
         shared = emitted_to & {d.name for d in members}
-        assert not shared or len(members) == 1, f"stage {name}: {sorted(shared)} receive emitted events, run alone"
+        if shared and len(members) != 1:
+            raise ValueError(f"stage {name}: {sorted(shared)} receive emitted events, run alone")
     return groups
 
 
