@@ -47,13 +47,26 @@ def test_demo_alerts_fire_in_alertmanager_and_are_kept_active(alertmanager: str)
     stormwatch = os.path.join(os.path.dirname(sys.executable), "stormwatch")
     proc = subprocess.Popen([stormwatch, "demo", "--speed", "0", "--minutes", "20", "--port", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def refused_ends_at(alerts: list[dict]) -> str | None:
+        return next((a["endsAt"] for a in alerts if a["labels"].get("kind") == "order_refused"), None)
+
     try:
         wait_health(port, proc, alerts=3)
-        time.sleep(2.5)  # at least one re-send round
-        firing = httpx.get(f"{alertmanager}/api/v2/alerts", params={"filter": 'source="stormwatch"'}).json()
+        first, resent, firing = None, None, []
+        deadline = time.monotonic() + 20
+        while resent is None and time.monotonic() < deadline:
+            firing = httpx.get(f"{alertmanager}/api/v2/alerts", params={"filter": 'source="stormwatch"'}).json()
+            ends = refused_ends_at(firing)
+            if first is None:
+                first = ends
+            elif ends is not None and ends > first:
+                resent = ends
+            time.sleep(0.3)
     finally:
         proc.terminate()
         proc.wait(30)
+    # kept active: a re-send (RESEND_S = 1) moved endsAt forward while the demo ran
+    assert first is not None and resent is not None, (first, resent)
     by_kind = {}
     for alert in firing:
         by_kind.setdefault(alert["labels"]["kind"], []).append(alert)

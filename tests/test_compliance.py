@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import orjson
 
 from compliance.ledger import OrderLedger, describe, orders_of, scorecard
-from events import decode, format_ts
+from events import format_ts
 from streams.engine import Engine
-from tests.support.events import T0, action, order, post, tick
+from tests.support.events import T0, action, feed, order, post, tick
 
 DAY = 1440  # minutes
 
@@ -21,9 +20,7 @@ def engagement(pid: str, minute: float, views: int, reposts: int = 0, reach: int
 
 def run(events: list[dict]) -> tuple[list[dict], Engine]:
     engine = Engine([OrderLedger()])
-    alerts = []
-    for raw in events:
-        alerts.extend(a.model_dump() for a in engine.process(decode(orjson.dumps(raw), "t")))
+    alerts = feed(engine, events)
     assert not engine.failures
     return alerts, engine
 

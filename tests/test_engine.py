@@ -14,7 +14,7 @@ from compliance.ledger import OrderLedger
 from events import decode
 from events.records import record_key
 from streams.engine import Engine, Watermark
-from tests.support.events import action, order, tick
+from tests.support.events import action, feed, order, tick
 
 
 class TableLike(MutableMapping):
@@ -40,13 +40,7 @@ class TableLike(MutableMapping):
 
 
 def run(events: list[dict], engine: Engine | None = None, sources: list[str] | None = None) -> list[dict]:
-    engine = engine or Engine([OrderLedger()])
-    out = []
-    for i, raw in enumerate(events):
-        event = decode(orjson.dumps(raw), "t")
-        source = sources[i] if sources else None
-        out.extend(a.model_dump() for a in engine.process(event, source=source))
-    return out
+    return feed(engine or Engine([OrderLedger()]), events, sources)
 
 
 def test_watermark_is_the_slowest_source_less_lateness() -> None:

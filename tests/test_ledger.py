@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import orjson
 
 from compliance.ledger import OrderLedger, ledger_state
-from events import decode
 from events.records import record_key
 from streams.engine import Engine
-from tests.support.events import action, order, tick
+from tests.support.events import action, feed, order, tick
 
 
 def run(events: list[dict]) -> tuple[list[dict], Engine]:
     engine = Engine([OrderLedger()])
-    alerts = []
-    for raw in events:
-        alerts.extend(a.model_dump() for a in engine.process(decode(orjson.dumps(raw), "t")))
-    return alerts, engine
+    return feed(engine, events), engine
 
 
 def record(engine: Engine, order_id: str, platform: str = "weibo") -> dict:

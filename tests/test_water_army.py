@@ -10,6 +10,7 @@ from detectors.water_army import WaterArmy, WaterArmySettings
 from events import decode, format_ts
 from events.records import Records
 from streams.engine import Engine
+from tests.support.events import feed
 from tests.support.scenarios import T0, Stream
 from tests.test_engine import TableLike
 
@@ -17,11 +18,7 @@ TARGET = {"id": "victim-1", "name": "林某"}
 
 
 def run(events: list[dict], settings: WaterArmySettings | None = None, engine: Engine | None = None) -> list[dict]:
-    engine = engine or Engine([WaterArmy(settings)])
-    out = []
-    for raw in events:
-        out.extend(a.model_dump() for a in engine.process(decode(orjson.dumps(raw), "t")))
-    return out
+    return feed(engine or Engine([WaterArmy(settings)]), events)
 
 
 def campaigns(alerts: list[dict]) -> list[dict]:

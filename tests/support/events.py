@@ -38,3 +38,14 @@ def post(pid: str, minute: float, account="a1", kind="original", **extra) -> dic
 
 def lines(events: list[dict]) -> bytes:
     return b"".join(orjson.dumps(e) + b"\n" for e in events)
+
+
+def feed(engine, events: list[dict], sources: list[str] | None = None) -> list[dict]:  # noqa: ANN001 - an Engine
+    """Every alert ``engine`` raises over ``events`` (wire dicts, decoded as a worker would), in order."""
+    from events import decode
+
+    out = []
+    for i, raw in enumerate(events):
+        event = decode(orjson.dumps(raw), "t")
+        out.extend(a.model_dump() for a in engine.process(event, source=sources[i] if sources else None))
+    return out
