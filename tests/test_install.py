@@ -13,7 +13,6 @@ from tests.support.kafka_broker import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("events", "streams", "detectors", "compliance", "evidence")
-OFFLINE_ONLY = {"detectors/abuse_train.py"}  # the classifier's training script: the `train` extra
 # Import name -> distribution name, where they differ.
 DISTRIBUTION = {"faust": "faust-streaming", "kafka": "kafka-python", "prometheus_client": "prometheus-client",
                 "pydantic_settings": "pydantic-settings", "yaml": "pyyaml", "sklearn": "scikit-learn"}
@@ -40,8 +39,7 @@ def test_every_runtime_import_is_a_declared_dependency() -> None:
     third_party = set()
     for package in PACKAGES:
         for path in (ROOT / package).rglob("*.py"):
-            if str(path.relative_to(ROOT)) not in OFFLINE_ONLY:
-                third_party |= _imports(path) - set(sys.stdlib_module_names) - set(PACKAGES) - {"__future__"}
+            third_party |= _imports(path) - set(sys.stdlib_module_names) - set(PACKAGES) - {"__future__"}
     missing = {name for name in third_party if DISTRIBUTION.get(name, name).lower() not in _declared()
                and name not in BUNDLED}
     assert "httpx" in third_party and not missing, f"imported at run time but not in [project.dependencies]: {missing}"

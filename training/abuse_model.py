@@ -1,6 +1,6 @@
 """Train and evaluate the abuse classifier on COLD's official split; writes ``abuse_model.npz``.
 
-Run (needs the ``train`` extra, scikit-learn): ``python -m detectors.abuse_train``
+Run (needs the ``train`` extra, scikit-learn): ``python -m training.abuse_model``
 (``--data`` defaults to ``../shared/data/cold``). C is chosen on dev; the figures printed are
 on the untouched test split, beside the COLD paper's COLDetector (about 81% accuracy).
 """

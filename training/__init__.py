@@ -1,0 +1,1 @@
+"""Offline work that builds what the runtime package ships (not installed with it)."""
