@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from kafka import KafkaConsumer  # noqa: E402
 
-from streams.simulator import SimConfig, simulate_lines  # noqa: E402
+from commands.simulator import SimConfig, simulate_lines  # noqa: E402
 from tests.support.kafka_broker import KafkaBroker  # noqa: E402
 from tests.support.worker import Worker  # noqa: E402
 

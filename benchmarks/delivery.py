@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from events import format_ts  # noqa: E402
-from streams.simulator import SimConfig, simulate  # noqa: E402
+from commands.simulator import SimConfig, simulate  # noqa: E402
 from tests.support.receiver import Receiver  # noqa: E402
 
 
@@ -94,7 +94,8 @@ def arrivals(receiver: Receiver) -> dict[str, float]:
 
 
 async def in_process(rate: int, seconds: float, receiver: Receiver) -> dict:
-    from streams.local import LocalPipeline, make_delivery
+    from streams.local import LocalPipeline
+    from streams.outputs.delivery import make_delivery
     from streams.settings import Settings
 
     settings = Settings(webhook_urls=receiver.url, allowed_lateness_s=0)
@@ -119,7 +120,7 @@ async def in_process(rate: int, seconds: float, receiver: Receiver) -> dict:
 
 
 async def deliveries_per_second(receiver: Receiver, n: int = 3000) -> float:
-    from streams.delivery import Delivery, DeliverySettings, EndpointConfig, Outbox
+    from streams.outputs.delivery import Delivery, DeliverySettings, EndpointConfig, Outbox
 
     delivery = Delivery([EndpointConfig(url=receiver.url)], DeliverySettings(), Outbox(), print)
     delivery.start()
@@ -135,7 +136,7 @@ async def deliveries_per_second(receiver: Receiver, n: int = 3000) -> float:
 def through_kafka(rate: int, seconds: float, receiver: Receiver) -> dict:
     from kafka import KafkaProducer
 
-    from streams.produce import route
+    from events.decode import route
     from tests.support.kafka_broker import KafkaBroker
     from tests.support.worker import Worker
 

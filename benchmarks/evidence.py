@@ -61,7 +61,7 @@ def _log_figures(recorder, directory: Path, versions: int) -> dict:
 
 
 def main() -> None:
-    from streams.simulator import SimConfig, simulate_lines
+    from commands.simulator import SimConfig, simulate_lines
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)

@@ -1,1 +1,1 @@
-"""The law's figures and the regulator-order ledger. Imports only ``events``."""
+"""The law's figures, each with its source and where it is measured (``law.py``). Imports nothing else of Stormwatch."""

@@ -60,6 +60,7 @@ class Cascades:
     """Legal figures, viral spread and illegal marketing; see the module docstring."""
 
     name: ClassVar[str] = "cascades"
+    raises: ClassVar[tuple[str, ...]] = ("legal_threshold", "viral_spread", "illegal_marketing")
     event_types: ClassVar[frozenset[str]] = frozenset({"post", "engagement", "report"})
     ordered: ClassVar[bool] = True
     stage: ClassVar[str] = "platform"  # shares a Kafka stage with the other platform-keyed detectors

@@ -70,6 +70,7 @@ class PostTargets:
     """
 
     name: ClassVar[str] = "post_targets"
+    raises: ClassVar[tuple[str, ...]] = ()  # it only re-keys reports to the targets stage
     event_types: ClassVar[frozenset[str]] = frozenset({"post", "report"})
     ordered: ClassVar[bool] = True
     emits: ClassVar[frozenset[str]] = frozenset({"targets"})
@@ -105,6 +106,7 @@ class Targets:
     """Raises ``violence_surge``; see the module docstring."""
 
     name: ClassVar[str] = "targets"
+    raises: ClassVar[tuple[str, ...]] = ("violence_surge",)
     event_types: ClassVar[frozenset[str]] = frozenset({"post", "report"})
     ordered: ClassVar[bool] = True
 

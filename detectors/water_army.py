@@ -88,6 +88,7 @@ class WaterArmy:
     """Raises ``water_army_campaign`` alerts; see the module docstring for the rule."""
 
     name: ClassVar[str] = "water_army"
+    raises: ClassVar[tuple[str, ...]] = ("water_army_campaign",)
     event_types: ClassVar[frozenset[str]] = frozenset({"post"})
     ordered: ClassVar[bool] = True
     stage: ClassVar[str] = "platform"  # shares a Kafka stage with the other platform-keyed detectors

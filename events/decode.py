@@ -13,9 +13,10 @@ import json
 import time
 from dataclasses import dataclass
 
+import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from events.models import AnyEvent, InputEvent, format_ts
+from events.models import TOPIC_BY_TYPE, AnyEvent, InputEvent, format_ts
 
 MAX_MESSAGE = 1 << 20  # 1 MiB
 MAX_RAW_KEPT = 64 << 10  # dead letters keep at most 64 KiB of the original
@@ -94,3 +95,26 @@ def decode(raw: bytes, source: str, now: float | None = None,
                  f"{max_future_s:g} s allowed (STORMWATCH_MAX_FUTURE_S) (got {event.ts.isoformat()})")
         return DeadLetter(error, "future_ts", raw_text(raw), source)
     return event
+
+
+KEY_FIELD = {"post": "post_id", "engagement": "post_id", "report": "report_id", "order": "order_id"}
+
+
+def route(line: bytes) -> tuple[str, bytes | None] | None:
+    """(topic, key) for a line, ``("tick", None)`` for ticks, None when it cannot be routed."""
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(obj, dict):
+        return None
+    etype = obj.get("type")
+    if etype == "tick":
+        return "tick", None
+    if etype not in TOPIC_BY_TYPE:
+        return None
+    if etype == "platform_action":
+        key = obj.get("order_id") or obj.get("action_id")
+    else:
+        key = obj.get(KEY_FIELD[etype])
+    return TOPIC_BY_TYPE[etype], key.encode() if isinstance(key, str) else None

@@ -51,6 +51,9 @@ class Detector(Protocol):
 
     name: ClassVar[str]
     event_types: ClassVar[frozenset[str]]
+    # The alert kinds it raises: each of the contract's kinds has exactly one detector
+    # (checked by streams.registry), so a kind leads to one file.
+    raises: ClassVar[tuple[str, ...]]
     # True: events reach on_event in (ts, event_id) order once the watermark passes them,
     # whatever order they arrived in. For detectors whose verdicts depend on order.
     ordered: ClassVar[bool]

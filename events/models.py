@@ -12,6 +12,7 @@ hostile event can neither move event time by years nor grow detector state witho
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from functools import cached_property
 from typing import Annotated, Literal, Union, get_args
 
 from pydantic import (
@@ -106,7 +107,7 @@ class Event(Model):
     platform: Id
     ts: Timestamp
 
-    @property
+    @cached_property  # read several times per event by the engine and detectors
     def epoch(self) -> float:
         return self.ts.timestamp()
 
@@ -169,7 +170,7 @@ class Order(Event):
             raise ValueError("a deadline is at most 10 years (3653 days) after ts")
         return deadline
 
-    @property
+    @cached_property
     def deadline_epoch(self) -> float:
         return self.deadline.timestamp()
 
@@ -192,7 +193,7 @@ class Tick(BaseModel):
     event_id: Id | None = None
     platform: Id | None = None
 
-    @property
+    @cached_property  # read several times per event by the engine and detectors
     def epoch(self) -> float:
         return self.ts.timestamp()
 

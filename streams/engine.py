@@ -26,7 +26,7 @@ detector sees it, so every detector is idempotent without counting distinct thin
 event older than the watermark less the window cannot be told from a duplicate any more; it is
 *late*, and goes to the caller as a failure to dead-letter. Cost: a few dict operations per
 event in process; on Kafka one changelog write per second of event time per partition per
-batch, not one per event (see ``streams.state``).
+batch, not one per event (see ``streams.kafka.state``).
 """
 
 from __future__ import annotations
@@ -317,8 +317,13 @@ class Engine:
         """One detector call; a failure is recorded, never allowed to stop the stream."""
         try:
             if event is None:
-                return stage.detector.on_timer(key, ctx)
-            return stage.detector.on_event(event, key, ctx)
+                alerts = stage.detector.on_timer(key, ctx)
+            else:
+                alerts = stage.detector.on_event(event, key, ctx)
+            for alert in alerts:
+                if alert.kind not in stage.detector.raises:
+                    raise ValueError(f"raised {alert.kind}, which it does not declare in `raises`")
+            return alerts
         except Exception as err:  # a detector bug must not lose the rest of the stream
             self.failures.append((stage.detector.name, err, event))
             return []

@@ -88,23 +88,6 @@ def detector_failures(engine: Engine, source: str) -> list[DeadLetter]:
     return letters
 
 
-def make_delivery(settings: Settings, on_give_up: Callable[[dict], None], outbox_path: str = ":memory:"):
-    """The webhook delivery stage for the configured endpoints, or None when there are none.
-
-    A bad endpoint stops the command here, with a one-line error naming it and the field."""
-    import click
-
-    from streams.delivery import Delivery, Outbox, endpoints_from
-
-    try:
-        endpoints = endpoints_from(settings.webhook_urls, settings.webhook_secret, settings.delivery)
-    except ValueError as err:
-        raise click.ClickException(str(err)) from None
-    if not endpoints:
-        return None
-    return Delivery(endpoints, settings.delivery, Outbox(outbox_path), on_give_up)
-
-
 def read_lines(path: Path) -> Iterator[tuple[int, bytes]]:
     """Non-blank lines of a JSON Lines file as bytes, with 1-based line numbers."""
     with path.open("rb") as handle:

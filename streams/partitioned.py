@@ -25,9 +25,9 @@ from datetime import datetime, timezone
 from kafka.partitioner.default import murmur2
 
 from events import TOPIC_BY_TYPE, Alert, AnyEvent, DeadLetter, Tick, decode
+from events.decode import route
 from streams.engine import Engine
 from streams.local import detector_failures
-from streams.produce import route
 from streams.registry import build_detectors, routes, stage_sources, stages
 from streams.settings import Settings
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from compliance.ledger import OrderLedger
+from detectors.orders import OrderLedger
 from detectors.cascades import Cascades
 from detectors.targets import PostTargets, Targets
 from detectors.water_army import WaterArmy
-from events import TOPIC_BY_TYPE, Detector
+from events import ALERT_KINDS, TOPIC_BY_TYPE, Detector
 from streams.settings import Settings
 
 
@@ -21,6 +21,7 @@ def build_detectors(settings: Settings) -> list[Detector]:
     names = [d.name for d in detectors]
     if len(names) != len(set(names)):
         raise ValueError(f"detector names must be unique: {names}")
+    check_kinds(detectors)
     wanted = [n.strip() for n in settings.detectors.split(",") if n.strip()]
     if not wanted:
         return detectors
@@ -28,6 +29,20 @@ def build_detectors(settings: Settings) -> list[Detector]:
     if unknown:
         raise ValueError(f"STORMWATCH_DETECTORS names unknown detectors {unknown}; known: {names}")
     return [d for d in detectors if d.name in wanted]
+
+
+def check_kinds(detectors: list[Detector]) -> None:
+    """Every alert kind of the contract is raised by exactly one detector, and no detector
+    declares a kind the contract lacks: a kind names the one file where it is decided."""
+    owners: dict[str, list[str]] = {}
+    for d in detectors:
+        for kind in d.raises:
+            owners.setdefault(kind, []).append(d.name)
+    unknown = sorted(set(owners) - set(ALERT_KINDS))
+    wrong = {kind: owners.get(kind, []) for kind in ALERT_KINDS if len(owners.get(kind, [])) != 1}
+    if unknown or wrong:
+        raise ValueError(f"alert kinds and detectors do not match: not in the contract {unknown}, "
+                         f"not raised by exactly one detector {wrong}")
 
 
 def stages(detectors: list[Detector]) -> dict[str, list[Detector]]:

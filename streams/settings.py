@@ -12,15 +12,15 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from compliance.law import LawSettings
-from compliance.ledger import LedgerSettings
+from detectors.orders import LedgerSettings
 from detectors.cascades import CascadeSettings
 from detectors.targets import TargetSettings
 from detectors.water_army import WaterArmySettings
 from events.decode import MAX_FUTURE_S
 from evidence.recorder import EvidenceSettings
-from streams.alertmanager import AlertmanagerSettings
-from streams.delivery import DeliverySettings
-from streams.view import VIEW_HORIZON_S
+from streams.outputs.alertmanager import AlertmanagerSettings
+from streams.outputs.delivery import DeliverySettings
+from streams.kafka.view import VIEW_HORIZON_S
 
 
 class Settings(BaseSettings):
@@ -90,3 +90,9 @@ class Settings(BaseSettings):
     def topic(self, name: str) -> str:
         """The Kafka topic of one of the contract's topics (``posts``, ``alerts``, ...)."""
         return self.topic_prefix + name
+
+
+def bootstrap_servers(broker: str) -> list[str]:
+    """``kafka://h1:9092;h2:9092`` (Faust's form) to kafka-python's ``["h1:9092", "h2:9092"]``."""
+    hosts = broker.replace(";", ",").split(",")
+    return [h.strip().removeprefix("kafka://").rstrip("/") for h in hosts if h.strip()]

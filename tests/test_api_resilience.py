@@ -8,11 +8,11 @@ from datetime import datetime
 import orjson
 import pytest
 
-from compliance.ledger import OrderLedger
+from detectors.orders import OrderLedger
 from events import decode
 from events.records import record_key
 from streams import metrics
-from streams.api import Sources, handle
+from streams.outputs.api import Sources, handle
 from streams.engine import Engine
 from tests.support.events import action, order, tick
 

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 
-from events import DeadLetter, Order, Post, decode, format_ts
+from events import DeadLetter, Post, decode, format_ts
 from events.keys import parts
 from events.records import Records, record_key
 from events.models import MAX_COUNT
@@ -17,7 +17,7 @@ from detectors.targets import PostTargets, Targets, TargetSettings
 from streams.engine import Engine
 from streams.local import LocalPipeline
 from streams.settings import Settings
-from streams.simulator import SimConfig, simulate
+from commands.simulator import SimConfig, simulate
 from tests.support.events import action, order, post, tick
 
 ENGAGEMENT = {"type": "engagement", "event_id": "e", "platform": "w", "ts": "2026-11-30T00:00:00Z", "post_id": "p"}

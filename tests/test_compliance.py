@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 
-from compliance.ledger import OrderLedger, describe, orders_of, scorecard
+from detectors.order_view import describe, orders_of, scorecard
+from detectors.orders import OrderLedger
 from events import format_ts
 from streams.engine import Engine
 from tests.support.events import T0, action, feed, order, post, tick

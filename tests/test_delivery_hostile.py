@@ -19,8 +19,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from streams import delivery as delivery_module
-from streams.delivery import Delivery, DeliverySettings, EndpointConfig, Outbox, endpoints_from
+from streams.outputs.delivery import Delivery, DeliverySettings, EndpointConfig, Outbox, endpoints_from
 from tests.support.events import lines, order, tick
 from tests.support.hostile import HostileReceiver
 from tests.support.receiver import Receiver

@@ -55,7 +55,7 @@ def start_demo(bin_: str, *args: str) -> tuple[subprocess.Popen, int]:
     return proc, port
 
 
-def wait_health(port: int, proc: subprocess.Popen, alerts: int, timeout: float = 60) -> dict:
+def wait_health(port: int, proc: subprocess.Popen, alerts: int, timeout: float = 180) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stdout.read().decode()

@@ -39,7 +39,7 @@ def test_demo_prints_hostile_strings_visibly_and_without_escapes(stormwatch_bin:
 
 
 def test_printable_replaces_every_control_and_bidi_character() -> None:
-    from streams.demo import printable
+    from commands.demo import printable
 
     assert printable("plain 网络暴力 [b]x[/b]") == "plain 网络暴力 [b]x[/b]"
     assert printable("a\x00b\x1fc\x7fd\x85e\u2028f\u2066g\u200fh\tz") == \

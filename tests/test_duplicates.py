@@ -9,12 +9,12 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from compliance.ledger import OrderLedger
+from detectors.orders import OrderLedger
 from events import decode
 from streams.engine import SEEN, Engine
 from streams.local import LocalPipeline
 from streams.settings import Settings
-from streams.simulator import SimConfig, redeliver, simulate_lines
+from commands.simulator import SimConfig, redeliver, simulate_lines
 from tests.support.events import order, tick
 from tests.test_engine import TableLike
 

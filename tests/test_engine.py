@@ -10,7 +10,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compliance.ledger import OrderLedger
+from detectors.orders import OrderLedger
 from events import decode
 from events.records import record_key
 from streams.engine import Engine, Watermark

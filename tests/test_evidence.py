@@ -18,10 +18,10 @@ from evidence.bundle import export, verify
 from evidence.log import EvidenceLog
 from evidence.merkle import MerkleTree, leaf_hash, node_hash, verify_consistency, verify_inclusion
 from evidence.recorder import EvidenceSettings, new_recorder
-from streams.cli import main
+from commands.cli import main
 from streams.local import LocalPipeline
 from streams.settings import Settings
-from streams.simulator import SimConfig, simulate_lines
+from commands.simulator import SimConfig, simulate_lines
 from tests.support.events import action, order, post, tick
 
 KEY = base64.b64encode(bytes(range(32))).decode()  # a fixed signing key: the same stream, the same bytes
@@ -423,7 +423,7 @@ def test_no_alert_when_evidence_was_preserved_first_or_not_asked_for() -> None:
 # -- the API ------------------------------------------------------------------------------------
 
 def test_the_api_serves_the_bundle_to_the_regulator_and_the_own_platform_only(sim_log) -> None:
-    from streams.api import evidence_bundle
+    from streams.outputs.api import evidence_bundle
 
     _directory, log, alerts = sim_log
     latest = {a.alert_id: a.model_dump() for a in alerts}

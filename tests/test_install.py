@@ -12,7 +12,7 @@ from pathlib import Path
 from tests.support.kafka_broker import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("events", "streams", "detectors", "compliance", "evidence")
+PACKAGES = ("events", "streams", "detectors", "compliance", "evidence", "commands")
 # Import name -> distribution name, where they differ.
 DISTRIBUTION = {"faust": "faust-streaming", "kafka": "kafka-python", "prometheus_client": "prometheus-client",
                 "pydantic_settings": "pydantic-settings", "yaml": "pyyaml", "sklearn": "scikit-learn"}
@@ -54,7 +54,7 @@ def test_a_plain_install_runs_replay_and_demo(tmp_path: Path) -> None:
     assert pip.returncode == 0, pip.stderr[-3000:]
     stormwatch = str(venv / "bin" / "stormwatch")
     events = tmp_path / "events.jsonl"
-    generate = "from streams.simulator import SimConfig, simulate_lines\n" \
+    generate = "from commands.simulator import SimConfig, simulate_lines\n" \
                "import sys\nsys.stdout.buffer.write(b'\\n'.join(simulate_lines(SimConfig(minutes=10, organic_per_s=2))))"
     events.write_bytes(subprocess.run([str(venv / "bin" / "python"), "-c", generate], capture_output=True,
                                       check=True, cwd=tmp_path, timeout=120).stdout)

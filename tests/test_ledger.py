@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-from compliance.ledger import OrderLedger, ledger_state
+from detectors.orders import OrderLedger, ledger_state
 from events.records import record_key
 from streams.engine import Engine
 from tests.support.events import action, feed, order, tick
@@ -101,7 +101,8 @@ def test_twenty_thousand_actions_on_one_order_keep_a_bounded_list_and_exact_figu
     sort of all of them: 20 s for 20,000)."""
     import time
 
-    from compliance.ledger import ACTIONS_KEPT, describe, measures_done
+    from detectors.order_view import describe
+    from detectors.orders import ACTIONS_KEPT, measures_done
 
     n = 20_000
     events = [order("flood", 0, 60, measures=["remove_content", "suspend_account"])]
@@ -122,7 +123,8 @@ def test_twenty_thousand_actions_on_one_order_keep_a_bounded_list_and_exact_figu
 
 def test_a_bounded_action_list_gives_the_same_alerts_and_figures_as_an_unbounded_one(monkeypatch) -> None:
     """Verdicts read only the first action of each kind, which the bounded list always keeps."""
-    import compliance.ledger as ledger
+    import detectors.order_view as view
+    import detectors.orders as ledger
 
     def flood(oid: str, deadline: float) -> list[dict]:
         out = [order(oid, 0, deadline, measures=["remove_content", "preserve_evidence"])]
@@ -140,7 +142,7 @@ def test_a_bounded_action_list_gives_the_same_alerts_and_figures_as_an_unbounded
         monkeypatch.setattr(ledger, "ACTIONS_KEPT", kept)
         alerts, engine = run(events)
         state = engine.stages[0].state
-        figures[kept] = (alerts, ledger.scorecard(state, "weibo", engine.watermark().value),
+        figures[kept] = (alerts, view.scorecard(state, "weibo", engine.watermark().value),
                          [(ledger_state(record(engine, o), t), sorted(ledger.measures_done(record(engine, o), t)))
                           for o in ("b1", "b2") for t in (record(engine, o)["order"]["issued"] + 60 * m for m in range(0, 130, 5))])
         assert kept > 100 or all(len(record(engine, o)["actions"]) <= 3 + 5 for o in ("b1", "b2"))

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from streams.local import LocalPipeline
 from streams.partitioned import PartitionedPipeline, partition_of
 from streams.settings import Settings
-from streams.simulator import SimConfig, redeliver, simulate_lines
+from commands.simulator import SimConfig, redeliver, simulate_lines
 
 
 def alerts_of(pipeline_factory, lines: list[bytes]) -> tuple[list[bytes], list]:

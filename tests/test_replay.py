@@ -11,7 +11,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.simulator import SimConfig, simulate_lines
+from commands.simulator import SimConfig, simulate_lines
 from tests.support.events import action, lines, order, tick
 
 SMALL = SimConfig(minutes=20, organic_per_s=5)

@@ -9,8 +9,8 @@ from pathlib import Path
 import orjson
 
 from events.keys import key, parts
-from streams.api import Sources, handle
-from streams.simulator import SimConfig, simulate
+from streams.outputs.api import Sources, handle
+from commands.simulator import SimConfig, simulate
 from tests.support.scenarios import T0
 from tests.support.receiver import Receiver
 from tests.test_duplicates import replay_in_process
@@ -171,7 +171,7 @@ def test_hostile_inputs_leave_every_endpoint_answering_with_the_rest_intact(tmp_
 
 
 def test_a_platforms_webhook_never_gets_the_regulators_cross_platform_alert() -> None:
-    from streams.delivery import EndpointConfig
+    from streams.outputs.delivery import EndpointConfig
 
     both, _ = replay_in_process(copied_for("weibo", "douyin"))
     alerts = list(latest(both).values())

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 import orjson
 import pytest
 
-from streams.view import ClusterView
+from streams.kafka.view import ClusterView
 
 
 def alert(alert_id: str, version: int, ts: str = "2026-11-30T00:00:00+00:00", **extra) -> bytes:
@@ -74,7 +74,7 @@ def test_pruning_drops_only_alerts_older_than_the_horizon_and_the_latest_version
 
 def test_the_api_keeps_reading_the_same_dict() -> None:
     view = ClusterView(horizon_s=10)
-    served = view.alerts  # what streams.app hands to the API
+    served = view.alerts  # what streams.kafka.app hands to the API
     for i in range(100):
         view.apply_alert(alert(f"a{i}", 1, ts=at(i)))
     assert served is view.alerts and set(served) == {f"a{i}" for i in range(89, 100)}

@@ -1,4 +1,4 @@
-"""The web server (demo's; the worker uses the same pieces from streams.api): slow clients are cut
+"""The web server (demo's; the worker uses the same pieces from streams.outputs.api): slow clients are cut
 off, and every response carries the headers a security review expects."""
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
-from streams.api import Sources
-from streams.demo import DASHBOARD, _web_app, serve
+from streams.outputs.api import Sources
+from commands.demo import _web_app, serve
+from streams.outputs.api import DASHBOARD
 from streams.settings import Settings
 from tests.support.kafka_broker import free_port
 

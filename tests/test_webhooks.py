@@ -17,7 +17,7 @@ from pathlib import Path
 
 import orjson
 
-from streams.delivery import Delivery, DeliverySettings, EndpointConfig, Outbox
+from streams.outputs.delivery import Delivery, DeliverySettings, EndpointConfig, Outbox
 from tests.support.events import action, lines, order, tick
 from tests.support.receiver import Receiver
 
@@ -41,7 +41,7 @@ def replay(src: Path, tmp_path: Path, **env: str) -> tuple[subprocess.CompletedP
 
 
 def verify(headers: dict, body: bytes, secret: str = SECRET) -> bool:
-    """The receiver's side of Standard Webhooks, written independently of streams.delivery."""
+    """The receiver's side of Standard Webhooks, written independently of streams.outputs.delivery."""
     key = base64.b64decode(secret.split("_", 1)[1])
     signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
     expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
@@ -146,7 +146,8 @@ def test_no_version_is_delivered_twice_even_after_a_restart(tmp_path: Path) -> N
 
 def test_a_slow_receiver_does_not_slow_detection(tmp_path: Path) -> None:
     """Detection finishes every alert while the slow receiver has taken almost none of them."""
-    from streams.local import LocalPipeline, make_delivery, read_lines, replay_lines
+    from streams.local import LocalPipeline, read_lines, replay_lines
+    from streams.outputs.delivery import make_delivery
     from streams.settings import Settings
 
     receiver = Receiver(delay_s=1.0).start()
@@ -212,7 +213,7 @@ def test_the_outbox_stays_bounded_over_a_long_run(tmp_path: Path) -> None:
 def test_a_version_submitted_again_within_the_retention_is_not_sent_again(tmp_path: Path) -> None:
     """Pruning runs meanwhile; only the versions finished longer ago than the retention may go again."""
     receiver = Receiver().start()
-    settings = DeliverySettings(retention_s=1.0)
+    settings = DeliverySettings(retention_s=4.0)  # longer than five deliveries take on a loaded machine
     outbox = Outbox(str(tmp_path / "outbox.sqlite"))
 
     async def run() -> None:
@@ -221,7 +222,7 @@ def test_a_version_submitted_again_within_the_retention_is_not_sent_again(tmp_pa
         for alert in versions("old", 1, 5):
             delivery.submit(alert)
         assert await delivery.drain(timeout=10)
-        await asyncio.sleep(1.2)  # "old" passes the retention
+        await asyncio.sleep(4.2)  # "old" passes the retention
         for alert in versions("recent", 1, 5):
             delivery.submit(alert)
         assert await delivery.drain(timeout=10)  # these deliveries prune "old"

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from streams.app import Progress
+from streams.kafka.app import Progress
 
 STALL = Progress.STALL_S
 
@@ -81,7 +81,7 @@ def test_a_partition_never_seen_starts_where_its_first_message_is() -> None:
 
 def test_faust_never_commits_past_what_the_agents_handled_contiguously() -> None:
     """Faust's own rule commits over one missing offset at the head of the acked ones."""
-    from streams.app import _guard_consumer
+    from streams.kafka.app import _guard_consumer
 
     tp = ("posts", 0)
     consumer = SimpleNamespace(_committed_offset={tp: 100}, _new_offset=lambda _tp: 201,  # acked 101..200
@@ -102,7 +102,7 @@ def test_faust_never_commits_past_what_the_agents_handled_contiguously() -> None
 @pytest.mark.parametrize("detectors", ["", "water_army", "post_targets,targets"])
 def test_the_worker_builds_with_any_set_of_detectors(detectors: str, tmp_path) -> None:
     """Agents, stages and the API view are wired without a broker; the ledger may be left out."""
-    from streams.app import create_app, topic_names
+    from streams.kafka.app import create_app, topic_names
     from streams.settings import Settings
 
     settings = Settings(detectors=detectors, app_id=f"build-{len(detectors)}", data_dir=tmp_path, store="memory://")

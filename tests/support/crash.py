@@ -18,7 +18,7 @@ from pathlib import Path
 import orjson
 from kafka import KafkaConsumer, TopicPartition
 
-from streams.simulator import SimConfig, simulate_lines
+from commands.simulator import SimConfig, simulate_lines
 from tests.support.kafka_broker import KafkaBroker
 from tests.support.worker import Worker
 

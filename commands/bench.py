@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from events import decode
 from streams.local import LocalPipeline
 from streams.settings import Settings
-from streams.simulator import SimConfig, simulate_lines
+from commands.simulator import SimConfig, simulate_lines
 
 
 @dataclass

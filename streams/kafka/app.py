@@ -8,7 +8,7 @@ Two kinds of agent, both boring on purpose:
   partition of those stage topics.
 * one ``stage`` agent per stage (see :func:`streams.registry.stages`: the three platform-keyed
   detectors share one) reads its stage topic in batches and runs an :class:`Engine` over the
-  stage's detectors, with Faust tables (changelogged once per batch, see :mod:`streams.state`)
+  stage's detectors, with Faust tables (changelogged once per batch, see :mod:`streams.kafka.state`)
   as state; alerts go to ``alerts``.
 
 A stage partition's event time is the minimum over its source partitions (see
@@ -29,16 +29,15 @@ from faust.streams import _current_event
 
 from events import INPUT_TOPICS, DeadLetter, Detector, Tick, decode, format_ts, raw_text
 from streams import metrics
-from streams.alertmanager import Alertmanager
-from streams.demo import DASHBOARD
-from streams.api import OPENAPI, Sources, handle, secure_headers, server_options
+from streams.outputs.alertmanager import Alertmanager
+from streams.outputs.api import DASHBOARD, OPENAPI, Sources, handle, secure_headers, server_options
 from streams.engine import Engine
-from streams.local import detector_failures, make_delivery
-from streams.produce import bootstrap_servers
+from streams.local import detector_failures
+from streams.outputs.delivery import make_delivery
 from streams.registry import build_detectors, routes, stage_sources, stages
-from streams.settings import Settings
-from streams.state import TableState
-from streams.view import ClusterView
+from streams.settings import Settings, bootstrap_servers
+from streams.kafka.state import TableState
+from streams.kafka.view import ClusterView
 
 log = logging.getLogger("stormwatch.worker")
 SOURCE_HEADER = "stormwatch-source"
@@ -335,7 +334,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
     @app.task
     async def follow_view() -> None:
-        """The API's view of every platform (see :mod:`streams.view`)."""
+        """The API's view of every platform (see :mod:`streams.kafka.view`)."""
         topics = [alerts_topic.get_topic_name()]
         if orders is not None:  # STORMWATCH_DETECTORS may leave the ledger out
             topics.append(orders.by_name["orders"].state.table.changelog_topic.get_topic_name())

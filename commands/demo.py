@@ -22,14 +22,14 @@ from rich.text import Text
 
 from events import Alert, DeadLetter
 from streams import metrics
-from streams.local import LocalPipeline, make_delivery, read_lines
-from streams.alertmanager import Alertmanager
-from streams.api import HTTP_TIMEOUT_S, OPENAPI, Sources, evidence_bundle, handle, secure_headers, server_options
+from streams.local import LocalPipeline, read_lines
+from streams.outputs.delivery import make_delivery
+from streams.outputs.alertmanager import Alertmanager
+from streams.outputs.api import DASHBOARD, HTTP_TIMEOUT_S, OPENAPI, Sources, evidence_bundle, handle, secure_headers, server_options
 from streams.settings import Settings
-from streams.simulator import SimConfig, simulate_lines
+from commands.simulator import SimConfig, simulate_lines
 from evidence.bundle import export
 
-DASHBOARD = Path(__file__).with_name("dashboard.html")
 SEVERITY_STYLE = {"info": "cyan", "warning": "yellow", "critical": "bold red"}
 
 # What must not reach the operator's terminal as is: C0 and C1 controls and DEL (escape

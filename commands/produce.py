@@ -17,18 +17,10 @@ from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from events import INPUT_TOPICS, TOPIC_BY_TYPE, DeadLetter, decode
+from events import INPUT_TOPICS, DeadLetter, decode
+from events.decode import route
 from streams.local import read_lines
-from streams.settings import Settings
-
-KEY_FIELD = {"post": "post_id", "engagement": "post_id", "report": "report_id", "order": "order_id"}
-
-
-def bootstrap_servers(broker: str) -> list[str]:
-    """``kafka://h1:9092;h2:9092`` (Faust's form) to kafka-python's ``["h1:9092", "h2:9092"]``."""
-    hosts = broker.replace(";", ",").split(",")
-    return [h.strip().removeprefix("kafka://").rstrip("/") for h in hosts if h.strip()]
-
+from streams.settings import Settings, bootstrap_servers
 
 def ensure_topics(settings: Settings, names: list[str]) -> None:
     """Create missing topics with the configured partition count (a broker default could differ)."""
@@ -43,26 +35,6 @@ def ensure_topics(settings: Settings, names: list[str]) -> None:
                 pass
     finally:
         admin.close()
-
-
-def route(line: bytes) -> tuple[str, bytes | None] | None:
-    """(topic, key) for a line, ``("tick", None)`` for ticks, None when it cannot be routed."""
-    try:
-        obj = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(obj, dict):
-        return None
-    etype = obj.get("type")
-    if etype == "tick":
-        return "tick", None
-    if etype not in TOPIC_BY_TYPE:
-        return None
-    if etype == "platform_action":
-        key = obj.get("order_id") or obj.get("action_id")
-    else:
-        key = obj.get(KEY_FIELD[etype])
-    return TOPIC_BY_TYPE[etype], key.encode() if isinstance(key, str) else None
 
 
 @dataclass

@@ -44,6 +44,7 @@ import random
 import sqlite3
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -56,6 +57,9 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 from events.alerts import REGULATOR
 from events.decode import DeadLetter
 from streams import metrics
+
+if TYPE_CHECKING:
+    from streams.settings import Settings
 
 log = logging.getLogger("stormwatch.delivery")
 
@@ -412,3 +416,18 @@ class Delivery:
                 read += len(chunk)
                 if read >= self.settings.max_response_bytes:
                     return
+
+
+def make_delivery(settings: Settings, on_give_up: Callable[[dict], None], outbox_path: str = ":memory:"):
+    """The webhook delivery stage for the configured endpoints, or None when there are none.
+
+    A bad endpoint stops the command here, with a one-line error naming it and the field."""
+    import click
+
+    try:
+        endpoints = endpoints_from(settings.webhook_urls, settings.webhook_secret, settings.delivery)
+    except ValueError as err:
+        raise click.ClickException(str(err)) from None
+    if not endpoints:
+        return None
+    return Delivery(endpoints, settings.delivery, Outbox(outbox_path), on_give_up)

@@ -57,7 +57,8 @@ def replay(file: Path, alerts_out: str, deadletter_out: str | None, partitions: 
     alerts are delivered too, and replay exits only when every version was delivered or given
     up on. Exits 0 unless FILE cannot be read.
     """
-    from streams.local import LocalPipeline, make_delivery, read_lines, replay_lines
+    from streams.local import LocalPipeline, read_lines, replay_lines
+    from streams.outputs.delivery import make_delivery
 
     try:
         lines = list(read_lines(file))
@@ -153,8 +154,8 @@ def worker(broker: str | None, web_port: int | None, loglevel: str) -> None:
     Reads the contract's input topics, writes `alerts` and `deadletter`. State lives in
     changelogged tables, so a restarted worker picks up where it stopped.
     """
-    from streams.app import create_app, topic_names
-    from streams.produce import ensure_topics
+    from streams.kafka.app import create_app, topic_names
+    from commands.produce import ensure_topics
     from streams.runtime import tune_gc
 
     overrides = {k: v for k, v in {"broker": broker, "web_port": web_port}.items() if v is not None}
@@ -177,7 +178,7 @@ def produce(file: Path, broker: str | None) -> None:
     Keys are the contract's natural ids; `tick` lines go to every partition of every input
     topic; lines that cannot be routed go to `deadletter`.
     """
-    from streams.produce import produce_file
+    from commands.produce import produce_file
 
     settings = Settings(**({"broker": broker} if broker else {}))
     report = produce_file(file, settings)
@@ -204,7 +205,7 @@ def demo(replay_file: Path | None, port: int, speed: float, seed: int, minutes: 
     """
     import asyncio
 
-    from streams.demo import DemoOptions, run_demo
+    from commands.demo import DemoOptions, run_demo
 
     options = DemoOptions(replay=replay_file, port=port, speed=speed, seed=seed, minutes=minutes,
                           exit_when_done=exit_when_done)
@@ -219,7 +220,7 @@ def demo(replay_file: Path | None, port: int, speed: float, seed: int, minutes: 
 @click.option("--seed", type=int, default=7, show_default=True, help="Simulator seed.")
 def bench(events: int, seed: int) -> None:
     """Measure replay throughput beside raw json.loads of the same lines, in one run."""
-    from streams.bench import run_bench
+    from commands.bench import run_bench
 
     run_bench(events, seed, echo=click.echo)
 

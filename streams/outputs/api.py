@@ -19,15 +19,19 @@ import re
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from compliance.ledger import describe, ledger_state, orders_of, scorecard
+from detectors.order_view import describe, orders_of, scorecard
+from detectors.orders import ledger_state
 from events.alerts import REGULATOR
 from streams import metrics
 
 log = logging.getLogger("stormwatch.api")
+
+DASHBOARD = Path(__file__).with_name("dashboard.html")  # the regulator's page, served by demo and worker
 
 
 @dataclass(frozen=True)
