@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -84,7 +85,10 @@ def _event_time(line: bytes) -> tuple[str, float] | None:
 
 
 def _web_app(state: dict, settings: Settings | None = None, sources: Sources | None = None,
-             export=None) -> web.Application:
+             export=None, tokens: dict[str, dict[str, str]] | None = None) -> web.Application:
+    """The demo's web server. ``tokens``: the API's bearer tokens (default: the settings')."""
+    tokens = tokens if tokens is not None else (settings.api_tokens if settings else {})
+
     async def metrics_page(_request: web.Request) -> web.Response:
         return web.Response(body=metrics.exposition(), headers={"Content-Type": metrics.CONTENT_TYPE})
 
@@ -96,8 +100,7 @@ def _web_app(state: dict, settings: Settings | None = None, sources: Sources | N
                             "/api/platforms/{platform}/scorecard (bearer token from STORMWATCH_API_TOKENS).\n")
 
     async def api(request: web.Request) -> web.Response:
-        status, body = handle(request.path, request.query, request.headers.get("Authorization"),
-                              settings.api_tokens if settings else {}, sources)
+        status, body = handle(request.path, request.query, request.headers.get("Authorization"), tokens, sources)
         return web.json_response(body, status=status)
 
     async def openapi(_request: web.Request) -> web.Response:
@@ -105,7 +108,7 @@ def _web_app(state: dict, settings: Settings | None = None, sources: Sources | N
 
     async def evidence(request: web.Request) -> web.Response:
         status, body = evidence_bundle(request.match_info["alert_id"], request.headers.get("Authorization"),
-                                       settings.api_tokens if settings else {}, sources.alerts, export)
+                                       tokens, sources.alerts, export)
         if status != 200:
             return web.json_response(body, status=status)
         return web.Response(body=body, content_type="application/zip", headers={
@@ -158,14 +161,17 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> int:
         output.start()
     recorder = _evidence_recorder(settings, console)
     pipeline = LocalPipeline(settings, on_alert, on_deadletter, recorder)
-    ledger = next(stage.state for stage in pipeline.engine.stages if stage.detector.name == "orders")
+    # Without the order ledger (STORMWATCH_DETECTORS without "orders") the API shows no orders.
+    ledger = next((stage.state for stage in pipeline.engine.stages if stage.detector.name == "orders"), {})
     sources = Sources(alerts=latest, ledger=ledger, now=lambda: pipeline.engine.watermark().value)
-    runner = await serve(_web_app(state, settings, sources, export=lambda aid: export(recorder.log, aid)),
+    tokens, one_time = demo_tokens(settings)
+    runner = await serve(_web_app(state, settings, sources, export=lambda aid: export(recorder.log, aid), tokens=tokens),
                          settings.web_host, options.port, options.http_timeout_s or settings.web_timeout_s)
     feed, name = _feed(options)
     console.print(safe(f"Stormwatch demo: feeding {len(feed):,} events from {name} at "
                        f"{'full speed' if not options.speed else f'{options.speed:g}x event time'}; "
                        f"metrics on http://{settings.web_host}:{options.port}/metrics"), highlight=False)
+    console.print(dashboard_message(settings.web_host, options.port, one_time), highlight=False, soft_wrap=True)
     progress = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[clock]}", markup=False), TimeElapsedColumn(), console=console,
                         transient=False)
@@ -197,6 +203,24 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> int:
         await runner.cleanup()
         recorder.log.close()
     return 0
+
+
+def demo_tokens(settings: Settings) -> tuple[dict[str, dict[str, str]], str | None]:
+    """The API's tokens, and the one-time regulator token made when none is configured, so
+    the dashboard opens without set-up (it lives as long as this process)."""
+    if settings.api_tokens:
+        return settings.api_tokens, None
+    token = secrets.token_urlsafe(24)
+    return {token: {"role": "regulator"}}, token
+
+
+def dashboard_message(host: str, port: int, token: str | None) -> Text:
+    """Where the dashboard is. The token goes in the URL's fragment, which browsers never send
+    to the server (nor in a Referer); the page moves it to its session storage."""
+    if token is None:
+        return Text(f"Dashboard: http://{host}:{port}/dashboard (enter a token from STORMWATCH_API_TOKENS)")
+    return Text.assemble("Dashboard (one-time regulator token, for this run only):\n    ",
+                         (f"http://{host}:{port}/dashboard#token={token}", "bold"))
 
 
 def _evidence_recorder(settings: Settings, console: Console):
