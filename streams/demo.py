@@ -25,12 +25,14 @@ from events import Alert, DeadLetter
 from streams import metrics
 from streams.local import LocalPipeline, make_delivery, read_lines
 from streams.alertmanager import Alertmanager
-from streams.api import HTTP_TIMEOUT_S, OPENAPI, Sources, evidence_bundle, handle, secure_headers, server_options
+from streams.api import (HTTP_TIMEOUT_S, OPENAPI, Sources, evidence_bundle, handle, secure_headers, server_options,
+                         static_file)
 from streams.settings import Settings
 from streams.simulator import SimConfig, simulate_lines
 from evidence.bundle import export
 
 DASHBOARD = Path(__file__).with_name("dashboard.html")
+VERSIONS_KEPT = 500  # versions of one alert the demo keeps for /api/alerts/{id}/versions
 SEVERITY_STYLE = {"info": "cyan", "warning": "yellow", "critical": "bold red"}
 
 # What must not reach the operator's terminal as is: C0 and C1 controls and DEL (escape
@@ -117,9 +119,15 @@ def _web_app(state: dict, settings: Settings | None = None, sources: Sources | N
     async def dashboard(_request: web.Request) -> web.Response:
         return web.Response(body=DASHBOARD.read_bytes(), content_type="text/html", charset="utf-8")
 
+    async def static(request: web.Request) -> web.Response:
+        found = static_file(request.match_info["name"])
+        if found is None:
+            raise web.HTTPNotFound()
+        return web.Response(body=found[0], headers={"Content-Type": found[1], "Cache-Control": "max-age=3600"})
+
     app = web.Application(middlewares=[secure_headers])
     app.add_routes([web.get("/", index), web.get("/metrics", metrics_page), web.get("/healthz", healthz),
-                    web.get("/dashboard", dashboard),
+                    web.get("/dashboard", dashboard), web.get("/static/{name}", static),
                     web.get("/openapi.json", openapi)])
     if sources is not None:
         app.add_routes([web.get("/api/alerts/{alert_id}/evidence", evidence), web.get("/api/{tail:.*}", api)])
@@ -139,11 +147,15 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> int:
     settings = Settings()
     state = {"events": 0, "alerts": 0, "fed": False}
     latest: dict[str, dict] = {}
+    versions: dict[str, list[dict]] = {}  # for the dashboard's curves: every version, the last VERSIONS_KEPT
 
     def on_alert(alert: Alert) -> None:
         state["alerts"] += 1
         if not getattr(alert, "shadow", False):
             latest[alert.alert_id] = alert.model_dump()
+            kept = versions.setdefault(alert.alert_id, [])
+            kept.append(latest[alert.alert_id])
+            del kept[:-VERSIONS_KEPT]
         for output in outputs:
             output.submit(alert.model_dump())
         style = SEVERITY_STYLE.get(alert.severity, "white")
@@ -163,7 +175,7 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> int:
     pipeline = LocalPipeline(settings, on_alert, on_deadletter, recorder)
     # Without the order ledger (STORMWATCH_DETECTORS without "orders") the API shows no orders.
     ledger = next((stage.state for stage in pipeline.engine.stages if stage.detector.name == "orders"), {})
-    sources = Sources(alerts=latest, ledger=ledger, now=lambda: pipeline.engine.watermark().value)
+    sources = Sources(alerts=latest, ledger=ledger, now=lambda: pipeline.engine.watermark().value, versions=versions)
     tokens, one_time = demo_tokens(settings)
     runner = await serve(_web_app(state, settings, sources, export=lambda aid: export(recorder.log, aid), tokens=tokens),
                          settings.web_host, options.port, options.http_timeout_s or settings.web_timeout_s)

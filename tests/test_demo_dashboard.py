@@ -93,3 +93,50 @@ def test_the_demo_runs_with_a_subset_of_the_detectors(stormwatch_bin: str, subse
     assert orders.status_code == 200 and orders.json() == []  # no ledger: no orders, not a crash
     assert scorecard.status_code == 200 and scorecard.json()["orders_received"] == 0
     assert "Traceback" not in out and "done:" in out
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory):
+    """The demo on twenty simulated minutes (a campaign that grows over several versions)."""
+    from streams.simulator import SimConfig, simulate_lines
+    from tests.support.demo import demo_serving
+
+    src = tmp_path_factory.mktemp("sim") / "sim.jsonl"
+    src.write_bytes(b"\n".join(simulate_lines(SimConfig(seed=7, start=1_764_000_000.0, minutes=20))) + b"\n")
+    tokens = {"reg": {"role": "regulator"}, "weibo": {"role": "platform", "platform": "weibo"},
+              "douyin": {"role": "platform", "platform": "douyin"}}
+    with demo_serving(src, tokens) as base:
+        yield base
+
+
+def test_an_alerts_versions_oldest_first_for_whoever_may_read_it(simulated: str) -> None:
+    def get(path: str, token: str) -> httpx.Response:
+        return httpx.get(simulated + path, headers={"Authorization": f"Bearer {token}"}, timeout=5)
+
+    campaigns = get("/api/campaigns", "reg").json()
+    latest = campaigns[0]
+    versions = get(f"/api/alerts/{latest['alert_id']}/versions", "reg").json()
+    assert [v["version"] for v in versions] == list(range(1, latest["version"] + 1)) and len(versions) >= 3
+    assert versions[-1] == latest
+    sizes = [len(v["evidence"]["accounts"]) for v in versions]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]  # the campaign grew
+    assert get(f"/api/alerts/{latest['alert_id']}/versions", "weibo").json() == versions
+    assert get(f"/api/alerts/{latest['alert_id']}/versions", "douyin").status_code == 403
+    assert get("/api/alerts/nope/versions", "reg").status_code == 404
+    assert httpx.get(f"{simulated}/api/alerts/{latest['alert_id']}/versions").status_code == 401
+
+
+def test_the_chart_library_is_served_from_the_package_and_the_csp_stays_strict(simulated: str) -> None:
+    from streams.api import STATIC
+
+    script = httpx.get(f"{simulated}/static/echarts.min.js")
+    assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
+    assert script.content == (STATIC / "echarts.min.js").read_bytes() and len(script.content) > 500_000
+    assert "Apache License" in httpx.get(f"{simulated}/static/echarts-LICENSE.txt").text
+    for missing in ("nope.js", "..%2Fapi.py", "%2E%2E/dashboard.html", "../api.py"):
+        assert httpx.get(f"{simulated}/static/{missing}").status_code == 404, missing
+    page = httpx.get(f"{simulated}/dashboard")
+    assert b'<script src="/static/echarts.min.js"></script>' in page.content
+    csp = dict(part.strip().split(" ", 1) for part in page.headers["content-security-policy"].split(";"))
+    assert csp["default-src"] == "'self'" and csp["object-src"] == "'none'"
+    assert csp["script-src"].startswith("'self' 'sha256-") and "unsafe" not in page.headers["content-security-policy"]
