@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -26,6 +30,40 @@ def main() -> None:
     A file:       stormwatch replay events.jsonl --alerts-out alerts.jsonl
     On Kafka:     stormwatch worker   and   stormwatch produce events.jsonl
     """
+
+
+def progress_console():
+    """Where progress bars go: standard error, and only when it is a terminal outside CI, so
+    pipes, files and CI logs get the same bytes as before (tests replace this function)."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    return console if console.is_terminal and not os.environ.get("CI") else None
+
+
+@contextmanager
+def feed_progress(total: int, what: str, counts: Callable[[], dict[str, int]]) -> Iterator[Callable[[int], None]]:
+    """A progress bar over ``total`` lines, with the rate and the ``counts`` (dead letters,
+    alerts, ...) so far; yields ``update(lines_done)``. Without a terminal, ``update`` does nothing."""
+    console = progress_console()
+    if console is None:
+        yield lambda _done: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+                        TextColumn("{task.fields[counts]}"), TimeElapsedColumn(), console=console, transient=True)
+    start = time.monotonic()
+
+    def update(done: int) -> None:
+        rate = done / max(time.monotonic() - start, 1e-6)
+        shown = " · ".join(f"{value:,} {name}" for name, value in counts().items())
+        progress.update(task, completed=done, rate=f"{rate:,.0f} lines/s", counts=shown)
+
+    with progress:
+        task = progress.add_task(what, total=total, rate="", counts="")
+        yield update
+        update(total)
 
 
 def _writer(path: str | None, default):
@@ -90,10 +128,16 @@ def replay(file: Path, alerts_out: str, deadletter_out: str | None, partitions: 
         if recorder is not None:
             raise click.UsageError("--evidence-dir works without --partitions only (one log writer)")
         pipeline = PartitionedPipeline(settings, partitions, on_alert_delivered, on_deadletter)
-    if delivery is None:
-        replay_lines(pipeline, file, lines)
-    else:
-        asyncio.run(_replay_and_deliver(pipeline, file, lines, delivery))
+    counts = (lambda: {"events": pipeline.events, "dead letters": pipeline.deadletters, "alerts": pipeline.alerts})
+    with feed_progress(len(lines), "replay", counts) as update:
+        if delivery is None:
+            for start in range(0, len(lines), CHUNK):
+                replay_lines(pipeline, file, lines[start:start + CHUNK], last=start + CHUNK >= len(lines))
+                update(min(start + CHUNK, len(lines)))
+            if not lines:
+                pipeline.finish()
+        else:
+            asyncio.run(_replay_and_deliver(pipeline, file, lines, delivery, update))
     if stats_out is not None:
         if partitions is None:
             raise click.UsageError("--stats-out needs --partitions")
@@ -128,15 +172,24 @@ def _evidence_recorder(settings: Settings, directory: Path):
     return recorder
 
 
-async def _replay_and_deliver(pipeline, file: Path, lines, delivery) -> None:
+def _count_lines(file: Path) -> int:
+    with file.open("rb") as handle:
+        return sum(1 for line in handle if line.strip())
+
+
+CHUNK = 2000  # lines fed between progress updates (and, with webhooks, between delivery turns)
+
+
+async def _replay_and_deliver(pipeline, file: Path, lines, delivery, update: Callable[[int], None]) -> None:
     """Replay while webhooks go out in the background; return when every version was
     delivered or given up on."""
     from streams.local import replay_lines
 
     delivery.start()
     try:
-        for start in range(0, len(lines), 2000):
-            replay_lines(pipeline, file, lines[start:start + 2000], last=start + 2000 >= len(lines))
+        for start in range(0, len(lines), CHUNK):
+            replay_lines(pipeline, file, lines[start:start + CHUNK], last=start + CHUNK >= len(lines))
+            update(min(start + CHUNK, len(lines)))
             await asyncio.sleep(0)  # let the delivery tasks run
         await delivery.drain()
     finally:
@@ -180,8 +233,14 @@ def produce(file: Path, broker: str | None) -> None:
     """
     from commands.produce import produce_file
 
+    from commands.produce import ProduceReport
+
     settings = Settings(**({"broker": broker} if broker else {}))
-    report = produce_file(file, settings)
+    report = ProduceReport()
+    counts = (lambda: {"sent": report.sent, "ticks": report.ticks, "dead letters": report.deadletters})
+    total = _count_lines(file) if progress_console() is not None else 0
+    with feed_progress(total, "produce", counts) as update:
+        report = produce_file(file, settings, on_progress=update, report=report)
     click.echo(f"sent {report.sent} events, {report.ticks} ticks (to every partition), "
                f"{report.deadletters} unroutable lines to deadletter", err=True)
 

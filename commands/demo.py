@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,11 +26,13 @@ from streams import metrics
 from streams.local import LocalPipeline, read_lines
 from streams.outputs.delivery import make_delivery
 from streams.outputs.alertmanager import Alertmanager
-from streams.outputs.api import DASHBOARD, HTTP_TIMEOUT_S, OPENAPI, Sources, evidence_bundle, handle, secure_headers, server_options
+from streams.outputs.api import (DASHBOARD, HTTP_TIMEOUT_S, OPENAPI, Sources, evidence_bundle, handle, secure_headers,
+                                 server_options, static_file)
 from streams.settings import Settings
 from commands.simulator import SimConfig, simulate_lines
 from evidence.bundle import export
 
+VERSIONS_KEPT = 500  # versions of one alert the demo keeps for /api/alerts/{id}/versions
 SEVERITY_STYLE = {"info": "cyan", "warning": "yellow", "critical": "bold red"}
 
 # What must not reach the operator's terminal as is: C0 and C1 controls and DEL (escape
@@ -84,7 +87,10 @@ def _event_time(line: bytes) -> tuple[str, float] | None:
 
 
 def _web_app(state: dict, settings: Settings | None = None, sources: Sources | None = None,
-             export=None) -> web.Application:
+             export=None, tokens: dict[str, dict[str, str]] | None = None) -> web.Application:
+    """The demo's web server. ``tokens``: the API's bearer tokens (default: the settings')."""
+    tokens = tokens if tokens is not None else (settings.api_tokens if settings else {})
+
     async def metrics_page(_request: web.Request) -> web.Response:
         return web.Response(body=metrics.exposition(), headers={"Content-Type": metrics.CONTENT_TYPE})
 
@@ -96,8 +102,7 @@ def _web_app(state: dict, settings: Settings | None = None, sources: Sources | N
                             "/api/platforms/{platform}/scorecard (bearer token from STORMWATCH_API_TOKENS).\n")
 
     async def api(request: web.Request) -> web.Response:
-        status, body = handle(request.path, request.query, request.headers.get("Authorization"),
-                              settings.api_tokens if settings else {}, sources)
+        status, body = handle(request.path, request.query, request.headers.get("Authorization"), tokens, sources)
         return web.json_response(body, status=status)
 
     async def openapi(_request: web.Request) -> web.Response:
@@ -105,7 +110,7 @@ def _web_app(state: dict, settings: Settings | None = None, sources: Sources | N
 
     async def evidence(request: web.Request) -> web.Response:
         status, body = evidence_bundle(request.match_info["alert_id"], request.headers.get("Authorization"),
-                                       settings.api_tokens if settings else {}, sources.alerts, export)
+                                       tokens, sources.alerts, export)
         if status != 200:
             return web.json_response(body, status=status)
         return web.Response(body=body, content_type="application/zip", headers={
@@ -114,9 +119,15 @@ def _web_app(state: dict, settings: Settings | None = None, sources: Sources | N
     async def dashboard(_request: web.Request) -> web.Response:
         return web.Response(body=DASHBOARD.read_bytes(), content_type="text/html", charset="utf-8")
 
+    async def static(request: web.Request) -> web.Response:
+        found = static_file(request.match_info["name"])
+        if found is None:
+            raise web.HTTPNotFound()
+        return web.Response(body=found[0], headers={"Content-Type": found[1], "Cache-Control": "max-age=3600"})
+
     app = web.Application(middlewares=[secure_headers])
     app.add_routes([web.get("/", index), web.get("/metrics", metrics_page), web.get("/healthz", healthz),
-                    web.get("/dashboard", dashboard),
+                    web.get("/dashboard", dashboard), web.get("/static/{name}", static),
                     web.get("/openapi.json", openapi)])
     if sources is not None:
         app.add_routes([web.get("/api/alerts/{alert_id}/evidence", evidence), web.get("/api/{tail:.*}", api)])
@@ -136,11 +147,15 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> int:
     settings = Settings()
     state = {"events": 0, "alerts": 0, "fed": False}
     latest: dict[str, dict] = {}
+    versions: dict[str, list[dict]] = {}  # for the dashboard's curves: every version, the last VERSIONS_KEPT
 
     def on_alert(alert: Alert) -> None:
         state["alerts"] += 1
         if not getattr(alert, "shadow", False):
             latest[alert.alert_id] = alert.model_dump()
+            kept = versions.setdefault(alert.alert_id, [])
+            kept.append(latest[alert.alert_id])
+            del kept[:-VERSIONS_KEPT]
         for output in outputs:
             output.submit(alert.model_dump())
         style = SEVERITY_STYLE.get(alert.severity, "white")
@@ -158,14 +173,17 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> int:
         output.start()
     recorder = _evidence_recorder(settings, console)
     pipeline = LocalPipeline(settings, on_alert, on_deadletter, recorder)
-    ledger = next(stage.state for stage in pipeline.engine.stages if stage.detector.name == "orders")
-    sources = Sources(alerts=latest, ledger=ledger, now=lambda: pipeline.engine.watermark().value)
-    runner = await serve(_web_app(state, settings, sources, export=lambda aid: export(recorder.log, aid)),
+    # Without the order ledger (STORMWATCH_DETECTORS without "orders") the API shows no orders.
+    ledger = next((stage.state for stage in pipeline.engine.stages if stage.detector.name == "orders"), {})
+    sources = Sources(alerts=latest, ledger=ledger, now=lambda: pipeline.engine.watermark().value, versions=versions)
+    tokens, one_time = demo_tokens(settings)
+    runner = await serve(_web_app(state, settings, sources, export=lambda aid: export(recorder.log, aid), tokens=tokens),
                          settings.web_host, options.port, options.http_timeout_s or settings.web_timeout_s)
     feed, name = _feed(options)
     console.print(safe(f"Stormwatch demo: feeding {len(feed):,} events from {name} at "
                        f"{'full speed' if not options.speed else f'{options.speed:g}x event time'}; "
                        f"metrics on http://{settings.web_host}:{options.port}/metrics"), highlight=False)
+    console.print(dashboard_message(settings.web_host, options.port, one_time), highlight=False, soft_wrap=True)
     progress = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[clock]}", markup=False), TimeElapsedColumn(), console=console,
                         transient=False)
@@ -197,6 +215,24 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> int:
         await runner.cleanup()
         recorder.log.close()
     return 0
+
+
+def demo_tokens(settings: Settings) -> tuple[dict[str, dict[str, str]], str | None]:
+    """The API's tokens, and the one-time regulator token made when none is configured, so
+    the dashboard opens without set-up (it lives as long as this process)."""
+    if settings.api_tokens:
+        return settings.api_tokens, None
+    token = secrets.token_urlsafe(24)
+    return {token: {"role": "regulator"}}, token
+
+
+def dashboard_message(host: str, port: int, token: str | None) -> Text:
+    """Where the dashboard is. The token goes in the URL's fragment, which browsers never send
+    to the server (nor in a Referer); the page moves it to its session storage."""
+    if token is None:
+        return Text(f"Dashboard: http://{host}:{port}/dashboard (enter a token from STORMWATCH_API_TOKENS)")
+    return Text.assemble("Dashboard (one-time regulator token, for this run only):\n    ",
+                         (f"http://{host}:{port}/dashboard#token={token}", "bold"))
 
 
 def _evidence_recorder(settings: Settings, console: Console):

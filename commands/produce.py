@@ -9,6 +9,7 @@ time moves forward on partitions that have no data.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,12 +45,17 @@ class ProduceReport:
     deadletters: int = 0
 
 
-def produce_file(path: Path, settings: Settings) -> ProduceReport:
+def produce_file(path: Path, settings: Settings, on_progress: Callable[[int], None] | None = None,
+                 every: int = 2000, report: ProduceReport | None = None) -> ProduceReport:
+    """Send the file, counting into ``report``; ``on_progress(lines_done)`` is called every
+    ``every`` lines, for a progress bar that shows the counts so far."""
     ensure_topics(settings, [settings.topic(t) for t in (*INPUT_TOPICS, "deadletter")])
     producer = KafkaProducer(bootstrap_servers=bootstrap_servers(settings.broker), linger_ms=5, acks="all")
-    report = ProduceReport()
+    report = ProduceReport() if report is None else report
     try:
-        for number, line in read_lines(path):
+        for done, (number, line) in enumerate(read_lines(path), 1):
+            if on_progress is not None and done % every == 0:
+                on_progress(done)
             target = route(line)
             if target is None:
                 letter = decode(line, f"{path.name}:{number}")

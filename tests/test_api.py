@@ -74,7 +74,7 @@ def test_the_openapi_description_lists_every_endpoint(demo: str) -> None:
     spec = httpx.get(demo + "/openapi.json").json()
     assert spec["openapi"].startswith("3.") and set(spec["paths"]) == {
         "/api/alerts", "/api/campaigns", "/api/cascades", "/api/orders", "/api/platforms/{platform}/scorecard",
-        "/api/alerts/{alert_id}/evidence"}
+        "/api/alerts/{alert_id}/evidence", "/api/alerts/{alert_id}/versions"}
     for path in ENDPOINTS:  # and each of them answers a regulator
         assert get(demo, path, "reg-token").status_code == 200
 

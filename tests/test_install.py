@@ -53,6 +53,10 @@ def test_a_plain_install_runs_replay_and_demo(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=900)
     assert pip.returncode == 0, pip.stderr[-3000:]
     stormwatch = str(venv / "bin" / "stormwatch")
+    shipped = subprocess.run([str(venv / "bin" / "python"), "-c", "from streams.outputs.api import static_file; "
+                              "print(len(static_file('echarts.min.js')[0]))"], capture_output=True, text=True,
+                             cwd=tmp_path, timeout=60)
+    assert shipped.returncode == 0 and int(shipped.stdout) > 500_000, shipped.stderr  # the dashboard's charts
     events = tmp_path / "events.jsonl"
     generate = "from commands.simulator import SimConfig, simulate_lines\n" \
                "import sys\nsys.stdout.buffer.write(b'\\n'.join(simulate_lines(SimConfig(minutes=10, organic_per_s=2))))"

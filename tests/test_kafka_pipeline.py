@@ -251,6 +251,10 @@ def test_the_worker_serves_only_its_own_routes(kafka_broker, stormwatch_bin: str
         assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
         assert page.headers["x-frame-options"] == "DENY" and page.headers["x-content-type-options"] == "nosniff"
         assert worker.api("/api/alerts", "reg").headers["cache-control"] == "no-store"
+        script = httpx.get(base + "/static/echarts.min.js", timeout=5)  # the dashboard's chart library
+        assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
+        assert httpx.get(base + "/static/nope.js", timeout=5).status_code == 404
+        assert worker.api("/api/alerts/nope/versions", "reg").status_code == 404
         with socket.create_connection(("127.0.0.1", worker.port), timeout=10) as sock:
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # ...and never the blank line
             started = time.monotonic()

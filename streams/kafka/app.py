@@ -30,7 +30,7 @@ from faust.streams import _current_event
 from events import INPUT_TOPICS, DeadLetter, Detector, Tick, decode, format_ts, raw_text
 from streams import metrics
 from streams.outputs.alertmanager import Alertmanager
-from streams.outputs.api import DASHBOARD, OPENAPI, Sources, handle, secure_headers, server_options
+from streams.outputs.api import DASHBOARD, OPENAPI, Sources, handle, secure_headers, server_options, static_file
 from streams.engine import Engine
 from streams.local import detector_failures
 from streams.outputs.delivery import make_delivery
@@ -345,7 +345,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
                               settings.api_tokens, sources)
         return web.json(body, status=status)
 
-    for path in ("/api/alerts", "/api/campaigns", "/api/cascades", "/api/orders",
+    for path in ("/api/alerts", "/api/alerts/{alert_id}/versions", "/api/campaigns", "/api/cascades", "/api/orders",
                  "/api/platforms/{platform}/scorecard"):
         app.page(path)(api)
 
@@ -454,6 +454,13 @@ def create_app(settings: Settings | None = None) -> faust.App:
     @app.page("/dashboard")
     async def dashboard(web, request):  # noqa: ANN001
         return web.bytes(DASHBOARD.read_bytes(), headers={"Content-Type": "text/html; charset=utf-8"})
+
+    @app.page("/static/{name}")
+    async def static(web, request, name):  # noqa: ANN001 - the dashboard's chart library
+        found = static_file(name)
+        if found is None:
+            return web.json({"error": "not found"}, status=404)
+        return web.bytes(found[0], headers={"Content-Type": found[1], "Cache-Control": "max-age=3600"})
 
     @app.page("/healthz")
     async def healthz(web, request):  # noqa: ANN001

@@ -58,11 +58,14 @@ def authenticate(tokens: Mapping[str, Mapping[str, str]], authorization: str | N
 
 @dataclass
 class Sources:
-    """Where the API reads from: the latest alert versions, the ledger state, and event time now."""
+    """Where the API reads from: the latest alert versions, the ledger state, and event time now.
+    ``versions``: earlier versions of each alert, oldest first, where the server keeps them (the
+    demo does; the worker's view keeps the latest only)."""
 
     alerts: Mapping[str, dict]
     ledger: MutableMapping[str, Any]
     now: Callable[[], float]
+    versions: Mapping[str, list[dict]] | None = None
 
 
 def may_read(alert: dict, caller: Caller, wanted: str | None) -> bool:
@@ -134,6 +137,14 @@ def handle(path: str, query: Mapping[str, str], authorization: str | None,
 
         rows = _each("alerts", list(sources.alerts.values()), alert)
         return 200, [a for _key, a in sorted(rows, key=lambda row: row[0], reverse=True)]
+    if len(parts) == 4 and parts[:2] == ["api", "alerts"] and parts[3] == "versions":
+        latest = sources.alerts.get(parts[2])
+        if latest is None:
+            return 404, {"error": f"no alert {parts[2]!r} here"}
+        if not shown(latest):
+            return 403, {"error": "this token may not read this alert"}
+        kept = (sources.versions or {}).get(parts[2]) or [latest]
+        return 200, [v for v in kept if v["version"] <= latest["version"]]
     if parts == ["api", "campaigns"]:
         def campaign(a: dict) -> tuple | None:
             if shown(a) and a["kind"] == "water_army_campaign" and "merged_into" not in a["evidence"]:
@@ -222,6 +233,10 @@ OPENAPI = {
                                                 "with raw events, hashes, inclusion proofs and signed tree heads; "
                                                 "summary.md", [{"name": "alert_id", "in": "path", "required": True,
                                                                 "schema": {"type": "string"}}]),
+        "/api/alerts/{alert_id}/versions": _get("The alert's versions, oldest first, as far as this server keeps "
+                                                "them (the demo: all; the worker: the latest)", [
+                                                    {"name": "alert_id", "in": "path", "required": True,
+                                                     "schema": {"type": "string"}}]),
         "/api/campaigns": _get("Live water-army campaigns, largest first", [PLATFORM]),
         "/api/cascades": _get("Posts that spread fast or crossed a legal figure", [PLATFORM]),
         "/api/orders": _get("Orders with their ledger state, measures done and missing, deadline",
@@ -233,6 +248,22 @@ OPENAPI = {
                                                                   "schema": {"type": "string"}}]),
     },
 }
+
+
+# -- The dashboard's files, served by demo and the worker --------------------------------------
+
+STATIC = Path(__file__).with_name("static")
+STATIC_TYPES = {".js": "text/javascript; charset=utf-8", ".txt": "text/plain; charset=utf-8"}
+
+
+def static_file(name: str) -> tuple[bytes, str] | None:
+    """(bytes, Content-Type) of ``/static/<name>``: a file directly in ``streams/outputs/static`` (the
+    vendored chart library and its licences), or None. No path is built from the request: the
+    name must be one of the folder's own file names."""
+    for path in STATIC.iterdir():
+        if path.name == name and path.suffix in STATIC_TYPES and path.is_file():
+            return path.read_bytes(), STATIC_TYPES[path.suffix]
+    return None
 
 
 # -- HTTP hardening shared by demo and the worker ---------------------------------------------
