@@ -226,13 +226,20 @@ class Targets:
         norm = normalise(post.text) if post.text else ""
         if len(norm) >= MIN_CHARS:  # near-identical texts: one LSH band of the MinHash signature
             texts = rec.setdefault("texts", {})
+            # The largest clusters seen, [any, on two platforms or more], kept (like the other
+            # circumstances) while the record lives: later texts may push their bands out.
+            best = rec.setdefault("coordinated", [0, 0])
             for band in bands(exact_key(minhash(norm)), TEXT_ROWS):
                 posted = texts.pop(band, {})  # re-inserted last: the dict stays in time order
                 posted.pop(attacker, None)
+                _drop_older(posted, t - self.s.window_s, lambda v: v)
                 posted[attacker] = t
-                while len(posted) > 200:
+                while len(posted) > max(50, 2 * self.s.coordinated_accounts):  # enough to count to the figure
                     del posted[next(iter(posted))]
                 texts[band] = posted
+                best[0] = max(best[0], len(posted))
+                if len({ids.parts(a)[0] for a in posted}) >= 2:
+                    best[1] = max(best[1], len(posted))
             while len(texts) > MAX_TEXT_BANDS:
                 del texts[next(iter(texts))]
 
@@ -257,10 +264,9 @@ class Targets:
         # Coordination: the most attackers that posted one near-identical text in the window.
         # Enough of them is an organised attack (water_army); on several platforms, the
         # evidence that the attack across platforms is organised (not just on two platforms).
-        cluster = max(rec.get("texts", {}).values(), key=len, default={})
-        coordinated = len(cluster) >= s.coordinated_accounts
-        cluster_platforms = len({ids.parts(a)[0] for a in cluster})
-        if len(platforms) >= 2 and coordinated and cluster_platforms >= 2:
+        best = rec.get("coordinated", [0, 0])
+        coordinated = best[0] >= s.coordinated_accounts
+        if len(platforms) >= 2 and best[1] >= s.coordinated_accounts:
             factors.append("organised_across_platforms")
         # A new version when the finding grows: attackers double, reports start to surge, a
         # public-prosecution factor appears, an organised attack shows, or the target reports it.
@@ -284,11 +290,11 @@ class Targets:
         common = {"severity": "critical" if severe else "warning", "legal_refs": refs, "aggravating": aggravating}
         figures = {"score": score, "report_baseline": round(baseline, 3), "reported_by_target": rec["self"],
                    "public_prosecution_factors": factors,
-                   "coordinated_posting": {"accounts": len(cluster), "platforms": cluster_platforms,
+                   "coordinated_posting": {"accounts": best[0], "across_platforms": best[1],
                                            "limit": s.coordinated_accounts}}
         summary = (f"{key} is under a concentrated attack: {attackers} accounts, {reports} reports in the last "
                    f"{s.window_s / 3600:g} h" + (f" on {len(platforms)} platforms" if len(platforms) > 1 else "")
-                   + (f"; {len(cluster)} of them posted near-identical text (candidate organised attack)"
+                   + (f"; {best[0]} of them posted near-identical text (candidate organised attack)"
                       if coordinated else "")
                    + (f"; candidate public-prosecution factors: {', '.join(factors)}." if factors else "."))
         if len(platforms) <= 1:  # one platform's finding: its alert, as it always was

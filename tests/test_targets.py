@@ -210,7 +210,7 @@ def test_a_surge_with_coordinated_near_identical_posts_carries_water_army(same: 
         f.post(k, f"a{k}", {"id": "adult"}, text, labels=["insult"])
     latest = f.run()[-1]
     assert ("water_army" in latest["aggravating"]) is coordinated
-    assert latest["evidence"]["coordinated_posting"] == {"accounts": same, "platforms": 1, "limit": 5}
+    assert latest["evidence"]["coordinated_posting"] == {"accounts": same, "across_platforms": 0, "limit": 5}
     assert ("near-identical" in latest["summary"]) is coordinated
     assert latest["evidence"]["public_prosecution_factors"] == []  # one platform: nothing across platforms
 
@@ -261,3 +261,14 @@ def test_public_prosecution_factors_cite_their_items_of_opinions_art_12() -> Non
     assert latest["evidence"]["public_prosecution_factors"] == ["ordinary_person_mass_malicious_comments"]
     assert "Opinions 法发〔2023〕14号 Art. 12(2)" in latest["legal_refs"]
     assert any(r.startswith("Opinions 法发〔2023〕14号 Art. 12 (") for r in latest["legal_refs"])
+
+
+@pytest.mark.parametrize("same,organised", [(4, False), (5, True), (6, True)])
+def test_one_text_on_two_platforms_by_five_accounts_is_organised_across_platforms(same: int, organised: bool) -> None:
+    f = Feed()
+    for k in range(10):
+        f.post(k, f"a{k}", {"id": "adult"}, SAME if k < same else DISTINCT[k], labels=["insult"],
+               platform=["weibo", "douyin"][k % 2])
+    regulator = [a for a in f.run() if a.get("audience") == "regulator"][-1]
+    assert ("organised_across_platforms" in regulator["evidence"]["public_prosecution_factors"]) is organised
+    assert regulator["evidence"]["coordinated_posting"]["across_platforms"] == same
