@@ -157,11 +157,6 @@ class Targets:
         # The windows are in time order (dicts keep insertion order): drop what left them.
         _drop_older(rec["attackers"], horizon, lambda v: v[0])
         _drop_older(rec["victims"], horizon, lambda v: v)
-        texts = rec.get("texts", {})
-        for band in list(texts):
-            _drop_older(texts[band], horizon, lambda v: v)
-            if not texts[band]:
-                del texts[band]
         posts = rec["posts"]
         while posts and posts[0][0] < horizon:
             posts.pop(0)
