@@ -17,8 +17,9 @@ Alerts:
   abnormally fast (``viral_reposts``/``viral_window_s``), or is forecast by SEISMIC to reach
   a legal figure within ``forecast_horizon_s`` while still below it. Lawful posts stay silent
   however viral.
-* ``illegal_marketing``: public accounts pushing harmful posts about a target, counted
-  against the 2019-15 Art. 10(4) figures (their followers, the accounts reached, the posts).
+* ``illegal_marketing``: a public account pushing harmful posts about persons, counted per
+  account against the 2019-15 Art. 10(4) figures (its followers, the accounts its posts
+  reached, its posts); see :meth:`Cascades._marketing` for what is not summed.
 
 Keyed by platform and ordered, like the water-army detector, so a root and its reposts meet
 in one partition in event-time order.
@@ -279,31 +280,50 @@ class Cascades:
                 "supercritical": final == float("inf")}
 
     def _marketing(self, p: str, item_id: str, item: dict, fig: dict, t: float, ctx: Context) -> list[Alert]:
-        """Public accounts pushing harmful content about a target, against 2019-15 Art. 10(4)."""
+        """One public account pushing harmful posts about persons, against 2019-15 Art. 10(4).
+
+        Measured per offender, the account: "情节严重" is one offender's, so unrelated accounts
+        posting about one person are not summed. An organised group acting together could be
+        summed, but the campaigns that show organisation live in the water-army detector's own
+        state; the group's figures are left to the reviewer of that ``water_army_campaign``.
+        Accounts reached: events do not name readers, so one reader of two posts cannot be told
+        from two readers; the figure is the largest count of one post (a lower bound that counts
+        no reader twice), and the sum over posts is given as the upper bound.
+        """
+        author = item["author"]
+        rec = ctx.records.get("pusher", p, author) or {"posts": {}, "followers": 0, "fired": [], "alerts": {}}
+        rec["followers"] = max(rec["followers"], item.get("followers", 0))
+        rec["posts"][item_id] = [fig["reach_accounts"], item["targets"][:20]]
+        rec["agg"] = sorted(set(rec.get("agg", [])) | set(self._aggravating(item)))
+        reach = [v[0] for v in rec["posts"].values()]
+        counted = {"marketing_followers_30000": rec["followers"], "marketing_accounts_2000": max(reach),
+                   "marketing_posts_100": len(rec["posts"])}
+        met = [fid for fid, value in counted.items() if value >= self.law.limit(fid)]
+        new = [fid for fid in met if fid not in rec["fired"]]
         alerts = []
-        for target in item["targets"]:
-            rec = ctx.records.get("marketing", p, target) or {"accounts": {}, "posts": {}, "fired": [], "alerts": {}}
-            rec["accounts"][item["author"]] = item.get("followers", 0)
-            rec["posts"][item_id] = fig["reach_accounts"]
-            rec["agg"] = sorted(set(rec.get("agg", [])) | set(self._aggravating(item)))
-            counted = {"marketing_followers_30000": sum(rec["accounts"].values()),
-                       "marketing_accounts_2000": sum(rec["posts"].values()),
-                       "marketing_posts_100": len(rec["posts"])}
-            met = [fid for fid, value in counted.items() if value >= self.law.limit(fid)]
-            new = [fid for fid in met if fid not in rec["fired"]]
-            if new:
-                rec["fired"] += new
-                alerts.append(raise_alert(
-                    rec["alerts"], kind="illegal_marketing", subject=("target", target), ts=t, severity="critical",
-                    platform=p,
-                    summary=f"{len(rec['accounts'])} public accounts push harmful content about {target} "
-                    f"({', '.join(met)}): candidate illegal marketing of online violence.",
-                    legal_refs=["Opinions 法发〔2023〕14号 (蹭炒热度, 推广引流)", "Interpretation 2019-15 Art. 10(4)"],
-                    aggravating=rec["agg"],
-                    evidence={"accounts": sorted(rec["accounts"]), "posts": sorted(rec["posts"])[-50:],
-                              "target_id": target, "grounds": met, "followers": counted["marketing_followers_30000"],
-                              "accounts_reached": counted["marketing_accounts_2000"],
-                              "post_count": counted["marketing_posts_100"]},
-                    shadow=self.s.shadow))
-            ctx.records.save("marketing", p, target, record=rec, until=t + self.s.item_ttl_s)
+        if new:
+            rec["fired"] += new
+            about: dict[str, int] = {}
+            for _reach, targets in rec["posts"].values():
+                for target in targets:
+                    about[target] = about.get(target, 0) + 1
+            targets = sorted(about, key=lambda tg: (-about[tg], tg))
+            alerts.append(raise_alert(
+                rec["alerts"], kind="illegal_marketing", subject=("account", author), ts=t, severity="critical",
+                platform=p,
+                summary=f"Public account {author} pushed {len(rec['posts'])} harmful posts about {targets[0]}"
+                + (f" and {len(targets) - 1} other persons" if len(targets) > 1 else "")
+                + f" ({', '.join(met)}): candidate illegal marketing of online violence.",
+                legal_refs=["Opinions 法发〔2023〕14号 (蹭炒热度, 推广引流)", "Criminal Law Art. 287-1",
+                            *sorted({self.law.source(fid).split(" with ")[-1] for fid in met})],
+                aggravating=rec["agg"],
+                evidence={"accounts": [author], "account_id": author, "measured_per": "account",
+                          "posts": sorted(rec["posts"])[-50:], "target_id": targets[0], "target_ids": targets[:50],
+                          "grounds": met, "followers": counted["marketing_followers_30000"],
+                          "accounts_reached": counted["marketing_accounts_2000"],
+                          "accounts_reached_bound": "largest_post",
+                          "accounts_reached_sum": sum(reach),
+                          "post_count": counted["marketing_posts_100"]},
+                shadow=self.s.shadow))
+        ctx.records.save("pusher", p, author, record=rec, until=t + self.s.item_ttl_s)
         return alerts

@@ -18,8 +18,16 @@ classifier verdict and no reports, raises nothing. Public-prosecution factors (C
 Art. 246(2) with the 2023 Opinions: ordinary people attacked by mass malicious comments;
 several victims or repeated dissemination, i.e. harmful posts that attack other persons too or
 an account posting ``repeat_posts`` of them; organised spread over several platforms) are named
-in ``legal_refs`` with their figures. Several victims are seen within posts (a post naming
-several targets); one account attacking two persons in separate posts is not linked yet.
+in ``legal_refs`` with their items of Opinions Art. 12. Several victims are seen within posts (a
+post naming several targets); one account attacking two persons in separate posts is not linked yet.
+
+Organisation is seen in the target's own window: ``coordinated_accounts`` distinct attackers
+posting near-identical text (one MinHash LSH band) make the ``water_army`` aggravation, and only
+such a text posted on two platforms or more makes ``organised_across_platforms`` (harmful posts
+on two platforms alone are not evidence of organisation). The water-army detector's campaigns are
+not used: they live in the platform-keyed stage's state, and reaching this stage would need a new
+internal event type on the stage topics. ``provider_organized`` needs a platform-run account that
+started the wave (its harmful post came with no other attacker in the window), not one of many.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, Field
 
 from detectors.abuse import AbuseClassifier
+from detectors.text import MIN_CHARS, bands, exact_key, minhash, normalise
 from events import Alert, AnyEvent, Context, Post, Report, Target, keys as ids, raise_alert
 from events.alerts import REGULATOR
 
@@ -37,8 +46,14 @@ TARGET_FIELDS = frozenset(Target.model_fields)
 HARMFUL = {"insult", "defamation", "doxxing", "sexual_rumor", "threat", "incitement"}
 SEVERE = {"doxxing", "threat", "sexual_rumor"}
 EARLY_WARNING = "Provisions on the Governance of Online Violence Information (2024) Art. 13"
-PUBLIC_PROSECUTION = ["Criminal Law Art. 246(2)", "Opinions 法发〔2023〕14号 (public prosecution of online insult "
-                      "and defamation)"]
+PUBLIC_PROSECUTION = ["Criminal Law Art. 246(2)", "Opinions 法发〔2023〕14号 Art. 12 (public prosecution of online "
+                      "insult and defamation: 侵害对象, 行为方式, 信息传播范围)"]
+# Each factor is one listed case of Opinions Art. 12 (its items (2)-(4)).
+FACTOR_REFS = {"ordinary_person_mass_malicious_comments": "Opinions 法发〔2023〕14号 Art. 12(2)",
+               "several_victims_or_repeated_dissemination": "Opinions 法发〔2023〕14号 Art. 12(3)",
+               "organised_across_platforms": "Opinions 法发〔2023〕14号 Art. 12(4)"}
+TEXT_ROWS = 4  # rows per LSH band: the water-army detector's default (near-identical texts share a band)
+MAX_TEXT_BANDS = 256  # LSH bands a target's record keeps (the most recently used)
 
 
 class TargetSettings(BaseModel):
@@ -58,6 +73,9 @@ class TargetSettings(BaseModel):
                            "recently seen): the record lives as long as attacks go on.")
     max_victims: int = Field(50, ge=1, description="Other persons named with the target in harmful posts that "
                              "its record keeps (the newest): N targets in one post would otherwise store N-1 each.")
+    coordinated_accounts: int = Field(5, ge=2, description="Distinct attackers posting near-identical harmful text "
+                                      "about the target within the window that show an organised attack: the "
+                                      "water_army aggravation; on two platforms or more, organisation across them.")
 
 
 class PostTargets:
@@ -171,6 +189,9 @@ class Targets:
         # [latest ts, platform, harmful posts about the target with no gap longer than the window,
         # account]; keyed by platform and account: two platforms' "u1" are two people
         attacker = ids.key(post.platform, post.account_id)
+        # The first harmful post of a wave: no attacker (itself included) posted within the window.
+        newest = rec["attackers"][next(reversed(rec["attackers"]))][0] if rec["attackers"] else -math.inf
+        initiates = newest < t - self.s.window_s
         before = rec["attackers"].pop(attacker, None)  # re-inserted last: the dict stays in time order
         rec["attackers"][attacker] = [t, post.platform, (before[2] if before else 0) + 1, post.account_id]
         victims = rec["victims"]
@@ -194,10 +215,30 @@ class Targets:
                 seen[where] = seen.pop(where, 0) + 1  # re-inserted last: the newest are at the end
                 if kind != "platform" and len(seen) > self.s.max_scene:
                     del seen[next(iter(seen))]
+        # provider_organized: a platform-run account that started the wave (发起), not one of many
         for flag, present in (("sexual_topic", "sexual_rumor" in labels), ("deep_synthesis", post.synthetic),
-                              ("provider_organized", bool(post.account and post.account.platform_operated))):
+                              ("provider_organized", initiates and bool(post.account and post.account.platform_operated))):
             if present:
                 rec["flags"][flag] = True
+        norm = normalise(post.text) if post.text else ""
+        if len(norm) >= MIN_CHARS:  # near-identical texts: one LSH band of the MinHash signature
+            texts = rec.setdefault("texts", {})
+            # The largest clusters seen, [any, on two platforms or more], kept (like the other
+            # circumstances) while the record lives: later texts may push their bands out.
+            best = rec.setdefault("coordinated", [0, 0])
+            for band in bands(exact_key(minhash(norm)), TEXT_ROWS):
+                posted = texts.pop(band, {})  # re-inserted last: the dict stays in time order
+                posted.pop(attacker, None)
+                _drop_older(posted, t - self.s.window_s, lambda v: v)
+                posted[attacker] = t
+                while len(posted) > max(50, 2 * self.s.coordinated_accounts):  # enough to count to the figure
+                    del posted[next(iter(posted))]
+                texts[band] = posted
+                best[0] = max(best[0], len(posted))
+                if len({ids.parts(a)[0] for a in posted}) >= 2:
+                    best[1] = max(best[1], len(posted))
+            while len(texts) > MAX_TEXT_BANDS:
+                del texts[next(iter(texts))]
 
     def _judge(self, key: str, rec: dict, t: float) -> list[Alert]:
         s = self.s
@@ -217,19 +258,26 @@ class Targets:
         repeaters = {a: v[2] for a, v in rec["attackers"].items() if v[2] >= s.repeat_posts}
         if repeaters or rec["victims"]:
             factors.append("several_victims_or_repeated_dissemination")
-        if len(platforms) >= 2:
+        # Coordination: the most attackers that posted one near-identical text in the window.
+        # Enough of them is an organised attack (water_army); on several platforms, the
+        # evidence that the attack across platforms is organised (not just on two platforms).
+        best = rec.get("coordinated", [0, 0])
+        coordinated = best[0] >= s.coordinated_accounts
+        if len(platforms) >= 2 and best[1] >= s.coordinated_accounts:
             factors.append("organised_across_platforms")
         # A new version when the finding grows: attackers double, reports start to surge, a
-        # public-prosecution factor appears, or the target reports it themself.
-        findings = [f"factor:{f}" for f in factors] + (["reports"] if by_reports else []) + (["self"] if rec["self"] else [])
+        # public-prosecution factor appears, an organised attack shows, or the target reports it.
+        findings = ([f"factor:{f}" for f in factors] + (["reports"] if by_reports else [])
+                    + (["self"] if rec["self"] else []) + (["water_army"] if coordinated else []))
         new = [f for f in findings if f not in rec["fired"]]
         if rec["reported_attackers"] and attackers < 2 * rec["reported_attackers"] and not new:
             return []
         rec["fired"] += new
         rec["reported_attackers"] = max(attackers, 1)
-        refs = [EARLY_WARNING] + (PUBLIC_PROSECUTION if factors else [])
+        refs = [EARLY_WARNING] + (PUBLIC_PROSECUTION + [FACTOR_REFS[f] for f in factors] if factors else [])
         aggravating = [a for a, present in (
             ("minor_target", rec["flags"].get("minor")), ("disabled_target", rec["flags"].get("disabled")),
+            ("water_army", coordinated),
             ("sexual_topic", rec["flags"].get("sexual_topic")), ("deep_synthesis", rec["flags"].get("deep_synthesis")),
             ("provider_organized", rec["flags"].get("provider_organized"))) if present]
         labels = _by_label(rec["labels"], None)
@@ -238,9 +286,13 @@ class Targets:
                       * (0.7 if SEVERE & set(labels) else 1.0), 3)
         common = {"severity": "critical" if severe else "warning", "legal_refs": refs, "aggravating": aggravating}
         figures = {"score": score, "report_baseline": round(baseline, 3), "reported_by_target": rec["self"],
-                   "public_prosecution_factors": factors}
+                   "public_prosecution_factors": factors,
+                   "coordinated_posting": {"accounts": best[0], "across_platforms": best[1],
+                                           "limit": s.coordinated_accounts}}
         summary = (f"{key} is under a concentrated attack: {attackers} accounts, {reports} reports in the last "
                    f"{s.window_s / 3600:g} h" + (f" on {len(platforms)} platforms" if len(platforms) > 1 else "")
+                   + (f"; {best[0]} of them posted near-identical text (candidate organised attack)"
+                      if coordinated else "")
                    + (f"; candidate public-prosecution factors: {', '.join(factors)}." if factors else "."))
         if len(platforms) <= 1:  # one platform's finding: its alert, as it always was
             platform = platforms[0] if platforms else _report_platform(rec) or "unknown"

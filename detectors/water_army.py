@@ -20,7 +20,10 @@ The rule, in the order the code applies it to each post:
    ``water_army_campaign``; growth is re-reported at most every ``report_every_s``.
 
 Account signals (young accounts, few followers, shared device or IP prefix) are evidence and
-raise the score; they never make a campaign on their own. Keyed by platform and ordered: one
+raise the score; they never make a campaign on their own. The Opinions' aggravation
+(``water_army``, and the members' circumstances) and Criminal Law Art. 246 go only to campaigns
+with a target or harmful content (a labelled post); ``provider_organized`` only when a
+platform-run account founded the campaign or is its hub. Keyed by platform and ordered: one
 stage partition per platform sees that platform's posts in (ts, event_id) order.
 """
 
@@ -36,6 +39,7 @@ from pydantic import BaseModel, Field
 
 from detectors.text import MIN_CHARS, PERMUTATIONS, bands, exact_key, minhash, normalise, text_key
 from events import Alert, AnyEvent, Context, Post, keys as ids, raise_alert
+from events.models import HARMFUL_LABELS
 
 LEGAL_REFS = ["Opinions on Punishing Online Violence (法发〔2023〕14号): organised water army (组织水军)",
               "Criminal Law Art. 246"]
@@ -84,6 +88,12 @@ def _aggravating(post: Post) -> list[str]:
     return found
 
 
+def _aims(post: Post) -> list[str]:
+    """What makes a campaign online violence rather than, say, promotion: a target, harmful content."""
+    return [a for a, present in (("harmful", bool(HARMFUL_LABELS & set(post.labels))),
+                                 ("targeted", bool(post.targets))) if present]
+
+
 class WaterArmy:
     """Raises ``water_army_campaign`` alerts; see the module docstring for the rule."""
 
@@ -120,16 +130,17 @@ class WaterArmy:
         self._co_text(key, event, t, ctx, pairing)
         alerts: list[Alert] = []
         for other in self._partners(me, pairing):
-            weight, objs, posts = 0.0, [], []
+            weight, objs, posts, aims = 0.0, [], [], set(_aims(event))
             for obj, w, members in pairing:
                 seen = members.get(other)
                 if seen is not None:
                     weight = max(weight, w)  # one occasion: the best-weighted object that links the two
                     objs.append(obj)
+                    aims.update(seen[2] if len(seen) > 2 else ())  # the partner's post's aims
                     if seen[1] not in posts:
                         posts.append(seen[1])
             if self._pair(key, me, other, weight, objs, posts, n_me, t, ctx):
-                alerts.extend(self._join(key, me, other, t, objs, posts + [event.post_id], flags, ctx))
+                alerts.extend(self._join(key, me, other, t, objs, posts + [event.post_id], flags, ctx, sorted(aims)))
         return alerts
 
     def _partners(self, me: str, pairing: list[tuple[str, float, dict]]) -> list[str]:
@@ -177,6 +188,8 @@ class WaterArmy:
             rec["sig"] = [young, acct.followers < self.s.low_followers, acct.device_id, acct.ip_prefix]
         if flags:
             rec["flags"] = sorted(set(rec.get("flags", [])) | set(flags))
+        if acct is not None and acct.platform_operated:
+            rec["operated"] = True  # provider_organized needs it of a founder or the hub (see _provider)
         ctx.records.save("account", platform, post.account_id, record=rec, until=t + self.keep_s)
         return rec["n"]
 
@@ -196,7 +209,8 @@ class WaterArmy:
             del members[next(iter(members))]
         if members and len(members) < self.s.max_pairing and t - rec["first"] <= self.s.young_object_s:
             pairing.append((obj, self._weight(len(members) + 1), members))
-        members[post.account_id] = [t, post.post_id]
+        aims = _aims(post)
+        members[post.account_id] = [t, post.post_id, aims] if aims else [t, post.post_id]
         while len(members) > self.s.max_pairing + 1:  # crowded: keep the newest
             del members[next(iter(members))]
         ctx.records.save("object", platform, obj, record=rec, until=t + window)
@@ -288,7 +302,7 @@ class WaterArmy:
         return became
 
     def _join(self, platform: str, me: str, other: str, t: float, objs: list[str], posts: list[str],
-              flags: list[str], ctx: Context) -> list[Alert]:
+              flags: list[str], ctx: Context, aims: list[str] = ()) -> list[Alert]:
         closed: list[Alert] = []
         mine, theirs = ctx.records.get("member", platform, me), ctx.records.get("member", platform, other)
         if mine is None and theirs is None:
@@ -310,6 +324,11 @@ class WaterArmy:
             member["c"] = cid
             ctx.records.save("member", platform, account, record=member, until=t + self.keep_s)
         camp["flags"] = sorted(set(camp["flags"]) | set(flags))
+        camp["aims"] = sorted(set(camp.get("aims", [])) | set(aims) | ({"targeted"} if any(
+            o.startswith("tgt:") for o in objs) else set()))
+        degree = camp.setdefault("deg", {})  # strong pairs per member: who is the hub
+        for account in (me, other):
+            degree[account] = degree.get(account, 0) + 1
         for o in objs:
             camp["objs"][o] = camp["objs"].get(o, 0) + 1
         camp["posts"] = (camp["posts"] + [p for p in posts if p not in camp["posts"]])[-20:]
@@ -337,6 +356,9 @@ class WaterArmy:
             member["c"] = kc
             ctx.records.save("member", platform, account, record=member, until=gone["t"] + self.keep_s)
         keep["flags"] = sorted(set(keep["flags"]) | set(gone["flags"]))
+        keep["aims"] = sorted(set(keep.get("aims", [])) | set(gone.get("aims", [])))
+        for account, n in gone.get("deg", {}).items():
+            keep.setdefault("deg", {})[account] = keep.get("deg", {}).get(account, 0) + n
         for o, n in gone["objs"].items():
             keep["objs"][o] = keep["objs"].get(o, 0) + n
         keep["posts"] = (keep["posts"] + gone["posts"])[-20:]
@@ -348,7 +370,8 @@ class WaterArmy:
             closed.append(raise_alert(
                 gone["alerts"], kind="water_army_campaign", subject=("campaign", gc), ts=t, severity="info",
                 platform=platform, summary=f"Campaign {gc} turned out to be part of campaign {kc}; see that alert.",
-                legal_refs=LEGAL_REFS, aggravating=["water_army"],
+                legal_refs=LEGAL_REFS if gone.get("aims") else [],
+                aggravating=["water_army"] if gone.get("aims") else [],
                 evidence={"accounts": sorted(gone["members"]), "posts": gone["posts"], "objects": [],
                           "score": 0.0, "merged_into": kc}, shadow=self.s.shadow))
         ctx.records.save("campaign", platform, gc, record=gone, until=gone["until"])
@@ -367,7 +390,12 @@ class WaterArmy:
             shared = max(shared, sum(n for n in counts.values() if n > 1) / len(members))
         density = min(1.0, camp["pairs"] / len(members))  # strong pairs per member
         score = round(min(1.0, 0.55 + 0.15 * density + 0.1 * young + 0.1 * low + 0.1 * shared), 3)
-        aggravating = ["water_army", *[f for f in camp["flags"] if f != "water_army"]]
+        # The Opinions' circumstances are of online violence: a campaign with no target and no
+        # harmful content (promotion, say) is coordinated but carries none of them, nor Art. 246.
+        aims = camp.get("aims", [])
+        provider = self._provider(platform, camp, ctx)
+        flags = [f for f in camp["flags"] if f not in ("water_army", "provider_organized")]
+        aggravating = ["water_army", *sorted(flags + (["provider_organized"] if provider else []))] if aims else []
         severe = {"minor_target", "disabled_target", "sexual_topic", "provider_organized"} & set(aggravating)
         objects = sorted(camp["objs"], key=lambda o: (-camp["objs"][o], o))[:10]
         camp["reported"] = len(members)
@@ -377,11 +405,26 @@ class WaterArmy:
             severity="critical" if severe or len(members) >= 50 else "warning", platform=platform,
             summary=f"{len(members)} accounts on {platform} act in coordination (candidate water army) "
             f"on {len(camp['objs'])} shared objects.",
-            legal_refs=LEGAL_REFS, aggravating=aggravating,
+            legal_refs=LEGAL_REFS if aims else [], aggravating=aggravating,
             evidence={"accounts": members, "posts": camp["posts"], "objects": objects, "score": score,
                       "strong_pairs": camp["pairs"], "young_accounts": round(young, 3),
-                      "low_follower_accounts": round(low, 3), "shared_device_or_ip": round(shared, 3)},
+                      "low_follower_accounts": round(low, 3), "shared_device_or_ip": round(shared, 3),
+                      "harmful_content": "harmful" in aims, "targeted": "targeted" in aims,
+                      **({"provider_organized_by": provider} if provider and aims else {})},
             shadow=s.shadow,
         )
         ctx.records.save("campaign", platform, cid, record=camp, until=camp["until"])
         return alert
+
+    def _provider(self, platform: str, camp: dict, ctx: Context) -> list[str]:
+        """Platform-run members that initiated or organised the campaign (the Opinions: 网络服务
+        提供者发起、组织): among its founders (the first strong pair) or its hub (strictly more
+        strong pairs than the members' average), not merely taking part."""
+        members, degree = camp["members"], camp.get("deg", {})
+        founded = min(members.values())
+        average = 2 * camp["pairs"] / len(members)
+        top = max(degree.values(), default=0)
+        leading = {m for m, at in members.items() if at == founded}
+        leading |= {m for m, n in degree.items() if n == top and n > average}
+        return sorted(m for m in leading
+                      if m in members and (ctx.records.get("account", platform, m) or {}).get("operated"))

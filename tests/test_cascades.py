@@ -182,17 +182,76 @@ def test_harmful_posts_growing_fast_raise_viral_spread_with_a_forecast() -> None
     assert set(alerts[0]["evidence"]["forecast"]) >= {"horizon_s", "views", "reposts"}
 
 
-def test_public_accounts_pushing_harm_about_a_target_is_illegal_marketing() -> None:
+def marketing(alerts: list[dict]) -> list[dict]:
+    return [a for a in alerts if a["kind"] == "illegal_marketing"]
+
+
+PUBLIC = {"public_account": True}
+
+
+@pytest.mark.parametrize("followers,fires", [(29_999, False), (30_000, True), (30_001, True)])
+def test_one_public_account_with_30000_followers_pushing_harm_is_illegal_marketing(followers: int, fires: bool) -> None:
     f = Feed()
-    target = [{"id": "victim"}]
-    for k in range(4):  # 4 x 9,000 followers: the followers figure (30,000) falls at the fourth
-        f.post(k * 60, f"m{k}", author=f"pub{k}", labels=["insult"], targets=target,
-               **{"account": {"followers": 9_000, "public_account": True}})
-    f.post(300, "lawful", author="pub9", targets=target, **{"account": {"followers": 90_000, "public_account": True}})
-    alerts = [a for a in f.run() if a["kind"] == "illegal_marketing"]
-    assert len(alerts) == 1 and alerts[0]["ts"] == format_ts(T0 + 180)
-    assert alerts[0]["evidence"]["accounts"] == ["pub0", "pub1", "pub2", "pub3"]
-    assert alerts[0]["evidence"]["grounds"] == ["marketing_followers_30000"]
+    f.post(0, "m0", author="pub", labels=["insult"], targets=[{"id": "victim"}],
+           account={"followers": followers, **PUBLIC})
+    f.post(60, "lawful", author="pub9", targets=[{"id": "victim"}], account={"followers": 90_000, **PUBLIC})
+    alerts = marketing(f.run())
+    assert len(alerts) == int(fires)
+    if fires:
+        [a] = alerts
+        assert a["subject"] == {"type": "account", "id": "pub"} and a["ts"] == format_ts(T0)
+        assert a["evidence"]["accounts"] == ["pub"] and a["evidence"]["target_id"] == "victim"
+        assert a["evidence"]["grounds"] == ["marketing_followers_30000"] and a["evidence"]["followers"] == followers
+        assert "Interpretation 2019-15 Art. 10(4) item 4" in a["legal_refs"] and "candidate" in a["summary"]
+
+
+def test_unrelated_public_accounts_are_not_summed() -> None:
+    """Issue 16, item 1: three unrelated public accounts of 10,000 followers each posting about
+    one person raised illegal_marketing (30,000 summed); 情节严重 is measured per offender."""
+    f = Feed()
+    for k in range(3):
+        f.post(k * 60, f"m{k}", author=f"pub{k}", labels=["insult"], targets=[{"id": "victim"}],
+               account={"followers": 10_000, **PUBLIC})
+        for r in range(700):  # 700 reposters each: 2,100 summed over the three accounts' posts
+            f.post(k * 60 + 1 + r * 0.01, f"rp{k}-{r}", author=f"u{k}-{r}", kind="repost", parent=f"m{k}")
+    assert marketing(f.run()) == []
+
+
+@pytest.mark.parametrize("posts,fires", [(99, False), (100, True), (101, True)])
+def test_one_account_pushing_100_posts_is_illegal_marketing(posts: int, fires: bool) -> None:
+    f = Feed()
+    for k in range(posts):  # about two persons: the offender's posts count together
+        f.post(k * 60, f"m{k}", author="pub", labels=["insult"], targets=[{"id": "victim" if k % 3 else "other"}],
+               account={"followers": 50, **PUBLIC})
+        if k < 60:  # another account's posts about the same person do not add to them
+            f.post(k * 60 + 1, f"x{k}", author="pub2", labels=["insult"], targets=[{"id": "victim"}],
+                   account={"followers": 50, **PUBLIC})
+    alerts = marketing(f.run())
+    assert len(alerts) == int(fires)
+    if fires:
+        assert alerts[0]["ts"] == format_ts(T0 + 99 * 60) and alerts[0]["evidence"]["post_count"] == 100
+        assert alerts[0]["evidence"]["grounds"] == ["marketing_posts_100"]
+        assert alerts[0]["evidence"]["target_id"] == "victim" and alerts[0]["evidence"]["target_ids"] == ["victim", "other"]
+
+
+@pytest.mark.parametrize("reach,fires", [(1_999, False), (2_000, True), (2_001, True)])
+def test_accounts_reached_count_no_reader_twice(reach: int, fires: bool) -> None:
+    """Issue 16, item 1: accounts reached were summed per post, so one reader of two posts
+    counted twice. Readers are not named in events: the largest post's count is the figure
+    (the sum is kept as the upper bound)."""
+    f = Feed()
+    for k in range(3):
+        f.post(k * 60, f"m{k}", author="pub", labels=["insult"], targets=[{"id": "victim"}],
+               account={"followers": 50, **PUBLIC})
+        f.views(k * 60 + 30, f"m{k}", views=10, reach=1_500)  # 4,500 summed: no ground
+    f.views(600, "m1", views=10, reach=reach)
+    alerts = marketing(f.run())
+    assert len(alerts) == int(fires)
+    if fires:
+        ev = alerts[0]["evidence"]
+        assert ev["accounts_reached"] == reach and ev["accounts_reached_bound"] == "largest_post"
+        assert ev["accounts_reached_sum"] == 3_000 + reach and ev["grounds"] == ["marketing_accounts_2000"]
+        assert alerts[0]["ts"] == format_ts(T0 + 600)
 
 
 def test_seismic_kernel_and_a_finite_forecast() -> None:

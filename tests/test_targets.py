@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 
 from detectors.targets import PostTargets, Targets, TargetSettings
 from events import decode, format_ts
@@ -189,3 +190,85 @@ def test_repeated_dissemination_and_several_victims_are_public_prosecution_facto
     assert by_target["cook-zhao"]["evidence"]["other_victims"] == ["cook-zhao-daughter"]
     assert by_target["cook-zhao-daughter"]["evidence"]["public_prosecution_factors"] == [
         "several_victims_or_repeated_dissemination"]
+
+
+DISTINCT = ["这个老师人品太差了，根本不配教书", "骗子一个，谁信谁倒霉，赶紧滚蛋", "她家里人也都不是什么好东西吧",
+            "看她那副嘴脸就知道是装出来的", "早就该曝光这种人，恶心到家了", "垃圾学校才会招这样的人来上班",
+            "天天在网上装可怜，真会演戏啊", "大家去她单位举报她，让她丢饭碗", "这种人活着就是浪费社会资源",
+            "我要是她早就没脸出门见人了"]
+SAME = "大家一起来骂这个骗子，别让她好过！"
+
+
+@pytest.mark.parametrize("same,coordinated", [(4, False), (5, True), (6, True)])
+def test_a_surge_with_coordinated_near_identical_posts_carries_water_army(same: int, coordinated: bool) -> None:
+    """Issue 16, item 5: violence_surge never carried ``water_army``. Campaign findings live in
+    the water-army stage (keyed by platform); the target's own window shows coordination:
+    distinct attackers posting near-identical text (punctuation and width folded)."""
+    f = Feed()
+    for k in range(10):
+        text = SAME.replace("！", "!" * (k % 2)) if k < same else DISTINCT[k]
+        f.post(k, f"a{k}", {"id": "adult"}, text, labels=["insult"])
+    latest = f.run()[-1]
+    assert ("water_army" in latest["aggravating"]) is coordinated
+    assert latest["evidence"]["coordinated_posting"] == {"accounts": same, "across_platforms": 0, "limit": 5}
+    assert ("near-identical" in latest["summary"]) is coordinated
+    assert latest["evidence"]["public_prosecution_factors"] == []  # one platform: nothing across platforms
+
+
+def test_harmful_posts_on_two_platforms_are_not_organised_without_evidence_of_it() -> None:
+    """Issue 16, item 6: ``organised_across_platforms`` was set whenever harmful posts came from
+    two platforms. It now needs one near-identical text posted on several of them."""
+    f = Feed()
+    for k in range(10):
+        f.post(k, f"a{k}", {"id": "adult"}, DISTINCT[k], labels=["insult"], platform=["weibo", "douyin"][k % 2])
+    regulator = next(a for a in f.run() if a.get("audience") == "regulator")
+    assert regulator["evidence"]["platforms"] == ["douyin", "weibo"]
+    assert regulator["evidence"]["public_prosecution_factors"] == [] and "water_army" not in regulator["aggravating"]
+    g = Feed()
+    for k in range(10):  # five accounts post one text on two platforms
+        g.post(k, f"a{k}", {"id": "adult"}, SAME if k < 5 else DISTINCT[k], labels=["insult"],
+               platform=["weibo", "douyin"][k % 2])
+    regulator = [a for a in g.run() if a.get("audience") == "regulator"][-1]
+    assert regulator["evidence"]["public_prosecution_factors"] == ["organised_across_platforms"]
+    assert "Opinions 法发〔2023〕14号 Art. 12(4)" in regulator["legal_refs"] and "water_army" in regulator["aggravating"]
+    h = Feed()
+    for k in range(10):  # five accounts post one text, all on one platform: organised, not across platforms
+        h.post(k, f"a{k}", {"id": "adult"}, SAME if k < 5 else DISTINCT[k], labels=["insult"],
+               platform="weibo" if k < 5 else "douyin")
+    regulator = [a for a in h.run() if a.get("audience") == "regulator"][-1]
+    assert regulator["evidence"]["public_prosecution_factors"] == [] and "water_army" in regulator["aggravating"]
+
+
+@pytest.mark.parametrize("first,initiated", [(True, True), (False, False)])
+def test_provider_organized_only_when_a_platform_run_account_started_the_attack(first: bool, initiated: bool) -> None:
+    """Issue 16, item 6: one harmful post of a platform-run account among ten attackers set
+    ``provider_organized``; the Opinions say 发起、组织 (initiated, organised)."""
+    f = Feed()
+    run_by = 0 if first else 5
+    for k in range(10):
+        f.post(k, f"a{k}", {"id": "adult"}, DISTINCT[k], labels=["insult"],
+               account={"platform_operated": k == run_by})
+    [alert] = f.run()
+    assert ("provider_organized" in alert["aggravating"]) is initiated
+
+
+def test_public_prosecution_factors_cite_their_items_of_opinions_art_12() -> None:
+    """Issue 16, item 7: the factors are Opinions Art. 12's listed cases; each is cited."""
+    f = Feed()
+    for k in range(50):
+        f.post(k / 10, f"a{k}", {"id": "adult"}, DISTINCT[k % 10] + str(k), labels=["insult"])
+    latest = f.run()[-1]
+    assert latest["evidence"]["public_prosecution_factors"] == ["ordinary_person_mass_malicious_comments"]
+    assert "Opinions 法发〔2023〕14号 Art. 12(2)" in latest["legal_refs"]
+    assert any(r.startswith("Opinions 法发〔2023〕14号 Art. 12 (") for r in latest["legal_refs"])
+
+
+@pytest.mark.parametrize("same,organised", [(4, False), (5, True), (6, True)])
+def test_one_text_on_two_platforms_by_five_accounts_is_organised_across_platforms(same: int, organised: bool) -> None:
+    f = Feed()
+    for k in range(10):
+        f.post(k, f"a{k}", {"id": "adult"}, SAME if k < same else DISTINCT[k], labels=["insult"],
+               platform=["weibo", "douyin"][k % 2])
+    regulator = [a for a in f.run() if a.get("audience") == "regulator"][-1]
+    assert ("organised_across_platforms" in regulator["evidence"]["public_prosecution_factors"]) is organised
+    assert regulator["evidence"]["coordinated_posting"]["across_platforms"] == same

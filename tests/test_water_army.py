@@ -243,3 +243,45 @@ def test_texts_equal_after_normalisation_share_one_cluster_without_lsh() -> None
 def records(engine: Engine) -> Records:
     """The water army's records, read the way the detector writes them."""
     return Records(engine.stages[0].state, lambda *_: None)
+
+
+def lockstep(accounts: int = 8, waves: int = 4, operated: tuple[int, ...] = (), **content) -> list[dict]:
+    """``accounts`` accounts posting under a new hashtag each wave, in the same order every wave:
+    the first strong pair (the founders) is account 0 and account 1, in the third wave."""
+    events = []
+    for w in range(waves):
+        for i in range(accounts):
+            n = len(events)
+            account = {"followers": 10, "platform_operated": i in operated}
+            events.append({"type": "post", "event_id": f"e{n:05d}", "platform": "weibo",
+                           "ts": format_ts(T0 + w * 600 + i * 6), "post_id": f"p{n}", "account_id": f"acc{i}",
+                           "kind": "original", "hashtags": [f"tag{w}"], "account": account, **content})
+    return events + [{"type": "tick", "ts": format_ts(T0 + 86400)}]
+
+
+def test_a_campaign_with_no_target_and_no_harmful_content_carries_no_aggravation() -> None:
+    """Issue 16, item 6: a harmless promotional campaign got ``water_army`` and Criminal Law
+    Art. 246. It is still found (coordination), with neither."""
+    [promo] = campaigns(run(lockstep()))
+    assert len(promo["evidence"]["accounts"]) == 8
+    assert promo["aggravating"] == [] and promo["legal_refs"] == []
+    assert promo["evidence"]["harmful_content"] is False and promo["evidence"]["targeted"] is False
+    [harmful] = campaigns(run(lockstep(labels=["insult"])))
+    assert harmful["aggravating"] == ["water_army"] and "Criminal Law Art. 246" in harmful["legal_refs"]
+    assert harmful["evidence"]["harmful_content"] is True
+    [targeted] = campaigns(run(lockstep(targets=[{"id": "victim-1"}])))
+    assert targeted["aggravating"] == ["water_army"] and targeted["evidence"]["targeted"] is True
+
+
+def test_provider_organized_only_when_a_platform_run_account_initiated_the_campaign() -> None:
+    """Issue 16, item 6: one platform-run member taking part set ``provider_organized``; the
+    Opinions say 发起、组织 (initiated, organised): a founder or the hub."""
+    content = {"labels": ["insult"], "targets": [{"id": "victim-1"}]}
+    [joined] = campaigns(run(lockstep(operated=(5,), **content)))
+    assert "acc5" in joined["evidence"]["accounts"]
+    assert joined["aggravating"] == ["water_army"] and "provider_organized_by" not in joined["evidence"]
+    [founded] = campaigns(run(lockstep(operated=(0,), **content)))
+    assert founded["aggravating"] == ["water_army", "provider_organized"] and founded["severity"] == "critical"
+    assert founded["evidence"]["provider_organized_by"] == ["acc0"]
+    [promo] = campaigns(run(lockstep(operated=(0,))))  # a platform's own promotion: no online violence
+    assert promo["aggravating"] == []
