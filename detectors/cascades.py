@@ -55,6 +55,8 @@ class CascadeSettings(BaseModel):
     forecast_max_reposts: int = Field(2000, description="Reshares kept per cascade for the forecast.")
     default_followers: int = Field(100, description="Followers assumed when a post carries no account data.")
     n_star: float = Field(seismic.N_STAR, description="SEISMIC's mean out-degree of resharers.")
+    max_accounts: int = Field(10_000, description="Distinct reposting accounts an item remembers (its evidence and "
+                              "the posting-accounts figure): bounds one item's record; reposts still count past it.")
 
 
 class Cascades:
@@ -128,7 +130,7 @@ class Cascades:
                 item = touched.get(item_id) or self._item(p, item_id, t, ctx)
                 touched[item_id] = item
                 item["reposts"] += 1
-                if len(item["accounts"]) < 10_000:
+                if len(item["accounts"]) < s.max_accounts:
                     item["accounts"].setdefault(post.account_id, 1)  # a dict: membership in O(1)
                 recent = item["recent"]  # repost times in order; drop what left the window
                 recent.append(t)

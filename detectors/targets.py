@@ -33,7 +33,7 @@ started the wave (its harmful post came with no other attacker in the window), n
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pydantic import BaseModel, Field
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import Counter
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -67,6 +67,17 @@ class WaterArmySettings(BaseModel):
     report_every_s: float = Field(300, description="Growth of a campaign is re-reported at most this often.")
     young_account_days: float = Field(30, description="Accounts younger than this count as young (evidence).")
     low_followers: int = Field(20, description="Accounts with fewer followers count as low-follower (evidence).")
+    critical_members: int = Field(50, description="A campaign this large is critical even with no aggravating "
+                                  "circumstance: a coordinated crowd that size is a mass attack in itself.")
+    objects_per_pair: int = Field(32, description="Distinct objects a pair remembers (the newest), to count only new "
+                                  "ones: bounds a pair's record whatever its history.")
+    posts_kept: int = Field(20, description="Sample posts a campaign alert names (the newest).")
+    score_base: float = Field(0.55, description="Score of a campaign with no supporting signal; each weight below "
+                              "adds its share (the score ranks, it never makes a campaign).")
+    score_density: float = Field(0.15, description="Weight of strong pairs per member (capped at 1).")
+    score_young: float = Field(0.1, description="Weight of the share of young accounts.")
+    score_low_followers: float = Field(0.1, description="Weight of the share of low-follower accounts.")
+    score_shared: float = Field(0.1, description="Weight of the share of members sharing a device or IP prefix.")
 
 
 def _decay(value: float, since: float, now: float, half_life: float) -> float:
@@ -289,7 +300,7 @@ class WaterArmy:
         new = [o for o in objs if o not in seen]
         if not new:
             return False  # nothing new: repetition must be over distinct objects
-        rec["o"] = (seen + new)[-32:]
+        rec["o"] = (seen + new)[-s.objects_per_pair:]
         rec["w"] = _decay(rec["w"], rec["t"], t, s.half_life_s) + weight
         rec["t"] = t
         became = False
@@ -331,7 +342,7 @@ class WaterArmy:
             degree[account] = degree.get(account, 0) + 1
         for o in objs:
             camp["objs"][o] = camp["objs"].get(o, 0) + 1
-        camp["posts"] = (camp["posts"] + [p for p in posts if p not in camp["posts"]])[-20:]
+        camp["posts"] = (camp["posts"] + [p for p in posts if p not in camp["posts"]])[-self.s.posts_kept:]
         camp["pairs"] += 1
         camp["t"] = t
         ctx.records.save("campaign", platform, cid, record=camp, until=t + self.keep_s)
@@ -361,7 +372,7 @@ class WaterArmy:
             keep.setdefault("deg", {})[account] = keep.get("deg", {}).get(account, 0) + n
         for o, n in gone["objs"].items():
             keep["objs"][o] = keep["objs"].get(o, 0) + n
-        keep["posts"] = (keep["posts"] + gone["posts"])[-20:]
+        keep["posts"] = (keep["posts"] + gone["posts"])[-self.s.posts_kept:]
         keep["pairs"] += gone["pairs"]
         keep["first"] = min(keep["first"], gone["first"])
         gone["into"] = kc
@@ -389,7 +400,8 @@ class WaterArmy:
             counts = Counter(x[index] for x in known if x[index])
             shared = max(shared, sum(n for n in counts.values() if n > 1) / len(members))
         density = min(1.0, camp["pairs"] / len(members))  # strong pairs per member
-        score = round(min(1.0, 0.55 + 0.15 * density + 0.1 * young + 0.1 * low + 0.1 * shared), 3)
+        score = round(min(1.0, s.score_base + s.score_density * density + s.score_young * young
+                          + s.score_low_followers * low + s.score_shared * shared), 3)
         # The Opinions' circumstances are of online violence: a campaign with no target and no
         # harmful content (promotion, say) is coordinated but carries none of them, nor Art. 246.
         aims = camp.get("aims", [])
@@ -402,7 +414,7 @@ class WaterArmy:
         camp["next"] = t + s.report_every_s
         alert = raise_alert(
             camp["alerts"], kind="water_army_campaign", subject=("campaign", cid), ts=t,
-            severity="critical" if severe or len(members) >= 50 else "warning", platform=platform,
+            severity="critical" if severe or len(members) >= s.critical_members else "warning", platform=platform,
             summary=f"{len(members)} accounts on {platform} act in coordination (candidate water army) "
             f"on {len(camp['objs'])} shared objects.",
             legal_refs=LEGAL_REFS if aims else [], aggravating=aggravating,
