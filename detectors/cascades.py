@@ -40,7 +40,6 @@ from events.models import HARMFUL_LABELS
 
 HARMFUL = HARMFUL_LABELS
 DEFAMATION_REFS = ["Criminal Law Art. 246", "Interpretation 2013-21 Art. 2(1)"]
-YEAR = 365 * 86400.0
 
 
 class CascadeSettings(BaseModel):

@@ -264,6 +264,7 @@ class Outbox:
         return self.db.execute("select count(*) from outbox where state = 'queued'").fetchone()[0]
 
     def count(self, state: str) -> int:
+        """Rows in one state (operators and the retention test read it)."""
         return self.db.execute("select count(*) from outbox where state = ?", (state,)).fetchone()[0]
 
     def size(self) -> int:
