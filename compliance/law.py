@@ -65,6 +65,12 @@ TABLE: tuple[Figure, ...] = (
            "Interpretation 2017-10 Art. 5", "violence_surge"),
     Figure("doxxing_other_5000", 5_000, "other personal information items published",
            "Interpretation 2017-10 Art. 5", "violence_surge"),
+    # Read only with `case` events (docs/CONTRACT.md): without them nothing is dealt with.
+    Figure("defamation_after_penalty_2y", 730, "days after an administrative penalty for defamation within which "
+           "defaming again is serious circumstances", "Interpretation 2013-21 Art. 2(3)", "legal_threshold"),
+    Figure("aggregation_unhandled_2y", 730, "days within which a platform's refusals not yet dealt with (as many as "
+           "repeat_refusal_2y) have their dissemination figures aggregated", "Interpretation 2019-15 Art. 16",
+           "duty_refusal"),
 )
 BY_ID = {f.id: f for f in TABLE}
 

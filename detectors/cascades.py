@@ -12,7 +12,9 @@ Alerts:
 * ``legal_threshold``: at the event (post, engagement, or the label) whose figure first
   reaches ``defamation_views_5000`` or ``defamation_reposts_500`` on a defamatory item, once
   per item and figure; and ``defamation_cumulative_1y`` when one author's defamatory items of
-  the last year together reach either figure (two items or more), once per author.
+  the last year together reach either figure (``defamation_repeat_3`` items or more), once per
+  author; items a ``case`` about the author dealt with are not counted (未经处理). A defamatory item
+  within two years after a defamation penalty is ``defamation_after_penalty_2y`` (2013-21 Art. 2(3)).
 * ``viral_spread``: a cascade whose root carries a harmful label, or was reported, grows
   abnormally fast (``viral_reposts``/``viral_window_s``), or is forecast by SEISMIC to reach
   a legal figure within ``forecast_horizon_s`` while still below it. Lawful posts stay silent
@@ -32,9 +34,10 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, Field
 
+from compliance import cases
 from compliance.law import LawSettings
 from detectors import seismic
-from events import Alert, AnyEvent, Context, Engagement, Post, Report, raise_alert
+from events import Alert, AnyEvent, Case, Context, Engagement, Post, Report, format_ts, raise_alert
 from events.models import HARMFUL_LABELS
 
 HARMFUL = HARMFUL_LABELS
@@ -60,7 +63,7 @@ class Cascades:
     """Legal figures, viral spread and illegal marketing; see the module docstring."""
 
     name: ClassVar[str] = "cascades"
-    event_types: ClassVar[frozenset[str]] = frozenset({"post", "engagement", "report"})
+    event_types: ClassVar[frozenset[str]] = frozenset({"post", "engagement", "report", "case"})
     ordered: ClassVar[bool] = True
     stage: ClassVar[str] = "platform"  # shares a Kafka stage with the other platform-keyed detectors
 
@@ -69,6 +72,8 @@ class Cascades:
         self.law = law or LawSettings()
 
     def keys(self, event: AnyEvent) -> list[str]:
+        if isinstance(event, Case) and event.subject.type != "account":
+            return []
         return [event.platform]
 
     def on_timer(self, key: str, ctx: Context) -> list[Alert]:
@@ -78,6 +83,8 @@ class Cascades:
         p = key  # the platform
         if isinstance(event, Post):
             return self._post(p, event, ctx)
+        if isinstance(event, Case):
+            return self._case(p, event, ctx)
         if isinstance(event, Engagement):
             item = self._item(p, event.post_id, event.epoch, ctx)
             grew = False
@@ -208,10 +215,13 @@ class Cascades:
         window = self.law.limit("defamation_cumulative_1y") * 86400.0
         acct["items"][item_id] = [item["t0"], fig["views"], fig["reposts"]]
         acct["items"] = {k: v for k, v in acct["items"].items() if v[0] >= t - window}
-        alerts = []
-        if len(acct["items"]) >= self.law.limit("defamation_repeat_3") and "cumulative" not in acct["fired"]:
-            views = sum(v[1] for v in acct["items"].values())
-            reposts = sum(v[2] for v in acct["items"].values())
+        record = cases.cases_of(ctx.records, p, "account", item["author"])
+        handled = cases.handled_until(record)  # 未经处理: conduct a case dealt with is not counted again
+        unhandled = {k: v for k, v in acct["items"].items() if v[0] > handled}
+        alerts = self._after_penalty(p, item["author"], acct, record, t) if record else []
+        if len(unhandled) >= self.law.limit("defamation_repeat_3") and "cumulative" not in acct["fired"]:
+            views = sum(v[1] for v in unhandled.values())
+            reposts = sum(v[2] for v in unhandled.values())
             for figure, value, limit in (("views", views, self.law.limit("defamation_views_5000")),
                                          ("reposts", reposts, self.law.limit("defamation_reposts_500"))):
                 if value >= limit and "cumulative" not in acct["fired"]:
@@ -220,15 +230,58 @@ class Cascades:
                     alerts.append(raise_alert(
                         acct["alerts"], kind="legal_threshold", subject=("account", account),
                         window="defamation_cumulative_1y", ts=t, severity="critical", platform=p,
-                        summary=f"Account {account}'s {len(acct['items'])} defamatory posts of the past year reached "
+                        summary=f"Account {account}'s {len(unhandled)} defamatory posts of the past year reached "
                         f"{value:,} {figure} together (figure {limit:,}, Interpretation 2013-21 Art. 4): candidate serious "
                         "circumstances.",
                         legal_refs=["Criminal Law Art. 246", "Interpretation 2013-21 Art. 4"],
                         evidence={"threshold": "defamation_cumulative_1y", "value": value, "limit": limit,
                                   "figure": figure, "account_id": account, "views": views, "reposts": reposts,
-                                  "posts": sorted(acct["items"])},
+                                  "posts": sorted(unhandled),
+                                  **({"excluded_as_dealt_with": sorted(set(acct["items"]) - set(unhandled))}
+                                     if len(unhandled) < len(acct["items"]) else {})},
                         shadow=self.s.shadow))
         ctx.records.save("author", p, item["author"], record=acct, until=t + window)
+        return alerts
+
+    def _case(self, p: str, case: Case, ctx: Context) -> list[Alert]:
+        """A sanction or case about an account: its conduct so far is dealt with (a later
+        cumulative finding counts only what came after), and a defamation penalty makes the
+        account's defamatory items of the next two years serious (2013-21 Art. 2(3))."""
+        keep = (self.law.limit("defamation_after_penalty_2y") + 1) * 86400.0  # a day past the last one it counts
+        record = cases.note_case(ctx.records, p, case, keep_s=keep)
+        acct = ctx.records.get("author", p, case.subject.id)
+        if record is None or acct is None:
+            return []
+        if any(v[0] <= case.decided_epoch for v in acct["items"].values()):  # it dealt with counted conduct:
+            acct["fired"] = [f for f in acct["fired"] if f != "cumulative"]  # new conduct may be found again
+        alerts = self._after_penalty(p, case.subject.id, acct, record, case.epoch)
+        ctx.records.save("author", p, case.subject.id, record=acct, until=acct["until"])
+        return alerts
+
+    def _after_penalty(self, p: str, account: str, acct: dict, record: dict, t: float) -> list[Alert]:
+        """2013-21 Art. 2(3): defamatory items posted within two years after an administrative
+        penalty for defamation, each once (the penalty may arrive before or after the item)."""
+        within = self.law.limit("defamation_after_penalty_2y") * 86400.0
+        alerts = []
+        for item_id, (t0, views, reposts) in sorted(acct["items"].items()):
+            fid = f"after_penalty:{item_id}"
+            penalty = cases.prior_penalty(record, "defamation", t0, within)
+            if penalty is None or fid in acct["fired"]:
+                continue
+            acct["fired"].append(fid)
+            days = round((t0 - penalty[0]) / 86400.0, 3)
+            limit = self.law.limit("defamation_after_penalty_2y")
+            alerts.append(raise_alert(
+                acct["alerts"], kind="legal_threshold", subject=("post", item_id), window="defamation_after_penalty_2y",
+                ts=t, severity="critical", platform=p,
+                summary=f"Account {account} posted defamatory post {item_id} {days:g} days after an administrative "
+                f"penalty for defamation (case {penalty[1]}; within {limit} days, Interpretation 2013-21 Art. 2(3)): "
+                "candidate serious circumstances.",
+                legal_refs=["Criminal Law Art. 246", "Interpretation 2013-21 Art. 2(3)"],
+                evidence={"threshold": "defamation_after_penalty_2y", "value": days, "limit": limit,
+                          "post_id": item_id, "account_id": account, "case_id": penalty[1], "case_action": penalty[2],
+                          "penalty_decided_at": format_ts(penalty[0]), "views": views, "reposts": reposts},
+                shadow=self.s.shadow))
         return alerts
 
     def _viral(self, platform: str, item_id: str, item: dict, fig: dict, t: float) -> list[Alert]:

@@ -21,7 +21,7 @@ from events import INPUT_TOPICS, TOPIC_BY_TYPE, DeadLetter, decode
 from streams.local import read_lines
 from streams.settings import Settings
 
-KEY_FIELD = {"post": "post_id", "engagement": "post_id", "report": "report_id", "order": "order_id"}
+KEY_FIELD = {"post": "post_id", "engagement": "post_id", "report": "report_id", "order": "order_id", "case": "case_id"}
 
 
 def bootstrap_servers(broker: str) -> list[str]:
