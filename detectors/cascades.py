@@ -36,7 +36,7 @@ from pydantic import BaseModel, Field
 
 from compliance import cases
 from compliance.law import LawSettings
-from detectors import seismic
+from detectors import roles, seismic
 from events import Alert, AnyEvent, Case, Context, Engagement, Post, Report, format_ts, raise_alert
 from events.models import HARMFUL_LABELS
 
@@ -133,8 +133,12 @@ class Cascades:
                 item = touched.get(item_id) or self._item(p, item_id, t, ctx)
                 touched[item_id] = item
                 item["reposts"] += 1
-                if len(item["accounts"]) < 10_000:
-                    item["accounts"].setdefault(post.account_id, 1)  # a dict: membership in O(1)
+                reposters = item["accounts"]  # reposts per account (a dict: membership in O(1))
+                if post.account_id in reposters:
+                    reposters[post.account_id] += 1
+                elif len(reposters) < 10_000:
+                    reposters[post.account_id] = 1
+                roles.note_reposter(item, post.account_id, post.account.followers if post.account else None)
                 recent = item["recent"]  # repost times in order; drop what left the window
                 recent.append(t)
                 del recent[:bisect.bisect_right(recent, t - s.viral_window_s)]
@@ -186,6 +190,7 @@ class Cascades:
                 limit = self.law.limit(fid)
                 if value >= limit and fid not in item["fired"]:
                     item["fired"].append(fid)
+                    item.setdefault("named_at", t)  # its author is named: a later item about its targets repeats
                     alerts.append(raise_alert(
                         item["alerts"], kind="legal_threshold", subject=("post", item_id), window=fid, ts=t,
                         severity="critical", platform=platform,
@@ -194,12 +199,13 @@ class Cascades:
                         legal_refs=DEFAMATION_REFS, aggravating=self._aggravating(item),
                         evidence={"threshold": fid, "value": value, "limit": limit, "post_id": item_id,
                                   "account_id": item["author"], **fig,
-                                  "defamation_reports": len(item["reporters"])},
+                                  "defamation_reports": len(item["reporters"]),
+                                  "roles": self._roles(p, item_id, item, ctx)},
                         shadow=self.s.shadow))
             if item["author"] is not None:
                 alerts.extend(self._cumulative(p, item_id, item, fig, t, ctx))
         if defamatory or item["reporters"] or HARMFUL & set(item["labels"]):
-            alerts.extend(self._viral(platform, item_id, item, fig, t))
+            alerts.extend(self._viral(platform, item_id, item, fig, t, ctx))
         if item.get("public") and HARMFUL & set(item["labels"]) and item["targets"]:
             alerts.extend(self._marketing(p, item_id, item, fig, t, ctx))
         return alerts
@@ -214,6 +220,12 @@ class Cascades:
         acct = ctx.records.get("author", p, item["author"]) or {"items": {}, "fired": [], "alerts": {}}
         window = self.law.limit("defamation_cumulative_1y") * 86400.0
         acct["items"][item_id] = [item["t0"], fig["views"], fig["reposts"]]
+        if "named_at" in item:  # an alert named the author over this item: its targets, for repeats (roles)
+            named = acct.setdefault("named", {})
+            for target in item["targets"]:
+                named.setdefault(target, item["named_at"])
+            while len(named) > roles.MAX_NAMED:
+                del named[next(iter(named))]
         acct["items"] = {k: v for k, v in acct["items"].items() if v[0] >= t - window}
         record = cases.cases_of(ctx.records, p, "account", item["author"])
         handled = cases.handled_until(record)  # 未经处理: conduct a case dealt with is not counted again
@@ -237,6 +249,8 @@ class Cascades:
                         evidence={"threshold": "defamation_cumulative_1y", "value": value, "limit": limit,
                                   "figure": figure, "account_id": account, "views": views, "reposts": reposts,
                                   "posts": sorted(unhandled),
+                                  "roles": roles.repeat_by_cases(account, record["cases"] if record else [],
+                                                                 min(v[0] for v in unhandled.values())),
                                   **({"excluded_as_dealt_with": sorted(set(acct["items"]) - set(unhandled))}
                                      if len(unhandled) < len(acct["items"]) else {})},
                         shadow=self.s.shadow))
@@ -280,11 +294,21 @@ class Cascades:
                 legal_refs=["Criminal Law Art. 246", "Interpretation 2013-21 Art. 2(3)"],
                 evidence={"threshold": "defamation_after_penalty_2y", "value": days, "limit": limit,
                           "post_id": item_id, "account_id": account, "case_id": penalty[1], "case_action": penalty[2],
-                          "penalty_decided_at": format_ts(penalty[0]), "views": views, "reposts": reposts},
+                          "penalty_decided_at": format_ts(penalty[0]), "views": views, "reposts": reposts,
+                          "roles": roles.repeat_by_cases(account, record["cases"], t0)},
                 shadow=self.s.shadow))
         return alerts
 
-    def _viral(self, platform: str, item_id: str, item: dict, fig: dict, t: float) -> list[Alert]:
+    def _roles(self, p: str, item_id: str, item: dict, ctx: Context) -> list[dict]:
+        """``evidence.roles`` of an item's alert (see :mod:`detectors.roles`)."""
+        author = item.get("author")
+        if author is None:
+            return roles.cascade(item_id, item, [], {})
+        known = cases.cases_of(ctx.records, p, "account", author)
+        named = (ctx.records.get("author", p, author) or {}).get("named", {})
+        return roles.cascade(item_id, item, known["cases"] if known else [], named)
+
+    def _viral(self, platform: str, item_id: str, item: dict, fig: dict, t: float, ctx: Context) -> list[Alert]:
         s = self.s
         reasons = []
         if len(item["recent"]) >= s.viral_reposts and "growth" not in item["fired"]:
@@ -315,7 +339,8 @@ class Cascades:
             aggravating=self._aggravating(item),
             evidence={"post_id": item_id, "views": fig["views"], "reposts": fig["reposts"],
                       "reach_accounts": fig["reach_accounts"], "reposts_in_window": len(item["recent"]),
-                      "forecast": forecast or {"horizon_s": s.forecast_horizon_s, "views": None, "reposts": None}},
+                      "forecast": forecast or {"horizon_s": s.forecast_horizon_s, "views": None, "reposts": None},
+                      "roles": self._roles(platform, item_id, item, ctx)},
             shadow=s.shadow)]
 
     def forecast(self, spread: list, t: float, fig: dict) -> dict[str, Any]:
@@ -355,7 +380,8 @@ class Cascades:
                     evidence={"accounts": sorted(rec["accounts"]), "posts": sorted(rec["posts"])[-50:],
                               "target_id": target, "grounds": met, "followers": counted["marketing_followers_30000"],
                               "accounts_reached": counted["marketing_accounts_2000"],
-                              "post_count": counted["marketing_posts_100"]},
+                              "post_count": counted["marketing_posts_100"],
+                              "roles": roles.marketing(rec["accounts"])},
                     shadow=self.s.shadow))
             ctx.records.save("marketing", p, target, record=rec, until=t + self.s.item_ttl_s)
         return alerts

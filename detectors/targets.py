@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field
 
+from detectors import roles
 from detectors.abuse import AbuseClassifier
 from events import Alert, AnyEvent, Context, Post, Report, Target, keys as ids, raise_alert
 from events.alerts import REGULATOR
@@ -170,7 +171,9 @@ class Targets:
         # account]; keyed by platform and account: two platforms' "u1" are two people
         attacker = ids.key(post.platform, post.account_id)
         before = rec["attackers"].pop(attacker, None)  # re-inserted last: the dict stays in time order
-        rec["attackers"][attacker] = [t, post.platform, (before[2] if before else 0) + 1, post.account_id]
+        first = (before[4] if len(before) > 4 else before[0]) if before else t  # the first in the window (roles)
+        rec["attackers"][attacker] = [t, post.platform, (before[2] if before else 0) + 1, post.account_id, first]
+        roles.note_attack(rec, attacker, t)
         victims = rec["victims"]
         others = [other.id for other in post.targets if other.id != key]  # the same post attacks them too
         for other in others[-self.s.max_victims:]:
@@ -240,6 +243,8 @@ class Targets:
         summary = (f"{key} is under a concentrated attack: {attackers} accounts, {reports} reports in the last "
                    f"{s.window_s / 3600:g} h" + (f" on {len(platforms)} platforms" if len(platforms) > 1 else "")
                    + (f"; candidate public-prosecution factors: {', '.join(factors)}." if factors else "."))
+        # The accounts this alert names (as its evidence lists them): harmful posts after it repeat.
+        roles.note_named(rec, sorted(rec["attackers"], key=lambda k: (rec["attackers"][k][3], k))[:200], t)
         if len(platforms) <= 1:  # one platform's finding: its alert, as it always was
             platform = platforms[0] if platforms else _report_platform(rec) or "unknown"
             return [self._raise(key, rec, t, platform, "", summary, common, figures, repeaters)]
@@ -276,7 +281,8 @@ class Targets:
                       "repeated_by": dict(sorted(((attackers[a][3], n) for a, n in repeaters.items()),
                                                  key=lambda kv: (-kv[1], kv[0]))[:10]),
                       "other_victims": _ids(rec["victims"])[:20],
-                      "posts": [p[1] for p in rec["posts"][-20:]], **figures},
+                      "posts": [p[1] for p in rec["posts"][-20:]],
+                      "roles": roles.target(attackers, rec.get("named", {})), **figures},
             shadow=self.s.shadow)
 
 
@@ -292,7 +298,8 @@ def _own(rec: dict, platform: str) -> dict:
                          for kind in ("thread", "hashtag")}},
             "verdicts": [v for v in rec.get("verdicts", []) if v.get("platform") == platform],
             "classified": sum(1 for v in rec.get("verdicts", []) if v.get("platform") == platform),
-            "victims": {k: v for k, v in rec["victims"].items() if mine(k)}, "alerts": rec["alerts"]}
+            "victims": {k: v for k, v in rec["victims"].items() if mine(k)}, "alerts": rec["alerts"],
+            "named": {k: v for k, v in rec.get("named", {}).items() if mine(k)}}
 
 
 def _by_label(labels: dict[str, int], platform: str | None) -> dict[str, int]:

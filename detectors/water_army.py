@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, Field
 
+from detectors import roles
 from detectors.text import MIN_CHARS, PERMUTATIONS, bands, exact_key, minhash, normalise, text_key
 from events import Alert, AnyEvent, Context, Post, keys as ids, raise_alert
 
@@ -309,6 +310,9 @@ class WaterArmy:
             member["c"] = cid
             ctx.records.save("member", platform, account, record=member, until=t + self.keep_s)
         camp["flags"] = sorted(set(camp["flags"]) | set(flags))
+        degree = camp.setdefault("deg", {})  # strong pairs per member: who is central (roles)
+        for account in (me, other):
+            degree[account] = degree.get(account, 0) + 1
         for o in objs:
             camp["objs"][o] = camp["objs"].get(o, 0) + 1
         camp["posts"] = (camp["posts"] + [p for p in posts if p not in camp["posts"]])[-20:]
@@ -336,6 +340,9 @@ class WaterArmy:
             member["c"] = kc
             ctx.records.save("member", platform, account, record=member, until=gone["t"] + self.keep_s)
         keep["flags"] = sorted(set(keep["flags"]) | set(gone["flags"]))
+        degree = keep.setdefault("deg", {})
+        for account, n in gone.get("deg", {}).items():
+            degree[account] = degree.get(account, 0) + n
         for o, n in gone["objs"].items():
             keep["objs"][o] = keep["objs"].get(o, 0) + n
         keep["posts"] = (keep["posts"] + gone["posts"])[-20:]
@@ -356,7 +363,9 @@ class WaterArmy:
     def _report(self, platform: str, cid: str, camp: dict, t: float, ctx: Context) -> Alert:
         s = self.s
         members = sorted(camp["members"])
-        signals = [(ctx.records.get("account", platform, m) or {}).get("sig") for m in members]
+        records = [ctx.records.get("account", platform, m) or {} for m in members]
+        signals = [r.get("sig") for r in records]
+        posts = {m: _decay(r["n"], r["t"], t, s.half_life_s) for m, r in zip(members, records) if "n" in r}
         known = [x for x in signals if x]
         young = sum(1 for x in known if x[0]) / len(members)
         low = sum(1 for x in known if x[1]) / len(members)
@@ -379,7 +388,8 @@ class WaterArmy:
             legal_refs=LEGAL_REFS, aggravating=aggravating,
             evidence={"accounts": members, "posts": camp["posts"], "objects": objects, "score": score,
                       "strong_pairs": camp["pairs"], "young_accounts": round(young, 3),
-                      "low_follower_accounts": round(low, 3), "shared_device_or_ip": round(shared, 3)},
+                      "low_follower_accounts": round(low, 3), "shared_device_or_ip": round(shared, 3),
+                      "roles": roles.campaign(camp["members"], camp.get("deg", {}), posts, s.half_life_s)},
             shadow=s.shadow,
         )
         ctx.records.save("campaign", platform, cid, record=camp, until=camp["until"])
