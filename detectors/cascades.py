@@ -373,7 +373,7 @@ class Cascades:
                 alerts.append(raise_alert(
                     rec["alerts"], kind="illegal_marketing", subject=("target", target), ts=t, severity="critical",
                     platform=p,
-                    summary=f"{len(rec['accounts'])} public accounts push harmful content about {target} "
+                    summary=f"{len(rec['accounts'])} public accounts push harmful content about the target "
                     f"({', '.join(met)}): candidate illegal marketing of online violence.",
                     legal_refs=["Opinions 法发〔2023〕14号 (蹭炒热度, 推广引流)", "Interpretation 2019-15 Art. 10(4)"],
                     aggravating=rec["agg"],

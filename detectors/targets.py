@@ -240,7 +240,9 @@ class Targets:
         common = {"severity": "critical" if severe else "warning", "legal_refs": refs, "aggravating": aggravating}
         figures = {"score": score, "report_baseline": round(baseline, 3), "reported_by_target": rec["self"],
                    "public_prosecution_factors": factors}
-        summary = (f"{key} is under a concentrated attack: {attackers} accounts, {reports} reports in the last "
+        # Summaries travel further than evidence (chat channels, tickets, Alertmanager annotations):
+        # they say "the target"; its id is in subject and evidence, where access is controlled.
+        summary = (f"The target is under a concentrated attack: {attackers} accounts, {reports} reports in the last "
                    f"{s.window_s / 3600:g} h" + (f" on {len(platforms)} platforms" if len(platforms) > 1 else "")
                    + (f"; candidate public-prosecution factors: {', '.join(factors)}." if factors else "."))
         # The accounts this alert names (as its evidence lists them): harmful posts after it repeat.
@@ -254,7 +256,7 @@ class Targets:
         full_id = alerts[0].alert_id
         for platform in platforms:
             own = _own(rec, platform)
-            own_summary = (f"{key} is under a concentrated attack across {len(platforms)} platforms: "
+            own_summary = (f"The target is under a concentrated attack across {len(platforms)} platforms: "
                            f"{len(own['attackers'])} of the accounts, {len(own['reports'])} of the reports are on "
                            f"{platform}.")
             alerts.append(self._raise(key, own, t, platform, "", own_summary, common,

@@ -274,3 +274,36 @@ def test_a_platform_case_takes_the_refusals_it_dealt_with_out(decided_s: float, 
 def test_refusals_dealt_with_before_the_sum_crosses_do_not_add_up() -> None:
     dealt = case(150 * DAY, "weibo", "case_opened", "duty_refusal", kind="platform")
     assert aggregated(run(OrderLedger(), refusals([20_000, 20_000, 20_000], [dealt]))) == []
+
+
+def test_cases_give_the_same_alerts_in_process_and_partitioned_as_on_kafka() -> None:
+    """A simulated hour with a defamation penalty of the rumour's author and a platform case:
+    the in-process engine and the worker's routing over 3 partitions agree, roles included."""
+    from streams.local import LocalPipeline
+    from streams.partitioned import PartitionedPipeline
+    from streams.simulator import START as SIM_START
+    from streams.simulator import SimConfig, simulate_lines
+
+    lines = list(simulate_lines(SimConfig(seed=5, minutes=12, organic_per_s=2, army_accounts=15, viral_reposts=600)))
+    extra = [orjson.dumps({"type": "case", "event_id": "case-1", "platform": "weibo", "ts": format_ts(SIM_START + 1),
+                           "case_id": "k1", "subject": {"type": "account", "id": "gossip-king"},
+                           "action": "penalty", "conduct": "defamation", "decided_at": format_ts(SIM_START)}),
+             orjson.dumps({"type": "case", "event_id": "case-2", "platform": "weibo", "ts": format_ts(SIM_START + 2),
+                           "case_id": "k2", "subject": {"type": "platform", "id": "weibo"}, "action": "warning"})]
+    lines = extra + lines
+
+    def alerts_of(make) -> list[bytes]:
+        out: list[bytes] = []
+        letters: list = []
+        pipeline = make(lambda a: out.append(a.to_json()), letters.append)
+        for n, line in enumerate(lines, 1):
+            pipeline.feed(line, f"t:{n}")
+        pipeline.finish()
+        assert letters == []
+        return out
+
+    one = alerts_of(lambda a, d: LocalPipeline(Settings(), a, d))
+    many = alerts_of(lambda a, d: PartitionedPipeline(Settings(), 3, a, d))
+    assert sorted(one) == sorted(many)
+    repeat = [orjson.loads(a) for a in one if b"defamation_after_penalty_2y" in a]
+    assert repeat and repeat[0]["evidence"]["account_id"] == "gossip-king"

@@ -227,3 +227,25 @@ def test_a_case_alert_names_the_penalised_account_a_repeat_offender() -> None:
         ("repeat_offender", "author", "k1")]
 
 
+
+
+# -- victims' data -----------------------------------------------------------------------------------
+
+
+def test_summaries_do_not_name_the_target_subject_and_evidence_do() -> None:
+    person = {"id": "victim-林某-13800000000"}
+    f = TargetFeed()
+    for n in range(6):
+        f.post(1 + n, f"w{n}", person, labels=["insult"])
+        f.post(1.5 + n, f"d{n}", person, labels=["insult"], platform="douyin")
+    alerts = f.run()
+    assert {a["platform"] for a in alerts} == {"*", "weibo", "douyin"}
+    for alert in alerts:
+        assert person["id"] not in alert["summary"] and "the target" in alert["summary"].lower()
+        assert alert["subject"]["id"] == alert["evidence"]["target_id"] == person["id"]
+    m = CascadeFeed()  # one public account past the followers figure on its own
+    m.post(0, "m0", author="pub0", labels=["insult"], targets=[person],
+           account={"public_account": True, "followers": 40_000})
+    marketing = [a for a in m.run() if a["kind"] == "illegal_marketing"]
+    assert marketing and all(person["id"] not in a["summary"] for a in marketing)
+    assert by_role(marketing[-1], "initiator") == ["pub0"] and by_role(marketing[-1], "amplifier") == []
