@@ -307,3 +307,31 @@ def test_cases_give_the_same_alerts_in_process_and_partitioned_as_on_kafka() -> 
     assert sorted(one) == sorted(many)
     repeat = [orjson.loads(a) for a in one if b"defamation_after_penalty_2y" in a]
     assert repeat and repeat[0]["evidence"]["account_id"] == "gossip-king"
+
+
+@pytest.mark.kafka
+def test_cases_on_kafka_give_the_same_alerts_as_replay(kafka_broker, stormwatch_bin: str, tmp_path) -> None:
+    """Cases travel on the orders topic: the worker gives replay's alerts, roles included."""
+    from streams.simulator import START as SIM_START
+    from tests.support.worker import Worker
+    from tests.test_kafka_pipeline import canonical
+    from tests.test_replay import replay, write_scenario
+
+    src = tmp_path / "events.jsonl"
+    write_scenario(src)
+    cases_ = [{"type": "case", "event_id": "case-1", "platform": "weibo", "ts": format_ts(SIM_START + 1),
+               "case_id": "k1", "subject": {"type": "account", "id": "gossip-king"}, "action": "penalty",
+               "conduct": "defamation", "decided_at": format_ts(SIM_START)},
+              {"type": "case", "event_id": "case-2", "platform": "weibo", "ts": format_ts(SIM_START + 2),
+               "case_id": "k2", "subject": {"type": "platform", "id": "weibo"}, "action": "warning"}]
+    src.write_bytes(b"".join(orjson.dumps(c) + b"\n" for c in cases_) + src.read_bytes())
+    expected, letters, _ = replay(stormwatch_bin, src, tmp_path, "replay")
+    expected_alerts = [orjson.loads(line) for line in expected.splitlines()]
+    assert letters == [] and any(b"defamation_after_penalty_2y" in line for line in expected.splitlines())
+    worker = Worker(kafka_broker, stormwatch_bin, tmp_path).start()
+    try:
+        worker.produce(src)
+        got = worker.read("alerts", until=len(expected_alerts))
+    finally:
+        worker.stop()
+    assert canonical(got) == canonical(expected_alerts)
