@@ -1,1 +1,2 @@
-"""The law's figures, each with its source and where it is measured (``law.py``). Imports nothing else of Stormwatch."""
+"""The law: its figures, each with its source and where it is measured (``law.py``), and which
+conduct a case or penalty has already dealt with (``cases.py``). Imports only ``events``."""

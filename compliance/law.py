@@ -66,6 +66,12 @@ TABLE: tuple[Figure, ...] = (
            "Interpretation 2017-10 Art. 5(4)", "violence_surge"),
     Figure("doxxing_other_5000", 5_000, "other personal information items published",
            "Interpretation 2017-10 Art. 5(5); mixed counts convert per Art. 5(6)", "violence_surge"),
+    # Read only with `case` events (docs/CONTRACT.md): without them nothing is dealt with.
+    Figure("defamation_after_penalty_2y", 730, "days after an administrative penalty for defamation within which "
+           "defaming again is serious circumstances", "Interpretation 2013-21 Art. 2(3)", "legal_threshold"),
+    Figure("aggregation_unhandled_2y", 730, "days within which a platform's refusals not yet dealt with (as many as "
+           "repeat_refusal_2y) have their dissemination figures aggregated", "Interpretation 2019-15 Art. 16",
+           "duty_refusal"),
 )
 BY_ID = {f.id: f for f in TABLE}
 
@@ -79,22 +85,24 @@ MEASURED_AT: dict[str, str] = {
     "defamation_repeat_3": "detectors.cascades:Cascades._cumulative",
     "dissemination_videos_200": f"{NOT_MEASURED}: posts carry no media type, so video files are not told apart "
                                 "(nor is the Art. 3(3) mixed-count conversion applied)",
-    "dissemination_items_2000": "compliance.ledger:OrderLedger.grounds (items only; the Art. 3(3) conversion "
+    "dissemination_items_2000": "detectors.orders:OrderLedger.grounds (items only; the Art. 3(3) conversion "
                                 "with videos is not measured)",
-    "dissemination_accounts_2000": "compliance.ledger:OrderLedger.grounds",
+    "dissemination_accounts_2000": "detectors.orders:OrderLedger.grounds",
     "dissemination_groups_3000": f"{NOT_MEASURED}: the contract has no group membership counts",
-    "dissemination_followers_30000": "compliance.ledger:OrderLedger.grounds",
-    "dissemination_clicks_50000": "compliance.ledger:OrderLedger.grounds",
+    "dissemination_followers_30000": "detectors.orders:OrderLedger.grounds",
+    "dissemination_clicks_50000": "detectors.orders:OrderLedger.grounds",
     "leak_sensitive_500": f"{NOT_MEASURED}: no input reports user-data leaks",
     "leak_safety_5000": f"{NOT_MEASURED}: no input reports user-data leaks",
     "leak_other_50000": f"{NOT_MEASURED}: no input reports user-data leaks",
-    "repeat_refusal_2y": "compliance.ledger:OrderLedger._repeat_refusals",
+    "repeat_refusal_2y": "detectors.orders:OrderLedger._repeat_refusals",
     "marketing_followers_30000": "detectors.cascades:Cascades._marketing",
     "marketing_accounts_2000": "detectors.cascades:Cascades._marketing",
     "marketing_posts_100": "detectors.cascades:Cascades._marketing",
     "doxxing_sensitive_50": f"{NOT_MEASURED}: posts carry no count of the personal-information items they publish",
     "doxxing_safety_500": f"{NOT_MEASURED}: posts carry no count of the personal-information items they publish",
     "doxxing_other_5000": f"{NOT_MEASURED}: posts carry no count of the personal-information items they publish",
+    "defamation_after_penalty_2y": "detectors.cascades:Cascades._after_penalty",
+    "aggregation_unhandled_2y": "detectors.orders:OrderLedger._aggregate",
 }
 
 

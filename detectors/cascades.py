@@ -12,7 +12,9 @@ Alerts:
 * ``legal_threshold``: at the event (post, engagement, or the label) whose figure first
   reaches ``defamation_views_5000`` or ``defamation_reposts_500`` on a defamatory item, once
   per item and figure; and ``defamation_cumulative_1y`` when one author's defamatory items of
-  the last year together reach either figure (two items or more), once per author.
+  the last year together reach either figure (``defamation_repeat_3`` items or more), once per
+  author; items a ``case`` about the author dealt with are not counted (未经处理). A defamatory item
+  within two years after a defamation penalty is ``defamation_after_penalty_2y`` (2013-21 Art. 2(3)).
 * ``viral_spread``: a cascade whose root carries a harmful label, or was reported, grows
   abnormally fast (``viral_reposts``/``viral_window_s``), or is forecast by SEISMIC to reach
   a legal figure within ``forecast_horizon_s`` while still below it. Lawful posts stay silent
@@ -33,9 +35,10 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, Field
 
+from compliance import cases
 from compliance.law import LawSettings
-from detectors import seismic
-from events import Alert, AnyEvent, Context, Engagement, Post, Report, raise_alert
+from detectors import roles, seismic
+from events import Alert, AnyEvent, Case, Context, Engagement, Post, Report, format_ts, raise_alert
 from events.models import HARMFUL_LABELS
 
 HARMFUL = HARMFUL_LABELS
@@ -63,7 +66,7 @@ class Cascades:
 
     name: ClassVar[str] = "cascades"
     raises: ClassVar[tuple[str, ...]] = ("legal_threshold", "viral_spread", "illegal_marketing")
-    event_types: ClassVar[frozenset[str]] = frozenset({"post", "engagement", "report"})
+    event_types: ClassVar[frozenset[str]] = frozenset({"post", "engagement", "report", "case"})
     ordered: ClassVar[bool] = True
     stage: ClassVar[str] = "platform"  # shares a Kafka stage with the other platform-keyed detectors
 
@@ -72,6 +75,8 @@ class Cascades:
         self.law = law or LawSettings()
 
     def keys(self, event: AnyEvent) -> list[str]:
+        if isinstance(event, Case) and event.subject.type != "account":
+            return []
         return [event.platform]
 
     def on_timer(self, key: str, ctx: Context) -> list[Alert]:
@@ -81,6 +86,8 @@ class Cascades:
         p = key  # the platform
         if isinstance(event, Post):
             return self._post(p, event, ctx)
+        if isinstance(event, Case):
+            return self._case(p, event, ctx)
         if isinstance(event, Engagement):
             item = self._item(p, event.post_id, event.epoch, ctx)
             grew = False
@@ -129,8 +136,12 @@ class Cascades:
                 item = touched.get(item_id) or self._item(p, item_id, t, ctx)
                 touched[item_id] = item
                 item["reposts"] += 1
-                if len(item["accounts"]) < s.max_accounts:
-                    item["accounts"].setdefault(post.account_id, 1)  # a dict: membership in O(1)
+                reposters = item["accounts"]  # reposts per account (a dict: membership in O(1))
+                if post.account_id in reposters:
+                    reposters[post.account_id] += 1
+                elif len(reposters) < s.max_accounts:
+                    reposters[post.account_id] = 1
+                roles.note_reposter(item, post.account_id, post.account.followers if post.account else None)
                 recent = item["recent"]  # repost times in order; drop what left the window
                 recent.append(t)
                 del recent[:bisect.bisect_right(recent, t - s.viral_window_s)]
@@ -182,6 +193,7 @@ class Cascades:
                 limit = self.law.limit(fid)
                 if value >= limit and fid not in item["fired"]:
                     item["fired"].append(fid)
+                    item.setdefault("named_at", t)  # its author is named: a later item about its targets repeats
                     alerts.append(raise_alert(
                         item["alerts"], kind="legal_threshold", subject=("post", item_id), window=fid, ts=t,
                         severity="critical", platform=platform,
@@ -190,12 +202,13 @@ class Cascades:
                         legal_refs=DEFAMATION_REFS, aggravating=self._aggravating(item),
                         evidence={"threshold": fid, "value": value, "limit": limit, "post_id": item_id,
                                   "account_id": item["author"], **fig,
-                                  "defamation_reports": len(item["reporters"])},
+                                  "defamation_reports": len(item["reporters"]),
+                                  "roles": self._roles(p, item_id, item, ctx)},
                         shadow=self.s.shadow))
             if item["author"] is not None:
                 alerts.extend(self._cumulative(p, item_id, item, fig, t, ctx))
         if defamatory or item["reporters"] or HARMFUL & set(item["labels"]):
-            alerts.extend(self._viral(platform, item_id, item, fig, t))
+            alerts.extend(self._viral(platform, item_id, item, fig, t, ctx))
         if item.get("public") and HARMFUL & set(item["labels"]) and item["targets"]:
             alerts.extend(self._marketing(p, item_id, item, fig, t, ctx))
         return alerts
@@ -210,11 +223,20 @@ class Cascades:
         acct = ctx.records.get("author", p, item["author"]) or {"items": {}, "fired": [], "alerts": {}}
         window = self.law.limit("defamation_cumulative_1y") * 86400.0
         acct["items"][item_id] = [item["t0"], fig["views"], fig["reposts"]]
+        if "named_at" in item:  # an alert named the author over this item: its targets, for repeats (roles)
+            named = acct.setdefault("named", {})
+            for target in item["targets"]:
+                named.setdefault(target, item["named_at"])
+            while len(named) > roles.MAX_NAMED:
+                del named[next(iter(named))]
         acct["items"] = {k: v for k, v in acct["items"].items() if v[0] >= t - window}
-        alerts = []
-        if len(acct["items"]) >= self.law.limit("defamation_repeat_3") and "cumulative" not in acct["fired"]:
-            views = sum(v[1] for v in acct["items"].values())
-            reposts = sum(v[2] for v in acct["items"].values())
+        record = cases.cases_of(ctx.records, p, "account", item["author"])
+        handled = cases.handled_until(record)  # 未经处理: conduct a case dealt with is not counted again
+        unhandled = {k: v for k, v in acct["items"].items() if v[0] > handled}
+        alerts = self._after_penalty(p, item["author"], acct, record, t) if record else []
+        if len(unhandled) >= self.law.limit("defamation_repeat_3") and "cumulative" not in acct["fired"]:
+            views = sum(v[1] for v in unhandled.values())
+            reposts = sum(v[2] for v in unhandled.values())
             for figure, value, limit in (("views", views, self.law.limit("defamation_views_5000")),
                                          ("reposts", reposts, self.law.limit("defamation_reposts_500"))):
                 if value >= limit and "cumulative" not in acct["fired"]:
@@ -223,18 +245,73 @@ class Cascades:
                     alerts.append(raise_alert(
                         acct["alerts"], kind="legal_threshold", subject=("account", account),
                         window="defamation_cumulative_1y", ts=t, severity="critical", platform=p,
-                        summary=f"Account {account}'s {len(acct['items'])} defamatory posts of the past year reached "
+                        summary=f"Account {account}'s {len(unhandled)} defamatory posts of the past year reached "
                         f"{value:,} {figure} together (figure {limit:,}, Interpretation 2013-21 Art. 4): candidate serious "
                         "circumstances.",
                         legal_refs=["Criminal Law Art. 246", "Interpretation 2013-21 Art. 4"],
                         evidence={"threshold": "defamation_cumulative_1y", "value": value, "limit": limit,
                                   "figure": figure, "account_id": account, "views": views, "reposts": reposts,
-                                  "posts": sorted(acct["items"])},
+                                  "posts": sorted(unhandled),
+                                  "roles": roles.repeat_by_cases(account, record["cases"] if record else [],
+                                                                 min(v[0] for v in unhandled.values())),
+                                  **({"excluded_as_dealt_with": sorted(set(acct["items"]) - set(unhandled))}
+                                     if len(unhandled) < len(acct["items"]) else {})},
                         shadow=self.s.shadow))
         ctx.records.save("author", p, item["author"], record=acct, until=t + window)
         return alerts
 
-    def _viral(self, platform: str, item_id: str, item: dict, fig: dict, t: float) -> list[Alert]:
+    def _case(self, p: str, case: Case, ctx: Context) -> list[Alert]:
+        """A sanction or case about an account: its conduct so far is dealt with (a later
+        cumulative finding counts only what came after), and a defamation penalty makes the
+        account's defamatory items of the next two years serious (2013-21 Art. 2(3))."""
+        keep = (self.law.limit("defamation_after_penalty_2y") + 1) * 86400.0  # a day past the last one it counts
+        record = cases.note_case(ctx.records, p, case, keep_s=keep)
+        acct = ctx.records.get("author", p, case.subject.id)
+        if record is None or acct is None:
+            return []
+        if any(v[0] <= case.decided_epoch for v in acct["items"].values()):  # it dealt with counted conduct:
+            acct["fired"] = [f for f in acct["fired"] if f != "cumulative"]  # new conduct may be found again
+        alerts = self._after_penalty(p, case.subject.id, acct, record, case.epoch)
+        ctx.records.save("author", p, case.subject.id, record=acct, until=acct["until"])
+        return alerts
+
+    def _after_penalty(self, p: str, account: str, acct: dict, record: dict, t: float) -> list[Alert]:
+        """2013-21 Art. 2(3): defamatory items posted within two years after an administrative
+        penalty for defamation, each once (the penalty may arrive before or after the item)."""
+        within = self.law.limit("defamation_after_penalty_2y") * 86400.0
+        alerts = []
+        for item_id, (t0, views, reposts) in sorted(acct["items"].items()):
+            fid = f"after_penalty:{item_id}"
+            penalty = cases.prior_penalty(record, "defamation", t0, within)
+            if penalty is None or fid in acct["fired"]:
+                continue
+            acct["fired"].append(fid)
+            days = round((t0 - penalty[0]) / 86400.0, 3)
+            limit = self.law.limit("defamation_after_penalty_2y")
+            alerts.append(raise_alert(
+                acct["alerts"], kind="legal_threshold", subject=("post", item_id), window="defamation_after_penalty_2y",
+                ts=t, severity="critical", platform=p,
+                summary=f"Account {account} posted defamatory post {item_id} {days:g} days after an administrative "
+                f"penalty for defamation (case {penalty[1]}; within {limit} days, Interpretation 2013-21 Art. 2(3)): "
+                "candidate serious circumstances.",
+                legal_refs=["Criminal Law Art. 246", "Interpretation 2013-21 Art. 2(3)"],
+                evidence={"threshold": "defamation_after_penalty_2y", "value": days, "limit": limit,
+                          "post_id": item_id, "account_id": account, "case_id": penalty[1], "case_action": penalty[2],
+                          "penalty_decided_at": format_ts(penalty[0]), "views": views, "reposts": reposts,
+                          "roles": roles.repeat_by_cases(account, record["cases"], t0)},
+                shadow=self.s.shadow))
+        return alerts
+
+    def _roles(self, p: str, item_id: str, item: dict, ctx: Context) -> list[dict]:
+        """``evidence.roles`` of an item's alert (see :mod:`detectors.roles`)."""
+        author = item.get("author")
+        if author is None:
+            return roles.cascade(item_id, item, [], {})
+        known = cases.cases_of(ctx.records, p, "account", author)
+        named = (ctx.records.get("author", p, author) or {}).get("named", {})
+        return roles.cascade(item_id, item, known["cases"] if known else [], named)
+
+    def _viral(self, platform: str, item_id: str, item: dict, fig: dict, t: float, ctx: Context) -> list[Alert]:
         s = self.s
         reasons = []
         if len(item["recent"]) >= s.viral_reposts and "growth" not in item["fired"]:
@@ -265,7 +342,8 @@ class Cascades:
             aggravating=self._aggravating(item),
             evidence={"post_id": item_id, "views": fig["views"], "reposts": fig["reposts"],
                       "reach_accounts": fig["reach_accounts"], "reposts_in_window": len(item["recent"]),
-                      "forecast": forecast or {"horizon_s": s.forecast_horizon_s, "views": None, "reposts": None}},
+                      "forecast": forecast or {"horizon_s": s.forecast_horizon_s, "views": None, "reposts": None},
+                      "roles": self._roles(platform, item_id, item, ctx)},
             shadow=s.shadow)]
 
     def forecast(self, spread: list, t: float, fig: dict) -> dict[str, Any]:
@@ -312,8 +390,8 @@ class Cascades:
             alerts.append(raise_alert(
                 rec["alerts"], kind="illegal_marketing", subject=("account", author), ts=t, severity="critical",
                 platform=p,
-                summary=f"Public account {author} pushed {len(rec['posts'])} harmful posts about {targets[0]}"
-                + (f" and {len(targets) - 1} other persons" if len(targets) > 1 else "")
+                summary=f"Public account {author} pushed {len(rec['posts'])} harmful posts about "
+                + (f"{len(targets)} persons" if len(targets) > 1 else "the target")
                 + f" ({', '.join(met)}): candidate illegal marketing of online violence.",
                 legal_refs=["Opinions 法发〔2023〕14号 (蹭炒热度, 推广引流)", "Criminal Law Art. 287-1",
                             *sorted({self.law.source(fid).split(" with ")[-1] for fid in met})],
@@ -324,7 +402,8 @@ class Cascades:
                           "accounts_reached": counted["marketing_accounts_2000"],
                           "accounts_reached_bound": "largest_post",
                           "accounts_reached_sum": sum(reach),
-                          "post_count": counted["marketing_posts_100"]},
+                          "post_count": counted["marketing_posts_100"],
+                          "roles": roles.marketing({author: rec["followers"]})},
                 shadow=self.s.shadow))
         ctx.records.save("pusher", p, author, record=rec, until=t + self.s.item_ttl_s)
         return alerts

@@ -18,7 +18,9 @@ Alerts, all at the event time of what they report:
   with network-security duties, a legal basis, measures, a deadline after issue), refused or
   past its deadline with measures missing or items still live, and at least one ground of
   Interpretation 2019-15 measured after the deadline; or, subject the platform, refusals of
-  several orders within two years (``repeat_refusal_2y``). Nothing when the platform complied in
+  several orders within two years (``repeat_refusal_2y``); or, subject the platform, the figures
+  of several non-complied orders within two years added up where no ``case`` dealt with them
+  (2019-15 Art. 16, ``aggregation_unhandled_2y``). Nothing when the platform complied in
   time and its items went quiet, whatever happened before.
 
 Keyed by platform and ordered: a platform's orders, actions, posts and engagement meet in one
@@ -32,8 +34,9 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field
 
+from compliance import cases
 from compliance.law import LawSettings
-from events import Alert, AnyEvent, Context, Engagement, Order, PlatformAction, Post, format_ts, raise_alert
+from events import Alert, AnyEvent, Case, Context, Engagement, Order, PlatformAction, Post, format_ts, raise_alert
 from events import keys as ids
 from events.models import HARMFUL_LABELS
 
@@ -46,6 +49,7 @@ MEASURE_BY_ACTION = {
 ORDER_REFS = ["Criminal Law Art. 286-1", "Interpretation 2019-15 Art. 2"]
 ACTIONS_KEPT = 100  # per order: the first actions by (ts, action_id), plus the first of each kind
 TWO_YEARS = 2 * 365 * 86400.0
+MAX_ACTS = 1_000  # per platform, the refusals kept for the 2019-15 Art. 16 aggregation (the newest)
 
 
 class LedgerSettings(BaseModel):
@@ -100,7 +104,7 @@ class OrderLedger:
     name: ClassVar[str] = "orders"
     raises: ClassVar[tuple[str, ...]] = ("order_overdue", "order_refused", "continued_dissemination", "duty_refusal",
                                          "evidence_not_preserved")
-    event_types: ClassVar[frozenset[str]] = frozenset({"order", "platform_action", "post", "engagement"})
+    event_types: ClassVar[frozenset[str]] = frozenset({"order", "platform_action", "post", "engagement", "case"})
     ordered: ClassVar[bool] = True
     stage: ClassVar[str] = "platform"  # shares a Kafka stage with the other platform-keyed detectors
 
@@ -110,6 +114,8 @@ class OrderLedger:
 
     def keys(self, event: AnyEvent) -> list[str]:
         if isinstance(event, PlatformAction) and event.order_id is None:
+            return []
+        if isinstance(event, Case) and event.subject.type != "platform":
             return []
         return [event.platform]
 
@@ -125,6 +131,18 @@ class OrderLedger:
             return self._activity(p, event, ctx)
         if isinstance(event, Engagement):
             return self._engagement(p, event, ctx)
+        if isinstance(event, Case):
+            return self._case(p, event, ctx)
+        return []
+
+    def _case(self, p: str, case: Case, ctx: Context) -> list[Alert]:
+        """A sanction or case about the platform: its refusals up to ``decided_at`` are dealt
+        with, so the 2019-15 Art. 16 aggregation starts again from the conduct after it."""
+        if cases.note_case(ctx.records, p, case) is not None:
+            rec = ctx.records.get("conduct", p)
+            if rec is not None and any(act[0] <= case.decided_epoch for act in rec["acts"].values()):
+                rec["fired"] = []
+                ctx.records.save("conduct", p, record=rec, until=rec["until"])
         return []
 
     def _record(self, p: str, order_id: str, ctx: Context) -> dict:
@@ -297,7 +315,7 @@ class OrderLedger:
             "information-network security duties if the content keeps spreading).",
             legal_refs=ORDER_REFS, evidence={"order_id": order_id, "action_id": action_id})]
         alerts += self._repeat_refusals(p, order_id, ts, ctx)
-        alerts += self._duty(p, order_id, record, ts)
+        alerts += self._duty(p, order_id, record, ts, ctx)
         return alerts
 
     def _repeat_refusals(self, p: str, order_id: str, ts: float, ctx: Context) -> list[Alert]:
@@ -359,10 +377,10 @@ class OrderLedger:
                               "disseminations_after_deadline": after.get("spread", 0),
                               "disseminating_accounts_after_deadline": len(record["spreaders"]),
                               "platform_claimed": claimed}))
-        alerts += self._duty(p, order_id, record, ts)
+        alerts += self._duty(p, order_id, record, ts, ctx)
         return alerts
 
-    def _duty(self, p: str, order_id: str, record: dict, ts: float) -> list[Alert]:
+    def _duty(self, p: str, order_id: str, record: dict, ts: float, ctx: Context) -> list[Alert]:
         order = record["order"]
         if order is None or not self.valid(order):
             return []
@@ -372,10 +390,11 @@ class OrderLedger:
         live = bool(record.get("live"))
         if not (refused or (past and (not completed_in_time or live))):
             return []
+        aggregated = self._aggregate(p, order_id, record, ts, ctx)
         grounds = self.grounds(record)
         new = [g for g in grounds if f"duty:{g}" not in record["fired"]]
         if not new:
-            return []
+            return aggregated
         record["fired"] += [f"duty:{g}" for g in new]
         missing = [m for m in order["measures"] if m not in measures_done(record, order["deadline"])]
         refusal = next((aid for _t, aid, a in record["actions"] if a in ("refused", "disputed")), None)
@@ -391,7 +410,49 @@ class OrderLedger:
                       "missing_measures": missing, "views_after_deadline": record["after"]["views"],
                       "accounts_reached_after_deadline": record["after"]["reach"],
                       "disseminations_after_deadline": record["after"].get("spread", 0),
-                      "posts_after_deadline": record["after"]["items"]})]
+                      "posts_after_deadline": record["after"]["items"]})] + aggregated
+
+    def _aggregate(self, p: str, order_id: str, record: dict, ts: float, ctx: Context) -> list[Alert]:
+        """2019-15 Art. 16: a platform's refusals within two years not yet dealt with (多次: as
+        many as ``repeat_refusal_2y``) have their figures after the deadline added up, subject the
+        platform. An act is dated when it is first judged one; its figures are the order's latest.
+        Acts a ``case`` about the platform dealt with (decided at or after them) are left out."""
+        window = self.law.limit("aggregation_unhandled_2y") * 86400.0
+        rec = ctx.records.get("conduct", p) or {"acts": {}, "fired": [], "alerts": {}}
+        after = record["after"]
+        acts = rec["acts"]
+        first = acts[order_id][0] if order_id in acts else ts
+        acts[order_id] = [first, after["views"], after["reach"], after.get("spread", 0), after["followers"]]
+        for oid in [o for o, act in acts.items() if act[0] < ts - window]:
+            del acts[oid]
+        while len(acts) > MAX_ACTS:  # the oldest go first: acts are added in time order
+            del acts[next(iter(acts))]
+        handled = cases.handled_until(cases.cases_of(ctx.records, p, "platform", p))
+        counted = {o: act for o, act in acts.items() if act[0] > handled}
+        alerts: list[Alert] = []
+        repeat = self.law.limit("repeat_refusal_2y")
+        if len(counted) >= repeat:
+            summed = {"dissemination_clicks_50000": sum(a[1] for a in counted.values()),
+                      "dissemination_accounts_2000": sum(a[2] for a in counted.values()),
+                      "dissemination_items_2000": sum(a[3] for a in counted.values()),
+                      "dissemination_followers_30000": sum(a[4] for a in counted.values())}
+            met = {g: v for g, v in summed.items() if v >= self.law.limit(g)}
+            if [g for g in met if g not in rec["fired"]]:
+                rec["fired"] = sorted(set(rec["fired"]) | set(met))
+                alerts.append(raise_alert(
+                    rec["alerts"], kind="duty_refusal", subject=("platform", p), window="aggregation_unhandled_2y",
+                    ts=ts, severity="critical", platform=p,
+                    summary=f"Platform {p}: {len(counted)} orders not complied with within two years and not yet "
+                    f"dealt with reach {', '.join(sorted(met))} together (Interpretation 2019-15 Art. 16): candidate "
+                    "refusal to perform information-network security duties.",
+                    legal_refs=["Criminal Law Art. 286-1", "Interpretation 2019-15 Art. 3",
+                                "Interpretation 2019-15 Art. 16"],
+                    evidence={"order_id": order_id, "grounds": sorted(met), "figures": met,
+                              "limits": {g: self.law.limit(g) for g in met}, "orders": sorted(counted),
+                              "acts": len(counted), "acts_limit": repeat,
+                              "excluded_as_dealt_with": sorted(set(acts) - set(counted))}))
+        ctx.records.save("conduct", p, record=rec, until=ts + window)
+        return alerts
 
 
 def _keep(actions: list, entry: list) -> list:

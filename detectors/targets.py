@@ -37,6 +37,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, Field
 
+from detectors import roles
 from detectors.abuse import AbuseClassifier
 from detectors.text import MIN_CHARS, bands, exact_key, minhash, normalise
 from events import Alert, AnyEvent, Context, Post, Report, Target, keys as ids, raise_alert
@@ -193,7 +194,9 @@ class Targets:
         newest = rec["attackers"][next(reversed(rec["attackers"]))][0] if rec["attackers"] else -math.inf
         initiates = newest < t - self.s.window_s
         before = rec["attackers"].pop(attacker, None)  # re-inserted last: the dict stays in time order
-        rec["attackers"][attacker] = [t, post.platform, (before[2] if before else 0) + 1, post.account_id]
+        first = (before[4] if len(before) > 4 else before[0]) if before else t  # the first in the window (roles)
+        rec["attackers"][attacker] = [t, post.platform, (before[2] if before else 0) + 1, post.account_id, first]
+        roles.note_attack(rec, attacker, t)
         victims = rec["victims"]
         others = [other.id for other in post.targets if other.id != key]  # the same post attacks them too
         for other in others[-self.s.max_victims:]:
@@ -289,11 +292,15 @@ class Targets:
                    "public_prosecution_factors": factors,
                    "coordinated_posting": {"accounts": best[0], "across_platforms": best[1],
                                            "limit": s.coordinated_accounts}}
-        summary = (f"{key} is under a concentrated attack: {attackers} accounts, {reports} reports in the last "
+        # Summaries travel further than evidence (chat channels, tickets, Alertmanager annotations):
+        # they say "the target"; its id is in subject and evidence, where access is controlled.
+        summary = (f"The target is under a concentrated attack: {attackers} accounts, {reports} reports in the last "
                    f"{s.window_s / 3600:g} h" + (f" on {len(platforms)} platforms" if len(platforms) > 1 else "")
                    + (f"; {best[0]} of them posted near-identical text (candidate organised attack)"
                       if coordinated else "")
                    + (f"; candidate public-prosecution factors: {', '.join(factors)}." if factors else "."))
+        # The accounts this alert names (as its evidence lists them): harmful posts after it repeat.
+        roles.note_named(rec, sorted(rec["attackers"], key=lambda k: (rec["attackers"][k][3], k))[:200], t)
         if len(platforms) <= 1:  # one platform's finding: its alert, as it always was
             platform = platforms[0] if platforms else _report_platform(rec) or "unknown"
             return [self._raise(key, rec, t, platform, "", summary, common, figures, repeaters)]
@@ -303,7 +310,7 @@ class Targets:
         full_id = alerts[0].alert_id
         for platform in platforms:
             own = _own(rec, platform)
-            own_summary = (f"{key} is under a concentrated attack across {len(platforms)} platforms: "
+            own_summary = (f"The target is under a concentrated attack across {len(platforms)} platforms: "
                            f"{len(own['attackers'])} of the accounts, {len(own['reports'])} of the reports are on "
                            f"{platform}.")
             alerts.append(self._raise(key, own, t, platform, "", own_summary, common,
@@ -330,7 +337,8 @@ class Targets:
                       "repeated_by": dict(sorted(((attackers[a][3], n) for a, n in repeaters.items()),
                                                  key=lambda kv: (-kv[1], kv[0]))[:10]),
                       "other_victims": _ids(rec["victims"])[:20],
-                      "posts": [p[1] for p in rec["posts"][-20:]], **figures},
+                      "posts": [p[1] for p in rec["posts"][-20:]],
+                      "roles": roles.target(attackers, rec.get("named", {})), **figures},
             shadow=self.s.shadow)
 
 
@@ -346,7 +354,8 @@ def _own(rec: dict, platform: str) -> dict:
                          for kind in ("thread", "hashtag")}},
             "verdicts": [v for v in rec.get("verdicts", []) if v.get("platform") == platform],
             "classified": sum(1 for v in rec.get("verdicts", []) if v.get("platform") == platform),
-            "victims": {k: v for k, v in rec["victims"].items() if mine(k)}, "alerts": rec["alerts"]}
+            "victims": {k: v for k, v in rec["victims"].items() if mine(k)}, "alerts": rec["alerts"],
+            "named": {k: v for k, v in rec.get("named", {}).items() if mine(k)}}
 
 
 def _by_label(labels: dict[str, int], platform: str | None) -> dict[str, int]:

@@ -37,6 +37,7 @@ from typing import ClassVar
 import numpy as np
 from pydantic import BaseModel, Field
 
+from detectors import roles
 from detectors.text import MIN_CHARS, PERMUTATIONS, bands, exact_key, minhash, normalise, text_key
 from events import Alert, AnyEvent, Context, Post, keys as ids, raise_alert
 from events.models import HARMFUL_LABELS
@@ -368,8 +369,9 @@ class WaterArmy:
             ctx.records.save("member", platform, account, record=member, until=gone["t"] + self.keep_s)
         keep["flags"] = sorted(set(keep["flags"]) | set(gone["flags"]))
         keep["aims"] = sorted(set(keep.get("aims", [])) | set(gone.get("aims", [])))
+        degree = keep.setdefault("deg", {})
         for account, n in gone.get("deg", {}).items():
-            keep.setdefault("deg", {})[account] = keep.get("deg", {}).get(account, 0) + n
+            degree[account] = degree.get(account, 0) + n
         for o, n in gone["objs"].items():
             keep["objs"][o] = keep["objs"].get(o, 0) + n
         keep["posts"] = (keep["posts"] + gone["posts"])[-self.s.posts_kept:]
@@ -391,7 +393,9 @@ class WaterArmy:
     def _report(self, platform: str, cid: str, camp: dict, t: float, ctx: Context) -> Alert:
         s = self.s
         members = sorted(camp["members"])
-        signals = [(ctx.records.get("account", platform, m) or {}).get("sig") for m in members]
+        records = [ctx.records.get("account", platform, m) or {} for m in members]
+        signals = [r.get("sig") for r in records]
+        posts = {m: _decay(r["n"], r["t"], t, s.half_life_s) for m, r in zip(members, records) if "n" in r}
         known = [x for x in signals if x]
         young = sum(1 for x in known if x[0]) / len(members)
         low = sum(1 for x in known if x[1]) / len(members)
@@ -422,7 +426,8 @@ class WaterArmy:
                       "strong_pairs": camp["pairs"], "young_accounts": round(young, 3),
                       "low_follower_accounts": round(low, 3), "shared_device_or_ip": round(shared, 3),
                       "harmful_content": "harmful" in aims, "targeted": "targeted" in aims,
-                      **({"provider_organized_by": provider} if provider and aims else {})},
+                      **({"provider_organized_by": provider} if provider and aims else {}),
+                      "roles": roles.campaign(camp["members"], camp.get("deg", {}), posts, s.half_life_s)},
             shadow=s.shadow,
         )
         ctx.records.save("campaign", platform, cid, record=camp, until=camp["until"])

@@ -97,7 +97,7 @@ def decode(raw: bytes, source: str, now: float | None = None,
     return event
 
 
-KEY_FIELD = {"post": "post_id", "engagement": "post_id", "report": "report_id", "order": "order_id"}
+KEY_FIELD = {"post": "post_id", "engagement": "post_id", "report": "report_id", "order": "order_id", "case": "case_id"}
 
 
 def route(line: bytes) -> tuple[str, bytes | None] | None:

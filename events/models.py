@@ -184,6 +184,55 @@ class PlatformAction(Event):
     note: Text = ""
 
 
+CaseAction = Literal["penalty", "warning", "case_opened"]
+CaseConduct = Literal["defamation", "insult", "online_violence", "duty_refusal", "illegal_use", "other"]
+
+
+class CaseSubject(Model):
+    type: Literal["account", "platform"]
+    id: Id
+
+
+class Case(Event):
+    """A sanction or case about an account or a platform (optional input).
+
+    Why: the interpretations aggregate conduct "not yet dealt with" (未经处理: 2013-21 Art. 4,
+    2019-15 Art. 16) and make a repeat after a penalty serious (2013-21 Art. 2(3)); without
+    this event Stormwatch cannot tell handled conduct from unhandled. ``decided_at`` (default
+    ``ts``) is when the penalty was decided or the case opened; the subject's conduct up to it
+    is taken as dealt with. A platform case may only name the event's own platform: one
+    platform never changes another's findings.
+    """
+
+    type: Literal["case"]
+    case_id: Id
+    subject: CaseSubject
+    action: CaseAction
+    conduct: CaseConduct = "other"
+    authority: Id | None = None
+    legal_basis: Text = ""
+    decided_at: Timestamp | None = None
+
+    @field_validator("subject")
+    @classmethod
+    def _own_platform(cls, subject: CaseSubject, info: ValidationInfo) -> CaseSubject:
+        if subject.type == "platform" and subject.id != info.data.get("platform", subject.id):
+            raise ValueError("a platform case names the event's own platform")
+        return subject
+
+    @field_validator("decided_at")
+    @classmethod
+    def _decided_by_ts(cls, decided_at: datetime | None, info: ValidationInfo) -> datetime | None:
+        ts = info.data.get("ts")
+        if decided_at is not None and ts is not None and decided_at > ts:
+            raise ValueError("a case is sent once decided, so decided_at is at most ts")
+        return decided_at
+
+    @property
+    def decided_epoch(self) -> float:
+        return (self.decided_at or self.ts).timestamp()
+
+
 class Tick(BaseModel):
     """Advances event time with no data. Only ``ts`` is required."""
 
@@ -198,8 +247,8 @@ class Tick(BaseModel):
         return self.ts.timestamp()
 
 
-InputEvent = Annotated[Union[Post, Engagement, Report, Order, PlatformAction, Tick], Field(discriminator="type")]
-AnyEvent = Post | Engagement | Report | Order | PlatformAction | Tick
+InputEvent = Annotated[Union[Post, Engagement, Report, Order, PlatformAction, Case, Tick], Field(discriminator="type")]
+AnyEvent = Post | Engagement | Report | Order | PlatformAction | Case | Tick
 
 # The contract's input topics, by event type. Ticks may arrive on any topic.
 TOPIC_BY_TYPE: dict[str, str] = {
@@ -208,8 +257,11 @@ TOPIC_BY_TYPE: dict[str, str] = {
     "report": "reports",
     "order": "orders",
     "platform_action": "platform-actions",
+    # Decisions about conduct travel with the regulators' orders: no new topic, so no new source
+    # the platform stage waits for and nothing to create in a running deployment.
+    "case": "orders",
 }
-INPUT_TOPICS: tuple[str, ...] = tuple(TOPIC_BY_TYPE.values())
+INPUT_TOPICS: tuple[str, ...] = tuple(dict.fromkeys(TOPIC_BY_TYPE.values()))
 
 
 def format_ts(epoch: float) -> str:
