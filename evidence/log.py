@@ -72,6 +72,7 @@ class EvidenceLog:
         self.leaves: list[bytes] = []
         self.tree = MerkleTree()
         self.tree_heads: list[dict] = []
+        self.log_time = 0.0  # event time of the latest alert logged: the next tree head's timestamp
         self.by_alert: dict[str, list[int]] = {}
         self.public_key = public_key_b64(key) if key is not None else None
         self._entries = self._heads = None

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import base64
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,12 @@ class EvidenceSettings(BaseModel):
     max_entries_per_version: int = Field(300, ge=10, description="Events logged per alert version, at most.")
     series_cap: int = Field(2000, ge=1, description="Observations kept per post, account, target or order deadline.")
     max_orders: int = Field(10_000, ge=1, description="Orders whose order, actions and late activity are held.")
+    order_margin_s: float = Field(300.0, ge=0, description="Raw events and alert versions are logged in event-time "
+                                  "order once every source is this far past them (replay and worker alike), so the "
+                                  "worker's log equals replay's; an alert raised later than that behind the stream "
+                                  "is logged on arrival.")
+    worker: bool = Field(False, description="Worker: keep the evidence log on Kafka (an evidence stage, the "
+                         "evidence-log topic, changelogged tables). Off by default: it costs throughput.")
 
 
 class Held:
@@ -86,8 +93,13 @@ class Held:
 class EvidenceRecorder:
     """Feeds an :class:`EvidenceLog` with the events each alert version cites."""
 
-    def __init__(self, log: EvidenceLog, settings: EvidenceSettings | None = None) -> None:
+    def __init__(self, log: EvidenceLog | None, settings: EvidenceSettings | None = None,
+                 log_for: Callable[[str], Any] | None = None) -> None:
+        """``log_for``: one log per platform (the Kafka worker's single writer per platform) instead
+        of ``log`` for all; anything with ``append``, ``sign_tree_head`` and ``log_time``."""
         self.log = log
+        self.log_for = log_for
+        self.on_evict: Callable[[tuple[str, str]], None] | None = None  # a held event is let go (Kafka: its table row)
         self.s = settings or EvidenceSettings()
         # Held raw events by (platform, event_id), and their keys in arrival order (oldest first).
         # Plain dicts, lists and a deque: the index costs a few hundred bytes per event beyond its bytes.
@@ -163,6 +175,8 @@ class EvidenceRecorder:
                 return
             self.arrival.popleft()
             del self.held[key]
+            if self.on_evict is not None:
+                self.on_evict(key)
             self.held_bytes -= len(oldest.raw)
             for ref in oldest.refs:
                 series = self.refs.get(ref)
@@ -182,6 +196,9 @@ class EvidenceRecorder:
                 _old, dropped = self.orders.popitem(last=False)
                 for item in dropped.get("items", []):
                     self.watch.pop((event.platform, item), None)
+                if self.on_evict is not None:
+                    for gone in dropped["order"] + dropped["actions"]:
+                        self.on_evict(gone.key)
         if any(h.event_id == event.event_id for h in rec["order"] + rec["actions"]):
             return  # a duplicate delivery
         held = Held(raw, event, event.epoch, ())
@@ -215,21 +232,23 @@ class EvidenceRecorder:
         must, series = self._cites(alert, t)
         budget = max(self.s.max_entries_per_version - len(must), 0)
         cited = must[:self.s.max_entries_per_version] + _spread_sample(series, budget)
+        log = self.log if self.log_for is None else self.log_for(alert.platform)
         logged = self.logged.setdefault(alert.alert_id, {})
         supports: list[int] = []
         for role, held, cited_as in cited:
             key = held.key if held is not None else ("missing", cited_as)
             if key not in logged:
-                logged[key] = self.log.append(self._entry(alert, role, held, cited_as))
+                logged[key] = log.append(self._entry(alert, role, held, cited_as))
             if logged[key] not in supports:
                 supports.append(logged[key])
         body = alert.to_json()
-        self.log.append({"alert_id": alert.alert_id, "version": alert.version, "platform": alert.platform,
+        log.append({"alert_id": alert.alert_id, "version": alert.version, "platform": alert.platform,
                          "role": "alert version", "type": "alert", "event_id": None, "ts": alert.ts,
                          "sha256": sha256_hex(body), "raw": base64.b64encode(body).decode(),
                          "supports": sorted(supports)})
         self.log_time = max(self.log_time, t)
-        self.log.sign_tree_head(self.log_time)
+        log.log_time = max(log.log_time, t)  # per tree: a tree head's time is its own latest alert's
+        log.sign_tree_head(log.log_time)
 
     @staticmethod
     def _entry(alert: Alert, role: str, held: Held | None, cited_as: str) -> dict[str, Any]:
