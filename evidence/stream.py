@@ -82,8 +82,8 @@ class StreamLog:
 
     def sign_tree_head(self, timestamp: float) -> dict:
         size, ts, root = self.tree.size, format_ts(timestamp), self.tree.root().hex()
-        self.head = {"tree_size": size, "timestamp": ts, "root_hash": root,
-                     "signature": base64.b64encode(self.key.sign(sth_message(size, ts, root))).decode()}
+        self.head = {"root_hash": root, "signature": base64.b64encode(self.key.sign(sth_message(size, ts, root))).decode(),
+                     "timestamp": ts, "tree_size": size}  # sorted keys, as EvidenceLog writes them
         self.sink(self.platform, {"type": "tree_head", "platform": self.platform, "tree_head": self.head,
                                   "public_key": self.public_key})
         return self.head
@@ -116,7 +116,7 @@ def read_records(records: Iterable[dict], platform: str | None = None) -> dict[s
                 raise ValueError(f"evidence log of {p}: entry {i} follows entry {len(log.leaves) - 1}")
             log._add(leaf, orjson.loads(leaf)["alert_id"])
         elif record["type"] == "tree_head":
-            head = record["tree_head"]
+            head = orjson.loads(canonical(record["tree_head"]))  # keys sorted, as EvidenceLog.open reads them
             if not log.tree_heads or head["tree_size"] > log.tree_heads[-1]["tree_size"]:
                 log.tree_heads.append(head)
                 log.public_key = record["public_key"]

@@ -282,6 +282,7 @@ def read_log_topic(settings: Settings, timeout_s: float = 30.0) -> list[dict]:
     consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers(settings.broker), group_id=None,
                              enable_auto_commit=False, auto_offset_reset="earliest", consumer_timeout_ms=1000)
     try:
+        consumer.topics()  # a fresh client knows no topic until it fetched the cluster's metadata
         partitions = consumer.partitions_for_topic(name) or set()
         tps = [TopicPartition(name, p) for p in sorted(partitions)]
         if not tps:
