@@ -2,7 +2,7 @@
 
 It sits beside the engine, not inside a detector: it is fed every decoded input with its raw
 bytes (:meth:`EvidenceRecorder.observe`) and every alert version (:meth:`record`). A plain
-object with no Faust import, so ``replay``, ``demo`` and (later) the Kafka worker can all feed
+object with no Faust import, so ``replay``, ``demo`` and the Kafka worker can all feed
 it. Why beside: detectors keep ids and counters, not bytes; holding raw bytes in their state
 would multiply changelog traffic for the rare event an alert cites.
 
@@ -21,18 +21,25 @@ other posts, reports, activity after a deadline). A cited event no longer held i
 
 Everything is in event time: the same stream gives the same entries, in the same order.
 
-**On Kafka (not built yet).** The worker would need: (1) raw bytes where the recorder runs:
-``ingest`` forwards decoded events to stages, so it must also pass each event's raw value (a
-header or a field) to an ``evidence`` stage keyed by platform, the log's single writer per
-platform; (2) the alerts in that stage, in the order ``replay`` raises them: the platform
-stage's own alerts in-line, the targets stage's ``violence_surge`` re-keyed by platform (as
-``ctx.emit`` does) with a watermark carried over, so a crossing event is held before it is cited;
-(3) the held raw events in a changelogged table with the same bounds (they are the costly part:
-compact by key, expire by ``retention_s``); (4) log entries on an ``evidence-log`` topic keyed by
-platform, and per platform a changelogged record of the tree (size, leaf hashes or the right
-edge, the latest tree head) so a restarted worker appends where it stopped; (5) export reading
-that topic. One tree per platform means Kafka bundles differ from ``replay``'s in tree sizes
-and proofs (entries and raw bytes equal), unless replay also keeps one tree per platform.
+**On Kafka** (``STORMWATCH_EVIDENCE__WORKER=true``; ``streams/evidence_stage.py``): (1) ``ingest``
+sends each valid event's bytes as received to an ``evidence`` stage keyed by platform, the log's
+single writer per platform, and every input tick to all its partitions; (2) each stage sends its
+alert versions (re-keyed by the alert's platform) and, after each message, its event time, so
+the stage's :class:`evidence.stream.Sequencer` hands events and alerts to one recorder per
+partition in ``(ts, rank, id)`` order once every source is ``order_margin_s`` past them: a cited
+event is held before it is cited, whatever the interleaving; ``replay --evidence-dir`` uses the
+same sequencer, so both write the same entries; (3) raw events received wait in the changelogged
+table ``evidence-held`` until this recorder lets them go (``retention_s``, ``max_held_bytes``,
+``max_orders``: :attr:`EvidenceRecorder.on_evict`), alert versions not logged yet too; (4)
+entries and signed tree heads (key ``STORMWATCH_EVIDENCE_SIGNING_KEY``) go to the ``evidence-log``
+topic keyed by platform, one tree per platform (``log_for``), whose size, right edge and latest
+head are in the changelogged table ``evidence-trees`` with each alert's logged entries and the
+sources' times: a restarted worker rebuilds the recorder from the tables and appends where it
+stopped; (5) ``evidence export --from-kafka`` and the worker's API read that topic back
+(:func:`evidence.stream.read_records`). Replay keeps one tree for every platform: for a
+one-platform stream the trees are the same; with several, indexes and tree sizes differ (entries'
+events and raw bytes do not). Regulator-only alerts (platform ``*``) cite several platforms'
+events, which no single writer holds: not logged on Kafka.
 """
 
 from __future__ import annotations
