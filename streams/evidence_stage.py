@@ -40,6 +40,10 @@ from streams.state import TableState
 
 log = logging.getLogger("stormwatch.evidence")
 KIND_HEADER = "stormwatch-evidence"  # event, alert or tick
+# A stage sends its time at most this often (event time) unless it handled a tick or raised an
+# alert: each one is a message to every evidence partition, and the sequencer waits
+# ``order_margin_s`` (300 s) anyway.
+TICK_EVERY_S = 10.0
 
 
 def evidence_topic_names(settings: Settings) -> list[str]:
@@ -167,7 +171,8 @@ class EvidenceStage:
                 await self.topic.send(key=alert.platform.encode(), value=alert.to_json(),
                                       headers=self._headers("alert", source))
         last = self.forwarded.get((stage, partition), -math.inf)
-        if stage_time == -math.inf or stage_time <= last or (not was_tick and not alerts and stage_time < last + 1.0):
+        if stage_time == -math.inf or stage_time <= last or (not was_tick and not alerts
+                                                             and stage_time < last + TICK_EVERY_S):
             return
         self.forwarded[(stage, partition)] = stage_time
         value = self.tick_json(stage_time)

@@ -464,6 +464,7 @@ def _interleaved(lines: list[bytes], seed: int) -> tuple[list[tuple], list]:
     three input partitions and a stage's alert versions, interleaved at random (each source in
     its own order), alert versions arriving up to 100 deliveries after they were raised."""
     import random
+    import zlib
 
     from events import decode as decode_event
 
@@ -481,7 +482,7 @@ def _interleaved(lines: list[bytes], seed: int) -> tuple[list[tuple], list]:
             for queue in per_source.values():
                 queue.append(("tick", event.epoch))
         else:
-            per_source[f"in/{hash(event.event_id) % 3}"].append(("event", line, event))
+            per_source[f"in/{zlib.crc32(event.event_id.encode()) % 3}"].append(("event", line, event))
         for alert in raised[before:]:
             stage.append(("alert", alert))
         now = max(now, event.epoch)
