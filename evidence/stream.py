@@ -82,8 +82,8 @@ class StreamLog:
 
     def sign_tree_head(self, timestamp: float) -> dict:
         size, ts, root = self.tree.size, format_ts(timestamp), self.tree.root().hex()
-        self.head = {"root_hash": root, "signature": base64.b64encode(self.key.sign(sth_message(size, ts, root))).decode(),
-                     "timestamp": ts, "tree_size": size}  # sorted keys, as EvidenceLog writes them
+        signature = base64.b64encode(self.key.sign(sth_message(size, ts, root))).decode()
+        self.head = {"root_hash": root, "signature": signature, "timestamp": ts, "tree_size": size}  # sorted keys
         self.sink(self.platform, {"type": "tree_head", "platform": self.platform, "tree_head": self.head,
                                   "public_key": self.public_key})
         return self.head

@@ -52,7 +52,8 @@ def stage_topic_name(settings: Settings, stage: str) -> str:
 def topic_names(settings: Settings) -> list[str]:
     """Every topic the worker reads or writes, besides Faust's own changelogs."""
     topics = [stage_topic_name(settings, name) for name in stages(build_detectors(settings))]
-    return [settings.topic(t) for t in (*INPUT_TOPICS, "alerts", "deadletter")] + topics + evidence_topic_names(settings)
+    return ([settings.topic(t) for t in (*INPUT_TOPICS, "alerts", "deadletter")] + topics
+            + evidence_topic_names(settings))
 
 
 def _header(headers: object, name: str) -> str | None:
