@@ -545,3 +545,18 @@ def test_the_sequenced_log_is_the_same_whatever_the_interleaving(sim_lines, sim_
         assert got["weibo"].tree.root() == expected.tree.root()
         alert_id = max(expected.by_alert, key=lambda a: len(expected.by_alert[a]))
         assert export(got["weibo"], alert_id) == export(expected, alert_id)
+
+
+def test_the_writers_compact_tree_has_the_rfc_root_at_every_size() -> None:
+    """The worker keeps only a tree's right edge (a table row); its roots are the full tree's."""
+    from evidence.stream import CompactTree
+
+    data = [f"entry {i}".encode() for i in range(70)]
+    compact, full = CompactTree(), MerkleTree()
+    assert compact.root() == full.root()
+    for n, d in enumerate(data, 1):
+        assert compact.append(d) == full.append(d) == n - 1
+        assert compact.root() == full.root() == naive_root(data[:n])
+        assert len(compact.edge) == bin(n).count("1")
+        restored = CompactTree(compact.size, compact.edge)  # from the stored state, as after a restart
+        assert restored.append(b"next") == n and restored.root() == naive_root(data[:n] + [b"next"])
