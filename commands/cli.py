@@ -152,6 +152,7 @@ def replay(file: Path, alerts_out: str, deadletter_out: str | None, partitions: 
         err=True,
     )
     if recorder is not None:
+        recorder.flush()  # the end of the input: what still waits for event time is logged now
         recorder.log.close()
         head = recorder.log.tree_heads[-1] if recorder.log.tree_heads else None
         click.echo(f"evidence log in {evidence_dir}: {len(recorder.log.leaves)} entries"
@@ -160,7 +161,10 @@ def replay(file: Path, alerts_out: str, deadletter_out: str | None, partitions: 
 
 
 def _evidence_recorder(settings: Settings, directory: Path):
+    """The recorder behind a sequencer: raw events and alerts logged in event-time order, as the
+    worker's evidence stage logs them (see ``evidence.stream``)."""
     from evidence.recorder import new_recorder
+    from evidence.stream import Sequencer
 
     try:
         recorder, generated = new_recorder(directory, settings.evidence_signing_key, settings.evidence)
@@ -169,7 +173,7 @@ def _evidence_recorder(settings: Settings, directory: Path):
     if generated:
         click.echo("no STORMWATCH_EVIDENCE_SIGNING_KEY: this evidence log is signed with a new key; "
                    f"public key {recorder.log.public_key} (also in {directory}/public-key)", err=True)
-    return recorder
+    return Sequencer(recorder, ["file"], settings.evidence.order_margin_s)
 
 
 def _count_lines(file: Path) -> int:
@@ -291,22 +295,34 @@ def evidence() -> None:
 
 @evidence.command("export")
 @click.argument("alert_id")
-@click.option("--evidence-dir", metavar="DIR", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+@click.option("--evidence-dir", metavar="DIR", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="The evidence log (written by replay --evidence-dir or demo).")
+@click.option("--from-kafka", is_flag=True, help="Read the worker's log instead: the evidence-log topic "
+              "(STORMWATCH_EVIDENCE__WORKER=true; broker and topic prefix from STORMWATCH_* settings).")
+@click.option("--broker", envvar="STORMWATCH_BROKER", default=None,
+              help="With --from-kafka: Kafka bootstrap (or STORMWATCH_BROKER).")
 @click.option("--out", "out", metavar="FILE", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Where the ZIP bundle goes.")
-def evidence_export(alert_id: str, evidence_dir: Path, out: Path) -> None:
+def evidence_export(alert_id: str, evidence_dir: Path | None, from_kafka: bool, broker: str | None, out: Path) -> None:
     """Write the bundle of ALERT_ID: manifest.json (alert versions, raw events, hashes, inclusion
     proofs, signed tree heads, public key) and summary.md (中文 / English)."""
     from evidence.bundle import NotFound, export
     from evidence.log import EvidenceLog
 
+    if (evidence_dir is None) == (not from_kafka):
+        raise click.UsageError("give either --evidence-dir DIR or --from-kafka")
+    where = evidence_dir or "the evidence-log topic"
     try:
-        data = export(EvidenceLog.open(evidence_dir), alert_id)
-    except FileNotFoundError as err:
+        if from_kafka:
+            from streams.kafka.evidence import export_from_kafka
+
+            data = export_from_kafka(Settings(**({"broker": broker} if broker else {})), alert_id)
+        else:
+            data = export(EvidenceLog.open(evidence_dir), alert_id)
+    except (FileNotFoundError, TimeoutError, ValueError) as err:
         raise click.ClickException(str(err)) from err
     except NotFound as err:
-        raise click.ClickException(f"no evidence for alert {alert_id} in {evidence_dir}") from err
+        raise click.ClickException(f"no evidence for alert {alert_id} in {where}") from err
     out.write_bytes(data)
     click.echo(f"wrote {out} ({len(data):,} bytes)", err=True)
 

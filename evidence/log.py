@@ -72,6 +72,7 @@ class EvidenceLog:
         self.leaves: list[bytes] = []
         self.tree = MerkleTree()
         self.tree_heads: list[dict] = []
+        self.log_time = 0.0  # event time of the latest alert logged: the next tree head's timestamp
         self.by_alert: dict[str, list[int]] = {}
         self.public_key = public_key_b64(key) if key is not None else None
         self._entries = self._heads = None
@@ -119,8 +120,9 @@ class EvidenceLog:
         assert self.key is not None, "a log opened read-only cannot sign"
         size = len(self.leaves)
         ts, root = format_ts(timestamp), self.tree.root().hex()
-        head = {"tree_size": size, "timestamp": ts, "root_hash": root,
-                "signature": base64.b64encode(self.key.sign(sth_message(size, ts, root))).decode()}
+        # keys in sorted order, as read back from disk: a bundle from memory equals one from the folder
+        head = {"root_hash": root, "signature": base64.b64encode(self.key.sign(sth_message(size, ts, root))).decode(),
+                "timestamp": ts, "tree_size": size}
         self.tree_heads.append(head)
         if self._heads is not None:
             self._heads.write(canonical(head) + b"\n")

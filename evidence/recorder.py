@@ -2,7 +2,7 @@
 
 It sits beside the engine, not inside a detector: it is fed every decoded input with its raw
 bytes (:meth:`EvidenceRecorder.observe`) and every alert version (:meth:`record`). A plain
-object with no Faust import, so ``replay``, ``demo`` and (later) the Kafka worker can all feed
+object with no Faust import, so ``replay``, ``demo`` and the Kafka worker can all feed
 it. Why beside: detectors keep ids and counters, not bytes; holding raw bytes in their state
 would multiply changelog traffic for the rare event an alert cites.
 
@@ -21,24 +21,32 @@ other posts, reports, activity after a deadline). A cited event no longer held i
 
 Everything is in event time: the same stream gives the same entries, in the same order.
 
-**On Kafka (not built yet).** The worker would need: (1) raw bytes where the recorder runs:
-``ingest`` forwards decoded events to stages, so it must also pass each event's raw value (a
-header or a field) to an ``evidence`` stage keyed by platform, the log's single writer per
-platform; (2) the alerts in that stage, in the order ``replay`` raises them: the platform
-stage's own alerts in-line, the targets stage's ``violence_surge`` re-keyed by platform (as
-``ctx.emit`` does) with a watermark carried over, so a crossing event is held before it is cited;
-(3) the held raw events in a changelogged table with the same bounds (they are the costly part:
-compact by key, expire by ``retention_s``); (4) log entries on an ``evidence-log`` topic keyed by
-platform, and per platform a changelogged record of the tree (size, leaf hashes or the right
-edge, the latest tree head) so a restarted worker appends where it stopped; (5) export reading
-that topic. One tree per platform means Kafka bundles differ from ``replay``'s in tree sizes
-and proofs (entries and raw bytes equal), unless replay also keeps one tree per platform.
+**On Kafka** (``STORMWATCH_EVIDENCE__WORKER=true``; ``streams/kafka/evidence.py``): (1) ``ingest``
+sends each valid event's bytes as received to an ``evidence`` stage keyed by platform, the log's
+single writer per platform, and every input tick to all its partitions; (2) each stage sends its
+alert versions (re-keyed by the alert's platform) and, after each message, its event time, so
+the stage's :class:`evidence.stream.Sequencer` hands events and alerts to one recorder per
+partition in ``(ts, rank, id)`` order once every source is ``order_margin_s`` past them: a cited
+event is held before it is cited, whatever the interleaving; ``replay --evidence-dir`` uses the
+same sequencer, so both write the same entries; (3) raw events received wait in the changelogged
+table ``evidence-held`` until this recorder lets them go (``retention_s``, ``max_held_bytes``,
+``max_orders``: :attr:`EvidenceRecorder.on_evict`), alert versions not logged yet too; (4)
+entries and signed tree heads (key ``STORMWATCH_EVIDENCE_SIGNING_KEY``) go to the ``evidence-log``
+topic keyed by platform, one tree per platform (``log_for``), whose size, right edge and latest
+head are in the changelogged table ``evidence-trees`` with each alert's logged entries and the
+sources' times: a restarted worker rebuilds the recorder from the tables and appends where it
+stopped; (5) ``evidence export --from-kafka`` and the worker's API read that topic back
+(:func:`evidence.stream.read_records`). Replay keeps one tree for every platform: for a
+one-platform stream the trees are the same; with several, indexes and tree sizes differ (entries'
+events and raw bytes do not). Regulator-only alerts (platform ``*``) cite several platforms'
+events, which no single writer holds: not logged on Kafka.
 """
 
 from __future__ import annotations
 
 import base64
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -63,6 +71,12 @@ class EvidenceSettings(BaseModel):
     max_entries_per_version: int = Field(300, ge=10, description="Events logged per alert version, at most.")
     series_cap: int = Field(2000, ge=1, description="Observations kept per post, account, target or order deadline.")
     max_orders: int = Field(10_000, ge=1, description="Orders whose order, actions and late activity are held.")
+    order_margin_s: float = Field(300.0, ge=0, description="Raw events and alert versions are logged in event-time "
+                                  "order once every source is this far past them (replay and worker alike), so the "
+                                  "worker's log equals replay's; an alert raised later than that behind the stream "
+                                  "is logged on arrival.")
+    worker: bool = Field(False, description="Worker: keep the evidence log on Kafka (an evidence stage, the "
+                         "evidence-log topic, changelogged tables). Off by default: it costs throughput.")
 
 
 class Held:
@@ -86,8 +100,13 @@ class Held:
 class EvidenceRecorder:
     """Feeds an :class:`EvidenceLog` with the events each alert version cites."""
 
-    def __init__(self, log: EvidenceLog, settings: EvidenceSettings | None = None) -> None:
+    def __init__(self, log: EvidenceLog | None, settings: EvidenceSettings | None = None,
+                 log_for: Callable[[str], Any] | None = None) -> None:
+        """``log_for``: one log per platform (the Kafka worker's single writer per platform) instead
+        of ``log`` for all; anything with ``append``, ``sign_tree_head`` and ``log_time``."""
         self.log = log
+        self.log_for = log_for
+        self.on_evict: Callable[[tuple[str, str]], None] | None = None  # a held event is let go (Kafka: its table row)
         self.s = settings or EvidenceSettings()
         # Held raw events by (platform, event_id), and their keys in arrival order (oldest first).
         # Plain dicts, lists and a deque: the index costs a few hundred bytes per event beyond its bytes.
@@ -163,6 +182,8 @@ class EvidenceRecorder:
                 return
             self.arrival.popleft()
             del self.held[key]
+            if self.on_evict is not None:
+                self.on_evict(key)
             self.held_bytes -= len(oldest.raw)
             for ref in oldest.refs:
                 series = self.refs.get(ref)
@@ -182,6 +203,9 @@ class EvidenceRecorder:
                 _old, dropped = self.orders.popitem(last=False)
                 for item in dropped.get("items", []):
                     self.watch.pop((event.platform, item), None)
+                if self.on_evict is not None:
+                    for gone in dropped["order"] + dropped["actions"]:
+                        self.on_evict(gone.key)
         if any(h.event_id == event.event_id for h in rec["order"] + rec["actions"]):
             return  # a duplicate delivery
         held = Held(raw, event, event.epoch, ())
@@ -215,21 +239,23 @@ class EvidenceRecorder:
         must, series = self._cites(alert, t)
         budget = max(self.s.max_entries_per_version - len(must), 0)
         cited = must[:self.s.max_entries_per_version] + _spread_sample(series, budget)
+        log = self.log if self.log_for is None else self.log_for(alert.platform)
         logged = self.logged.setdefault(alert.alert_id, {})
         supports: list[int] = []
         for role, held, cited_as in cited:
             key = held.key if held is not None else ("missing", cited_as)
             if key not in logged:
-                logged[key] = self.log.append(self._entry(alert, role, held, cited_as))
+                logged[key] = log.append(self._entry(alert, role, held, cited_as))
             if logged[key] not in supports:
                 supports.append(logged[key])
         body = alert.to_json()
-        self.log.append({"alert_id": alert.alert_id, "version": alert.version, "platform": alert.platform,
+        log.append({"alert_id": alert.alert_id, "version": alert.version, "platform": alert.platform,
                          "role": "alert version", "type": "alert", "event_id": None, "ts": alert.ts,
                          "sha256": sha256_hex(body), "raw": base64.b64encode(body).decode(),
                          "supports": sorted(supports)})
         self.log_time = max(self.log_time, t)
-        self.log.sign_tree_head(self.log_time)
+        log.log_time = max(log.log_time, t)  # per tree: a tree head's time is its own latest alert's
+        log.sign_tree_head(log.log_time)
 
     @staticmethod
     def _entry(alert: Alert, role: str, held: Held | None, cited_as: str) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from streams import metrics
 from streams.outputs.alertmanager import Alertmanager
 from streams.outputs.api import DASHBOARD, OPENAPI, Sources, handle, secure_headers, server_options, static_file
 from streams.engine import Engine
+from streams.kafka.evidence import EvidenceStage, evidence_topic_names
 from streams.local import detector_failures
 from streams.outputs.delivery import make_delivery
 from streams.registry import build_detectors, routes, stage_sources, stages
@@ -50,7 +51,8 @@ def stage_topic_name(settings: Settings, stage: str) -> str:
 def topic_names(settings: Settings) -> list[str]:
     """Every topic the worker reads or writes, besides Faust's own changelogs."""
     topics = [stage_topic_name(settings, name) for name in stages(build_detectors(settings))]
-    return [settings.topic(t) for t in (*INPUT_TOPICS, "alerts", "deadletter")] + topics
+    return ([settings.topic(t) for t in (*INPUT_TOPICS, "alerts", "deadletter")] + topics
+            + evidence_topic_names(settings))
 
 
 def _header(headers: object, name: str) -> str | None:
@@ -292,6 +294,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
         metrics.DEADLETTERS.labels(letter.reason).inc()
         await deadletter_topic.send(value=orjson.dumps(letter.to_record()))
 
+    evidence = EvidenceStage(app, settings, list(groups), admit) if settings.evidence.worker else None
+
     @app.agent(inputs, name="ingest")
     async def ingest(stream: faust.StreamT) -> None:
         async for event in stream.events():
@@ -311,16 +315,20 @@ def create_app(settings: Settings | None = None) -> faust.App:
                     for name in fed_by.get(message.topic, ()):
                         for p in range(settings.partitions):
                             await stage_topics[name].send(value=event.value, partition=p, headers=headers)
+                    if evidence is not None:
+                        await evidence.input_tick(event.value, source)
                     continue
                 for name, members in takers.get(parsed.type, {}).items():
                     for key in sorted({k for d in members for k in d.keys(parsed)}):
                         await stage_topics[name].send(key=key.encode(), value=event.value, headers=headers)
+                if evidence is not None:
+                    await evidence.input_event(parsed, event.value, source)
             except Exception as err:  # a bad message must never stop the agent
                 log.exception("ingest failed on %s", source)
                 await dead_letter(DeadLetter(f"ingest failed: {err!r}", "worker_error", raw_text(event.value or b""),
                                              source))
 
-    engines = {name: _stage_agent(app, settings, name, groups, stage_topics, alerts_topic, dead_letter, admit)
+    engines = {name: _stage_agent(app, settings, name, groups, stage_topics, alerts_topic, dead_letter, admit, evidence)
                for name in groups}
     orders = next((engine for engine in engines.values() if "orders" in engine.by_name), None)
     view = ClusterView(settings.view_horizon_s)
@@ -331,6 +339,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
         return local if local > -math.inf else view.latest_ts
 
     sources = Sources(alerts=view.alerts, ledger=view.ledger, now=now)
+    if evidence is not None:
+        evidence.serve(lambda: view.alerts)
 
     @app.task
     async def follow_view() -> None:
@@ -471,7 +481,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
 def _stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str, list[Detector]],
                  stage_topics: dict[str, faust.TopicT], alerts_topic: faust.TopicT, dead_letter,
-                 admit) -> Engine:
+                 admit, evidence: EvidenceStage | None = None) -> Engine:
     """One stage: an engine over the stage's detectors, with a changelogged table per detector
     (named after it, with its timers in ``<name>-timers``)."""
     detectors = groups[stage]
@@ -555,12 +565,17 @@ def _stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[st
                 await dead_letter(parsed)
                 return
             key = message.key.decode() if message.key else None
-            for alert in engine.process(parsed, source=source, partition=message.partition, key=key):
+            alerts = engine.process(parsed, source=source, partition=message.partition, key=key)
+            for alert in alerts:
                 metrics.ALERTS.labels(alert.kind).inc()
                 await alerts_topic.send(key=alert.alert_id.encode(), value=alert.to_json())
             for letter in detector_failures(engine, where):
                 await dead_letter(letter)
             await forward(message.partition, isinstance(parsed, Tick))
+            if evidence is not None:  # alert versions and this partition's time, for the evidence log
+                await evidence.stage_output(stage, message.partition, alerts,
+                                            min(engine.watermark(message.partition).latest.values()),
+                                            isinstance(parsed, Tick))
         except Exception as err:
             log.exception("stage %s failed", stage)
             await dead_letter(DeadLetter(f"stage {stage} failed: {err!r}", "detector_error",

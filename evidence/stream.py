@@ -1,0 +1,217 @@
+"""The evidence log as a stream: one canonical order of input, a tree per platform in O(log n)
+memory, and log records that a reader turns back into an :class:`EvidenceLog`.
+
+Why a sequencer: on Kafka the raw events (from several input partitions) and the alert
+versions (from several stages) reach the evidence stage interleaved in no fixed order, and
+the recorder's output depends on order (which events are held when an alert is recorded, the
+leaf index of every entry). :class:`Sequencer` hands both over in ``(ts, rank, id)`` order
+(events before the alert versions of the same instant, alert versions by ``alert_id`` and
+``version``) once every source has moved ``margin_s`` past them: the event-time watermark of
+the engine (``streams.engine``), with the stages' time as sources too, so an alert version is
+recorded only when every event it may cite has been held. ``replay --evidence-dir`` runs the
+same sequencer (one source), so the worker writes the same entries.
+
+Nothing here imports Faust: ``streams.kafka.evidence`` wires it to topics and tables.
+"""
+
+from __future__ import annotations
+
+import base64
+import heapq
+import math
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any
+
+import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from evidence.log import EvidenceLog, canonical, public_key_b64, sth_message
+from evidence.merkle import EMPTY_ROOT, leaf_hash, node_hash
+from evidence.recorder import EvidenceRecorder
+from events import Alert, AnyEvent
+from events.models import format_ts
+
+
+class CompactTree:
+    """An RFC 9162 Merkle tree kept as its right edge: the hashes of the complete subtrees that
+    make up its ``size`` leaves (one per set bit of ``size``). Enough to append and to compute
+    the root; a writer needs no more, and it fits in one table row (32 bytes times log2 n)."""
+
+    def __init__(self, size: int = 0, edge: Iterable[bytes] = ()) -> None:
+        self.size = size
+        self.edge = list(edge)
+
+    def append(self, data: bytes) -> int:
+        index, h, n = self.size, leaf_hash(data), self.size
+        while n & 1:  # each completed pair of equal subtrees merges
+            h = node_hash(self.edge.pop(), h)
+            n >>= 1
+        self.edge.append(h)
+        self.size += 1
+        return index
+
+    def root(self) -> bytes:
+        if not self.edge:
+            return EMPTY_ROOT
+        r = self.edge[-1]
+        for h in reversed(self.edge[:-1]):
+            r = node_hash(h, r)
+        return r
+
+
+class StreamLog:
+    """One platform's tree, written as records (``sink``) instead of files: the same entries and
+    signed tree heads as :class:`EvidenceLog`. State (:meth:`state`) is a few hundred bytes."""
+
+    def __init__(self, platform: str, key: Ed25519PrivateKey, sink: Callable[[str, dict], None],
+                 state: dict | None = None) -> None:
+        self.platform, self.key, self.sink = platform, key, sink
+        self.public_key = public_key_b64(key)
+        state = state or {}
+        self.tree = CompactTree(state.get("size", 0), [bytes.fromhex(h) for h in state.get("edge", [])])
+        self.log_time = state.get("log_time", 0.0)
+        self.head = state.get("head")
+
+    def append(self, entry: dict) -> int:
+        entry["index"] = self.tree.size
+        leaf = canonical(entry)
+        index = self.tree.append(leaf)
+        self.sink(self.platform, {"type": "entry", "platform": self.platform, "index": index, "leaf": leaf.decode()})
+        return index
+
+    def sign_tree_head(self, timestamp: float) -> dict:
+        size, ts, root = self.tree.size, format_ts(timestamp), self.tree.root().hex()
+        signature = base64.b64encode(self.key.sign(sth_message(size, ts, root))).decode()
+        self.head = {"root_hash": root, "signature": signature, "timestamp": ts, "tree_size": size}  # sorted keys
+        self.sink(self.platform, {"type": "tree_head", "platform": self.platform, "tree_head": self.head,
+                                  "public_key": self.public_key})
+        return self.head
+
+    def state(self) -> dict:
+        return {"size": self.tree.size, "edge": [h.hex() for h in self.tree.edge], "log_time": self.log_time,
+                "head": self.head}
+
+
+def read_records(records: Iterable[dict], platform: str | None = None) -> dict[str, EvidenceLog]:
+    """Logs (one per platform) from ``evidence-log`` records, read-only, for export. A record
+    delivered twice (at-least-once) is taken once; a different leaf at an index already read
+    means two writers or a changed record, and is refused."""
+    logs: dict[str, EvidenceLog] = {}
+    for record in records:
+        p = record["platform"]
+        if platform is not None and p != platform:
+            continue
+        log = logs.get(p)
+        if log is None:
+            log = logs[p] = EvidenceLog(None, None)
+        if record["type"] == "entry":
+            leaf = record["leaf"].encode()
+            i = record["index"]
+            if i < len(log.leaves):
+                if log.leaves[i] != leaf:
+                    raise ValueError(f"evidence log of {p}: two different entries at index {i}")
+                continue
+            if i != len(log.leaves):
+                raise ValueError(f"evidence log of {p}: entry {i} follows entry {len(log.leaves) - 1}")
+            log._add(leaf, orjson.loads(leaf)["alert_id"])
+        elif record["type"] == "tree_head":
+            head = orjson.loads(canonical(record["tree_head"]))  # keys sorted, as EvidenceLog.open reads them
+            if not log.tree_heads or head["tree_size"] > log.tree_heads[-1]["tree_size"]:
+                log.tree_heads.append(head)
+                log.public_key = record["public_key"]
+    for p, log in logs.items():  # a head names entries a reader must have: never one past them
+        log.tree_heads = [h for h in log.tree_heads if h["tree_size"] <= len(log.leaves)]
+    return logs
+
+
+def alert_epoch(alert: Alert) -> float:
+    return datetime.fromisoformat(alert.ts).timestamp()
+
+
+class Sequencer:
+    """Feeds a recorder in one order, whatever the order of arrival (see the module docstring).
+
+    ``event``, ``alert`` and ``tick`` take input from a named source; items wait in a heap
+    until the watermark (the least latest time over ``sources``, less ``margin_s``) passes
+    them. An item arriving behind the watermark is handed over at once (counted in ``late``).
+    An alert version already recorded (a redelivery) is dropped. Also the recorder's adapter
+    for :class:`streams.local.LocalPipeline` (``observe`` and ``record``, source "file")."""
+
+    def __init__(self, recorder: EvidenceRecorder, sources: Iterable[str], margin_s: float) -> None:
+        self.recorder = recorder
+        self.latest: dict[str, float] = {s: -math.inf for s in sources}
+        self.margin_s = margin_s
+        self.frontier = -math.inf
+        self.heap: list[tuple] = []
+        self.recorded: dict[str, int] = {}  # alert id -> the latest version recorded
+        self.late = 0
+        self.on_release: Callable[[str, Any], None] | None = None  # what was handed over (Kafka: table rows)
+
+    @property
+    def log(self) -> EvidenceLog | None:
+        return self.recorder.log
+
+    # -- LocalPipeline's recorder interface --------------------------------------------------------
+
+    def observe(self, raw: bytes, event: AnyEvent) -> None:
+        if event.type == "tick":
+            self.tick("file", event.epoch)
+        else:
+            self.event(raw, event, "file")
+
+    def record(self, alert: Alert) -> None:
+        self.alert(alert, "file")
+
+    # -- input -------------------------------------------------------------------------------------
+
+    def event(self, raw: bytes, event: AnyEvent, source: str) -> None:
+        self.hold(raw, event)
+        self.tick(source, event.epoch)
+
+    def hold(self, raw: bytes, event: AnyEvent) -> None:
+        """An event to hand over in its turn, with no news of any source's time (a restart)."""
+        self._push((event.epoch, 0, event.platform, event.event_id), ("event", raw, event))
+
+    def alert(self, alert: Alert, source: str | None) -> None:
+        if getattr(alert, "shadow", False) or alert.version <= self.recorded.get(alert.alert_id, 0):
+            return
+        self._push((alert_epoch(alert), 1, alert.alert_id, alert.version), ("alert", alert))
+        if source is not None:
+            self.release()
+
+    def _push(self, key: tuple, item: tuple) -> None:
+        if key[0] <= self.frontier:
+            self.late += 1
+        heapq.heappush(self.heap, (key, item))
+
+    def tick(self, source: str, t: float) -> None:
+        """``source`` has delivered everything up to ``t``."""
+        if source in self.latest and t > self.latest[source]:  # an unknown source cannot hold the log back
+            self.latest[source] = t
+            frontier = min(self.latest.values()) - self.margin_s
+            if frontier > self.frontier:
+                self.frontier = frontier
+        self.release()
+
+    def release(self, everything: bool = False) -> None:
+        """Hand over what the watermark passed (``everything``: the end of a finite input)."""
+        heap = self.heap
+        while heap and (everything or heap[0][0][0] <= self.frontier):
+            key, item = heapq.heappop(heap)
+            if item[0] == "event":
+                self.recorder.observe(item[1], item[2])
+            else:
+                alert = item[1]
+                if alert.version <= self.recorded.get(alert.alert_id, 0):
+                    continue
+                self.recorded[alert.alert_id] = alert.version
+                self.recorder.record(alert)
+            if self.on_release is not None:
+                self.on_release(item[0], item[1] if item[0] == "alert" else item[2])
+        # No eviction by the watermark itself: the recorder's time is the last event handed over,
+        # so what it holds depends on the order alone, never on when sources spoke.
+
+    def flush(self) -> None:
+        """The input ended: hand over everything still waiting."""
+        self.release(everything=True)

@@ -1,0 +1,321 @@
+"""The worker's evidence log (``STORMWATCH_EVIDENCE__WORKER=true``): an ``evidence`` stage keyed
+by platform, the single writer of each platform's tree.
+
+* ``ingest`` sends every valid event's bytes as received to the stage (key: its platform), and
+  every input tick to all of its partitions; each stage sends its alert versions (key: the
+  alert's platform) and its own time (a tick, at most once per second of event time) after
+  each message. A :class:`evidence.stream.Sequencer` per partition waits for all those sources
+  and hands events and alerts to the recorder in event-time order, as ``replay`` does.
+* Log entries and signed tree heads go to the ``evidence-log`` topic, keyed by platform.
+* State, in changelogged tables written once per batch: ``evidence-held`` (every raw event
+  received, until the recorder lets it go by ``retention_s`` or ``max_held_bytes``, and alert
+  versions not logged yet) and ``evidence-trees`` (per platform the tree's size, right edge,
+  latest head; per alert the version and entries logged; the sources' times). A restarted
+  worker rebuilds its recorder from them and appends where it stopped.
+
+A regulator-only alert (platform ``*``, a finding across platforms) is not logged here: no
+single platform's writer holds its events. Each platform's own alert of the same finding is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import math
+import time
+from collections.abc import Callable
+
+import faust
+import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from events import INPUT_TOPICS, Alert, DeadLetter, decode
+from evidence.bundle import export
+from evidence.log import EvidenceLog, signing_key
+from evidence.recorder import EvidenceRecorder
+from evidence.stream import Sequencer, StreamLog, read_records
+from streams.settings import Settings
+from streams.kafka.state import TableState
+
+log = logging.getLogger("stormwatch.evidence")
+KIND_HEADER = "stormwatch-evidence"  # event, alert or tick
+# A stage sends its time at most this often (event time) unless it handled a tick or raised an
+# alert: each one is a message to every evidence partition, and the sequencer waits
+# ``order_margin_s`` (300 s) anyway.
+TICK_EVERY_S = 10.0
+
+
+def evidence_topic_names(settings: Settings) -> list[str]:
+    """The topics the evidence stage adds (none when it is off)."""
+    if not settings.evidence.worker:
+        return []
+    return [settings.topic(f"{settings.app_id}-stage-evidence"), settings.topic("evidence-log")]
+
+
+class _Partition:
+    """One evidence partition: its recorder, trees and sequencer, rebuilt from the tables."""
+
+    def __init__(self, settings: Settings, key: Ed25519PrivateKey, sources: list[str], held: TableState,
+                 meta: TableState, out: list) -> None:
+        self.logs: dict[str, StreamLog] = {}
+        self.key, self.meta, self.held, self.out = key, meta, held, out
+        self.recorder = EvidenceRecorder(None, settings.evidence, log_for=self.log_for)
+        self.recorder.on_evict = self.evicted
+        self.sequencer = Sequencer(self.recorder, sources, settings.evidence.order_margin_s)
+        self.sequencer.on_release = self.released
+        self.restore()
+
+    def sink(self, platform: str, record: dict) -> None:
+        self.out.append((platform, record))
+
+    def log_for(self, platform: str) -> StreamLog:
+        tree = self.logs.get(platform)
+        if tree is None:
+            tree = self.logs[platform] = StreamLog(platform, self.key, self.sink, self.meta.get(f"tree\t{platform}"))
+        return tree
+
+    def evicted(self, key: tuple[str, str]) -> None:
+        self.held.pop(f"event\t{key[0]}\t{key[1]}", None)
+
+    def released(self, kind: str, item) -> None:  # noqa: ANN001 - an event or an alert
+        if kind != "alert":
+            return
+        self.held.pop(f"alert\t{item.alert_id}\t{item.version}", None)
+        logged = self.recorder.logged.get(item.alert_id, {})
+        self.meta[f"alert\t{item.alert_id}"] = {"version": item.version,
+                                                 "logged": [[*k, i] for k, i in logged.items()]}
+        tree = self.logs[item.platform]
+        self.meta[f"tree\t{item.platform}"] = tree.state()
+
+    def restore(self) -> None:
+        """Rebuild from the tables: events already handed over are held again (in order), the
+        rest wait in the sequencer with the alerts not logged yet."""
+        for key, value in self.meta.items():
+            if key.startswith("alert\t"):
+                alert_id = key.split("\t", 1)[1]
+                self.sequencer.recorded[alert_id] = value["version"]
+                self.recorder.logged[alert_id] = {(a, b): i for a, b, i in value["logged"]}
+            elif key == "watermark":
+                self.sequencer.latest.update(value)
+        latest = self.sequencer.latest.values()
+        if latest and min(latest) > -math.inf:
+            self.sequencer.frontier = min(latest) - self.sequencer.margin_s
+        events, alerts = [], []
+        for key, value in self.held.items():
+            if key.startswith("event\t"):
+                raw = base64.b64decode(value)
+                parsed = decode(raw, "evidence-held")
+                if not isinstance(parsed, DeadLetter):
+                    events.append((parsed.epoch, parsed.event_id, raw, parsed))
+            elif key.startswith("alert\t"):
+                alerts.append(Alert.model_validate_json(value))
+        for t, _eid, raw, parsed in sorted(events, key=lambda e: e[:2]):
+            if t <= self.sequencer.frontier:
+                self.recorder.observe(raw, parsed)
+            else:
+                self.sequencer.hold(raw, parsed)
+        for alert in alerts:
+            self.sequencer.alert(alert, None)
+
+
+def wire_evidence(app: faust.App, settings: Settings, stage_names: list[str], admit) -> "EvidenceStage":  # noqa: ANN001
+    return EvidenceStage(app, settings, stage_names, admit)
+
+
+class EvidenceStage:
+    """The stage's topic, tables and agent, and the hooks ``ingest`` and the stages call."""
+
+    def __init__(self, app: faust.App, settings: Settings, stage_names: list[str], admit) -> None:  # noqa: ANN001
+        from streams.kafka.app import tick_json
+
+        self.app, self.settings, self.admit, self.tick_json = app, settings, admit, tick_json
+        raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+        stage_name, log_name = evidence_topic_names(settings)
+        self.topic = app.topic(stage_name, partitions=settings.partitions, **raw)
+        self.log_topic = app.topic(log_name, **raw)
+        schema = faust.Schema(key_serializer="json", value_serializer="json")
+        self.held = TableState(app.Table("evidence-held", default=None, partitions=settings.partitions, schema=schema))
+        self.meta = TableState(app.Table("evidence-trees", default=None, partitions=settings.partitions, schema=schema))
+        if settings.evidence_signing_key:
+            self.key = signing_key(settings.evidence_signing_key)
+        else:
+            self.key = Ed25519PrivateKey.generate()
+            log.warning("no STORMWATCH_EVIDENCE_SIGNING_KEY: evidence tree heads are signed with a new key each "
+                        "time the worker starts")
+        self.sources = ([f"{settings.topic(t)}/{p}" for t in INPUT_TOPICS for p in range(settings.partitions)]
+                        + [f"stage:{name}/{p}" for name in stage_names for p in range(settings.partitions)])
+        self.parts: dict[int, _Partition] = {}
+        self.forwarded: dict[tuple[str, int], float] = {}  # (stage, partition) -> stage time last sent
+        app.on_partitions_revoked.connect(self._revoked)
+        app.agent(self.topic, name="stage-evidence")(self._run)
+
+    async def _revoked(self, *_args, **_kwargs) -> None:
+        self.parts.clear()  # rebuilt from the tables on next use: another worker may own them now
+
+    # -- hooks ---------------------------------------------------------------------------------
+
+    async def input_event(self, parsed, raw: bytes, source: str) -> None:  # noqa: ANN001
+        await self.topic.send(key=parsed.platform.encode(), value=raw, headers=self._headers("event", source))
+
+    async def input_tick(self, raw: bytes, source: str) -> None:
+        for p in range(self.settings.partitions):
+            await self.topic.send(value=raw, partition=p, headers=self._headers("tick", source))
+
+    async def stage_output(self, stage: str, partition: int, alerts: list[Alert], stage_time: float,
+                           was_tick: bool) -> None:
+        """After a stage handled a message: its alert versions, then its time."""
+        source = f"stage:{stage}/{partition}"
+        for alert in alerts:
+            if alert.platform != "*" and not getattr(alert, "shadow", False):
+                await self.topic.send(key=alert.platform.encode(), value=alert.to_json(),
+                                      headers=self._headers("alert", source))
+        last = self.forwarded.get((stage, partition), -math.inf)
+        if stage_time == -math.inf or stage_time <= last or (not was_tick and not alerts
+                                                             and stage_time < last + TICK_EVERY_S):
+            return
+        self.forwarded[(stage, partition)] = stage_time
+        value = self.tick_json(stage_time)
+        for p in range(self.settings.partitions):
+            await self.topic.send(value=value, partition=p, headers=self._headers("tick", source))
+
+    @staticmethod
+    def _headers(kind: str, source: str) -> dict[str, bytes]:
+        from streams.kafka.app import SOURCE_HEADER
+
+        return {SOURCE_HEADER: source.encode(), KIND_HEADER: kind.encode()}
+
+    # -- the agent -----------------------------------------------------------------------------
+
+    def _part(self, partition: int, out: list) -> _Partition:
+        for state in (self.held, self.meta):
+            state.partition = partition
+        part = self.parts.get(partition)
+        if part is None:
+            part = self.parts[partition] = _Partition(self.settings, self.key, self.sources, self.held, self.meta, out)
+        part.out = out
+        return part
+
+    async def _run(self, stream: faust.StreamT) -> None:
+        from streams.kafka.app import SOURCE_HEADER, _as_current, _header
+
+        async for batch in stream.take_events(self.settings.stage_batch, within=self.settings.stage_batch_wait_s):
+            last: dict[int, faust.EventT] = {}
+            try:
+                for event in batch:
+                    message = event.message
+                    if not await self.admit(message):
+                        continue
+                    _as_current(event)
+                    last[message.partition] = event
+                    headers = event.headers or message.headers
+                    out: list = []
+                    try:
+                        part = self._part(message.partition, out)
+                        self._handle(part, _header(headers, KIND_HEADER), _header(headers, SOURCE_HEADER) or "unknown",
+                                     event.value or b"")
+                    except Exception:  # a bad record must never stop the log
+                        log.exception("evidence stage failed on %s/%s@%s", message.topic, message.partition,
+                                      message.offset)
+                    for platform, record in out:
+                        await self.log_topic.send(key=platform.encode(), value=orjson.dumps(record))
+            finally:
+                for p, event in last.items():
+                    part = self.parts.get(p)
+                    if part is not None:
+                        _as_current(event)
+                        self.meta.partition = p
+                        self.meta["watermark"] = {s: t for s, t in part.sequencer.latest.items() if t > -math.inf}
+                for state in (self.held, self.meta):
+                    state.flush(lambda p: _as_current(last[p]))
+                _as_current(None)
+
+    def _handle(self, part: _Partition, kind: str | None, source: str, value: bytes) -> None:
+        seq = part.sequencer
+        if kind == "alert":
+            alert = Alert.model_validate_json(value)
+            self.held[f"alert\t{alert.alert_id}\t{alert.version}"] = value.decode()
+            seq.alert(alert, source)
+            return
+        parsed = decode(value, source)
+        if isinstance(parsed, DeadLetter):
+            log.warning("evidence stage: undecodable record from %s: %s", source, parsed.error)
+            return
+        if kind == "tick" or parsed.type == "tick":
+            seq.tick(source, parsed.epoch)
+            return
+        row = f"event\t{parsed.platform}\t{parsed.event_id}"
+        if row not in self.held:  # a redelivery is held once
+            self.held[row] = base64.b64encode(value).decode()
+            seq.event(value, parsed, source)
+        else:
+            seq.tick(source, parsed.epoch)
+
+    # -- reading the log back ------------------------------------------------------------------
+
+    def serve(self, alerts: Callable[[], dict]) -> None:
+        """``GET /api/alerts/{id}/evidence`` on the worker: read from the ``evidence-log`` topic."""
+        from streams.outputs.api import evidence_bundle
+
+        settings = self.settings
+
+        @self.app.page("/api/alerts/{alert_id}/evidence")
+        async def evidence(web, request, alert_id: str):  # noqa: ANN001, ANN202 - Faust view signature
+            loop = asyncio.get_running_loop()
+
+            def bundle(aid: str) -> bytes:
+                return export_from_kafka(settings, aid)
+
+            def run() -> tuple[int, bytes | dict]:
+                return evidence_bundle(alert_id, request.headers.get("Authorization"), settings.api_tokens,
+                                       alerts(), bundle)
+
+            status, body = await loop.run_in_executor(None, run)
+            if status != 200:
+                return web.json(body, status=status)
+            return web.bytes(body, content_type="application/zip", headers={
+                "Content-Disposition": f'attachment; filename="evidence-{alert_id}.zip"'})
+
+
+def read_log_topic(settings: Settings, timeout_s: float = 30.0) -> list[dict]:
+    """Every record of the ``evidence-log`` topic, from the start to its end when called."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from streams.settings import bootstrap_servers
+
+    name = settings.topic("evidence-log")
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers(settings.broker), group_id=None,
+                             enable_auto_commit=False, auto_offset_reset="earliest", consumer_timeout_ms=1000)
+    try:
+        consumer.topics()  # a fresh client knows no topic until it fetched the cluster's metadata
+        partitions = consumer.partitions_for_topic(name) or set()
+        tps = [TopicPartition(name, p) for p in sorted(partitions)]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        records: list[dict] = []
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < ends[tp] for tp in tps):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {name}: not at its end after {timeout_s:g} s")
+            for batch in consumer.poll(timeout_ms=500).values():
+                records.extend(orjson.loads(message.value) for message in batch)
+        return records
+    finally:
+        consumer.close()
+
+
+def log_from_kafka(settings: Settings, alert_id: str) -> EvidenceLog:
+    """The platform tree that holds ``alert_id``, read from the ``evidence-log`` topic."""
+    from evidence.bundle import NotFound
+
+    for tree in read_records(read_log_topic(settings)).values():
+        if alert_id in tree.by_alert:
+            return tree
+    raise NotFound(alert_id)
+
+
+def export_from_kafka(settings: Settings, alert_id: str) -> bytes:
+    return export(log_from_kafka(settings, alert_id), alert_id)
