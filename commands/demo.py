@@ -22,12 +22,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from events import Alert, DeadLetter
-from streams import metrics
 from streams.local import LocalPipeline, read_lines
 from streams.outputs.delivery import make_delivery
 from streams.outputs.alertmanager import Alertmanager
-from streams.outputs.api import (DASHBOARD, HTTP_TIMEOUT_S, OPENAPI, Sources, evidence_bundle, handle, secure_headers,
-                                 server_options, static_file)
+from streams.outputs.api import HTTP_TIMEOUT_S, Sources, secure_headers, server_options
+from streams.outputs.routes import route_table
 from streams.settings import Settings
 from commands.simulator import SimConfig, simulate_lines
 from evidence.bundle import export
@@ -90,47 +89,8 @@ def _web_app(state: dict, settings: Settings | None = None, sources: Sources | N
              export=None, tokens: dict[str, dict[str, str]] | None = None) -> web.Application:
     """The demo's web server. ``tokens``: the API's bearer tokens (default: the settings')."""
     tokens = tokens if tokens is not None else (settings.api_tokens if settings else {})
-
-    async def metrics_page(_request: web.Request) -> web.Response:
-        return web.Response(body=metrics.exposition(), headers={"Content-Type": metrics.CONTENT_TYPE})
-
-    async def healthz(_request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", **state})
-
-    async def index(_request: web.Request) -> web.Response:
-        return web.Response(text="Stormwatch demo. /dashboard, /metrics (Prometheus), /healthz, /api/alerts, /api/orders, "
-                            "/api/platforms/{platform}/scorecard (bearer token from STORMWATCH_API_TOKENS).\n")
-
-    async def api(request: web.Request) -> web.Response:
-        status, body = handle(request.path, request.query, request.headers.get("Authorization"), tokens, sources)
-        return web.json_response(body, status=status)
-
-    async def openapi(_request: web.Request) -> web.Response:
-        return web.json_response(OPENAPI)
-
-    async def evidence(request: web.Request) -> web.Response:
-        status, body = evidence_bundle(request.match_info["alert_id"], request.headers.get("Authorization"),
-                                       tokens, sources.alerts, export)
-        if status != 200:
-            return web.json_response(body, status=status)
-        return web.Response(body=body, content_type="application/zip", headers={
-            "Content-Disposition": f'attachment; filename="evidence-{request.match_info["alert_id"]}.zip"'})
-
-    async def dashboard(_request: web.Request) -> web.Response:
-        return web.Response(body=DASHBOARD.read_bytes(), content_type="text/html", charset="utf-8")
-
-    async def static(request: web.Request) -> web.Response:
-        found = static_file(request.match_info["name"])
-        if found is None:
-            raise web.HTTPNotFound()
-        return web.Response(body=found[0], headers={"Content-Type": found[1], "Cache-Control": "max-age=3600"})
-
     app = web.Application(middlewares=[secure_headers])
-    app.add_routes([web.get("/", index), web.get("/metrics", metrics_page), web.get("/healthz", healthz),
-                    web.get("/dashboard", dashboard), web.get("/static/{name}", static),
-                    web.get("/openapi.json", openapi)])
-    if sources is not None:
-        app.add_routes([web.get("/api/alerts/{alert_id}/evidence", evidence), web.get("/api/{tail:.*}", api)])
+    app.add_routes(route_table(tokens, sources, health=lambda: state, export=export))
     return app
 
 

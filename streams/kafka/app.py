@@ -30,9 +30,10 @@ from faust.streams import _current_event
 from events import INPUT_TOPICS, DeadLetter, Detector, Tick, decode, format_ts, raw_text
 from streams import metrics
 from streams.outputs.alertmanager import Alertmanager
-from streams.outputs.api import DASHBOARD, OPENAPI, Sources, handle, secure_headers, server_options, static_file
+from streams.outputs.api import Sources, secure_headers, server_options
+from streams.outputs.routes import route_table
 from streams.engine import Engine
-from streams.kafka.evidence import EvidenceStage, evidence_topic_names
+from streams.kafka.evidence import EvidenceStage, evidence_topic_names, export_from_kafka
 from streams.local import detector_failures
 from streams.outputs.delivery import make_delivery
 from streams.registry import build_detectors, routes, stage_sources, stages
@@ -339,8 +340,6 @@ def create_app(settings: Settings | None = None) -> faust.App:
         return local if local > -math.inf else view.latest_ts
 
     sources = Sources(alerts=view.alerts, ledger=view.ledger, now=now)
-    if evidence is not None:
-        evidence.serve(lambda: view.alerts)
 
     @app.task
     async def follow_view() -> None:
@@ -349,19 +348,6 @@ def create_app(settings: Settings | None = None) -> faust.App:
         if orders is not None:  # STORMWATCH_DETECTORS may leave the ledger out
             topics.append(orders.by_name["orders"].state.table.changelog_topic.get_topic_name())
         await view.follow(bootstrap_servers(settings.broker), *topics)
-
-    async def api(web, request, **_path_params):  # noqa: ANN001 - Faust view signature
-        status, body = handle(request.path, request.query, request.headers.get("Authorization"),
-                              settings.api_tokens, sources)
-        return web.json(body, status=status)
-
-    for path in ("/api/alerts", "/api/alerts/{alert_id}/versions", "/api/campaigns", "/api/cascades", "/api/orders",
-                 "/api/platforms/{platform}/scorecard"):
-        app.page(path)(api)
-
-    @app.page("/openapi.json")
-    async def openapi(web, request):  # noqa: ANN001
-        return web.json(OPENAPI)
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     delivery = make_delivery(
@@ -457,24 +443,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
         progress.assigned(start)
         _guard_consumer(app.consumer, progress)
 
-    @app.page("/metrics")
-    async def metrics_page(web, request):  # noqa: ANN001 - Faust view signature
-        return web.bytes(metrics.exposition(), headers={"Content-Type": metrics.CONTENT_TYPE})
-
-    @app.page("/dashboard")
-    async def dashboard(web, request):  # noqa: ANN001
-        return web.bytes(DASHBOARD.read_bytes(), headers={"Content-Type": "text/html; charset=utf-8"})
-
-    @app.page("/static/{name}")
-    async def static(web, request, name):  # noqa: ANN001 - the dashboard's chart library
-        found = static_file(name)
-        if found is None:
-            return web.json({"error": "not found"}, status=404)
-        return web.bytes(found[0], headers={"Content-Type": found[1], "Cache-Control": "max-age=3600"})
-
-    @app.page("/healthz")
-    async def healthz(web, request):  # noqa: ANN001
-        return web.json({"status": "ok"})
+    export = (lambda alert_id: export_from_kafka(settings, alert_id)) if evidence is not None else None
+    app.web.web_app.router.add_routes(route_table(settings.api_tokens, sources, health=dict, export=export))
 
     return app
 

@@ -19,12 +19,10 @@ single platform's writer holds its events. Each platform's own alert of the same
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 import math
 import time
-from collections.abc import Callable
 
 import faust
 import orjson
@@ -252,29 +250,6 @@ class EvidenceStage:
             seq.tick(source, parsed.epoch)
 
     # -- reading the log back ------------------------------------------------------------------
-
-    def serve(self, alerts: Callable[[], dict]) -> None:
-        """``GET /api/alerts/{id}/evidence`` on the worker: read from the ``evidence-log`` topic."""
-        from streams.outputs.api import evidence_bundle
-
-        settings = self.settings
-
-        @self.app.page("/api/alerts/{alert_id}/evidence")
-        async def evidence(web, request, alert_id: str):  # noqa: ANN001, ANN202 - Faust view signature
-            loop = asyncio.get_running_loop()
-
-            def bundle(aid: str) -> bytes:
-                return export_from_kafka(settings, aid)
-
-            def run() -> tuple[int, bytes | dict]:
-                return evidence_bundle(alert_id, request.headers.get("Authorization"), settings.api_tokens,
-                                       alerts(), bundle)
-
-            status, body = await loop.run_in_executor(None, run)
-            if status != 200:
-                return web.json(body, status=status)
-            return web.bytes(body, content_type="application/zip", headers={
-                "Content-Disposition": f'attachment; filename="evidence-{alert_id}.zip"'})
 
 
 def read_log_topic(settings: Settings, timeout_s: float = 30.0) -> list[dict]:
