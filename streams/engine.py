@@ -176,6 +176,11 @@ class _Stage:
         return part
 
 
+def _due(part: _Partition, now: float) -> bool:
+    """Whether a buffered event or a timer of this partition is due at ``now``."""
+    return bool(part.pending and part.pending[0][0] <= now) or bool(part.timers and part.timers[0][0] <= now)
+
+
 class Engine:
     """Routes validated events to detectors and fires their timers as event time advances."""
 
@@ -268,7 +273,8 @@ class Engine:
             else:
                 for k in keys:
                     alerts.extend(self._call(stage, event, k, ctx))
-            alerts.extend(self._release(stage, ctx, wm.value))  # and timers the detector set already due
+            if _due(ctx.part, wm.value):  # and timers the detector set already due
+                alerts.extend(self._release(stage, ctx, wm.value))
         return alerts
 
     def _seen(self, stage: _Stage, ctx: _Context, event: AnyEvent, key: str) -> bool:
@@ -337,10 +343,13 @@ class Engine:
 
     def _advance(self, partition: int, now: float) -> list[Alert]:
         alerts: list[Alert] = []
+        minute = math.floor(now / EXPIRY_STEP) if now > -math.inf else None
         for stage in self.stages:
             ctx = stage.context(partition, now)
-            alerts.extend(self._release(stage, ctx, now))
-            self._expire(stage, ctx, now)
+            if _due(ctx.part, now):  # most advances release nothing: skip the call
+                alerts.extend(self._release(stage, ctx, now))
+            if minute is not None and minute > ctx.part.swept:
+                self._expire(stage, ctx, now)
         return alerts
 
     def _release(self, stage: _Stage, ctx: _Context, now: float) -> list[Alert]:
