@@ -175,7 +175,8 @@ class OrderLedger:
         return []
 
     def _action(self, p: str, event: PlatformAction, ctx: Context) -> list[Alert]:
-        assert event.order_id is not None
+        if event.order_id is None:  # keys() routes only actions with an order id here
+            raise ValueError("platform_action.order_id: missing for an order's action")
         record = self._record(p, event.order_id, ctx)
         if any(aid == event.action_id for _ts, aid, _a in record["actions"]):
             return []

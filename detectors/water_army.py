@@ -132,7 +132,8 @@ class WaterArmy:
     # -- one post ---------------------------------------------------------------------------
 
     def on_event(self, event: AnyEvent, key: str, ctx: Context) -> list[Alert]:
-        assert isinstance(event, Post)
+        if not isinstance(event, Post):  # event_types says posts only; a routing bug must not pass silently
+            raise TypeError(f"water army takes posts, got {type(event).__name__}")
         t, me = event.epoch, event.account_id
         flags = _aggravating(event)
         n_me = self._count_post(key, event, flags, t, ctx)

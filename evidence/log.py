@@ -117,7 +117,8 @@ class EvidenceLog:
 
     def sign_tree_head(self, timestamp: float) -> dict:
         """Sign the current tree at event time ``timestamp``; kept and written out."""
-        assert self.key is not None, "a log opened read-only cannot sign"
+        if self.key is None:
+            raise RuntimeError("a log opened read-only cannot sign")
         size = len(self.leaves)
         ts, root = format_ts(timestamp), self.tree.root().hex()
         # keys in sorted order, as read back from disk: a bundle from memory equals one from the folder
