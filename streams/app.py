@@ -640,21 +640,23 @@ def _stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[st
                         state.partition = partition
                     await handle(event)
             finally:
-                _as_current(None)
-                await app.producer.flush()  # the batch's outputs first
-                written = False
-                for p, event in last.items():
-                    _as_current(event)
-                    written = write_redo(p) or written
-                _as_current(None)
-                if written:
-                    await app.producer.flush()
-                for state in states.values():
-                    state.flush(lambda p: _as_current(last[p]))
-                for p, event in last.items():
-                    _as_current(event)
-                    save_watermark(p)
-                _as_current(None)
+                try:
+                    _as_current(None)
+                    await app.producer.flush()  # the batch's outputs first
+                    written = False
+                    for p, event in last.items():
+                        _as_current(event)
+                        written = write_redo(p) or written
+                    _as_current(None)
+                    if written:
+                        await app.producer.flush()
+                finally:  # even when stopping (cancelled): Faust acks the batch's events anyway
+                    for state in states.values():
+                        state.flush(lambda p: _as_current(last[p]))
+                    for p, event in last.items():
+                        _as_current(event)
+                        save_watermark(p)
+                    _as_current(None)
 
     run.__name__ = f"stage_{stage}"
     app.agent(topic, name=f"stage-{stage}")(run)
