@@ -13,6 +13,7 @@ Figures only, no assertions; the ``kafka`` test ``tests/test_kafka_crash.py`` as
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -24,16 +25,20 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.support.crash import (  # noqa: E402
-    Pair, TopicReader, diff, latest, replay_alerts, versions, wait_for, write_stream)
+    Pair, TopicReader, diff, explain, latest, replay_alerts, versions, wait_for, write_stream)
 from tests.support.kafka_broker import KafkaBroker  # noqa: E402
 from tests.support.receiver import Receiver  # noqa: E402
 
 COUNTERS = ("stormwatch_watchdog_rereads", "stormwatch_gaps_reread")
 
 
-def run(broker: KafkaBroker, bin_: str, src: Path, expected: list[dict], workdir: Path, kill_at: float | None,
-        timeout: float, store: str = "rocksdb://", session_s: float | None = None) -> dict:
-    """One run; ``kill_at``: the share of replay's alert versions to wait for before the kill."""
+def run(broker: KafkaBroker, bin_: str, src: Path, expected: list[dict], workdir: Path,
+        kill_at: float | list[float] | None, timeout: float, store: str = "rocksdb://",
+        session_s: float | None = None) -> dict:
+    """One run; ``kill_at``: the share(s) of replay's alert versions to wait for before each
+    kill (one SIGKILL and restart per share). The victim's data folder is copied right after
+    each kill (``<workdir>/snapshot<i>``), for looking at what the store held."""
+    kills = [kill_at] if isinstance(kill_at, float) else list(kill_at or [])
     want = latest(expected)
     receiver = Receiver().start()
     env = {"STORMWATCH_WEBHOOK_URLS": receiver.url, "STORMWATCH_STORE": store}
@@ -47,8 +52,8 @@ def run(broker: KafkaBroker, bin_: str, src: Path, expected: list[dict], workdir
         started = time.monotonic()
         pair.workers[0].produce(src)
         figures["produce_s"] = time.monotonic() - started
-        if kill_at is not None:
-            while len(versions(alerts.records)) < kill_at * len(versions(expected)):
+        for i, share in enumerate(kills):
+            while len(versions(alerts.records)) < share * len(versions(expected)):
                 alerts.poll()
                 if time.monotonic() - started > timeout:
                     break
@@ -58,12 +63,15 @@ def run(broker: KafkaBroker, bin_: str, src: Path, expected: list[dict], workdir
             pair.kill(victim)
             figures["killed_after_s"] = time.monotonic() - started
             figures["versions_before_kill"] = len(versions(alerts.records))
+            figures.setdefault("kills", []).append((victim, round(figures["killed_after_s"], 1),
+                                                    figures["versions_before_kill"]))
+            shutil.copytree(pair.workers[victim].logdir / "data", workdir / f"snapshot{i}", dirs_exist_ok=True)
             pair.restart(victim)
             restarted = time.monotonic()
             figures["restart_s"] = restarted - started - figures["killed_after_s"]
         figures["equal"] = wait_for(alerts, want, timeout)
         figures["last_alert_s"] = alerts.last_new - started
-        if kill_at is not None:
+        if kills:
             figures["recovery_s"] = alerts.last_new - restarted
         figures["diff"] = diff(latest(alerts.records), want)
         (workdir / "alerts.jsonl").write_bytes(b"".join(orjson.dumps(a) + b"\n" for a in alerts.records))
@@ -80,6 +88,8 @@ def run(broker: KafkaBroker, bin_: str, src: Path, expected: list[dict], workdir
         figures["deadletters"] = len(dead.records)
         for name in COUNTERS:
             figures[name] = counted[name] + pair.counter(name)
+        if not figures["equal"]:
+            figures["explain"] = explain(alerts, expected, dead.records, {n: figures[n] for n in COUNTERS})
     finally:
         alerts.close()
         pair.stop()
@@ -91,7 +101,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=int, default=20, help="simulated minutes of one platform")
     parser.add_argument("--per-s", type=float, default=15.0, help="organic posts per simulated second")
-    parser.add_argument("--kill-at", type=float, default=0.3, help="share of alert versions seen before the kill")
+    parser.add_argument("--kill-at", type=float, nargs="+", default=[0.3],
+                        help="share of alert versions seen before the kill (several: one kill and restart each)")
+    parser.add_argument("--repeat", type=int, default=1, help="crash runs in a row (fresh topics each)")
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--workdir", type=Path, help="keep the stream, replay and worker logs here")
     parser.add_argument("--only", choices=["calm", "crash"], help="one of the two runs")
@@ -114,16 +126,19 @@ def main() -> None:
                   f"{calm['duplicates']}; webhook versions missing {calm['webhook_missing']}; dead letters "
                   f"{calm['deadletters']} (detector_error {calm['detector_errors']}); watchdog re-reads "
                   f"{calm['stormwatch_watchdog_rereads']:.0f}, gaps re-read {calm['stormwatch_gaps_reread']:.0f}")
-        if args.only != "calm":
-            crash = run(broker, bin_, src, expected, work / "crash", args.kill_at, args.timeout, args.store,
-                        args.session_timeout)
+        for attempt in range(args.repeat if args.only != "calm" else 0):
+            crash = run(broker, bin_, src, expected, work / f"crash{attempt}", args.kill_at, args.timeout,
+                        args.store, args.session_timeout)
+            if crash.get("explain"):
+                print(crash["explain"])
+            print(f"kills (worker, s, versions seen): {crash['kills']}")
             print(f"kill -9 after {crash['killed_after_s']:.1f} s ({crash['versions_before_kill']} versions seen), "
                   f"restarted in {crash['restart_s']:.1f} s; last alert {crash['recovery_s']:.1f} s after the restart "
                   f"({crash['last_alert_s']:.1f} s after the produce started); equal to replay: {crash['equal']} "
                   f"{crash['diff']}; duplicate versions {crash['duplicates']}; webhook versions missing "
                   f"{crash['webhook_missing']}; dead letters {crash['deadletters']} (detector_error "
                   f"{crash['detector_errors']}); watchdog re-reads {crash['stormwatch_watchdog_rereads']:.0f}, gaps "
-                  f"re-read {crash['stormwatch_gaps_reread']:.0f}")
+                  f"re-read {crash['stormwatch_gaps_reread']:.0f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -230,13 +230,16 @@ class Engine:
         """Rebuild the timer and expiry indexes from the tables on next use (after a rebalance:
         another worker may have changed them meanwhile).
 
-        Buffered events and watermarks are kept: the events were consumed here and their offsets
-        committed, so no other worker will see them, and a watermark only records what the
-        sources delivered.
+        Watermarks are kept: a watermark only records what the sources delivered. Buffered
+        events are kept in memory only when they are not durable: their offsets are committed,
+        so no other worker will see them. Durable ones come back from the state; a copy kept
+        here would be stale once another worker has released them (the partition back here
+        later would release them twice).
         """
         for stage in self.stages:
-            for partition, ctx in stage.contexts.items():
-                stage.carried[partition] = ctx.part.pending
+            if not self.durable_buffers:
+                for partition, ctx in stage.contexts.items():
+                    stage.carried[partition] = ctx.part.pending
             stage.contexts.clear()
 
     def process(

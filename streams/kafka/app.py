@@ -21,6 +21,7 @@ import asyncio
 import logging
 import math
 import time
+import uuid
 import weakref
 
 import faust
@@ -43,6 +44,7 @@ from streams.kafka.view import ClusterView
 
 log = logging.getLogger("stormwatch.worker")
 SOURCE_HEADER = "stormwatch-source"
+REDO_PART_BYTES = 256_000  # one redo message at most (Kafka's default limit is about 1 MB)
 
 
 def stage_topic_name(settings: Settings, stage: str) -> str:
@@ -553,9 +555,66 @@ def _stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[st
         finally:
             metrics.LATENCY.labels(stage).observe(time.perf_counter() - started)
 
+    # partition -> the state changes of the last batch that changed it, written (and acked)
+    # before those changes go to the tables; applied again when a worker takes the partition.
+    redo = app.Table(f"{stage}-redo", default=None, partitions=settings.partitions,
+                     schema=faust.Schema(key_serializer="json", value_serializer="json"))
+
+    # Faust checks a table's changelog against its source topic at the first write, with the
+    # consumer's metadata snapshot, which can read 0 partitions for topics created moments
+    # before a rebalance (seen: a first worker's stages crashed on PartitionsMismatch for
+    # minutes, and each crash acked a batch whose state was never written). The worker creates
+    # the stage topic and the changelogs itself, with the same partition count: the check holds.
+    for table in [state.table for state in states.values()] + [watermarks, redo]:
+        table._verified_source_topics_for_partitions.add(topic.get_topic_name())
+
+    def write_redo(partition: int) -> bool:
+        """The batch's changes for ``partition`` as one redo record: parts of at most
+        ``REDO_PART_BYTES`` (``<p>\\t<i>``), then a head (``<p>``) naming them. One changelog
+        partition holds them all and Kafka keeps its order, so a durable head means durable
+        parts. False when the batch changed nothing here (the last record still holds)."""
+        seq = uuid.uuid4().hex
+        parts: list[list] = [[]]
+        size = 0
+        for name, state in states.items():
+            for change in state.changes(partition):
+                length = len(orjson.dumps(change))
+                if size + length > REDO_PART_BYTES and parts[-1]:
+                    parts.append([])
+                    size = 0
+                parts[-1].append([name, *change])
+                size += length
+        if not parts[0]:
+            return False
+        for i, part in enumerate(parts):
+            redo[f"{partition}\t{i}"] = {"seq": seq, "changes": part}
+        redo[str(partition)] = {"seq": seq, "parts": len(parts)}
+        return True
+
+    def apply_redo(partition: int) -> None:
+        """The partition's last redo record, applied again as pending changes: whatever part of
+        that batch's table writes a kill lost is written now (the rest again, same values)."""
+        head = redo.get(str(partition))
+        if not head:
+            return
+        parts = [redo.get(f"{partition}\t{i}") for i in range(head["parts"])]
+        if any(part is None or part["seq"] != head["seq"] for part in parts):
+            # the next batch's parts came back without its head: that batch never reached the
+            # tables, and this one's writes were acked before it began
+            log.warning("stage %s/%s: redo record %s superseded by a partial one; not applied", stage, partition,
+                        head["seq"])
+            return
+        for part in parts:
+            for name, *change in part["changes"]:
+                states[name].redo(change, partition)
+
     async def run(stream: faust.StreamT) -> None:
-        """Events in batches; the batch's state changes go to the tables (and their changelogs)
-        before Faust acks its events, so committed offsets never run ahead of the changelog."""
+        """Events in batches. A batch's outputs (alerts, forwarded events, dead letters) are
+        acked first; then its state changes per partition as one redo record, acked too; only
+        then are the changes written to the tables (each key its own changelog message). Faust
+        acks the events after that, and commits only after a producer flush. So after a kill
+        the state holds whole batches (the last one completed from its redo record) whose
+        outputs are all out: the seen-set may then skip re-read events safely (issue 13)."""
         async for batch in stream.take_events(settings.stage_batch, within=settings.stage_batch_wait_s):
             last: dict[int, faust.EventT] = {}  # partition -> its latest event in this batch
             try:
@@ -564,17 +623,31 @@ def _stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[st
                     partition = event.message.partition
                     last[partition] = event
                     if partition not in restored:
+                        for state in states.values():
+                            state.partition = partition
+                        apply_redo(partition)
                         restore_watermark(partition)
                     for state in states.values():
                         state.partition = partition
                     await handle(event)
             finally:
-                for state in states.values():
-                    state.flush(lambda p: _as_current(last[p]))
-                for p, event in last.items():
-                    _as_current(event)
-                    save_watermark(p)
-                _as_current(None)
+                try:
+                    _as_current(None)
+                    await app.producer.flush()  # the batch's outputs first
+                    written = False
+                    for p, event in last.items():
+                        _as_current(event)
+                        written = write_redo(p) or written
+                    _as_current(None)
+                    if written:
+                        await app.producer.flush()
+                finally:  # even when stopping (cancelled): Faust acks the batch's events anyway
+                    for state in states.values():
+                        state.flush(lambda p: _as_current(last[p]))
+                    for p, event in last.items():
+                        _as_current(event)
+                        save_watermark(p)
+                    _as_current(None)
 
     run.__name__ = f"stage_{stage}"
     app.agent(topic, name=f"stage-{stage}")(run)

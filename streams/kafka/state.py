@@ -100,6 +100,16 @@ class TableState(MutableMapping[str, Any]):
             except KeyError:
                 continue
 
+    def changes(self, partition: int) -> list[list]:
+        """The pending changes for ``partition``: ``[key, value]`` for a write, ``[key]`` for a
+        delete (for the stage's redo record, see ``streams.kafka.app``)."""
+        return [[key] if value is _GONE else [key, value]
+                for key, (value, p) in self.pending.items() if p == partition]
+
+    def redo(self, change: list, partition: int) -> None:
+        """One change from :meth:`changes` again, pending for ``partition``."""
+        self.pending[change[0]] = (change[1] if len(change) > 1 else _GONE, partition)
+
     def flush(self, enter: Callable[[int], None]) -> int:
         """Write the pending changes to the table, one partition at a time: ``enter(p)`` makes
         partition ``p`` the one Faust writes for (its changelog partition and store). Returns

@@ -62,6 +62,43 @@ def diff(got: dict[str, dict], expected: dict[str, dict]) -> dict[str, int]:
             "changed": sum(1 for k in expected.keys() & got.keys() if got[k] != expected[k])}
 
 
+def explain(reader: "TopicReader", expected: list[dict], dead: list[dict] | None = None,
+            counters: dict | None = None, limit: int = 3) -> str:
+    """Why the latest alerts differ from replay's, for a failure message: per differing alert (at
+    most ``limit``) the fields that differ (replay's, then the topic's), every version of it on
+    the topic with its partition, offset and time, and the versions replay raised; then dead
+    letters by reason and the given counters."""
+    got, want = latest(reader.records), latest(expected)
+    lines = [f"diff {diff(got, want)}"]
+    bad = sorted(k for k in want.keys() | got.keys() if got.get(k) != want.get(k))
+    for alert_id in bad[:limit]:
+        g, w = got.get(alert_id) or {}, want.get(alert_id) or {}
+        lines.append(f"alert {alert_id}: replay v{w.get('version')}, topic v{g.get('version')}")
+        for name in sorted(g.keys() | w.keys()):
+            if g.get(name) != w.get(name):
+                lines.append(f"  {name}: replay {str(w.get(name))[:300]} | topic {str(g.get(name))[:300]}")
+        by_version = {a["version"]: a for a in expected if a["alert_id"] == alert_id}
+        lines.append(f"  replay versions: {sorted(by_version)}")
+        for record, (partition, offset, ts) in zip(reader.records, reader.where):
+            if record["alert_id"] == alert_id:
+                same = by_version.get(record["version"]) == record
+                lines.append(f"  topic v{record['version']} p{partition}@{offset} t={ts} "
+                             f"{'= replay' if same else '!= replay'}")
+    if len(bad) > limit:
+        lines.append(f"... and {len(bad) - limit} more")
+    if dead is not None:
+        reasons: dict[str, int] = {}
+        for letter in dead:
+            reasons[str(letter.get("reason"))] = reasons.get(str(letter.get("reason")), 0) + 1
+        lines.append(f"dead letters by reason: {reasons}")
+        late = [d for d in dead if d.get("reason") != "detector_error"][:3]
+        if late:
+            lines.append(f"  first: {late}")
+    if counters:
+        lines.append(f"counters: {counters}")
+    return "\n".join(lines)
+
+
 class TopicReader:
     """Follows one topic from its start, keeping every record read so far."""
 
@@ -70,6 +107,7 @@ class TopicReader:
                                       auto_offset_reset="earliest", consumer_timeout_ms=200)
         self.topic = topic
         self.records: list[dict] = []
+        self.where: list[tuple[int, int, int]] = []  # (partition, offset, timestamp ms) of each record
         self.last_new = time.monotonic()  # when the latest new record came
         self.assigned = False
 
@@ -80,10 +118,11 @@ class TopicReader:
                 return []
             self.consumer.assign([TopicPartition(self.topic, p) for p in parts])
             self.assigned = True
-        new = [orjson.loads(m.value) for batch in self.consumer.poll(timeout_ms=500, max_records=5000).values()
-               for m in batch]
+        messages = [m for batch in self.consumer.poll(timeout_ms=500, max_records=5000).values() for m in batch]
+        new = [orjson.loads(m.value) for m in messages]
         if new:
             self.records.extend(new)
+            self.where.extend((m.partition, m.offset, m.timestamp) for m in messages)
             self.last_new = time.monotonic()
         return new
 
