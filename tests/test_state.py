@@ -122,7 +122,7 @@ def test_iterating_a_rocksdb_table_yields_only_the_current_partition_and_never_r
     from unittest import mock
 
     from faust.types import TP
-    from streams.kafka.app import _as_current
+    from streams.kafka.stage import _as_current
 
     app, table = _faust_table("rocksdb://", tmp_path)
     store = table.data
@@ -155,7 +155,7 @@ def test_iterating_a_rocksdb_table_yields_only_the_current_partition_and_never_r
 def test_iterating_a_memory_table_yields_the_keys_of_the_current_partition(tmp_path) -> None:
     from unittest import mock
 
-    from streams.kafka.app import _as_current
+    from streams.kafka.stage import _as_current
 
     _app, table = _faust_table("memory://", tmp_path)
     store = table.data

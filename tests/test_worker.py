@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from streams.kafka.app import Progress
+from streams.kafka.watchdog import Progress
 
 STALL = Progress.STALL_S
 
@@ -81,7 +81,7 @@ def test_a_partition_never_seen_starts_where_its_first_message_is() -> None:
 
 def test_faust_never_commits_past_what_the_agents_handled_contiguously() -> None:
     """Faust's own rule commits over one missing offset at the head of the acked ones."""
-    from streams.kafka.app import _guard_consumer
+    from streams.kafka.watchdog import _guard_consumer
 
     tp = ("posts", 0)
     consumer = SimpleNamespace(_committed_offset={tp: 100}, _new_offset=lambda _tp: 201,  # acked 101..200

@@ -33,6 +33,7 @@ from evidence.bundle import export
 from evidence.log import EvidenceLog, signing_key
 from evidence.recorder import EvidenceRecorder
 from evidence.stream import Sequencer, StreamLog, read_records
+from streams.kafka.stage import SOURCE_HEADER, _as_current, _header, tick_json
 from streams.settings import Settings
 from streams.kafka.state import TableState
 
@@ -125,8 +126,6 @@ class EvidenceStage:
     """The stage's topic, tables and agent, and the hooks ``ingest`` and the stages call."""
 
     def __init__(self, app: faust.App, settings: Settings, stage_names: list[str], admit) -> None:  # noqa: ANN001
-        from streams.kafka.app import tick_json
-
         self.app, self.settings, self.admit, self.tick_json = app, settings, admit, tick_json
         raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
         stage_name, log_name = evidence_topic_names(settings)
@@ -179,8 +178,6 @@ class EvidenceStage:
 
     @staticmethod
     def _headers(kind: str, source: str) -> dict[str, bytes]:
-        from streams.kafka.app import SOURCE_HEADER
-
         return {SOURCE_HEADER: source.encode(), KIND_HEADER: kind.encode()}
 
     # -- the agent -----------------------------------------------------------------------------
@@ -195,8 +192,6 @@ class EvidenceStage:
         return part
 
     async def _run(self, stream: faust.StreamT) -> None:
-        from streams.kafka.app import SOURCE_HEADER, _as_current, _header
-
         async for batch in stream.take_events(self.settings.stage_batch, within=self.settings.stage_batch_wait_s):
             last: dict[int, faust.EventT] = {}
             try:

@@ -102,7 +102,7 @@ class TableState(MutableMapping[str, Any]):
 
     def changes(self, partition: int) -> list[list]:
         """The pending changes for ``partition``: ``[key, value]`` for a write, ``[key]`` for a
-        delete (for the stage's redo record, see ``streams.kafka.app``)."""
+        delete (for the stage's redo record, see ``streams.kafka.stage``)."""
         return [[key] if value is _GONE else [key, value]
                 for key, (value, p) in self.pending.items() if p == partition]
 

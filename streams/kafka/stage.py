@@ -1,0 +1,258 @@
+"""One stage of the worker: an engine over the stage's detectors, fed by its stage topic.
+
+A stage agent reads its topic in batches, runs the engine with Faust tables as state (written
+once per key per batch, see :mod:`streams.kafka.state`), sends alerts, forwards emitted events and
+its source time downstream, and makes each batch's effects atomic across a kill (a redo record
+before the table writes; docs/KNOWN-PROBLEMS.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import uuid
+import weakref
+from typing import TYPE_CHECKING
+
+import faust
+import orjson
+from faust.streams import _current_event
+
+from events import DeadLetter, Detector, Tick, decode, format_ts, raw_text
+from streams import metrics
+from streams.engine import Engine
+from streams.kafka.state import TableState
+from streams.local import detector_failures
+from streams.registry import stage_sources
+from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from streams.kafka.evidence import EvidenceStage
+
+log = logging.getLogger("stormwatch.worker")
+SOURCE_HEADER = "stormwatch-source"
+REDO_PART_BYTES = 256_000  # one redo message at most (Kafka's default limit is about 1 MB)
+
+
+def _header(headers: object, name: str) -> str | None:
+    items = headers.items() if isinstance(headers, dict) else (headers or [])
+    for key, value in items:
+        if key == name:
+            return value.decode() if isinstance(value, bytes) else str(value)
+    return None
+
+
+def _as_current(event: faust.EventT | None) -> None:
+    """Make ``event`` the current event of this task: Faust writes a table (its changelog
+    partition and its RocksDB store) for the current event's partition. ``take_events`` reads
+    the stream in another task, so the agent sets it itself. Only the task-local variable is
+    set; the stream's own ``current_event`` belongs to that other task."""
+    _current_event.set(weakref.ref(event) if event is not None else None)
+
+
+def tick_json(epoch: float) -> bytes:
+    return orjson.dumps({"type": "tick", "ts": format_ts(epoch)})
+
+
+def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str, list[Detector]],
+                 stage_topics: dict[str, faust.TopicT], alerts_topic: faust.TopicT, dead_letter,
+                 admit, evidence: EvidenceStage | None = None) -> Engine:
+    """One stage: an engine over the stage's detectors, with a changelogged table per detector
+    (named after it, with its timers in ``<name>-timers``)."""
+    detectors = groups[stage]
+    states = {
+        name: TableState(app.Table(name, default=None, partitions=settings.partitions,
+                                   schema=faust.Schema(key_serializer="json", value_serializer="json")))
+        for d in detectors for name in (d.name, f"{d.name}-timers")
+    }
+    engine = Engine(detectors, state_factory=states.__getitem__, sources=stage_sources(settings, stage, groups),
+                    lateness=settings.allowed_lateness_s, durable_buffers=True,
+                    dedupe_window=settings.dedupe_window_s)
+    topic = stage_topics[stage]
+    stage_of = {d.name: name for name, members in groups.items() for d in members}
+    by_name = {d.name: d for members in groups.values() for d in members}
+    downstream = sorted({stage_of[name] for d in detectors for name in getattr(d, "emits", ()) if name in stage_of})
+    forwarded: dict[int, float] = {}  # partition -> the source time last forwarded downstream
+
+    async def forward(partition: int, was_tick: bool) -> None:
+        """Emitted events to their stages, then this partition's source time (as a tick) to every
+        partition downstream: a downstream stage never passes a time before this one has."""
+        headers = {SOURCE_HEADER: f"stage:{stage}/{partition}".encode()}
+        for name, emitted in engine.drain_emitted():
+            if name in stage_of:
+                for key in by_name[name].keys(emitted):
+                    await stage_topics[stage_of[name]].send(key=key.encode(),
+                                                            value=emitted.model_dump_json().encode(), headers=headers)
+        if not downstream:
+            return
+        now = min(engine.watermark(partition).latest.values())
+        last = forwarded.get(partition, -math.inf)
+        if now == -math.inf or now <= last or (not was_tick and now < last + 1.0):
+            return  # events forward at most once per second of event time; ticks always
+        forwarded[partition] = now
+        for name in downstream:
+            for p in range(settings.partitions):
+                await stage_topics[name].send(value=tick_json(now), partition=p, headers=headers)
+
+    # partition -> {source: latest event time}: each stage partition's watermark sources, so a
+    # worker that starts (after a kill) or takes a partition over goes on from them. Without
+    # it, sources whose last message lies before the committed offset never speak again on a
+    # finished (historical) stream, and the ordered stages' buffered events wait for good.
+    watermarks = app.Table(f"{stage}-watermarks", default=None, partitions=settings.partitions,
+                           schema=faust.Schema(key_serializer="json", value_serializer="json"))
+    restored: set[int] = set()  # partitions whose watermark came back from the table since assignment
+
+    def restore_watermark(partition: int) -> None:
+        """Merge the stored source times into this partition's watermark (the later of each).
+        Whatever was due at the stored time was released before it was stored (in the same
+        batch), so the value can simply be recomputed."""
+        restored.add(partition)
+        stored = watermarks.get(str(partition))
+        if not stored:
+            return
+        wm = engine.watermark(partition)
+        for source, ts in stored.items():
+            if source in wm.latest and ts > wm.latest[source]:
+                wm.latest[source] = ts
+        wm.value = max(wm.value, min(wm.latest.values()) - wm.lateness)
+
+    def save_watermark(partition: int) -> None:
+        latest = {source: ts for source, ts in engine.watermark(partition).latest.items() if ts > -math.inf}
+        if latest:
+            watermarks[str(partition)] = latest
+
+    @app.on_partitions_revoked.connect
+    async def forget_partitions(*_args, **_kwargs) -> None:
+        """Rebuilt from the tables on next use: another worker may own them now."""
+        engine.reset()
+        restored.clear()
+
+    async def handle(event: faust.EventT) -> None:
+        message = event.message
+        if not await admit(message):
+            return
+        started = time.perf_counter()
+        source = _header(event.headers or message.headers, SOURCE_HEADER) or "unknown"
+        where = f"{message.topic}/{message.partition}@{message.offset}"
+        try:
+            parsed = decode(event.value or b"", where)
+            if isinstance(parsed, DeadLetter):
+                await dead_letter(parsed)
+                return
+            key = message.key.decode() if message.key else None
+            alerts = engine.process(parsed, source=source, partition=message.partition, key=key)
+            for alert in alerts:
+                metrics.ALERTS.labels(alert.kind).inc()
+                await alerts_topic.send(key=alert.alert_id.encode(), value=alert.to_json())
+            for letter in detector_failures(engine, where):
+                await dead_letter(letter)
+            await forward(message.partition, isinstance(parsed, Tick))
+            if evidence is not None:  # alert versions and this partition's time, for the evidence log
+                await evidence.stage_output(stage, message.partition, alerts,
+                                            min(engine.watermark(message.partition).latest.values()),
+                                            isinstance(parsed, Tick))
+        except Exception as err:
+            log.exception("stage %s failed", stage)
+            await dead_letter(DeadLetter(f"stage {stage} failed: {err!r}", "detector_error",
+                                         raw_text(event.value or b""), source))
+        finally:
+            metrics.LATENCY.labels(stage).observe(time.perf_counter() - started)
+
+    # partition -> the state changes of the last batch that changed it, written (and acked)
+    # before those changes go to the tables; applied again when a worker takes the partition.
+    redo = app.Table(f"{stage}-redo", default=None, partitions=settings.partitions,
+                     schema=faust.Schema(key_serializer="json", value_serializer="json"))
+
+    # Faust checks a table's changelog against its source topic at the first write, with the
+    # consumer's metadata snapshot, which can read 0 partitions for topics created moments
+    # before a rebalance (seen: a first worker's stages crashed on PartitionsMismatch for
+    # minutes, and each crash acked a batch whose state was never written). The worker creates
+    # the stage topic and the changelogs itself, with the same partition count: the check holds.
+    for table in [state.table for state in states.values()] + [watermarks, redo]:
+        table._verified_source_topics_for_partitions.add(topic.get_topic_name())
+
+    def write_redo(partition: int) -> bool:
+        """The batch's changes for ``partition`` as one redo record: parts of at most
+        ``REDO_PART_BYTES`` (``<p>\\t<i>``), then a head (``<p>``) naming them. One changelog
+        partition holds them all and Kafka keeps its order, so a durable head means durable
+        parts. False when the batch changed nothing here (the last record still holds)."""
+        seq = uuid.uuid4().hex
+        parts: list[list] = [[]]
+        size = 0
+        for name, state in states.items():
+            for change in state.changes(partition):
+                length = len(orjson.dumps(change))
+                if size + length > REDO_PART_BYTES and parts[-1]:
+                    parts.append([])
+                    size = 0
+                parts[-1].append([name, *change])
+                size += length
+        if not parts[0]:
+            return False
+        for i, part in enumerate(parts):
+            redo[f"{partition}\t{i}"] = {"seq": seq, "changes": part}
+        redo[str(partition)] = {"seq": seq, "parts": len(parts)}
+        return True
+
+    def apply_redo(partition: int) -> None:
+        """The partition's last redo record, applied again as pending changes: whatever part of
+        that batch's table writes a kill lost is written now (the rest again, same values)."""
+        head = redo.get(str(partition))
+        if not head:
+            return
+        parts = [redo.get(f"{partition}\t{i}") for i in range(head["parts"])]
+        if any(part is None or part["seq"] != head["seq"] for part in parts):
+            # the next batch's parts came back without its head: that batch never reached the
+            # tables, and this one's writes were acked before it began
+            log.warning("stage %s/%s: redo record %s superseded by a partial one; not applied", stage, partition,
+                        head["seq"])
+            return
+        for part in parts:
+            for name, *change in part["changes"]:
+                states[name].redo(change, partition)
+
+    async def run(stream: faust.StreamT) -> None:
+        """Events in batches. A batch's outputs (alerts, forwarded events, dead letters) are
+        acked first; then its state changes per partition as one redo record, acked too; only
+        then are the changes written to the tables (each key its own changelog message). Faust
+        acks the events after that, and commits only after a producer flush. So after a kill
+        the state holds whole batches (the last one completed from its redo record) whose
+        outputs are all out: the seen-set may then skip re-read events safely (issue 13)."""
+        async for batch in stream.take_events(settings.stage_batch, within=settings.stage_batch_wait_s):
+            last: dict[int, faust.EventT] = {}  # partition -> its latest event in this batch
+            try:
+                for event in batch:
+                    _as_current(event)
+                    partition = event.message.partition
+                    last[partition] = event
+                    if partition not in restored:
+                        for state in states.values():
+                            state.partition = partition
+                        apply_redo(partition)
+                        restore_watermark(partition)
+                    for state in states.values():
+                        state.partition = partition
+                    await handle(event)
+            finally:
+                try:
+                    _as_current(None)
+                    await app.producer.flush()  # the batch's outputs first
+                    written = False
+                    for p, event in last.items():
+                        _as_current(event)
+                        written = write_redo(p) or written
+                    _as_current(None)
+                    if written:
+                        await app.producer.flush()
+                finally:  # even when stopping (cancelled): Faust acks the batch's events anyway
+                    for state in states.values():
+                        state.flush(lambda p: _as_current(last[p]))
+                    for p, event in last.items():
+                        _as_current(event)
+                        save_watermark(p)
+                    _as_current(None)
+
+    run.__name__ = f"stage_{stage}"
+    app.agent(topic, name=f"stage-{stage}")(run)
+    return engine

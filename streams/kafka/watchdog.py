@@ -1,0 +1,265 @@
+"""The worker's watchdog: no input message is lost between fetch and agent.
+
+faust-streaming 0.15.3 can fetch a message and never hand it to an agent (docs/KNOWN-PROBLEMS.md).
+:class:`Progress` keeps the contiguous handled offset of every partition; an agent asks
+:func:`watch`'s ``admit`` before handling a message, a gap past that offset is re-read, a
+partition with fetched messages and no progress for 20 s is resumed and re-read, and Faust's
+commits never pass the handled offset. Re-reads are harmless: the engine drops duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+
+import faust
+
+from streams import metrics
+from streams.settings import Settings, bootstrap_servers
+
+log = logging.getLogger("stormwatch.worker")
+
+
+class Progress:
+    """Per partition, the offset up to which the agents handled every message, to notice
+    messages that never reach an agent: gaps and stalls.
+
+    faust-streaming sometimes fetches messages and never hands them to the agent (seen in the
+    restart tests and in issue 13: a single event missing in the middle of a partition, after
+    which a stage's watermark or its output is wrong for good). Two places in its consumer do
+    this (``faust/transport/consumer.py``, 0.15.3): ``_drain_messages`` hands a message to the
+    streams with ``wait_first(callback(message), suspend_flow.wait())`` and marks it read even
+    when a rebalance's ``stop_flow`` cancelled the hand-over; and it drops fetched messages
+    below the read offset, which a fetch already in flight moves past a seek. Faust's commit
+    then skips a missing message at the head of the acked offsets (``_new_offset`` tolerates a
+    hole of one, and any hole when nothing was committed yet), so the loss outlives a restart.
+
+    Input and stage topics are neither compacted nor transactional, so their offsets are
+    contiguous. :meth:`admit` checks each message against the contiguous mark: past it, a gap,
+    the partition is re-read from the first missing offset (again every ``GAP_RETRY_S`` while
+    it lasts; after ``MAX_REREADS`` the mark moves on). The message is handled all the same:
+    holding messages back until a re-read arrived stalled whole partitions when it did not. For the re-read to arrive, Faust's read-offset rule is turned off (see
+    :func:`_guard_consumer`). At or below it, a message this
+    worker already handled, skipped. :meth:`commit_cap` keeps Faust's commits at the mark, so a
+    worker killed meanwhile restarts before the hole. :meth:`stuck` is the older watchdog for a
+    partition with no progress at all (a partition Faust left paused is never fetched): its
+    position or end offset past the mark, no progress for ``STALL_S``: re-read from the mark.
+    """
+
+    STALL_S = 20.0
+    GAP_RETRY_S = 5.0
+    MAX_REREADS = 24  # two minutes: taking a hole as real loses whatever was there
+
+    def __init__(self) -> None:
+        self.done: dict = {}  # TP -> every offset up to this one was handled (or committed at assignment)
+        self.behind: dict = {}  # TP -> (contiguous mark, since when it has been behind)
+        self.gaps: dict = {}  # TP -> (first missing offset, when last re-read, re-reads so far)
+        self.ahead: dict = {}  # TP -> the highest offset handled past a gap
+
+    def admit(self, tp, offset: int, now: float) -> tuple[bool, int | None]:  # noqa: ANN001 - a Faust TP
+        """Whether to handle the message at ``offset``, and the offset to re-read ``tp`` from
+        (None: no re-read now). A message past a gap is handled too: a re-read that never
+        arrives (seen) must not hold the partition back; the re-read's duplicates are dropped
+        by the engine's seen-set."""
+        done = self.done.get(tp)
+        if done is None or offset == done + 1:
+            self.done[tp] = offset
+            if self.ahead.get(tp, -1) <= offset:
+                self.ahead.pop(tp, None)
+                self.gaps.pop(tp, None)
+            return True, None
+        if offset <= done:
+            return False, None  # handled here already: a re-read, or a fetch from before a re-read
+        self.ahead[tp] = max(self.ahead.get(tp, offset), offset)
+        first, last, tries = self.gaps.get(tp, (done + 1, -math.inf, 0))
+        if first != done + 1:
+            first, last, tries = done + 1, -math.inf, 0
+        if tries >= self.MAX_REREADS:  # the re-reads never came: go on from what was handled
+            log.error("%s: offsets %s-%s missing after %s re-reads; going on", tp, first, offset - 1, tries)
+            self.done[tp] = self.ahead.pop(tp)
+            self.gaps.pop(tp, None)
+            return True, None
+        if now - last < self.GAP_RETRY_S:
+            return True, None  # a re-read is under way
+        self.gaps[tp] = (first, now, tries + 1)
+        return True, first
+
+    def mark(self, message) -> None:  # noqa: ANN001 - a Faust Message
+        """Record a message handled with no gap check (tests, and code that cannot re-read)."""
+        self.done[message.tp] = max(message.offset, self.done.get(message.tp, message.offset))
+
+    def commit_cap(self, tp) -> int | None:  # noqa: ANN001
+        """The highest offset Faust may commit for ``tp`` (next to read): past the mark only
+        what the agents handled contiguously. None for partitions no agent reads."""
+        done = self.done.get(tp)
+        return None if done is None else done + 1
+
+    def assigned(self, committed: dict) -> None:
+        """A new assignment: the group's committed offsets (next to read) are where each
+        partition starts. Read before the streams resume, because Faust can commit messages it
+        never handed over (seen here), so a later committed offset is not proof of handling."""
+        self.done = {tp: offset - 1 for tp, offset in committed.items()}
+        self.behind = {}
+        self.gaps = {}
+        self.ahead = {}
+
+    def stuck(self, positions: dict, now: float) -> dict:
+        """Stuck partitions and the offset to re-read them from; ``positions``: per partition the
+        consumer's position or the partition's end offset, whichever is further."""
+        found = {}
+        for tp, position in positions.items():
+            done = self.done.get(tp)
+            if done is None or position <= done + 1:
+                self.behind.pop(tp, None)
+                continue
+            last, since = self.behind.setdefault(tp, (done, now))
+            if last != done:
+                self.behind[tp] = (done, now)  # progress: behind only because of a backlog
+            elif now - since >= self.STALL_S:
+                found[tp] = done + 1
+                self.behind[tp] = (done, now)  # give the re-read a whole period
+        return found
+
+
+class _NoReadOffsets(dict):
+    """Faust's read offsets, always read as unknown. Its fetch loop drops a fetched message
+    below the partition's read offset, and a fetch in flight moves that offset past a seek
+    back, so a re-read was dropped (seen in the crash test: the same gap reported until the
+    stall watchdog, and lost after it). Read as unknown, every fetched message reaches the
+    streams, and :class:`Progress` skips the ones already handled. It also stops Faust's gap
+    records, with which it commits over holes in the fetched offsets."""
+
+    def __getitem__(self, key):  # noqa: ANN001, ANN204
+        return None
+
+
+def _guard_consumer(consumer, progress: Progress) -> None:  # noqa: ANN001 - a Faust consumer
+    """Once per consumer, at the first assignment (before Faust starts its fetch loop, which
+    reads ``_read_offset`` through a bound method): read offsets as unknown (see
+    :class:`_NoReadOffsets`), and keep Faust's commits of a partition at most at the agents'
+    contiguous mark (see :class:`Progress`), so a message Faust never handed over is not
+    committed past and a restarted worker reads it."""
+    if getattr(consumer, "_stormwatch_capped", False):
+        return
+    consumer._read_offset = _NoReadOffsets(consumer._read_offset)
+    faust_new_offset = consumer._new_offset
+
+    def new_offset(tp):  # noqa: ANN001, ANN202
+        offset = faust_new_offset(tp)
+        cap = progress.commit_cap(tp)
+        if offset is None or cap is None or offset <= cap:
+            return offset
+        if cap <= (consumer._committed_offset.get(tp) or -1):
+            return None  # nothing new to commit
+        return cap
+
+    consumer._new_offset = new_offset
+    consumer._stormwatch_capped = True
+
+
+class _GroupOffsets:
+    """The consumer group's committed offsets, read with kafka-python's admin client."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.bootstrap = bootstrap_servers(settings.broker)
+        self.group = settings.app_id
+        self.admin = None
+
+    async def fetch(self) -> dict:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, self._fetch)
+        except Exception:  # the broker is busy or gone: the watchdog waits for the next round
+            log.debug("cannot read the group's committed offsets", exc_info=True)
+            return {}
+
+    def _fetch(self) -> dict:
+        if self.admin is None:
+            from kafka import KafkaAdminClient
+
+            self.admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=f"{self.group}-watchdog")
+        offsets = self.admin.list_group_offsets(self.group)[self.group]
+        return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+
+
+def watch(app: faust.App, settings: Settings, consumed: set[str]) -> Callable[[object], Awaitable[bool]]:
+    """Install the watchdog on ``app`` and return ``admit``, which every agent asks before it
+    handles a message: gaps are re-read at once, stalls every 5 s by the lag timer, and Faust's
+    commits are capped at the contiguous handled offset (see :class:`Progress`). ``consumed``:
+    the topics whose partitions are followed (filled by the caller as it declares them)."""
+    progress = Progress()
+
+    async def admit(message) -> bool:  # noqa: ANN001 - a Faust Message
+        """Whether an agent handles ``message``: not when it was handled already; past a gap,
+        the partition is also re-read from the gap (see :class:`Progress`)."""
+        handle, reread = progress.admit(message.tp, message.offset, time.monotonic())
+        if reread is not None:
+            metrics.GAPS_REREAD.inc()
+            log.warning("%s/%s: got offset %s, expected %s: re-reading from %s", message.topic, message.partition,
+                        message.offset, reread, reread)
+            try:  # resumed as the watchdog does: a seek alone was not always fetched (crash test)
+                app.consumer.resume_partitions({message.tp})
+                await app.consumer.seek(message.tp, reread)
+            except Exception:  # revoked meanwhile: its next owner starts from the capped commit
+                log.warning("cannot re-read %s/%s", message.topic, message.partition, exc_info=True)
+        return handle
+
+    group_offsets = _GroupOffsets(settings)
+    lag_labels: set[tuple[str, str]] = set()  # (topic, partition) the lag gauge reports
+
+    @app.timer(5.0)
+    async def measure_lag() -> None:
+        """Consumer lag per assigned partition (the stormwatch_consumer_lag gauge), and the
+        watchdog for partitions whose fetched messages never reach an agent (see :class:`Progress`)."""
+        consumer = app.consumer
+        positions = {}
+        assignment = consumer.assignment()
+        assigned = {(tp.topic, str(tp.partition)) for tp in assignment}
+        for labels in lag_labels - assigned:  # revoked: another worker reports it now
+            metrics.CONSUMER_LAG.remove(*labels)
+        lag_labels.clear()
+        lag_labels.update(assigned)
+        for tp in assignment:
+            try:
+                position, highwater = await consumer.position(tp), consumer.highwater(tp)
+            except Exception:  # not fetched yet, or being revoked: try again next round
+                continue
+            if position is not None and highwater is not None:
+                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(highwater - position, 0))
+            if position is not None and tp.topic in consumed:
+                positions[tp] = position
+        if app.in_recovery or app.rebalancing:
+            return  # Faust pauses and seeks partitions itself meanwhile
+        try:  # the broker's end offsets: a partition Faust left paused is never fetched at all
+            ends = await consumer.highwaters(*positions)
+        except Exception:  # the broker is busy: positions alone this round
+            ends = {}
+        positions = {tp: max(position, ends.get(tp) or 0) for tp, position in positions.items()}
+        for tp, offset in progress.stuck(positions, time.monotonic()).items():
+            log.warning("%s/%s: messages before offset %s but no agent handled offset %s for %.0f s: "
+                        "resuming it and re-reading from there", tp.topic, tp.partition, positions[tp], offset,
+                        Progress.STALL_S)
+            metrics.WATCHDOG_REREADS.inc()
+            consumer.resume_partitions({tp})
+            await consumer.seek(tp, offset)
+
+    @app.on_partitions_assigned.connect
+    async def remember_start(_app, assigned, **_kwargs) -> None:  # noqa: ANN001 - Faust's signal signature
+        """Where each partition starts, for the watchdog (see :meth:`Progress.assigned`): the
+        group's committed offset, or for a partition the group never committed (a new group, a
+        new topic) its earliest offset, where ``auto_offset_reset=earliest`` starts reading."""
+        start = await group_offsets.fetch()
+        fresh = [tp for tp in assigned if tp.topic in consumed and (tp.topic, tp.partition) not in start]
+        if fresh:
+            try:
+                earliest = await app.consumer.earliest_offsets(*fresh)
+            except Exception:  # the broker is busy: those partitions go unwatched until the next assignment
+                log.debug("cannot read earliest offsets", exc_info=True)
+                earliest = {}
+            start.update({(tp.topic, tp.partition): offset for tp, offset in earliest.items() if offset is not None})
+        progress.assigned(start)
+        _guard_consumer(app.consumer, progress)
+
+    return admit
