@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("stormwatch.worker")
 SOURCE_HEADER = "stormwatch-source"
 REDO_PART_BYTES = 256_000  # one redo message at most (Kafka's default limit is about 1 MB)
-DRAIN_TIMEOUT_S = 10.0  # the longest a revoke waits for the producer buffer to empty
 
 
 def _header(headers: object, name: str) -> str | None:
@@ -54,19 +53,6 @@ def _as_current(event: faust.EventT | None) -> None:
 
 def tick_json(epoch: float) -> bytes:
     return orjson.dumps({"type": "tick", "ts": format_ts(epoch)})
-
-
-async def drain_producer(app: faust.App, timeout_s: float = DRAIN_TIMEOUT_S) -> None:
-    """Until Faust's producer buffer is empty (bounded), then aiokafka's flush. Faust's own flush
-    at a revoke gives up once nothing was sent for 0.1 s, not when its buffer is empty: a table
-    write still queued then reaches the changelog after the next owner recovered, and is lost
-    (docs/KNOWN-PROBLEMS.md)."""
-    deadline = time.monotonic() + timeout_s
-    while app.producer.buffer.size and time.monotonic() < deadline:
-        await app.producer.flush()
-    if app.producer.buffer.size:
-        log.warning("producer buffer still holds %s messages after %.0f s", app.producer.buffer.size, timeout_s)
-    await app.producer.flush()
 
 
 def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str, list[Detector]],
@@ -138,9 +124,7 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
 
     @app.on_partitions_revoked.connect
     async def forget_partitions(*_args, **_kwargs) -> None:
-        """Rebuilt from the tables on next use: another worker may own them now. First every
-        table write of the last batch reaches the broker, so the next owner's recovery reads it."""
-        await drain_producer(app)
+        """Rebuilt from the tables on next use: another worker may own them now."""
         engine.reset()
         restored.clear()
 
