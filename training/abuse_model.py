@@ -13,9 +13,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy.sparse import csr_matrix
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, f1_score
 
 from detectors.abuse import BUCKETS, MODEL, AbuseClassifier, features
 
@@ -27,7 +24,9 @@ def read(path: Path) -> tuple[list[str], np.ndarray]:
     return [r["text"] for r in rows], np.array([r["label"] for r in rows])
 
 
-def matrix(texts: list[str]) -> csr_matrix:
+def matrix(texts: list[str]):  # noqa: ANN201 - a scipy csr_matrix
+    from scipy.sparse import csr_matrix  # the `train` extra, like scikit-learn below
+
     indptr, indices, values = [0], [], []
     for text in texts:
         feats = features(text)
@@ -39,6 +38,11 @@ def matrix(texts: list[str]) -> csr_matrix:
 
 
 def main() -> None:
+    try:  # the `train` extra: never needed by an installed Stormwatch
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.metrics import accuracy_score, f1_score
+    except ImportError:
+        raise SystemExit("training the abuse model needs the train extra: pip install -e '.[train]'") from None
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=MODEL)
