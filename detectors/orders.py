@@ -35,6 +35,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, Field
 
 from compliance import cases
+from compliance.cases import TWO_YEARS
 from compliance.law import LawSettings
 from events import Alert, AnyEvent, Case, Context, Engagement, Order, PlatformAction, Post, format_ts, raise_alert
 from events import keys as ids
@@ -48,7 +49,6 @@ MEASURE_BY_ACTION = {
 }
 ORDER_REFS = ["Criminal Law Art. 286-1", "Interpretation 2019-15 Art. 2"]
 ACTIONS_KEPT = 100  # per order: the first actions by (ts, action_id), plus the first of each kind
-TWO_YEARS = 2 * 365 * 86400.0
 MAX_ACTS = 1_000  # per platform, the refusals kept for the 2019-15 Art. 16 aggregation (the newest)
 
 
@@ -307,7 +307,6 @@ class OrderLedger:
 
     def _refused(self, p: str, order_id: str, record: dict, action_id: str, ts: float, ctx: Context) -> list[Alert]:
         record["fired"].append("refused")
-        order = record["order"] or {}
         platform = p
         alerts = [raise_alert(
             record["alerts"], kind="order_refused", subject=("order", order_id), ts=ts, severity="critical",
