@@ -37,7 +37,7 @@ from streams.kafka.evidence import EvidenceStage, evidence_topic_names, export_f
 from streams.outputs.delivery import make_delivery
 from streams.registry import build_detectors, routes, stages
 from streams.settings import Settings, bootstrap_servers
-from streams.kafka.stage import SOURCE_HEADER, stage_agent, tick_json
+from streams.kafka.stage import RAW_BYTES, SOURCE_HEADER, stage_agent, tick_json
 from streams.kafka.watchdog import watch
 from streams.kafka.view import ClusterView
 
@@ -82,7 +82,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
     )
     # Faust builds its aiohttp runner with no client time limits and has no setting for them.
     app.web._runner._kwargs.update(server_options(settings.web_timeout_s))
-    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    raw = RAW_BYTES
     input_names = [settings.topic(t) for t in INPUT_TOPICS]
     inputs = app.topic(*input_names, **raw)
     alerts_topic = app.topic(settings.topic("alerts"), **raw)

@@ -33,7 +33,7 @@ from evidence.bundle import export
 from evidence.log import EvidenceLog, signing_key
 from evidence.recorder import EvidenceRecorder
 from evidence.stream import Sequencer, StreamLog, read_records
-from streams.kafka.stage import SOURCE_HEADER, _as_current, _header, tick_json
+from streams.kafka.stage import RAW_BYTES, SOURCE_HEADER, _as_current, _header, tick_json
 from streams.settings import Settings
 from streams.kafka.state import TableState
 
@@ -127,7 +127,7 @@ class EvidenceStage:
 
     def __init__(self, app: faust.App, settings: Settings, stage_names: list[str], admit) -> None:  # noqa: ANN001
         self.app, self.settings, self.admit, self.tick_json = app, settings, admit, tick_json
-        raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+        raw = RAW_BYTES
         stage_name, log_name = evidence_topic_names(settings)
         self.topic = app.topic(stage_name, partitions=settings.partitions, **raw)
         self.log_topic = app.topic(log_name, **raw)

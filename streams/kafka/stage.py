@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("stormwatch.worker")
 SOURCE_HEADER = "stormwatch-source"
+# Topic options for messages kept as bytes (the input, stage, alert and evidence topics).
+RAW_BYTES = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
 REDO_PART_BYTES = 256_000  # one redo message at most (Kafka's default limit is about 1 MB)
 
 
