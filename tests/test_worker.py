@@ -111,3 +111,19 @@ def test_the_worker_builds_with_any_set_of_detectors(detectors: str, tmp_path) -
     assert stages == {"": ["platform", "post_targets", "targets"], "water_army": ["platform"],
                       "post_targets,targets": ["post_targets", "targets"]}[detectors]
     assert sorted(agent.split("-", 1)[1] for agent in app.agents if agent.startswith("stage-")) == stages
+
+
+def test_the_consumer_is_guarded_before_any_assignment(tmp_path) -> None:
+    """Faust's fetch loop binds the read offsets when it starts, and the table recovery of an
+    assignment starts it beside the assignment's handlers: the guard must already be there
+    when the revoke that precedes every assignment (the first one too) is signalled."""
+    import asyncio
+
+    from streams.kafka.app import create_app
+    from streams.kafka.watchdog import _NoReadOffsets
+    from streams.settings import Settings
+
+    app = create_app(Settings(app_id="guard", data_dir=tmp_path, store="memory://"))
+    assert not isinstance(app.consumer._read_offset, _NoReadOffsets)
+    asyncio.run(app.on_partitions_revoked.send(set()))
+    assert isinstance(app.consumer._read_offset, _NoReadOffsets)

@@ -10,7 +10,8 @@ by platform, the single writer of each platform's tree.
 * State, in changelogged tables written once per batch: ``evidence-held`` (every raw event
   received, until the recorder lets it go by ``retention_s`` or ``max_held_bytes``, and alert
   versions not logged yet) and ``evidence-trees`` (per platform the tree's size, right edge,
-  latest head; per alert the version and entries logged; the sources' times). A restarted
+  latest head; per alert the version and entries logged; per partition the sources' times,
+  under a key naming the partition: the memory store keeps all partitions in one dict). A restarted
   worker rebuilds its recorder from them and appends where it stopped.
 
 A regulator-only alert (platform ``*``, a finding across platforms) is not logged here: no
@@ -55,8 +56,9 @@ def evidence_topic_names(settings: Settings) -> list[str]:
 class _Partition:
     """One evidence partition: its recorder, trees and sequencer, rebuilt from the tables."""
 
-    def __init__(self, settings: Settings, key: Ed25519PrivateKey, sources: list[str], held: TableState,
-                 meta: TableState, out: list) -> None:
+    def __init__(self, partition: int, settings: Settings, key: Ed25519PrivateKey, sources: list[str],
+                 held: TableState, meta: TableState, out: list) -> None:
+        self.partition = partition
         self.logs: dict[str, StreamLog] = {}
         self.key, self.meta, self.held, self.out = key, meta, held, out
         self.recorder = EvidenceRecorder(None, settings.evidence, log_for=self.log_for)
@@ -95,7 +97,7 @@ class _Partition:
                 alert_id = key.split("\t", 1)[1]
                 self.sequencer.recorded[alert_id] = value["version"]
                 self.recorder.logged[alert_id] = {(a, b): i for a, b, i in value["logged"]}
-            elif key == "watermark":
+            elif key == f"watermark\t{self.partition}":
                 self.sequencer.latest.update(value)
         latest = self.sequencer.latest.values()
         if latest and min(latest) > -math.inf:
@@ -187,7 +189,8 @@ class EvidenceStage:
             state.partition = partition
         part = self.parts.get(partition)
         if part is None:
-            part = self.parts[partition] = _Partition(self.settings, self.key, self.sources, self.held, self.meta, out)
+            part = self.parts[partition] = _Partition(partition, self.settings, self.key, self.sources, self.held,
+                                                      self.meta, out)
         part.out = out
         return part
 
@@ -218,7 +221,7 @@ class EvidenceStage:
                     if part is not None:
                         _as_current(event)
                         self.meta.partition = p
-                        self.meta["watermark"] = {s: t for s, t in part.sequencer.latest.items() if t > -math.inf}
+                        self.meta[f"watermark\t{p}"] = {s: t for s, t in part.sequencer.latest.items() if t > -math.inf}
                 for state in (self.held, self.meta):
                     state.flush(lambda p: _as_current(last[p]))
                 _as_current(None)

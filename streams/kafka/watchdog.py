@@ -137,8 +137,8 @@ class _NoReadOffsets(dict):
 
 
 def _guard_consumer(consumer, progress: Progress) -> None:  # noqa: ANN001 - a Faust consumer
-    """Once per consumer, at the first assignment (before Faust starts its fetch loop, which
-    reads ``_read_offset`` through a bound method): read offsets as unknown (see
+    """Once per consumer, before its first assignment (before Faust starts its fetch loop, which
+    binds ``_read_offset.__getitem__`` when it starts): read offsets as unknown (see
     :class:`_NoReadOffsets`), and keep Faust's commits of a partition at most at the agents'
     contiguous mark (see :class:`Progress`), so a message Faust never handed over is not
     committed past and a restarted worker reads it."""
@@ -245,11 +245,22 @@ def watch(app: faust.App, settings: Settings, consumed: set[str]) -> Callable[[o
             consumer.resume_partitions({tp})
             await consumer.seek(tp, offset)
 
+    @app.on_partitions_revoked.connect
+    async def guard_before_fetching(_app, _revoked, **_kwargs) -> None:  # noqa: ANN001 - Faust's signal signature
+        """Guard the consumer before its fetch loop starts. Faust sends this signal before every
+        assignment, the first one too, while the table recovery it starts with the assignment
+        (which starts the fetch loop) runs beside ``remember_start``. The fetch loop binds the
+        read offsets once, when it starts: guarded later, re-reads are dropped for as long as
+        it runs (seen in CI: every re-read of a restarted worker dropped, its evidence log
+        stuck)."""
+        _guard_consumer(app.consumer, progress)
+
     @app.on_partitions_assigned.connect
     async def remember_start(_app, assigned, **_kwargs) -> None:  # noqa: ANN001 - Faust's signal signature
         """Where each partition starts, for the watchdog (see :meth:`Progress.assigned`): the
         group's committed offset, or for a partition the group never committed (a new group, a
         new topic) its earliest offset, where ``auto_offset_reset=earliest`` starts reading."""
+        _guard_consumer(app.consumer, progress)  # before the first await: see guard_before_fetching
         start = await group_offsets.fetch()
         fresh = [tp for tp in assigned if tp.topic in consumed and (tp.topic, tp.partition) not in start]
         if fresh:
@@ -260,6 +271,5 @@ def watch(app: faust.App, settings: Settings, consumed: set[str]) -> Callable[[o
                 earliest = {}
             start.update({(tp.topic, tp.partition): offset for tp, offset in earliest.items() if offset is not None})
         progress.assigned(start)
-        _guard_consumer(app.consumer, progress)
 
     return admit
