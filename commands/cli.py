@@ -153,11 +153,12 @@ def replay(file: Path, alerts_out: str, deadletter_out: str | None, partitions: 
     )
     if recorder is not None:
         recorder.flush()  # the end of the input: what still waits for event time is logged now
-        recorder.log.close()
-        head = recorder.log.tree_heads[-1] if recorder.log.tree_heads else None
-        click.echo(f"evidence log in {evidence_dir}: {len(recorder.log.leaves)} entries"
-                   + (f", tree head size {head['tree_size']} root {head['root_hash']}" if head else "")
-                   + f"; public key {recorder.log.public_key}", err=True)
+        logs = recorder.logs
+        logs.close()
+        trees = "; ".join(f"{platform!r}: tree size {log.tree_heads[-1]['tree_size']} root "
+                          f"{log.tree_heads[-1]['root_hash']}" for platform, log in logs.logs.items() if log.tree_heads)
+        click.echo(f"evidence log in {evidence_dir}: {logs.entries} entries in {len(logs.logs)} platform tree(s)"
+                   + (f" ({trees})" if trees else "") + f"; public key {logs.public_key}", err=True)
 
 
 def _evidence_recorder(settings: Settings, directory: Path):
@@ -172,7 +173,7 @@ def _evidence_recorder(settings: Settings, directory: Path):
         raise click.ClickException(str(err)) from err
     if generated:
         click.echo("no STORMWATCH_EVIDENCE_SIGNING_KEY: this evidence log is signed with a new key; "
-                   f"public key {recorder.log.public_key} (also in {directory}/public-key)", err=True)
+                   f"public key {recorder.logs.public_key} (also in {directory}/public-key)", err=True)
     return Sequencer(recorder, ["file"], settings.evidence.order_margin_s)
 
 
@@ -307,7 +308,7 @@ def evidence_export(alert_id: str, evidence_dir: Path | None, from_kafka: bool, 
     """Write the bundle of ALERT_ID: manifest.json (alert versions, raw events, hashes, inclusion
     proofs, signed tree heads, public key) and summary.md (中文 / English)."""
     from evidence.bundle import NotFound, export
-    from evidence.log import EvidenceLog
+    from evidence.log import PlatformLogs
 
     if (evidence_dir is None) == (not from_kafka):
         raise click.UsageError("give either --evidence-dir DIR or --from-kafka")
@@ -318,7 +319,7 @@ def evidence_export(alert_id: str, evidence_dir: Path | None, from_kafka: bool, 
 
             data = export_from_kafka(Settings(**({"broker": broker} if broker else {})), alert_id)
         else:
-            data = export(EvidenceLog.open(evidence_dir), alert_id)
+            data = export(PlatformLogs.open(evidence_dir), alert_id)
     except (FileNotFoundError, TimeoutError, ValueError) as err:
         raise click.ClickException(str(err)) from err
     except NotFound as err:

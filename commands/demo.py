@@ -137,7 +137,7 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> int:
     ledger = next((stage.state for stage in pipeline.engine.stages if stage.detector.name == "orders"), {})
     sources = Sources(alerts=latest, ledger=ledger, now=lambda: pipeline.engine.watermark().value, versions=versions)
     tokens, one_time = demo_tokens(settings)
-    runner = await serve(_web_app(state, settings, sources, export=lambda aid: export(recorder.log, aid), tokens=tokens),
+    runner = await serve(_web_app(state, settings, sources, export=lambda aid: export(recorder.logs, aid), tokens=tokens),
                          settings.web_host, options.port, options.http_timeout_s or settings.web_timeout_s)
     feed, name = _feed(options)
     console.print(safe(f"Stormwatch demo: feeding {len(feed):,} events from {name} at "
@@ -173,7 +173,7 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> int:
         for output in outputs:
             await output.stop()
         await runner.cleanup()
-        recorder.log.close()
+        recorder.logs.close()
     return 0
 
 
@@ -203,6 +203,6 @@ def _evidence_recorder(settings: Settings, console: Console):
 
     directory = settings.evidence.dir or Path(tempfile.mkdtemp(prefix="stormwatch-evidence-"))
     recorder, _generated = new_recorder(directory, settings.evidence_signing_key, settings.evidence)
-    console.print(f"Evidence log in {directory} (public key {recorder.log.public_key}); bundles at "
+    console.print(f"Evidence log in {directory} (public key {recorder.logs.public_key}); bundles at "
                   "/api/alerts/<id>/evidence", highlight=False)
     return recorder

@@ -25,7 +25,7 @@ import orjson
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from evidence.log import STH_FORMAT, EvidenceLog, sth_message
+from evidence.log import STH_FORMAT, EvidenceLog, NotFound, PlatformLogs, sth_message
 from evidence.merkle import leaf_hash, verify_consistency, verify_inclusion
 from evidence.summary import render_summary
 
@@ -38,12 +38,10 @@ ABOUT = ("Check offline: for each entry, SHA-256(0x00 || UTF-8 bytes of `leaf`) 
          "'alert version' (their `raw` is the alert JSON, `supports` the indexes of the entries they cite).")
 
 
-class NotFound(KeyError):
-    pass
-
-
-def export(log: EvidenceLog, alert_id: str) -> bytes:
-    """The bundle of one alert, as ZIP bytes."""
+def export(log: EvidenceLog | PlatformLogs, alert_id: str) -> bytes:
+    """The bundle of one alert, as ZIP bytes (from its platform's tree when given all of them)."""
+    if isinstance(log, PlatformLogs):
+        log = log.find(alert_id)
     indexes = log.by_alert.get(alert_id)
     if not indexes or not log.tree_heads:
         raise NotFound(alert_id)

@@ -1,6 +1,13 @@
 """The append-only evidence log in a directory, and its signed tree heads.
 
-Files (all append-only; a log directory holds exactly one tree):
+An evidence folder (``--evidence-dir``, :class:`PlatformLogs`) holds one tree per platform, as
+the Kafka worker writes it (one writer per platform): one platform's log never shows another's
+entries, sizes or timing, and the same stream gives the same trees in every mode. Its files:
+``public-key`` (one key signs every tree), ``platforms.jsonl`` (a line per tree, in order of
+first use: ``{"platform": ..., "folder": ...}``) and one folder per platform, named by the
+SHA-256 of the platform id (ids may hold any character), each holding one tree.
+
+Files of a tree's folder (all append-only; :class:`EvidenceLog`):
 
 * ``entries.jsonl``: one entry per line; the line's bytes (without the newline) are the
   Merkle leaf. An entry is the alert it supports (``alert_id``, ``version``), what the event
@@ -31,6 +38,7 @@ from evidence.merkle import MerkleTree
 from events.models import format_ts
 
 ENTRIES = "entries.jsonl"
+PLATFORMS = "platforms.jsonl"
 TREE_HEADS = "tree-heads.jsonl"
 PUBLIC_KEY = "public-key"
 STH_FORMAT = "stormwatch-sth-v1\n{tree_size}\n{timestamp}\n{root_hash}\n"
@@ -142,6 +150,77 @@ class EvidenceLog:
             if handle is not None:
                 handle.close()
         self._entries = self._heads = None
+
+
+class NotFound(KeyError):
+    """No evidence logged for this alert (never raised, regulator-only, or shadow)."""
+
+
+class PlatformLogs:
+    """The evidence of a whole stream: an :class:`EvidenceLog` per platform (see the module
+    docstring), written to ``directory`` when given, in memory otherwise."""
+
+    def __init__(self, directory: Path | None, key: Ed25519PrivateKey | None) -> None:
+        self.directory, self.key = directory, key
+        self.logs: dict[str, EvidenceLog] = {}
+        self.public_key = public_key_b64(key) if key is not None else None
+        self._index = None
+        if directory is not None and key is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+            if (directory / PLATFORMS).exists() or (directory / ENTRIES).exists():
+                raise FileExistsError(f"{directory} already holds an evidence log; use a new directory")
+            (directory / PUBLIC_KEY).write_text(self.public_key + "\n")
+            self._index = (directory / PLATFORMS).open("wb")
+
+    def log_for(self, platform: str) -> EvidenceLog:
+        """The platform's tree, started on first use."""
+        log = self.logs.get(platform)
+        if log is None:
+            folder = None
+            if self._index is not None:
+                name = hashlib.sha256(platform.encode()).hexdigest()[:32]
+                folder = self.directory / name
+                self._index.write(orjson.dumps({"platform": platform, "folder": name}) + b"\n")
+                self._index.flush()
+            log = self.logs[platform] = EvidenceLog(folder, self.key)
+        return log
+
+    @classmethod
+    def open(cls, directory: Path) -> "PlatformLogs":
+        """A folder written earlier, read back. A folder of one tree (written before trees were
+        per platform) reads as that one tree."""
+        logs = cls(None, None)
+        logs.directory = directory
+        if (directory / ENTRIES).exists():
+            logs.logs[""] = EvidenceLog.open(directory)
+        elif (directory / PLATFORMS).exists():
+            for line in (directory / PLATFORMS).read_bytes().splitlines():
+                if line.strip():
+                    row = orjson.loads(line)
+                    logs.logs[row["platform"]] = EvidenceLog.open(directory / row["folder"])
+        else:
+            raise FileNotFoundError(f"no evidence log in {directory} (no {PLATFORMS})")
+        if (directory / PUBLIC_KEY).exists():
+            logs.public_key = (directory / PUBLIC_KEY).read_text().strip()
+        return logs
+
+    def find(self, alert_id: str) -> EvidenceLog:
+        """The tree that holds ``alert_id``'s entries."""
+        for log in self.logs.values():
+            if alert_id in log.by_alert:
+                return log
+        raise NotFound(alert_id)
+
+    @property
+    def entries(self) -> int:
+        return sum(len(log.leaves) for log in self.logs.values())
+
+    def close(self) -> None:
+        for log in self.logs.values():
+            log.close()
+        if self._index is not None:
+            self._index.close()
+            self._index = None
 
 
 def sha256_hex(data: bytes) -> str:

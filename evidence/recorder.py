@@ -36,10 +36,11 @@ topic keyed by platform, one tree per platform (``log_for``), whose size, right 
 head are in the changelogged table ``evidence-trees`` with each alert's logged entries and the
 sources' times: a restarted worker rebuilds the recorder from the tables and appends where it
 stopped; (5) ``evidence export --from-kafka`` and the worker's API read that topic back
-(:func:`evidence.stream.read_records`). Replay keeps one tree for every platform: for a
-one-platform stream the trees are the same; with several, indexes and tree sizes differ (entries'
-events and raw bytes do not). Regulator-only alerts (platform ``*``) cite several platforms'
-events, which no single writer holds: not logged on Kafka.
+(:func:`evidence.stream.read_records`). Replay and the demo keep one tree per platform too
+(:class:`evidence.log.PlatformLogs`), so the same stream gives the same bundles in every mode.
+Regulator-only alerts (platform ``*``, a finding across platforms) cite several platforms'
+events, which no single writer holds: they are not logged in any mode; each platform's own
+alert of the same finding is.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, Field
 
-from evidence.log import EvidenceLog, sha256_hex
+from evidence.log import PlatformLogs, sha256_hex
 from events import Alert, AnyEvent, Engagement, Order, PlatformAction, Post, Report
 from events.models import format_ts
 
@@ -98,14 +99,13 @@ class Held:
 
 
 class EvidenceRecorder:
-    """Feeds an :class:`EvidenceLog` with the events each alert version cites."""
+    """Feeds the evidence logs (a tree per platform) with the events each alert version cites."""
 
-    def __init__(self, log: EvidenceLog | None, settings: EvidenceSettings | None = None,
-                 log_for: Callable[[str], Any] | None = None) -> None:
-        """``log_for``: one log per platform (the Kafka worker's single writer per platform) instead
-        of ``log`` for all; anything with ``append``, ``sign_tree_head`` and ``log_time``."""
-        self.log = log
-        self.log_for = log_for
+    def __init__(self, logs: Any, settings: EvidenceSettings | None = None) -> None:
+        """``logs.log_for(platform)``: the platform's tree (:class:`evidence.log.PlatformLogs`, or
+        the Kafka worker's per-partition trees), anything with ``append``, ``sign_tree_head`` and
+        ``log_time``."""
+        self.logs = logs
         self.on_evict: Callable[[tuple[str, str]], None] | None = None  # a held event is let go (Kafka: its table row)
         self.s = settings or EvidenceSettings()
         # Held raw events by (platform, event_id), and their keys in arrival order (oldest first).
@@ -233,13 +233,13 @@ class EvidenceRecorder:
 
     def record(self, alert: Alert) -> None:
         """Log the events this alert version cites, then the version itself, then sign the tree."""
-        if getattr(alert, "shadow", False):
-            return  # shadow alerts are tried, not acted on: nothing to prove
+        if getattr(alert, "shadow", False) or alert.platform == "*":
+            return  # shadow alerts are tried, not acted on; a regulator-only one has no single writer
         t = datetime.fromisoformat(alert.ts).timestamp()
         must, series = self._cites(alert, t)
         budget = max(self.s.max_entries_per_version - len(must), 0)
         cited = must[:self.s.max_entries_per_version] + _spread_sample(series, budget)
-        log = self.log if self.log_for is None else self.log_for(alert.platform)
+        log = self.logs.log_for(alert.platform)
         logged = self.logged.setdefault(alert.alert_id, {})
         supports: list[int] = []
         for role, held, cited_as in cited:
@@ -377,4 +377,4 @@ def new_recorder(directory: Path | None, signing_key_b64: str | None,
     from evidence.log import signing_key
 
     key = signing_key(signing_key_b64) if signing_key_b64 else Ed25519PrivateKey.generate()
-    return EvidenceRecorder(EvidenceLog(directory, key), settings), not signing_key_b64
+    return EvidenceRecorder(PlatformLogs(directory, key), settings), not signing_key_b64

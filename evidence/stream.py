@@ -149,8 +149,8 @@ class Sequencer:
         self.on_release: Callable[[str, Any], None] | None = None  # what was handed over (Kafka: table rows)
 
     @property
-    def log(self) -> EvidenceLog | None:
-        return self.recorder.log
+    def logs(self):  # noqa: ANN201 - the recorder's logs (replay: a PlatformLogs)
+        return self.recorder.logs
 
     # -- LocalPipeline's recorder interface --------------------------------------------------------
 

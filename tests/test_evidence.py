@@ -8,6 +8,7 @@ import hashlib
 import io
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import orjson
 import pytest
@@ -15,7 +16,7 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from evidence.bundle import export, verify
-from evidence.log import EvidenceLog
+from evidence.log import PlatformLogs
 from evidence.merkle import MerkleTree, leaf_hash, node_hash, verify_consistency, verify_inclusion
 from evidence.recorder import EvidenceSettings, new_recorder
 from commands.cli import main
@@ -104,8 +105,8 @@ def _replay(lines: list[bytes], directory: Path | None, settings: EvidenceSettin
     pipeline = LocalPipeline(Settings(), alerts.append, lambda _l: None, recorder)
     for n, line in enumerate(lines, 1):
         pipeline.feed(line, f"sim:{n}")
-    recorder.log.close()
-    return recorder.log, alerts
+    recorder.logs.close()
+    return recorder.logs, alerts
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +128,7 @@ def _latest_of_each_kind(alerts) -> dict[str, str]:
 def test_every_alert_kind_of_the_simulator_exports_a_bundle_that_verifies(sim_log) -> None:
     directory, _log, alerts = sim_log
     assert SIM_KINDS <= {a.kind for a in alerts}
-    on_disk = EvidenceLog.open(directory)  # export reads the folder, as `stormwatch evidence export` does
+    on_disk = PlatformLogs.open(directory)  # export reads the folder, as `stormwatch evidence export` does
     public_key = (directory / "public-key").read_text().strip()
     for alert_id in dict.fromkeys(a.alert_id for a in alerts):
         bundle = export(on_disk, alert_id)
@@ -142,7 +143,8 @@ def test_every_alert_kind_of_the_simulator_exports_a_bundle_that_verifies(sim_lo
 
 
 def test_what_each_kind_cites(sim_log) -> None:
-    _directory, log, alerts = sim_log
+    _directory, logs, alerts = sim_log
+    log = logs.logs["weibo"]
     latest = _latest_of_each_kind(alerts)
 
     def cited(alert_id: str) -> list[dict]:
@@ -194,7 +196,9 @@ def test_the_cli_writes_exports_and_verifies(sim_lines, tmp_path: Path) -> None:
 def test_the_same_stream_gives_the_same_log_and_bundle_bytes(sim_lines, sim_log, tmp_path: Path) -> None:
     directory, log, alerts = sim_log
     again, _ = _replay(sim_lines, tmp_path / "again")
-    for name in ("entries.jsonl", "tree-heads.jsonl", "public-key"):
+    files = sorted(path.relative_to(directory) for path in directory.rglob("*") if path.is_file())
+    assert len(files) == 2 + 3 * len(log.logs)  # platforms.jsonl, public-key; a tree's three files
+    for name in files:
         assert (directory / name).read_bytes() == (tmp_path / "again" / name).read_bytes()
     for alert_id in list(dict.fromkeys(a.alert_id for a in alerts))[:4]:
         assert export(log, alert_id) == export(again, alert_id)
@@ -370,7 +374,8 @@ def test_held_events_are_bounded_by_retention_and_a_cited_lost_one_is_named(tmp_
         assert recorder.held_bytes <= 10_000 + 2_000
     assert all(h.ts >= recorder.now - 600 for h in recorder.held.values())
     assert len(recorder.refs) <= 10 * len(recorder.held) + 10
-    lost = [orjson.loads(leaf) for leaf in recorder.log.leaves if b'"retained":false' in leaf]
+    lost = [orjson.loads(leaf) for log in recorder.logs.logs.values() for leaf in log.leaves
+            if b'"retained":false' in leaf]
     assert lost and all(entry["cited_as"] and entry["raw"] is None for entry in lost)  # said, not hidden
 
 
@@ -399,7 +404,7 @@ def test_removal_before_preserving_raises_evidence_not_preserved_once() -> None:
     assert alert.evidence == {"order_id": "o1", "action_id": "a1", "action": "content_removed",
                               "items": ["post:p1"], "measures": list(PRESERVE)}
     assert "Interpretation 2019-15 Art. 5" in alert.legal_refs and alert.subject.id == "o1"
-    failures, facts = verify(export(recorder.log, alert.alert_id))
+    failures, facts = verify(export(recorder.logs, alert.alert_id))
     assert failures == [] and facts["entries"] >= 3  # the order, the removal, the version
 
 
@@ -447,11 +452,12 @@ def test_a_repeat_refusal_duty_refusal_cites_every_refused_order() -> None:
     for n in range(3):
         events += [order(f"r{n}", n, 60 + n), action(f"x{n}", f"r{n}", n + 0.5, "refused")]
     _found, recorder = _order_run(events + [tick(90)])
-    duty = [aid for aid in recorder.log.by_alert if aid.startswith("duty_refusal-")]
+    (log,) = recorder.logs.logs.values()
+    duty = [aid for aid in log.by_alert if aid.startswith("duty_refusal-")]
     assert len(duty) == 1
-    failures, _ = verify(export(recorder.log, duty[0]))
+    failures, _ = verify(export(log, duty[0]))
     assert failures == []
-    entries = [orjson.loads(recorder.log.leaves[i]) for i in recorder.log.by_alert[duty[0]]]
+    entries = [orjson.loads(log.leaves[i]) for i in log.by_alert[duty[0]]]
     assert sorted(orjson.loads(base64.b64decode(e["raw"]))["order_id"] for e in entries if e["role"] == "order") == \
         ["r0", "r1", "r2"]
     assert sum(e["role"] == "action" for e in entries) == 3
@@ -506,9 +512,7 @@ def _interleaved(lines: list[bytes], seed: int) -> tuple[list[tuple], list]:
 def test_the_sequenced_log_is_the_same_whatever_the_interleaving(sim_lines, sim_log) -> None:
     """What the worker's evidence stage does, in process: the same entries and tree heads as
     ``replay --evidence-dir`` (one source) for any interleaving of sources, read back from records."""
-    from evidence.stream import Sequencer, StreamLog, read_records
-    from evidence.log import signing_key
-    from evidence.recorder import EvidenceRecorder
+    from evidence.stream import Sequencer, read_records
 
     recorder, _ = new_recorder(None, KEY)
     replayed = Sequencer(recorder, ["file"], 300.0)
@@ -516,28 +520,12 @@ def test_the_sequenced_log_is_the_same_whatever_the_interleaving(sim_lines, sim_
     for n, line in enumerate(sim_lines):
         pipeline.feed(line, f"sim:{n}")
     replayed.flush()
-    expected = recorder.log
+    expected = recorder.logs.logs["weibo"]
     assert len(expected.leaves) > 500 and len(expected.by_alert) >= 10
-    assert expected.leaves == sim_log[1].leaves  # the simulator raises alerts in event-time order: demo's log too
+    assert expected.leaves == sim_log[1].logs["weibo"].leaves  # the simulator raises alerts in event-time order: demo's log too
 
     for seed in (1, 2):
-        arrivals, _ = _interleaved(sim_lines, seed)
-        records: list[dict] = []
-        logs: dict = {}
-
-        def log_for(platform: str) -> StreamLog:
-            return logs.setdefault(platform, StreamLog(platform, signing_key(KEY), lambda _p, r: records.append(r)))
-
-        sequencer = Sequencer(EvidenceRecorder(None, log_for=log_for), ["in/0", "in/1", "in/2", "stage:x/0"], 300.0)
-        for source, item in arrivals:
-            if item[0] == "tick":
-                sequencer.tick(source, item[1])
-            elif item[0] == "event":
-                sequencer.event(item[1], item[2], source)
-            else:
-                sequencer.alert(item[1], source)
-                sequencer.alert(item[1], source)  # redelivered: logged once
-        sequencer.flush()
+        records = _sequenced(_interleaved(sim_lines, seed)[0])
         got = read_records(records + records[:50])  # at-least-once: records delivered twice are read once
         assert list(got) == ["weibo"]
         assert got["weibo"].leaves == expected.leaves, seed
@@ -545,6 +533,71 @@ def test_the_sequenced_log_is_the_same_whatever_the_interleaving(sim_lines, sim_
         assert got["weibo"].tree.root() == expected.tree.root()
         alert_id = max(expected.by_alert, key=lambda a: len(expected.by_alert[a]))
         assert export(got["weibo"], alert_id) == export(expected, alert_id)
+
+
+def _sequenced(arrivals: list[tuple]) -> list[dict]:
+    """The evidence stage's records for ``arrivals``: one writer (a StreamLog) per platform."""
+    from evidence.log import signing_key
+    from evidence.recorder import EvidenceRecorder
+    from evidence.stream import Sequencer, StreamLog
+
+    records: list[dict] = []
+    logs: dict = {}
+
+    def log_for(platform: str) -> StreamLog:
+        return logs.setdefault(platform, StreamLog(platform, signing_key(KEY), lambda _p, r: records.append(r)))
+
+    sequencer = Sequencer(EvidenceRecorder(SimpleNamespace(log_for=log_for)), ["in/0", "in/1", "in/2", "stage:x/0"],
+                          300.0)
+    for source, item in arrivals:
+        if item[0] == "tick":
+            sequencer.tick(source, item[1])
+        elif item[0] == "event":
+            sequencer.event(item[1], item[2], source)
+        else:
+            sequencer.alert(item[1], source)
+            sequencer.alert(item[1], source)  # redelivered: logged once
+    sequencer.flush()
+    return records
+
+
+def test_two_platforms_get_a_tree_each_the_same_in_replay_and_on_the_worker(sim_lines, tmp_path: Path) -> None:
+    """One writer per platform in every mode: the same trees from replay's folder and from the
+    worker's records; no tree holds another platform's entries, and a finding across platforms
+    (platform ``*``) is not logged, its platforms' own alerts are."""
+    from evidence.stream import Sequencer, read_records
+
+    lines = []
+    for line in sim_lines:
+        lines.append(line)
+        event = orjson.loads(line)
+        if event["type"] != "tick":
+            lines.append(orjson.dumps({**event, "platform": "douyin"}))
+    recorder, _ = new_recorder(tmp_path / "ev", KEY)
+    replayed = Sequencer(recorder, ["file"], 300.0)
+    alerts: list = []
+    pipeline = LocalPipeline(Settings(), alerts.append, lambda _l: None, replayed)
+    for n, line in enumerate(lines):
+        pipeline.feed(line, f"two:{n}")
+    replayed.flush()
+    recorder.logs.close()
+    assert {"weibo", "douyin", "*"} <= {a.platform for a in alerts}
+    on_disk = PlatformLogs.open(tmp_path / "ev")
+    assert sorted(on_disk.logs) == ["douyin", "weibo"]
+    for platform, log in on_disk.logs.items():
+        assert log.leaves and {orjson.loads(leaf)["platform"] for leaf in log.leaves} == {platform}
+    regulator_only = next(a for a in alerts if a.platform == "*")
+    with pytest.raises(KeyError):
+        export(on_disk, regulator_only.alert_id)
+
+    got = read_records(_sequenced(_interleaved(lines, 3)[0]))
+    assert sorted(got) == ["douyin", "weibo"]
+    for platform, log in on_disk.logs.items():
+        assert got[platform].leaves == log.leaves and got[platform].tree_heads == log.tree_heads, platform
+    for platform in ("weibo", "douyin"):
+        alert_id = next(a.alert_id for a in reversed(alerts) if a.platform == platform)
+        assert export(got[platform], alert_id) == export(on_disk, alert_id)
+        assert verify(export(on_disk, alert_id))[0] == []
 
 
 def test_the_writers_compact_tree_has_the_rfc_root_at_every_size() -> None:

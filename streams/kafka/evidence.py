@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from events import INPUT_TOPICS, Alert, DeadLetter, decode
 from evidence.bundle import export
-from evidence.log import EvidenceLog, signing_key
+from evidence.log import EvidenceLog, PlatformLogs, signing_key
 from evidence.recorder import EvidenceRecorder
 from evidence.stream import Sequencer, StreamLog, read_records
 from streams.kafka.stage import RAW_BYTES, SOURCE_HEADER, _as_current, _header, tick_json
@@ -61,7 +61,7 @@ class _Partition:
         self.partition = partition
         self.logs: dict[str, StreamLog] = {}
         self.key, self.meta, self.held, self.out = key, meta, held, out
-        self.recorder = EvidenceRecorder(None, settings.evidence, log_for=self.log_for)
+        self.recorder = EvidenceRecorder(self, settings.evidence)
         self.recorder.on_evict = self.evicted
         self.sequencer = Sequencer(self.recorder, sources, settings.evidence.order_margin_s)
         self.sequencer.on_release = self.released
@@ -282,12 +282,9 @@ def read_log_topic(settings: Settings, timeout_s: float = 30.0) -> list[dict]:
 
 def log_from_kafka(settings: Settings, alert_id: str) -> EvidenceLog:
     """The platform tree that holds ``alert_id``, read from the ``evidence-log`` topic."""
-    from evidence.bundle import NotFound
-
-    for tree in read_records(read_log_topic(settings)).values():
-        if alert_id in tree.by_alert:
-            return tree
-    raise NotFound(alert_id)
+    logs = PlatformLogs(None, None)
+    logs.logs = read_records(read_log_topic(settings))
+    return logs.find(alert_id)
 
 
 def export_from_kafka(settings: Settings, alert_id: str) -> bytes:
