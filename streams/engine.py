@@ -98,6 +98,7 @@ class _Partition:
     expiry: dict[int, list[str]]  # minute of event time -> keys that may expire then
     pending: list[tuple[float, str, int, AnyEvent, str | None]] = field(default_factory=list)
     swept: int = -(2**62)  # last minute swept
+    restored: int = 0  # buffered events read back from the state when rebuilt (a restart, a takeover)
 
     def schedule(self, until: float, key: str) -> None:
         if until == math.inf:
@@ -172,6 +173,7 @@ class _Stage:
                 event = decode(raw.encode(), "buffer")
                 if (event.epoch, getattr(event, "event_id", ""), routed) not in buffered:
                     part.pending.append((event.epoch, getattr(event, "event_id", ""), -1, event, routed))
+                    part.restored += 1
         heapq.heapify(part.pending)
         return part
 
@@ -219,6 +221,18 @@ class Engine:
         self.failures: list[tuple[str, Exception, AnyEvent | None]] = []
         # Events emitted to detectors this engine does not run (on Kafka: another stage's topic).
         self.emitted: list[tuple[str, AnyEvent]] = []
+
+    def open(self, partition: int) -> None:
+        """Index ``partition``'s state now (timers, expiry, buffered events) rather than at its
+        first use: the worker does it when it takes a partition, so what it read back can be logged."""
+        for stage in self.stages:
+            stage.context(partition, self.watermark(partition).value)
+
+    def buffered(self, partition: int) -> tuple[int, int]:
+        """(events buffered now, of which read back from the state) over the ordered stages of
+        ``partition``: for the worker's gauge and its restart log."""
+        parts = [s.contexts[partition].part for s in self.stages if s.ordered and partition in s.contexts]
+        return sum(len(p.pending) for p in parts), sum(p.restored for p in parts)
 
     def watermark(self, partition: int = 0) -> Watermark:
         wm = self.watermarks.get(partition)

@@ -171,4 +171,9 @@ def _stop_and_start(kafka_broker, stormwatch_bin: str, tmp_path: Path) -> tuple[
         second.stop()
     latest = lambda records: {a["alert_id"]: a for a in sorted(records, key=lambda a: a["version"])}  # noqa: E731
     theirs, mine = latest(alerts), latest(raised)
-    return mismatched, sorted(a for a in theirs.keys() | mine.keys() if theirs.get(a) != mine.get(a))
+    differ = sorted(a for a in theirs.keys() | mine.keys() if theirs.get(a) != mine.get(a))
+    if differ:  # what each ordered stage held when the first worker stopped, and what the second read back
+        for path in sorted(tmp_path.glob("worker-*.log")) + sorted(elsewhere.glob("worker-*.log")):
+            print(path.name, *[line for line in path.read_text(errors="replace").splitlines()
+                               if " taken: " in line or " events buffered, " in line], sep="\n  ")
+    return mismatched, differ

@@ -129,6 +129,7 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
         """Rebuilt from the tables on next use: another worker may own them now."""
         engine.reset()
         restored.clear()
+        logged.clear()
 
     async def handle(event: faust.EventT) -> None:
         message = event.message
@@ -233,6 +234,11 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
                             state.partition = partition
                         apply_redo(partition)
                         restore_watermark(partition)
+                        engine.open(partition)
+                        log.info("stage %s/%s taken: %s buffered events read back from the tables, watermark %s",
+                                 stage, partition, engine.buffered(partition)[1],
+                                 format_ts(engine.watermark(partition).value)
+                                 if engine.watermark(partition).value > -math.inf else "none")
                     for state in states.values():
                         state.partition = partition
                     await handle(event)
@@ -253,7 +259,21 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
                     for p, event in last.items():
                         _as_current(event)
                         save_watermark(p)
+                        metrics.BUFFERED.labels(stage, str(p)).set(engine.buffered(p)[0])
                     _as_current(None)
+
+    logged: dict[int, int] = {}  # partition -> buffered count last logged
+
+    @app.timer(10.0)
+    async def log_buffered() -> None:
+        """The buffered count of each partition when it changed: in a worker's log, the last line
+        before it stopped and the "taken" line of the next owner must agree (issue 13)."""
+        for p in sorted(restored):
+            count = engine.buffered(p)[0]
+            if logged.get(p) != count:
+                logged[p] = count
+                log.info("stage %s/%s: %s events buffered, watermark %s", stage, p, count,
+                         format_ts(engine.watermark(p).value) if engine.watermark(p).value > -math.inf else "none")
 
     run.__name__ = f"stage_{stage}"
     app.agent(topic, name=f"stage-{stage}")(run)
