@@ -1,0 +1,149 @@
+"""One and two Kafka workers on one platform's stream, against ``stormwatch replay`` (issue 15).
+
+For the same simulated stream (one platform) it measures:
+
+* ``replay`` in process: events per second (wall time of the subprocess; it runs on one core);
+* one worker, then two workers of one group (fresh topics each, memory store, 3 partitions):
+  events per second from the start of ``produce`` to the broker's timestamp of the last alert
+  record (the stream ends with a tick far ahead, which releases what the ordered stages hold,
+  so the last alert comes at the end of the work), each worker's CPU seconds over that run
+  (``/proc/<pid>/stat``), their sum per 10,000 events, and the busier worker's share.
+
+The ratio drain / replay is the figure issue 15 asks to raise to 0.5; the CPU sums per 10k
+events for one and two workers should be within 15% of each other and the busier worker's share
+at most 60%. This machine has 2 cores shared with the broker: compare CPU work, not wall time.
+
+Run: ``python -m benchmarks.workers [--minutes 10]`` (starts its own broker). Figures only, no
+assertions; the alerts of each run are compared with replay's and the difference is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import orjson  # noqa: E402
+from kafka import KafkaConsumer  # noqa: E402
+
+from commands.simulator import SimConfig, simulate_lines  # noqa: E402
+from events.models import format_ts  # noqa: E402
+from tests.support.kafka_broker import KafkaBroker  # noqa: E402
+from tests.support.worker import Worker  # noqa: E402
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU of a live process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime (fields 14 and 15 of stat)
+
+
+def stream(path: Path, minutes: int) -> int:
+    lines = list(simulate_lines(SimConfig(minutes=minutes)))
+    last = max(orjson.loads(line)["ts"] for line in lines)
+    from datetime import datetime
+
+    end = format_ts(datetime.fromisoformat(last).timestamp() + 3600)
+    path.write_bytes(b"\n".join(lines) + b"\n" + orjson.dumps({"type": "tick", "ts": end}) + b"\n")
+    return len(lines) + 1
+
+
+def alerts_of(broker: KafkaBroker, topic: str, until: int, timeout: float) -> tuple[list[dict], float]:
+    """The alert records, once ``until`` of them came and none for 10 s; and the broker's
+    timestamp (seconds) of the last one."""
+    consumer = KafkaConsumer(topic, bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest",
+                             enable_auto_commit=False, group_id=None, consumer_timeout_ms=1000)
+    records, last_ts, quiet_since = [], 0.0, time.monotonic()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            got = False
+            for message in consumer:
+                records.append(orjson.loads(message.value))
+                last_ts = max(last_ts, message.timestamp / 1000)
+                got = True
+            if got:
+                quiet_since = time.monotonic()
+            elif len(records) >= until and time.monotonic() - quiet_since > 10:
+                break
+    finally:
+        consumer.close()
+    return records, last_ts
+
+
+def latest(records: list[dict]) -> dict[str, dict]:
+    return {a["alert_id"]: a for a in sorted(records, key=lambda a: a["version"])}
+
+
+def run_workers(broker: KafkaBroker, bin_: str, src: Path, events: int, expected: list[dict], n: int,
+                workdir: Path) -> dict:
+    app_id = f"bench{n}-{os.getpid()}-{int(time.time())}"
+    workers = []
+    for i in range(n):
+        home = workdir / f"{app_id}-w{i}"
+        home.mkdir(parents=True)
+        workers.append(Worker(broker, bin_, home, app_id=app_id))
+    try:
+        for w in workers:
+            w.start(timeout=120)
+        time.sleep(15 if n > 1 else 5)  # the group settles before the clock starts
+        before = [cpu_seconds(w.process.pid) for w in workers]
+        started = time.time()
+        workers[0].produce(src)
+        records, last_ts = alerts_of(broker, f"{app_id}.alerts", len(expected), timeout=1800)
+        after = [cpu_seconds(w.process.pid) for w in workers]
+    finally:
+        for w in workers:
+            w.stop()
+    cpu = [a - b for a, b in zip(after, before)]
+    theirs, mine = latest(expected), latest(records)
+    differ = sorted(k for k in theirs.keys() | mine.keys() if theirs.get(k) != mine.get(k))
+    seconds = max(last_ts - started, 1e-9)
+    return {"workers": n, "events_per_s": events / seconds, "seconds": seconds, "cpu_s": cpu,
+            "cpu_s_per_10k": sum(cpu) / events * 10_000, "busier_share": max(cpu) / max(sum(cpu), 1e-9),
+            "alerts_differing": differ}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=int, default=10, help="simulated minutes (default 10)")
+    args = parser.parse_args()
+    bin_ = shutil.which("stormwatch", path=str(Path(sys.executable).parent)) or "stormwatch"
+    with tempfile.TemporaryDirectory(prefix="sw-workers-") as tmp:
+        tmp_path = Path(tmp)
+        src = tmp_path / "stream.jsonl"
+        events = stream(src, args.minutes)
+        print(f"{events:,} events ({args.minutes} simulated minutes, one platform, then a tick an hour on)")
+        started = time.monotonic()
+        subprocess.run([bin_, "replay", str(src), "--alerts-out", str(tmp_path / "replay.jsonl")], check=True,
+                       capture_output=True)
+        replay_s = time.monotonic() - started
+        expected = [orjson.loads(line) for line in (tmp_path / "replay.jsonl").read_bytes().splitlines()]
+        replay_rate = events / replay_s
+        print(f"replay in process: {replay_rate:,.0f} events/s ({replay_s:.1f} s, {len(expected)} alert versions)")
+        broker = KafkaBroker().start()
+        try:
+            results = [run_workers(broker, bin_, src, events, expected, n, tmp_path) for n in (1, 2)]
+        finally:
+            broker.stop()
+    for r in results:
+        print(f"{r['workers']} worker(s): {r['events_per_s']:,.0f} events/s to the last alert ({r['seconds']:.1f} s; "
+              f"drain / replay {r['events_per_s'] / replay_rate:.3f}); CPU s per worker "
+              f"{', '.join(f'{c:.1f}' for c in r['cpu_s'])}; {r['cpu_s_per_10k']:.2f} CPU s per 10k events; "
+              f"busier worker {r['busier_share']:.0%}; alerts differing from replay: {len(r['alerts_differing'])}")
+    one, two = results
+    print(f"two workers' CPU per event / one worker's: {two['cpu_s_per_10k'] / one['cpu_s_per_10k']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
