@@ -38,7 +38,7 @@ def _pass(path: str, with_recorder: bool, queue) -> None:  # in a fresh child pr
     result = {"events": len(lines), "seconds": seconds, "alerts": len(alerts),
               "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if recorder is not None:
-        recorder.log.close()
+        recorder.logs.close()
         result.update(_log_figures(recorder, directory, len(alerts)))
     queue.put(result)
 
@@ -46,8 +46,8 @@ def _pass(path: str, with_recorder: bool, queue) -> None:  # in a fresh child pr
 def _log_figures(recorder, directory: Path, versions: int) -> dict:
     from evidence.bundle import export, verify
 
-    log = recorder.log
-    size = (directory / "entries.jsonl").stat().st_size + (directory / "tree-heads.jsonl").stat().st_size
+    (log,) = recorder.logs.logs.values()  # the simulator's stream is one platform: one tree
+    size = sum(path.stat().st_size for path in directory.rglob("*.jsonl") if path.name != "platforms.jsonl")
     largest = max(log.by_alert, key=lambda aid: len(log.by_alert[aid]))
     started = time.perf_counter()
     bundle = export(log, largest)

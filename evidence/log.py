@@ -5,7 +5,8 @@ the Kafka worker writes it (one writer per platform): one platform's log never s
 entries, sizes or timing, and the same stream gives the same trees in every mode. Its files:
 ``public-key`` (one key signs every tree), ``platforms.jsonl`` (a line per tree, in order of
 first use: ``{"platform": ..., "folder": ...}``) and one folder per platform, named by the
-SHA-256 of the platform id (ids may hold any character), each holding one tree.
+first 32 hex digits of the SHA-256 of the platform id (ids may hold any character; a reader
+checks each name against its platform), each holding one tree.
 
 Files of a tree's folder (all append-only; :class:`EvidenceLog`):
 
@@ -152,6 +153,11 @@ class EvidenceLog:
         self._entries = self._heads = None
 
 
+def folder_name(platform: str) -> str:
+    """A platform tree's folder: 32 hex digits of the SHA-256 of its id (ids may hold any character)."""
+    return hashlib.sha256(platform.encode()).hexdigest()[:32]
+
+
 class NotFound(KeyError):
     """No evidence logged for this alert (never raised, regulator-only, or shadow)."""
 
@@ -167,8 +173,8 @@ class PlatformLogs:
         self._index = None
         if directory is not None and key is not None:
             directory.mkdir(parents=True, exist_ok=True)
-            if (directory / PLATFORMS).exists() or (directory / ENTRIES).exists():
-                raise FileExistsError(f"{directory} already holds an evidence log; use a new directory")
+            if next(directory.iterdir(), None) is not None:
+                raise FileExistsError(f"{directory} is not empty (an evidence log goes to a new or empty directory)")
             (directory / PUBLIC_KEY).write_text(self.public_key + "\n")
             self._index = (directory / PLATFORMS).open("wb")
 
@@ -178,7 +184,7 @@ class PlatformLogs:
         if log is None:
             folder = None
             if self._index is not None:
-                name = hashlib.sha256(platform.encode()).hexdigest()[:32]
+                name = folder_name(platform)
                 folder = self.directory / name
                 self._index.write(orjson.dumps({"platform": platform, "folder": name}) + b"\n")
                 self._index.flush()
@@ -197,6 +203,9 @@ class PlatformLogs:
             for line in (directory / PLATFORMS).read_bytes().splitlines():
                 if line.strip():
                     row = orjson.loads(line)
+                    if row["folder"] != folder_name(row["platform"]):  # never a path from the file itself
+                        raise ValueError(f"{directory / PLATFORMS}: folder {row['folder']!r} is not the one "
+                                         f"of platform {row['platform']!r}")
                     logs.logs[row["platform"]] = EvidenceLog.open(directory / row["folder"])
         else:
             raise FileNotFoundError(f"no evidence log in {directory} (no {PLATFORMS})")

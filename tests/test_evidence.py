@@ -190,7 +190,7 @@ def test_the_cli_writes_exports_and_verifies(sim_lines, tmp_path: Path) -> None:
                                   "--out", str(out)])
     assert result.exit_code != 0 and "no evidence for alert no-such-alert" in result.output
     result = runner.invoke(main, ["replay", str(src), "--evidence-dir", str(tmp_path / "ev")], env=env)
-    assert result.exit_code != 0 and "already holds an evidence log" in result.output  # append-only: no second run
+    assert result.exit_code != 0 and "is not empty" in result.output  # append-only: no second run
 
 
 def test_the_same_stream_gives_the_same_log_and_bundle_bytes(sim_lines, sim_log, tmp_path: Path) -> None:
@@ -613,3 +613,27 @@ def test_the_writers_compact_tree_has_the_rfc_root_at_every_size() -> None:
         assert len(compact.edge) == bin(n).count("1")
         restored = CompactTree(compact.size, compact.edge)  # from the stored state, as after a restart
         assert restored.append(b"next") == n and restored.root() == naive_root(data[:n] + [b"next"])
+
+
+def test_an_evidence_folder_is_new_and_its_index_names_no_path(sim_log, tmp_path: Path) -> None:
+    """``replay`` writes only into a new or empty folder; a reader opens only the folder a
+    platform's id hashes to, whatever ``platforms.jsonl`` says; a one-tree folder of the earlier
+    layout still opens."""
+    from evidence.log import folder_name
+
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "leftover").mkdir()
+    with pytest.raises(FileExistsError):
+        new_recorder(tmp_path / "used", KEY)
+
+    directory, logs, _alerts = sim_log
+    forged = tmp_path / "forged"
+    forged.mkdir()
+    row = {"platform": "weibo", "folder": str(directory / folder_name("weibo"))}  # an absolute path
+    (forged / "platforms.jsonl").write_bytes(orjson.dumps(row) + b"\n")
+    with pytest.raises(ValueError, match="is not the one of platform"):
+        PlatformLogs.open(forged)
+
+    legacy = directory / folder_name("weibo")  # a tree's own folder: the layout before trees per platform
+    alert_id = next(iter(logs.logs["weibo"].by_alert))
+    assert export(PlatformLogs.open(legacy), alert_id) == export(logs, alert_id)

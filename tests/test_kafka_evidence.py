@@ -163,8 +163,7 @@ def _stop_and_start(kafka_broker, stormwatch_bin: str, tmp_path: Path) -> tuple[
     second = Worker(kafka_broker, stormwatch_bin, elsewhere, app_id=first.app_id, port=first.port, extra_env=ON).start()
     try:
         second.produce(part2)
-        raised = second.read("alerts", until=len(alerts), timeout=240, settle=1)
-        assert len(raised) >= len(alerts)
+        second.read("alerts", until=len(alerts), timeout=240, settle=1)  # a missing version shows below
         mismatched = _same_bundles(second, stormwatch_bin, tmp_path, sorted(set(by_kind.values())))
         raised = second.read("alerts", until=len(alerts), timeout=30, settle=1)
     finally:

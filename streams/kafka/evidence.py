@@ -92,12 +92,15 @@ class _Partition:
     def restore(self) -> None:
         """Rebuild from the tables: events already handed over are held again (in order), the
         rest wait in the sequencer with the alerts not logged yet."""
+        # Tables written before the key named its partition hold one "watermark" row for all of
+        # them: read it only when this partition has no row of its own.
+        legacy = f"watermark\t{self.partition}" not in self.meta
         for key, value in self.meta.items():
             if key.startswith("alert\t"):
                 alert_id = key.split("\t", 1)[1]
                 self.sequencer.recorded[alert_id] = value["version"]
                 self.recorder.logged[alert_id] = {(a, b): i for a, b, i in value["logged"]}
-            elif key == f"watermark\t{self.partition}":
+            elif key == f"watermark\t{self.partition}" or (key == "watermark" and legacy):
                 self.sequencer.latest.update(value)
         latest = self.sequencer.latest.values()
         if latest and min(latest) > -math.inf:

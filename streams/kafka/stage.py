@@ -127,6 +127,11 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
     @app.on_partitions_revoked.connect
     async def forget_partitions(*_args, **_kwargs) -> None:
         """Rebuilt from the tables on next use: another worker may own them now."""
+        for p in restored:  # another worker reports them now
+            try:
+                metrics.BUFFERED.remove(stage, str(p))
+            except KeyError:
+                pass
         engine.reset()
         restored.clear()
         logged.clear()
