@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import click
 import orjson
 from aiohttp import web
 from rich.console import Console
@@ -202,7 +203,10 @@ def _evidence_recorder(settings: Settings, console: Console):
     from evidence.recorder import new_recorder
 
     directory = settings.evidence.dir or Path(tempfile.mkdtemp(prefix="stormwatch-evidence-"))
-    recorder, _generated = new_recorder(directory, settings.evidence_signing_key, settings.evidence)
+    try:
+        recorder, _generated = new_recorder(directory, settings.evidence_signing_key, settings.evidence)
+    except (FileExistsError, ValueError) as err:  # a used folder, a bad signing key: say so, no traceback
+        raise click.ClickException(f"STORMWATCH_EVIDENCE__DIR / STORMWATCH_EVIDENCE_SIGNING_KEY: {err}") from err
     console.print(f"Evidence log in {directory} (public key {recorder.logs.public_key}); bundles at "
                   "/api/alerts/<id>/evidence", highlight=False)
     return recorder
