@@ -637,3 +637,12 @@ def test_an_evidence_folder_is_new_and_its_index_names_no_path(sim_log, tmp_path
     legacy = directory / folder_name("weibo")  # a tree's own folder: the layout before trees per platform
     alert_id = next(iter(logs.logs["weibo"].by_alert))
     assert export(PlatformLogs.open(legacy), alert_id) == export(logs, alert_id)
+
+
+def test_the_demo_refuses_a_used_evidence_folder_with_a_clear_error(tmp_path: Path) -> None:
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "notes.txt").write_text("someone else's file")
+    result = CliRunner().invoke(main, ["demo", "--port", "0"], env={"STORMWATCH_EVIDENCE__DIR": str(used)})
+    assert result.exit_code == 1 and "is not empty" in result.output, result.output
+    assert (used / "notes.txt").read_text() == "someone else's file" and len(list(used.iterdir())) == 1
