@@ -127,3 +127,17 @@ def test_the_consumer_is_guarded_before_any_assignment(tmp_path) -> None:
     assert not isinstance(app.consumer._read_offset, _NoReadOffsets)
     asyncio.run(app.on_partitions_revoked.send(set()))
     assert isinstance(app.consumer._read_offset, _NoReadOffsets)
+
+
+def test_a_message_below_the_groups_commit_but_never_handled_here_is_handled() -> None:
+    """The group's offsets read at assignment and the ones Faust starts from can disagree (seen
+    both ways round in restarts): a message before that read is skipped only when this worker
+    handled it, never on the read's word alone."""
+    progress = Progress()
+    tp = ("posts", 1)
+    progress.assigned({tp: 891})
+    assert progress.admit(tp, 867, now=0.0) == (True, None)  # Faust started earlier than the read
+    assert progress.admit(tp, 868, now=0.0) == (True, None)
+    assert progress.admit(tp, 867, now=0.1) == (False, None)  # handled here: a re-read is skipped
+    assert progress.admit(tp, 891, now=0.2) == (True, None)
+    assert progress.commit_cap(tp) == 892

@@ -58,6 +58,7 @@ class Progress:
         self.behind: dict = {}  # TP -> (contiguous mark, since when it has been behind)
         self.gaps: dict = {}  # TP -> (first missing offset, when last re-read, re-reads so far)
         self.ahead: dict = {}  # TP -> the highest offset handled past a gap
+        self.high: dict = {}  # TP -> the highest offset handled here since the assignment
 
     def admit(self, tp, offset: int, now: float) -> tuple[bool, int | None]:  # noqa: ANN001 - a Faust TP
         """Whether to handle the message at ``offset``, and the offset to re-read ``tp`` from
@@ -65,6 +66,9 @@ class Progress:
         arrives (seen) must not hold the partition back; the re-read's duplicates are dropped
         by the engine's seen-set."""
         done = self.done.get(tp)
+        high = self.high.get(tp, -1)
+        if offset > high:
+            self.high[tp] = offset
         if done is None or offset == done + 1:
             self.done[tp] = offset
             if self.ahead.get(tp, -1) <= offset:
@@ -72,7 +76,10 @@ class Progress:
                 self.gaps.pop(tp, None)
             return True, None
         if offset <= done:
-            return False, None  # handled here already: a re-read, or a fetch from before a re-read
+            # Handled here already (a re-read, or a fetch from before one): skipped. Below the
+            # group's committed offset read at assignment but never handled here: handled (a
+            # duplicate at worst), since that read and Faust's own can disagree (seen).
+            return offset > high, None
         self.ahead[tp] = max(self.ahead.get(tp, offset), offset)
         first, last, tries = self.gaps.get(tp, (done + 1, -math.inf, 0))
         if first != done + 1:
@@ -102,6 +109,7 @@ class Progress:
         partition starts. Read before the streams resume, because Faust can commit messages it
         never handed over (seen here), so a later committed offset is not proof of handling."""
         self.done = {tp: offset - 1 for tp, offset in committed.items()}
+        self.high = {}
         self.behind = {}
         self.gaps = {}
         self.ahead = {}
