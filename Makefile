@@ -31,4 +31,4 @@ bench: install
 # Retrain the abuse classifier on COLD (../shared/data/cold) and print its test figures.
 abuse-model: install
 	$(VENV)/bin/pip install -q -e ".[train]"
-	$(VENV)/bin/python -m training.abuse_model
+	$(VENV)/bin/python scripts/train_abuse_model.py

@@ -1,7 +1,7 @@
 """Stormwatch's own abuse classifier, for Chinese posts that arrive without platform labels.
 
 A linear model over hashed character 1-3-grams, trained on COLD (Deng et al., EMNLP 2022,
-official split) by ``python -m training.abuse_model``. Its verdict is Stormwatch's, never a
+official split) by ``python scripts/train_abuse_model.py``. Its verdict is Stormwatch's, never a
 platform's: it is reported as ``{"label": "offensive", "confidence": p, "source": "stormwatch"}``
 and never written into a post's ``labels``. The weights ship as a small file beside this
 module; nothing is downloaded at run time.

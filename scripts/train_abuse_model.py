@@ -1,6 +1,6 @@
 """Train and evaluate the abuse classifier on COLD's official split; writes ``abuse_model.npz``.
 
-Run (needs the ``train`` extra, scikit-learn): ``python -m training.abuse_model``
+Run (needs the ``train`` extra, scikit-learn): ``python scripts/train_abuse_model.py``
 (``--data`` defaults to ``../shared/data/cold``). C is chosen on dev; the figures printed are
 on the untouched test split, beside the COLD paper's COLDetector (about 81% accuracy).
 """
@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from detectors.abuse import BUCKETS, MODEL, AbuseClassifier, features
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a development tool, run from a checkout
+
+from detectors.abuse import BUCKETS, MODEL, AbuseClassifier, features  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cold"
 

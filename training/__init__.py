@@ -1,1 +1,0 @@
-"""Offline work that builds what the runtime package ships (not installed with it)."""
