@@ -192,6 +192,13 @@ class PlatformLogs:
         return log
 
     @classmethod
+    def of(cls, logs: dict[str, EvidenceLog]) -> "PlatformLogs":
+        """Trees read elsewhere (the worker's ``evidence-log`` topic), read-only."""
+        platform_logs = cls(None, None)
+        platform_logs.logs = logs
+        return platform_logs
+
+    @classmethod
     def open(cls, directory: Path) -> "PlatformLogs":
         """A folder written earlier, read back. A folder of one tree (written before trees were
         per platform) reads as that one tree."""

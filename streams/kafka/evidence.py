@@ -285,9 +285,7 @@ def read_log_topic(settings: Settings, timeout_s: float = 30.0) -> list[dict]:
 
 def log_from_kafka(settings: Settings, alert_id: str) -> EvidenceLog:
     """The platform tree that holds ``alert_id``, read from the ``evidence-log`` topic."""
-    logs = PlatformLogs(None, None)
-    logs.logs = read_records(read_log_topic(settings))
-    return logs.find(alert_id)
+    return PlatformLogs.of(read_records(read_log_topic(settings))).find(alert_id)
 
 
 def export_from_kafka(settings: Settings, alert_id: str) -> bytes:

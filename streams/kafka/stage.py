@@ -241,9 +241,7 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
                         restore_watermark(partition)
                         engine.open(partition)
                         log.info("stage %s/%s taken: %s buffered events read back from the tables, watermark %s",
-                                 stage, partition, engine.buffered(partition)[1],
-                                 format_ts(engine.watermark(partition).value)
-                                 if engine.watermark(partition).value > -math.inf else "none")
+                                 stage, partition, engine.buffered(partition)[1], watermark_text(partition))
                     for state in states.values():
                         state.partition = partition
                     await handle(event)
@@ -269,6 +267,10 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
 
     logged: dict[int, int] = {}  # partition -> buffered count last logged
 
+    def watermark_text(partition: int) -> str:
+        value = engine.watermark(partition).value
+        return format_ts(value) if value > -math.inf else "none"
+
     @app.timer(10.0)
     async def log_buffered() -> None:
         """The buffered count of each partition when it changed: in a worker's log, the last line
@@ -277,8 +279,7 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
             count = engine.buffered(p)[0]
             if logged.get(p) != count:
                 logged[p] = count
-                log.info("stage %s/%s: %s events buffered, watermark %s", stage, p, count,
-                         format_ts(engine.watermark(p).value) if engine.watermark(p).value > -math.inf else "none")
+                log.info("stage %s/%s: %s events buffered, watermark %s", stage, p, count, watermark_text(p))
 
     run.__name__ = f"stage_{stage}"
     app.agent(topic, name=f"stage-{stage}")(run)
