@@ -60,8 +60,3 @@ def prior_penalty(rec: dict | None, conduct: str, at: float, within: float) -> l
         if action in PENALTIES and what == conduct and decided < at <= decided + within:
             found = entry
     return found
-
-
-def prior_cases(rec: dict | None, before: float) -> list[list]:
-    """Cases about the subject decided before ``before`` (for the repeat-offender role)."""
-    return [c for c in (rec or {}).get("cases", []) if c[0] < before]

@@ -50,6 +50,14 @@ def sth_message(tree_size: int, timestamp: str, root_hash: str) -> bytes:
     return STH_FORMAT.format(tree_size=tree_size, timestamp=timestamp, root_hash=root_hash).encode()
 
 
+def signed_head(key: Ed25519PrivateKey, size: int, timestamp: float, root: bytes) -> dict:
+    """A signed tree head at event time ``timestamp``, keys in sorted order as read back from
+    disk (a bundle from memory equals one from the folder; the worker's records the same)."""
+    ts, root_hex = format_ts(timestamp), root.hex()
+    signature = base64.b64encode(key.sign(sth_message(size, ts, root_hex))).decode()
+    return {"root_hash": root_hex, "signature": signature, "timestamp": ts, "tree_size": size}
+
+
 def signing_key(b64: str) -> Ed25519PrivateKey:
     """The key of ``STORMWATCH_EVIDENCE_SIGNING_KEY``: base64 of the raw 32-byte private key."""
     raw = base64.b64decode(b64.strip(), validate=True)
@@ -128,11 +136,7 @@ class EvidenceLog:
         """Sign the current tree at event time ``timestamp``; kept and written out."""
         if self.key is None:
             raise RuntimeError("a log opened read-only cannot sign")
-        size = len(self.leaves)
-        ts, root = format_ts(timestamp), self.tree.root().hex()
-        # keys in sorted order, as read back from disk: a bundle from memory equals one from the folder
-        head = {"root_hash": root, "signature": base64.b64encode(self.key.sign(sth_message(size, ts, root))).decode(),
-                "timestamp": ts, "tree_size": size}
+        head = signed_head(self.key, len(self.leaves), timestamp, self.tree.root())
         self.tree_heads.append(head)
         if self._heads is not None:
             self._heads.write(canonical(head) + b"\n")

@@ -118,7 +118,6 @@ class EvidenceRecorder:
         self.watch: dict[tuple[str, str], list[str]] = {}  # (platform, item) -> order ids watching it
         self.logged: dict[str, dict[tuple, int]] = {}  # alert id -> event key -> entry index
         self.now = 0.0
-        self.log_time = 0.0
 
     # -- input --------------------------------------------------------------------------------
 
@@ -253,7 +252,6 @@ class EvidenceRecorder:
                          "role": "alert version", "type": "alert", "event_id": None, "ts": alert.ts,
                          "sha256": sha256_hex(body), "raw": base64.b64encode(body).decode(),
                          "supports": sorted(supports)})
-        self.log_time = max(self.log_time, t)
         log.log_time = max(log.log_time, t)  # per tree: a tree head's time is its own latest alert's
         log.sign_tree_head(log.log_time)
 

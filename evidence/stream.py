@@ -16,7 +16,6 @@ Nothing here imports Faust: ``streams.kafka.evidence`` wires it to topics and ta
 
 from __future__ import annotations
 
-import base64
 import heapq
 import math
 from collections.abc import Callable, Iterable
@@ -26,11 +25,10 @@ from typing import Any
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from evidence.log import EvidenceLog, canonical, public_key_b64, sth_message
+from evidence.log import EvidenceLog, canonical, public_key_b64, signed_head
 from evidence.merkle import EMPTY_ROOT, leaf_hash, node_hash
 from evidence.recorder import EvidenceRecorder
 from events import Alert, AnyEvent
-from events.models import format_ts
 
 
 class CompactTree:
@@ -81,9 +79,7 @@ class StreamLog:
         return index
 
     def sign_tree_head(self, timestamp: float) -> dict:
-        size, ts, root = self.tree.size, format_ts(timestamp), self.tree.root().hex()
-        signature = base64.b64encode(self.key.sign(sth_message(size, ts, root))).decode()
-        self.head = {"root_hash": root, "signature": signature, "timestamp": ts, "tree_size": size}  # sorted keys
+        self.head = signed_head(self.key, self.tree.size, timestamp, self.tree.root())
         self.sink(self.platform, {"type": "tree_head", "platform": self.platform, "tree_head": self.head,
                                   "public_key": self.public_key})
         return self.head

@@ -123,10 +123,6 @@ class _Partition:
             self.sequencer.alert(alert, None)
 
 
-def wire_evidence(app: faust.App, settings: Settings, stage_names: list[str], admit) -> "EvidenceStage":  # noqa: ANN001
-    return EvidenceStage(app, settings, stage_names, admit)
-
-
 class EvidenceStage:
     """The stage's topic, tables and agent, and the hooks ``ingest`` and the stages call."""
 
