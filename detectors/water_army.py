@@ -410,7 +410,7 @@ class WaterArmy:
         # The Opinions' circumstances are of online violence: a campaign with no target and no
         # harmful content (promotion, say) is coordinated but carries none of them, nor Art. 246.
         aims = camp.get("aims", [])
-        provider = self._provider(platform, camp, ctx)
+        provider = self._provider(camp, dict(zip(members, records)))
         flags = [f for f in camp["flags"] if f not in ("water_army", "provider_organized")]
         aggravating = ["water_army", *sorted(flags + (["provider_organized"] if provider else []))] if aims else []
         severe = {"minor_target", "disabled_target", "sexual_topic", "provider_organized"} & set(aggravating)
@@ -434,15 +434,16 @@ class WaterArmy:
         ctx.records.save("campaign", platform, cid, record=camp, until=camp["until"])
         return alert
 
-    def _provider(self, platform: str, camp: dict, ctx: Context) -> list[str]:
+    @staticmethod
+    def _provider(camp: dict, accounts: dict[str, dict]) -> list[str]:
         """Platform-run members that initiated or organised the campaign (the Opinions: 网络服务
         提供者发起、组织): among its founders (the first strong pair) or its hub (strictly more
-        strong pairs than the members' average), not merely taking part."""
+        strong pairs than the members' average), not merely taking part. ``accounts``: the
+        members' account records, as the report read them."""
         members, degree = camp["members"], camp.get("deg", {})
         founded = min(members.values())
         average = 2 * camp["pairs"] / len(members)
         top = max(degree.values(), default=0)
         leading = {m for m, at in members.items() if at == founded}
         leading |= {m for m, n in degree.items() if n == top and n > average}
-        return sorted(m for m in leading
-                      if m in members and (ctx.records.get("account", platform, m) or {}).get("operated"))
+        return sorted(m for m in leading if m in members and accounts.get(m, {}).get("operated"))
