@@ -39,7 +39,7 @@ from pydantic import BaseModel, Field
 
 from detectors import roles
 from detectors.abuse import AbuseClassifier
-from detectors.text import MIN_CHARS, bands, exact_key, minhash, normalise
+from detectors.text import text_bands
 from events import Alert, AnyEvent, Context, Post, Report, Target, keys as ids, raise_alert
 from events.alerts import REGULATOR
 
@@ -223,13 +223,13 @@ class Targets:
                               ("provider_organized", initiates and bool(post.account and post.account.platform_operated))):
             if present:
                 rec["flags"][flag] = True
-        norm = normalise(post.text) if post.text else ""
-        if len(norm) >= MIN_CHARS:  # near-identical texts: one LSH band of the MinHash signature
+        found = text_bands(post.text, TEXT_ROWS) if post.text else ()
+        if found:  # near-identical texts: one LSH band of the MinHash signature
             texts = rec.setdefault("texts", {})
             # The largest clusters seen, [any, on two platforms or more], kept (like the other
             # circumstances) while the record lives: later texts may push their bands out.
             best = rec.setdefault("coordinated", [0, 0])
-            for band in bands(exact_key(minhash(norm)), TEXT_ROWS):
+            for band in found:
                 posted = texts.pop(band, {})  # re-inserted last: the dict stays in time order
                 posted.pop(attacker, None)
                 _drop_older(posted, t - self.s.window_s, lambda v: v)

@@ -15,6 +15,7 @@ over all permutations at once); a per-shingle Python loop costs several times th
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import unicodedata
@@ -63,6 +64,14 @@ def text_key(norm: str) -> str:
 def exact_key(sig: np.ndarray) -> str:
     """A signature as hex: how a cluster's latest text is kept, and what bucket keys are cut from."""
     return sig.tobytes().hex()
+
+
+@functools.lru_cache(maxsize=64)
+def text_bands(text: str, rows: int) -> tuple[str, ...]:
+    """The LSH bucket ids of a raw text (none when it normalises to fewer than ``MIN_CHARS``).
+    Cached: a post names several targets, and each target's turn asks for the same text."""
+    norm = normalise(text)
+    return tuple(bands(exact_key(minhash(norm)), rows)) if len(norm) >= MIN_CHARS else ()
 
 
 def bands(hexsig: str, rows: int) -> list[str]:
