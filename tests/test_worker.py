@@ -29,17 +29,27 @@ def test_a_partition_fetched_past_what_the_agents_handled_is_stuck_once_it_stops
     assert progress.stuck(positions, now=10 * STALL) == {}
 
 
-def test_a_partition_never_fetched_is_re_read_every_period_until_an_agent_handles_it() -> None:
+def test_a_partition_never_fetched_is_re_read_ever_less_often_until_an_agent_handles_it() -> None:
     """The watchdog passes the partition's end offset when it is further than the consumer's
-    position: a partition Faust left paused is stuck too, again each period until handled."""
+    position: a partition Faust left paused is stuck too. Each re-read that brings no progress
+    doubles the wait before the next one, up to STALL_MAX_S; progress resets it."""
     progress = Progress()
     progress.assigned({("orders", 0): 1})
-    assert progress.stuck({("orders", 0): 2}, now=0.0) == {}
-    assert progress.stuck({("orders", 0): 2}, now=STALL) == {("orders", 0): 1}
-    assert progress.stuck({("orders", 0): 2}, now=STALL + 5) == {}  # the re-read gets a whole period
-    assert progress.stuck({("orders", 0): 2}, now=2 * STALL) == {("orders", 0): 1}
+    stuck = {("orders", 0): 2}
+    assert progress.stuck(stuck, now=0.0) == {}
+    assert progress.stuck(stuck, now=STALL) == {("orders", 0): 1}
+    assert progress.stuck(stuck, now=STALL + 5) == {}  # the re-read gets a whole period
+    assert progress.stuck(stuck, now=2 * STALL) == {}  # and then twice as long
+    assert progress.stuck(stuck, now=3 * STALL) == {("orders", 0): 1}
+    assert progress.stuck(stuck, now=3 * STALL + 3 * STALL) == {}
+    assert progress.stuck(stuck, now=3 * STALL + 4 * STALL) == {("orders", 0): 1}
+    now = 7 * STALL
+    for _ in range(6):  # the wait stops growing at STALL_MAX_S
+        now += Progress.STALL_MAX_S
+        assert progress.stuck(stuck, now=now) == {("orders", 0): 1}
     progress.mark(SimpleNamespace(tp=("orders", 0), offset=1))  # handled at last
-    assert progress.stuck({("orders", 0): 2}, now=3 * STALL) == {}
+    assert progress.stuck({("orders", 0): 3}, now=now + 1) == {}
+    assert progress.stuck({("orders", 0): 3}, now=now + 1 + STALL) == {("orders", 0): 2}  # back to STALL_S
 
 
 def test_a_gap_is_re_read_from_where_it_starts_and_commits_wait_for_it() -> None:

@@ -50,12 +50,13 @@ class Progress:
     """
 
     STALL_S = 20.0
+    STALL_MAX_S = 160.0
     GAP_RETRY_S = 5.0
     MAX_REREADS = 24  # two minutes: taking a hole as real loses whatever was there
 
     def __init__(self) -> None:
         self.done: dict = {}  # TP -> every offset up to this one was handled (or committed at assignment)
-        self.behind: dict = {}  # TP -> (contiguous mark, since when it has been behind)
+        self.behind: dict = {}  # TP -> (contiguous mark, since when, seconds to wait before a re-read)
         self.gaps: dict = {}  # TP -> (first missing offset, when last re-read, re-reads so far)
         self.ahead: dict = {}  # TP -> the highest offset handled past a gap
         self.high: dict = {}  # TP -> the highest offset handled here since the assignment
@@ -116,19 +117,23 @@ class Progress:
 
     def stuck(self, positions: dict, now: float) -> dict:
         """Stuck partitions and the offset to re-read them from; ``positions``: per partition the
-        consumer's position or the partition's end offset, whichever is further."""
+        consumer's position or the partition's end offset, whichever is further. A partition is
+        re-read after ``STALL_S`` with no progress, then after twice as long each time no progress
+        followed (up to ``STALL_MAX_S``): a worker whose agents are merely busy (one slow stage
+        holds Faust's fetch loop for all) is also "stuck" by this rule, and re-reading it every
+        20 s only adds work (seen on a loaded CI runner: 72 re-reads in one test)."""
         found = {}
         for tp, position in positions.items():
             done = self.done.get(tp)
             if done is None or position <= done + 1:
                 self.behind.pop(tp, None)
                 continue
-            last, since = self.behind.setdefault(tp, (done, now))
+            last, since, wait = self.behind.setdefault(tp, (done, now, self.STALL_S))
             if last != done:
-                self.behind[tp] = (done, now)  # progress: behind only because of a backlog
-            elif now - since >= self.STALL_S:
+                self.behind[tp] = (done, now, self.STALL_S)  # progress: behind only because of a backlog
+            elif now - since >= wait:
                 found[tp] = done + 1
-                self.behind[tp] = (done, now)  # give the re-read a whole period
+                self.behind[tp] = (done, now, min(2 * wait, self.STALL_MAX_S))
         return found
 
 
@@ -246,7 +251,7 @@ def watch(app: faust.App, settings: Settings, consumed: set[str]) -> Callable[[o
             ends = {}
         positions = {tp: max(position, ends.get(tp) or 0) for tp, position in positions.items()}
         for tp, offset in progress.stuck(positions, time.monotonic()).items():
-            log.warning("%s/%s: messages before offset %s but no agent handled offset %s for %.0f s: "
+            log.warning("%s/%s: messages before offset %s but no agent handled offset %s for %.0f s or more: "
                         "resuming it and re-reading from there", tp.topic, tp.partition, positions[tp], offset,
                         Progress.STALL_S)
             metrics.WATCHDOG_REREADS.inc()
