@@ -151,3 +151,80 @@ def test_a_message_below_the_groups_commit_but_never_handled_here_is_handled() -
     assert progress.admit(tp, 867, now=0.1) == (False, None)  # handled here: a re-read is skipped
     assert progress.admit(tp, 891, now=0.2) == (True, None)
     assert progress.commit_cap(tp) == 892
+
+
+class _Buffer:
+    """Faust's producer buffer, as far as :func:`delivered` looks at it."""
+
+    def __init__(self, stopping: bool) -> None:
+        import asyncio
+
+        self.should_stop = stopping
+        self.pending: asyncio.Queue = asyncio.Queue()
+        self.sent: list = []
+
+    @property
+    def size(self) -> int:
+        return self.pending.qsize()
+
+    async def _send_pending(self, future) -> None:  # noqa: ANN001
+        self.sent.append(future)
+        future.set_result("acked")
+
+
+class _Producer:
+    def __init__(self, stopping: bool = False) -> None:
+        self.buffer = _Buffer(stopping)
+        self.flushed = 0
+
+    async def flush(self) -> None:
+        self.flushed += 1
+
+
+def test_a_batch_waits_until_kafka_acknowledged_its_changelog_messages() -> None:
+    """Faust's flush returns with changelog writes still queued; ``delivered`` waits for each
+    message's own future, raises a send error, and at shutdown sends what the buffer left."""
+    import asyncio
+
+    from streams.kafka.state import delivered, track_changelog
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        table = SimpleNamespace(send_changelog=lambda *a, **k: loop.create_future())
+        sent: list = []
+        track_changelog(table, sent)
+        first, second = table.send_changelog(0, "k", 1), table.send_changelog(0, "k2", 2)
+        assert sent == [first, second]
+        loop.call_later(0.05, first.set_result, "acked")
+        loop.call_later(0.2, second.set_result, "acked")
+        await delivered(_Producer(), sent)
+        assert first.done() and second.done() and sent == []
+
+        failing = table.send_changelog(0, "k", 3)
+        loop.call_later(0.05, failing.set_exception, OSError("broker gone"))
+        with pytest.raises(OSError, match="broker gone"):
+            await delivered(_Producer(), sent)
+
+        stopping = _Producer(stopping=True)  # its sender task is gone: the rest is sent from here
+        left = table.send_changelog(0, "k", 4)
+        stopping.buffer.pending.put_nowait(left)
+        await delivered(stopping, sent)
+        assert stopping.buffer.sent == [left] and left.result() == "acked" and stopping.flushed == 1
+
+        never = table.send_changelog(0, "k", 5)
+        with pytest.raises(TimeoutError):
+            await delivered(_Producer(), sent, timeout=0.1)
+        never.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_a_batch_whose_state_was_lost_is_not_committed() -> None:
+    progress = Progress()
+    progress.assigned({("stage", 0): 10})
+    for offset in range(10, 20):
+        assert progress.admit(("stage", 0), offset, now=0.0) == (True, None)
+    assert progress.commit_cap(("stage", 0)) == 20
+    progress.rewind({("stage", 0): 15})  # the batch 15-19 never reached the changelog
+    assert progress.commit_cap(("stage", 0)) == 15
+    assert progress.admit(("stage", 0), 15, now=1.0) == (True, None)  # read again, handled again

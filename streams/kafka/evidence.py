@@ -36,7 +36,7 @@ from evidence.recorder import EvidenceRecorder
 from evidence.stream import Sequencer, StreamLog, read_records
 from streams.kafka.stage import RAW_BYTES, SOURCE_HEADER, _as_current, _header, tick_json
 from streams.settings import Settings
-from streams.kafka.state import TableState
+from streams.kafka.state import TableState, delivered
 
 log = logging.getLogger("stormwatch.evidence")
 KIND_HEADER = "stormwatch-evidence"  # event, alert or tick
@@ -133,8 +133,11 @@ class EvidenceStage:
         self.topic = app.topic(stage_name, partitions=settings.partitions, **raw)
         self.log_topic = app.topic(log_name, **raw)
         schema = faust.Schema(key_serializer="json", value_serializer="json")
-        self.held = TableState(app.Table("evidence-held", default=None, partitions=settings.partitions, schema=schema))
-        self.meta = TableState(app.Table("evidence-trees", default=None, partitions=settings.partitions, schema=schema))
+        self.sent: list = []  # the tables' changelog messages, acknowledged before a batch is acked
+        self.held = TableState(app.Table("evidence-held", default=None, partitions=settings.partitions, schema=schema),
+                               self.sent)
+        self.meta = TableState(app.Table("evidence-trees", default=None, partitions=settings.partitions, schema=schema),
+                               self.sent)
         if settings.evidence_signing_key:
             self.key = signing_key(settings.evidence_signing_key)
         else:
@@ -196,6 +199,9 @@ class EvidenceStage:
     async def _run(self, stream: faust.StreamT) -> None:
         async for batch in stream.take_events(self.settings.stage_batch, within=self.settings.stage_batch_wait_s):
             last: dict[int, faust.EventT] = {}
+            starts = {}  # TP -> the batch's first offset in it: not committed if its state is lost
+            for event in batch:
+                starts.setdefault(event.message.tp, event.message.offset)
             try:
                 for event in batch:
                     message = event.message
@@ -224,6 +230,13 @@ class EvidenceStage:
                 for state in (self.held, self.meta):
                     state.flush(lambda p: _as_current(last[p]))
                 _as_current(None)
+                try:  # the log records, then the tables' changes, acknowledged before Faust acks the batch
+                    await self.app.producer.flush()
+                    await delivered(self.app.producer, self.sent)
+                except BaseException:
+                    log.exception("evidence stage: a batch's state did not reach Kafka; not committed")
+                    self.admit.rewind(starts)
+                    raise
 
     def _handle(self, part: _Partition, kind: str | None, source: str, value: bytes) -> None:
         seq = part.sequencer

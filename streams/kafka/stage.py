@@ -22,7 +22,7 @@ from faust.streams import _current_event
 from events import DeadLetter, Detector, Tick, decode, format_ts, raw_text
 from streams import metrics
 from streams.engine import Engine
-from streams.kafka.state import TableState
+from streams.kafka.state import TableState, delivered, track_changelog
 from streams.local import detector_failures
 from streams.registry import stage_sources
 from streams.settings import Settings
@@ -63,9 +63,10 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
     """One stage: an engine over the stage's detectors, with a changelogged table per detector
     (named after it, with its timers in ``<name>-timers``)."""
     detectors = groups[stage]
+    sent: list = []  # changelog messages of the stage's tables, acknowledged before a batch is acked
     states = {
         name: TableState(app.Table(name, default=None, partitions=settings.partitions,
-                                   schema=faust.Schema(key_serializer="json", value_serializer="json")))
+                                   schema=faust.Schema(key_serializer="json", value_serializer="json")), sent)
         for d in detectors for name in (d.name, f"{d.name}-timers")
     }
     engine = Engine(detectors, state_factory=states.__getitem__, sources=stage_sources(settings, stage, groups),
@@ -103,6 +104,7 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
     # finished (historical) stream, and the ordered stages' buffered events wait for good.
     watermarks = app.Table(f"{stage}-watermarks", default=None, partitions=settings.partitions,
                            schema=faust.Schema(key_serializer="json", value_serializer="json"))
+    track_changelog(watermarks, sent)
     restored: set[int] = set()  # partitions whose watermark came back from the table since assignment
 
     def restore_watermark(partition: int) -> None:
@@ -171,6 +173,8 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
     # before those changes go to the tables; applied again when a worker takes the partition.
     redo = app.Table(f"{stage}-redo", default=None, partitions=settings.partitions,
                      schema=faust.Schema(key_serializer="json", value_serializer="json"))
+    redo_sent: list = []
+    track_changelog(redo, redo_sent)
 
     # Faust checks a table's changelog against its source topic at the first write, with the
     # consumer's metadata snapshot, which can read 0 partitions for topics created moments
@@ -223,12 +227,16 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
     async def run(stream: faust.StreamT) -> None:
         """Events in batches. A batch's outputs (alerts, forwarded events, dead letters) are
         acked first; then its state changes per partition as one redo record, acked too; only
-        then are the changes written to the tables (each key its own changelog message). Faust
-        acks the events after that, and commits only after a producer flush. So after a kill
-        the state holds whole batches (the last one completed from its redo record) whose
-        outputs are all out: the seen-set may then skip re-read events safely (issue 13)."""
+        then are the changes written to the tables (each key its own changelog message), and
+        acked as well (see :func:`streams.kafka.state.delivered`: Faust's flush does not wait
+        for them). Faust acks the batch's events only after that. So after a kill the state
+        holds whole batches (the last one completed from its redo record) whose outputs are all
+        out: the seen-set may then skip re-read events safely (issue 13)."""
         async for batch in stream.take_events(settings.stage_batch, within=settings.stage_batch_wait_s):
             last: dict[int, faust.EventT] = {}  # partition -> its latest event in this batch
+            starts = {}  # TP -> the batch's first offset in it: not committed if its state is lost
+            for event in batch:
+                starts.setdefault(event.message.tp, event.message.offset)
             try:
                 for event in batch:
                     _as_current(event)
@@ -255,7 +263,10 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
                         written = write_redo(p) or written
                     _as_current(None)
                     if written:
-                        await app.producer.flush()
+                        await delivered(app.producer, redo_sent)
+                except Exception:
+                    admit.rewind(starts)
+                    raise
                 finally:  # even when stopping (cancelled): Faust acks the batch's events anyway
                     for state in states.values():
                         state.flush(lambda p: _as_current(last[p]))
@@ -264,6 +275,12 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
                         save_watermark(p)
                         metrics.BUFFERED.labels(stage, str(p)).set(engine.buffered(p)[0])
                     _as_current(None)
+                    try:
+                        await delivered(app.producer, sent)
+                    except BaseException:
+                        log.exception("stage %s: a batch's state did not reach Kafka; not committed", stage)
+                        admit.rewind(starts)
+                        raise
 
     logged: dict[int, int] = {}  # partition -> buffered count last logged
 

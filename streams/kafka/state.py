@@ -9,6 +9,14 @@ in the same batch costs nothing. The stage agent flushes at the end of every bat
 Faust acks the batch's events, so the changelog holds every change the committed offsets
 account for.
 
+Faust queues changelog writes in its producer buffer, and ``producer.flush()`` returns once
+0.1 s pass with nothing sent, with thousands of writes still queued on a busy worker (its
+"producer buffer full" warnings); at shutdown the buffer drops what it still holds. So a
+batch could be acked and committed while its state changes were still in memory: lost for
+good by a kill or a stop (issue 13). :func:`track_changelog` keeps the future of every
+changelog message, and :func:`delivered` waits for Kafka to acknowledge them before a stage
+lets Faust ack its batch.
+
 Iteration (the engine indexes a partition's timers, expiry and buffered events from it after a
 restart or a rebalance) reads the store of the partition being processed directly. Faust's own
 iteration walks every active partition's store while a lookup reads only the current event's,
@@ -18,22 +26,64 @@ other partitions (issue 13: every event of that partition then failed as ``detec
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
 _GONE = object()
 
 
+def track_changelog(table: Any, sent: list) -> None:
+    """Append the future of every changelog message ``table`` sends to ``sent``. Faust's table
+    calls ``self.send_changelog`` for each write, so the instance attribute takes it."""
+    send = table.send_changelog
+
+    def send_changelog(*args: Any, **kwargs: Any) -> Any:
+        future = send(*args, **kwargs)
+        sent.append(future)
+        return future
+
+    table.send_changelog = send_changelog
+
+
+async def delivered(producer: Any, sent: list, timeout: float = 120.0) -> None:
+    """Wait until Kafka acknowledged every changelog message in ``sent`` (emptied): raises
+    the first send error, or ``TimeoutError`` after ``timeout`` seconds. When the producer is
+    stopping, its buffer's sender task is gone: what it left is sent from here, in order."""
+    futures = [f for f in sent if not f.done()]
+    failed = [f for f in sent if f.done() and not f.cancelled() and f.exception() is not None]
+    sent.clear()
+    deadline = time.monotonic() + timeout
+    buffer = producer.buffer
+    while futures:
+        if buffer.should_stop:
+            while buffer.size:
+                await buffer._send_pending(buffer.pending.get_nowait())
+            await producer.flush()
+        done, pending = await asyncio.wait(futures, timeout=1.0)
+        failed += [f for f in done if not f.cancelled() and f.exception() is not None]
+        futures = list(pending)
+        if futures and time.monotonic() > deadline:
+            raise TimeoutError(f"{len(futures)} changelog messages not acknowledged after {timeout:.0f} s")
+    if failed:
+        raise failed[0].exception()
+
+
 class TableState(MutableMapping[str, Any]):
     """A write-back view of one Faust table (its local store plus pending changes)."""
 
-    def __init__(self, table: Any) -> None:  # a faust Table; typed loosely to keep faust out of the signature
+    def __init__(self, table: Any, sent: list | None = None) -> None:  # a faust Table, typed loosely
         self.table = table
         self.partition = 0  # the partition the stage is processing: pending writes belong to it
         self.pending: dict[str, tuple[Any, int]] = {}  # key -> (value or _GONE, partition)
         # key -> partition it was last written for; only for the memory store (see _stored)
         self.written: dict[str, int] = {}
         self._track = not hasattr(getattr(table, "data", None), "_db_for_partition")
+        # futures of changelog messages not yet known delivered (see delivered); may be shared
+        self.sent: list = [] if sent is None else sent
+        if hasattr(table, "send_changelog"):
+            track_changelog(table, self.sent)
 
     def __getitem__(self, key: str) -> Any:
         hit = self.pending.get(key)

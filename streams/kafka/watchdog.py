@@ -99,6 +99,16 @@ class Progress:
         """Record a message handled with no gap check (tests, and code that cannot re-read)."""
         self.done[message.tp] = max(message.offset, self.done.get(message.tp, message.offset))
 
+    def rewind(self, starts: dict) -> None:
+        """Forget handling ``tp`` from ``starts[tp]`` on: a batch whose state never reached Kafka
+        (see ``streams.kafka.state.delivered``) must not be committed, so a restart reads it."""
+        for tp, offset in starts.items():
+            if tp in self.done:
+                self.done[tp] = min(self.done[tp], offset - 1)
+            self.high[tp] = min(self.high.get(tp, offset - 1), offset - 1)
+            self.gaps.pop(tp, None)
+            self.ahead.pop(tp, None)
+
     def commit_cap(self, tp) -> int | None:  # noqa: ANN001
         """The highest offset Faust may commit for ``tp`` (next to read): past the mark only
         what the agents handled contiguously. None for partitions no agent reads."""
@@ -219,6 +229,7 @@ def watch(app: faust.App, settings: Settings, consumed: set[str]) -> Callable[[o
                 log.warning("cannot re-read %s/%s", message.topic, message.partition, exc_info=True)
         return handle
 
+    admit.rewind = progress.rewind  # type: ignore[attr-defined]
     group_offsets = _GroupOffsets(settings)
     lag_labels: set[tuple[str, str]] = set()  # (topic, partition) the lag gauge reports
 
