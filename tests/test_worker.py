@@ -153,37 +153,9 @@ def test_a_message_below_the_groups_commit_but_never_handled_here_is_handled() -
     assert progress.commit_cap(tp) == 892
 
 
-class _Buffer:
-    """Faust's producer buffer, as far as :func:`delivered` looks at it."""
-
-    def __init__(self, stopping: bool) -> None:
-        import asyncio
-
-        self.should_stop = stopping
-        self.pending: asyncio.Queue = asyncio.Queue()
-        self.sent: list = []
-
-    @property
-    def size(self) -> int:
-        return self.pending.qsize()
-
-    async def _send_pending(self, future) -> None:  # noqa: ANN001
-        self.sent.append(future)
-        future.set_result("acked")
-
-
-class _Producer:
-    def __init__(self, stopping: bool = False) -> None:
-        self.buffer = _Buffer(stopping)
-        self.flushed = 0
-
-    async def flush(self) -> None:
-        self.flushed += 1
-
-
 def test_a_batch_waits_until_kafka_acknowledged_its_changelog_messages() -> None:
     """Faust's flush returns with changelog writes still queued; ``delivered`` waits for each
-    message's own future, raises a send error, and at shutdown sends what the buffer left."""
+    message's own future, raises a send error, and gives up after its timeout."""
     import asyncio
 
     from streams.kafka.state import delivered, track_changelog
@@ -197,34 +169,43 @@ def test_a_batch_waits_until_kafka_acknowledged_its_changelog_messages() -> None
         assert sent == [first, second]
         loop.call_later(0.05, first.set_result, "acked")
         loop.call_later(0.2, second.set_result, "acked")
-        await delivered(_Producer(), sent)
+        await delivered(sent)
         assert first.done() and second.done() and sent == []
 
         failing = table.send_changelog(0, "k", 3)
         loop.call_later(0.05, failing.set_exception, OSError("broker gone"))
         with pytest.raises(OSError, match="broker gone"):
-            await delivered(_Producer(), sent)
-
-        stopping = _Producer(stopping=True)  # its sender task is gone: the rest is sent from here
-        left = table.send_changelog(0, "k", 4)
-        stopping.buffer.pending.put_nowait(left)
-        await delivered(stopping, sent)
-        assert stopping.buffer.sent == [left] and left.result() == "acked" and stopping.flushed == 1
+            await delivered(sent)
 
         never = table.send_changelog(0, "k", 5)
         with pytest.raises(TimeoutError):
-            await delivered(_Producer(), sent, timeout=0.1)
+            await delivered(sent, timeout=0.1)
         never.cancel()
 
     asyncio.run(scenario())
 
 
-def test_a_batch_whose_state_was_lost_is_not_committed() -> None:
+def test_a_batch_whose_state_was_lost_is_not_committed_and_the_worker_stops() -> None:
+    import asyncio
+
+    from streams.kafka.stage import state_lost
+
     progress = Progress()
     progress.assigned({("stage", 0): 10})
     for offset in range(10, 20):
         assert progress.admit(("stage", 0), offset, now=0.0) == (True, None)
     assert progress.commit_cap(("stage", 0)) == 20
-    progress.rewind({("stage", 0): 15})  # the batch 15-19 never reached the changelog
-    assert progress.commit_cap(("stage", 0)) == 15
+    crashed: list = []
+
+    async def crash(err: BaseException) -> None:
+        crashed.append(err)
+
+    app = SimpleNamespace(crash=crash)
+    admit = SimpleNamespace(rewind=progress.rewind)
+    asyncio.run(state_lost(app, admit, {("stage", 0): 15}, "a batch", OSError("broker gone")))
+    assert progress.commit_cap(("stage", 0)) == 15  # the batch 15-19 never reached the changelog
+    assert [str(e) for e in crashed] == ["broker gone"]
     assert progress.admit(("stage", 0), 15, now=1.0) == (True, None)  # read again, handled again
+
+    asyncio.run(state_lost(app, admit, {("stage", 0): 12}, "a batch", asyncio.CancelledError()))
+    assert progress.commit_cap(("stage", 0)) == 12 and len(crashed) == 1  # stopping: no crash

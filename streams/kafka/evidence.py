@@ -34,7 +34,7 @@ from evidence.bundle import export
 from evidence.log import EvidenceLog, PlatformLogs, signing_key
 from evidence.recorder import EvidenceRecorder
 from evidence.stream import Sequencer, StreamLog, read_records
-from streams.kafka.stage import RAW_BYTES, SOURCE_HEADER, _as_current, _header, tick_json
+from streams.kafka.stage import RAW_BYTES, SOURCE_HEADER, _as_current, _header, state_lost, tick_json
 from streams.settings import Settings
 from streams.kafka.state import TableState, delivered
 
@@ -221,21 +221,21 @@ class EvidenceStage:
                     for platform, record in out:
                         await self.log_topic.send(key=platform.encode(), value=orjson.dumps(record))
             finally:
-                for p, event in last.items():
-                    part = self.parts.get(p)
-                    if part is not None:
-                        _as_current(event)
-                        self.meta.partition = p
-                        self.meta[f"watermark\t{p}"] = {s: t for s, t in part.sequencer.latest.items() if t > -math.inf}
-                for state in (self.held, self.meta):
-                    state.flush(lambda p: _as_current(last[p]))
-                _as_current(None)
                 try:  # the log records, then the tables' changes, acknowledged before Faust acks the batch
+                    for p, event in last.items():
+                        part = self.parts.get(p)
+                        if part is not None:
+                            _as_current(event)
+                            self.meta.partition = p
+                            self.meta[f"watermark\t{p}"] = {s: t for s, t in part.sequencer.latest.items()
+                                                            if t > -math.inf}
+                    for state in (self.held, self.meta):
+                        state.flush(lambda p: _as_current(last[p]))
+                    _as_current(None)
                     await self.app.producer.flush()
-                    await delivered(self.app.producer, self.sent)
-                except BaseException:
-                    log.exception("evidence stage: a batch's state did not reach Kafka; not committed")
-                    self.admit.rewind(starts)
+                    await delivered(self.sent)
+                except BaseException as err:
+                    await state_lost(self.app, self.admit, starts, "the evidence stage's batch", err)
                     raise
 
     def _handle(self, part: _Partition, kind: str | None, source: str, value: bytes) -> None:

@@ -8,6 +8,7 @@ before the table writes; docs/KNOWN-PROBLEMS.md).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -51,6 +52,19 @@ def _as_current(event: faust.EventT | None) -> None:
     the stream in another task, so the agent sets it itself. Only the task-local variable is
     set; the stream's own ``current_event`` belongs to that other task."""
     _current_event.set(weakref.ref(event) if event is not None else None)
+
+
+async def state_lost(app: faust.App, admit, starts: dict, what: str, err: BaseException) -> None:  # noqa: ANN001
+    """A batch whose state may not have reached Kafka: never committed (the watchdog's commit
+    cap goes back to the batch's first offsets), and the worker crashes. Running on, Faust would
+    restart the agent, whose local store already holds the batch (its seen records too): the
+    re-read would be skipped, then committed. A cancelled batch (the worker is stopping) is only
+    kept from the commit."""
+    admit.rewind(starts)
+    if isinstance(err, asyncio.CancelledError):
+        return
+    log.error("%s did not reach Kafka (%r): not committed; the worker stops", what, err)
+    await app.crash(err)
 
 
 def tick_json(epoch: float) -> bytes:
@@ -263,23 +277,22 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
                         written = write_redo(p) or written
                     _as_current(None)
                     if written:
-                        await delivered(app.producer, redo_sent)
-                except Exception:
-                    admit.rewind(starts)
+                        await delivered(redo_sent)
+                except Exception as err:  # the tables are still written below: they may be all that is left
+                    await state_lost(app, admit, starts, f"stage {stage}: a batch's redo record", err)
                     raise
                 finally:  # even when stopping (cancelled): Faust acks the batch's events anyway
-                    for state in states.values():
-                        state.flush(lambda p: _as_current(last[p]))
-                    for p, event in last.items():
-                        _as_current(event)
-                        save_watermark(p)
-                        metrics.BUFFERED.labels(stage, str(p)).set(engine.buffered(p)[0])
-                    _as_current(None)
                     try:
-                        await delivered(app.producer, sent)
-                    except BaseException:
-                        log.exception("stage %s: a batch's state did not reach Kafka; not committed", stage)
-                        admit.rewind(starts)
+                        for state in states.values():
+                            state.flush(lambda p: _as_current(last[p]))
+                        for p, event in last.items():
+                            _as_current(event)
+                            save_watermark(p)
+                            metrics.BUFFERED.labels(stage, str(p)).set(engine.buffered(p)[0])
+                        _as_current(None)
+                        await delivered(sent)
+                    except BaseException as err:
+                        await state_lost(app, admit, starts, f"stage {stage}: a batch's state", err)
                         raise
 
     logged: dict[int, int] = {}  # partition -> buffered count last logged

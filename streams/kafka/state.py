@@ -27,7 +27,6 @@ other partitions (issue 13: every event of that partition then failed as ``detec
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
@@ -47,27 +46,23 @@ def track_changelog(table: Any, sent: list) -> None:
     table.send_changelog = send_changelog
 
 
-async def delivered(producer: Any, sent: list, timeout: float = 120.0) -> None:
-    """Wait until Kafka acknowledged every changelog message in ``sent`` (emptied): raises
-    the first send error, or ``TimeoutError`` after ``timeout`` seconds. When the producer is
-    stopping, its buffer's sender task is gone: what it left is sent from here, in order."""
-    futures = [f for f in sent if not f.done()]
-    failed = [f for f in sent if f.done() and not f.cancelled() and f.exception() is not None]
+async def delivered(sent: list, timeout: float = 120.0) -> None:
+    """Wait until Kafka acknowledged every changelog message in ``sent`` (emptied): raises the
+    first send error, or ``TimeoutError`` after ``timeout`` seconds (a message Faust failed to
+    hand to aiokafka is never resolved). On a graceful stop Faust stops the agents before the
+    producer, so a stage's last batch is still sent."""
+    futures = list(sent)
     sent.clear()
-    deadline = time.monotonic() + timeout
-    buffer = producer.buffer
-    while futures:
-        if buffer.should_stop:
-            while buffer.size:
-                await buffer._send_pending(buffer.pending.get_nowait())
-            await producer.flush()
-        done, pending = await asyncio.wait(futures, timeout=1.0)
-        failed += [f for f in done if not f.cancelled() and f.exception() is not None]
-        futures = list(pending)
-        if futures and time.monotonic() > deadline:
-            raise TimeoutError(f"{len(futures)} changelog messages not acknowledged after {timeout:.0f} s")
-    if failed:
-        raise failed[0].exception()
+    if not futures:
+        return
+    done, pending = await asyncio.wait(futures, timeout=timeout)
+    if pending:
+        raise TimeoutError(f"{len(pending)} changelog messages not acknowledged after {timeout:.0f} s")
+    for future in done:
+        if future.cancelled():
+            raise asyncio.CancelledError("a changelog message was cancelled")
+        if future.exception() is not None:
+            raise future.exception()
 
 
 class TableState(MutableMapping[str, Any]):
