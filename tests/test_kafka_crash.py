@@ -3,9 +3,10 @@ about 19,000 events produced by ``stormwatch produce``; the final alerts on ``al
 ``replay``'s (latest version per ``alert_id``, every field), with no failure and after one
 worker is killed with SIGKILL and started again. ``python -m benchmarks.recovery`` runs the
 same scenario and prints how long it took. A run that only misses alerts after the watchdog or
-the gap check re-read something (a batch's state lost at a rebalance, or faust-streaming's
-fetch losing messages: both open, see docs/KNOWN-PROBLEMS.md) is tried once more; a changed
-alert never is."""
+the gap check re-read something is tried once more, and both runs are printed: the signature of
+a batch's state lost at a rebalance or a stop, whose cause (Faust's producer buffer) was found
+and fixed on 2026-12-02 (docs/KNOWN-PROBLEMS.md); the retry stays as a net until many runs back
+the fix. A changed alert is never retried."""
 
 from __future__ import annotations
 
