@@ -188,7 +188,7 @@ def test_a_batch_waits_until_kafka_acknowledged_its_changelog_messages() -> None
 def test_a_batch_whose_state_was_lost_is_not_committed_and_the_worker_stops() -> None:
     import asyncio
 
-    from streams.kafka.stage import state_lost
+    from streams.kafka.stage import persist
 
     progress = Progress()
     progress.assigned({("stage", 0): 10})
@@ -202,10 +202,26 @@ def test_a_batch_whose_state_was_lost_is_not_committed_and_the_worker_stops() ->
 
     app = SimpleNamespace(crash=crash)
     admit = SimpleNamespace(rewind=progress.rewind)
-    asyncio.run(state_lost(app, admit, {("stage", 0): 15}, "a batch", OSError("broker gone")))
+    batch = [SimpleNamespace(message=SimpleNamespace(tp=("stage", 0), offset=o)) for o in range(15, 20)]
+
+    async def lost() -> None:
+        raise OSError("broker gone")
+
+    async def written() -> None:
+        pass
+
+    asyncio.run(persist(app, admit, batch, "a batch", [], written))  # acknowledged: nothing moves
+    assert progress.commit_cap(("stage", 0)) == 20 and crashed == []
+    with pytest.raises(OSError):
+        asyncio.run(persist(app, admit, batch, "a batch", [], lost))
     assert progress.commit_cap(("stage", 0)) == 15  # the batch 15-19 never reached the changelog
     assert [str(e) for e in crashed] == ["broker gone"]
     assert progress.admit(("stage", 0), 15, now=1.0) == (True, None)  # read again, handled again
 
-    asyncio.run(state_lost(app, admit, {("stage", 0): 12}, "a batch", asyncio.CancelledError()))
+    async def stopping() -> None:
+        raise asyncio.CancelledError
+
+    earlier = [SimpleNamespace(message=SimpleNamespace(tp=("stage", 0), offset=12))]
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(persist(app, admit, earlier, "a batch", [], stopping))
     assert progress.commit_cap(("stage", 0)) == 12 and len(crashed) == 1  # stopping: no crash

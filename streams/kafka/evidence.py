@@ -34,9 +34,9 @@ from evidence.bundle import export
 from evidence.log import EvidenceLog, PlatformLogs, signing_key
 from evidence.recorder import EvidenceRecorder
 from evidence.stream import Sequencer, StreamLog, read_records
-from streams.kafka.stage import RAW_BYTES, SOURCE_HEADER, _as_current, _header, state_lost, tick_json
+from streams.kafka.stage import RAW_BYTES, SOURCE_HEADER, _as_current, _header, persist, tick_json
 from streams.settings import Settings
-from streams.kafka.state import TableState, delivered
+from streams.kafka.state import TableState
 
 log = logging.getLogger("stormwatch.evidence")
 KIND_HEADER = "stormwatch-evidence"  # event, alert or tick
@@ -199,9 +199,6 @@ class EvidenceStage:
     async def _run(self, stream: faust.StreamT) -> None:
         async for batch in stream.take_events(self.settings.stage_batch, within=self.settings.stage_batch_wait_s):
             last: dict[int, faust.EventT] = {}
-            starts = {}  # TP -> the batch's first offset in it: not committed if its state is lost
-            for event in batch:
-                starts.setdefault(event.message.tp, event.message.offset)
             try:
                 for event in batch:
                     message = event.message
@@ -221,22 +218,22 @@ class EvidenceStage:
                     for platform, record in out:
                         await self.log_topic.send(key=platform.encode(), value=orjson.dumps(record))
             finally:
-                try:  # the log records, then the tables' changes, acknowledged before Faust acks the batch
-                    for p, event in last.items():
-                        part = self.parts.get(p)
-                        if part is not None:
-                            _as_current(event)
-                            self.meta.partition = p
-                            self.meta[f"watermark\t{p}"] = {s: t for s, t in part.sequencer.latest.items()
-                                                            if t > -math.inf}
-                    for state in (self.held, self.meta):
-                        state.flush(lambda p: _as_current(last[p]))
-                    _as_current(None)
-                    await self.app.producer.flush()
-                    await delivered(self.sent)
-                except BaseException as err:
-                    await state_lost(self.app, self.admit, starts, "the evidence stage's batch", err)
-                    raise
+                await persist(self.app, self.admit, batch, "the evidence stage's batch", self.sent,
+                              lambda: self._write(last))
+
+    async def _write(self, last: dict[int, faust.EventT]) -> None:
+        """The batch's table changes and its partitions' source times, then the log records it
+        sent flushed (the changes are acknowledged by :func:`streams.kafka.stage.persist`)."""
+        for p, event in last.items():
+            part = self.parts.get(p)
+            if part is not None:
+                _as_current(event)
+                self.meta.partition = p
+                self.meta[f"watermark\t{p}"] = {s: t for s, t in part.sequencer.latest.items() if t > -math.inf}
+        for state in (self.held, self.meta):
+            state.flush(lambda p: _as_current(last[p]))
+        _as_current(None)
+        await self.app.producer.flush()
 
     def _handle(self, part: _Partition, kind: str | None, source: str, value: bytes) -> None:
         seq = part.sequencer

@@ -14,6 +14,7 @@ import math
 import time
 import uuid
 import weakref
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import faust
@@ -54,17 +55,25 @@ def _as_current(event: faust.EventT | None) -> None:
     _current_event.set(weakref.ref(event) if event is not None else None)
 
 
-async def state_lost(app: faust.App, admit, starts: dict, what: str, err: BaseException) -> None:  # noqa: ANN001
-    """A batch whose state may not have reached Kafka: never committed (the watchdog's commit
-    cap goes back to the batch's first offsets), and the worker crashes. Running on, Faust would
-    restart the agent, whose local store already holds the batch (its seen records too): the
-    re-read would be skipped, then committed. A cancelled batch (the worker is stopping) is only
-    kept from the commit."""
-    admit.rewind(starts)
-    if isinstance(err, asyncio.CancelledError):
-        return
-    log.error("%s did not reach Kafka (%r): not committed; the worker stops", what, err)
-    await app.crash(err)
+async def persist(app: faust.App, admit, batch: list, what: str, sent: list,  # noqa: ANN001
+                  write: Callable[[], Awaitable[None]]) -> None:
+    """``write()`` a batch's state, then wait until Kafka acknowledged every changelog message in
+    ``sent``. If that fails, the batch is never committed (the watchdog's commit cap goes back to
+    its first offsets) and the worker crashes: running on, Faust would restart the agent, whose
+    local store already holds the batch (its seen records too), so the re-read would be skipped,
+    then committed. A cancelled batch (the worker is stopping) is only kept from the commit."""
+    try:
+        await write()
+        await delivered(sent)
+    except BaseException as err:
+        starts: dict = {}
+        for event in batch:
+            starts.setdefault(event.message.tp, event.message.offset)
+        admit.rewind(starts)
+        if not isinstance(err, asyncio.CancelledError):
+            log.error("%s did not reach Kafka (%r): not committed; the worker stops", what, err)
+            await app.crash(err)
+        raise
 
 
 def tick_json(epoch: float) -> bytes:
@@ -198,11 +207,11 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
     for table in [state.table for state in states.values()] + [watermarks, redo]:
         table._verified_source_topics_for_partitions.add(topic.get_topic_name())
 
-    def write_redo(partition: int) -> bool:
+    def write_redo(partition: int) -> None:
         """The batch's changes for ``partition`` as one redo record: parts of at most
         ``REDO_PART_BYTES`` (``<p>\\t<i>``), then a head (``<p>``) naming them. One changelog
         partition holds them all and Kafka keeps its order, so a durable head means durable
-        parts. False when the batch changed nothing here (the last record still holds)."""
+        parts. Nothing when the batch changed nothing here (the last record still holds)."""
         seq = uuid.uuid4().hex
         parts: list[list] = [[]]
         size = 0
@@ -215,11 +224,10 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
                 parts[-1].append([name, *change])
                 size += length
         if not parts[0]:
-            return False
+            return
         for i, part in enumerate(parts):
             redo[f"{partition}\t{i}"] = {"seq": seq, "changes": part}
         redo[str(partition)] = {"seq": seq, "parts": len(parts)}
-        return True
 
     def apply_redo(partition: int) -> None:
         """The partition's last redo record, applied again as pending changes: whatever part of
@@ -238,6 +246,25 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
             for name, *change in part["changes"]:
                 states[name].redo(change, partition)
 
+    async def write_redo_records(last: dict[int, faust.EventT]) -> None:
+        """The batch's outputs flushed first, then its changes as one redo record per partition."""
+        _as_current(None)
+        await app.producer.flush()
+        for p, event in last.items():
+            _as_current(event)
+            write_redo(p)
+        _as_current(None)
+
+    async def write_tables(last: dict[int, faust.EventT]) -> None:
+        """The batch's changes to the tables (a changelog message per key) and its source times."""
+        for state in states.values():
+            state.flush(lambda p: _as_current(last[p]))
+        for p, event in last.items():
+            _as_current(event)
+            save_watermark(p)
+            metrics.BUFFERED.labels(stage, str(p)).set(engine.buffered(p)[0])
+        _as_current(None)
+
     async def run(stream: faust.StreamT) -> None:
         """Events in batches. A batch's outputs (alerts, forwarded events, dead letters) are
         acked first; then its state changes per partition as one redo record, acked too; only
@@ -248,9 +275,6 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
         out: the seen-set may then skip re-read events safely (issue 13)."""
         async for batch in stream.take_events(settings.stage_batch, within=settings.stage_batch_wait_s):
             last: dict[int, faust.EventT] = {}  # partition -> its latest event in this batch
-            starts = {}  # TP -> the batch's first offset in it: not committed if its state is lost
-            for event in batch:
-                starts.setdefault(event.message.tp, event.message.offset)
             try:
                 for event in batch:
                     _as_current(event)
@@ -268,32 +292,12 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
                         state.partition = partition
                     await handle(event)
             finally:
-                try:
-                    _as_current(None)
-                    await app.producer.flush()  # the batch's outputs first
-                    written = False
-                    for p, event in last.items():
-                        _as_current(event)
-                        written = write_redo(p) or written
-                    _as_current(None)
-                    if written:
-                        await delivered(redo_sent)
-                except Exception as err:  # the tables are still written below: they may be all that is left
-                    await state_lost(app, admit, starts, f"stage {stage}: a batch's redo record", err)
-                    raise
+                try:  # the tables are written even when this fails: they may be all that is left
+                    await persist(app, admit, batch, f"stage {stage}: a batch's redo record", redo_sent,
+                                  lambda: write_redo_records(last))
                 finally:  # even when stopping (cancelled): Faust acks the batch's events anyway
-                    try:
-                        for state in states.values():
-                            state.flush(lambda p: _as_current(last[p]))
-                        for p, event in last.items():
-                            _as_current(event)
-                            save_watermark(p)
-                            metrics.BUFFERED.labels(stage, str(p)).set(engine.buffered(p)[0])
-                        _as_current(None)
-                        await delivered(sent)
-                    except BaseException as err:
-                        await state_lost(app, admit, starts, f"stage {stage}: a batch's state", err)
-                        raise
+                    await persist(app, admit, batch, f"stage {stage}: a batch's state", sent,
+                                  lambda: write_tables(last))
 
     logged: dict[int, int] = {}  # partition -> buffered count last logged
 
