@@ -36,6 +36,7 @@ from kafka import KafkaConsumer  # noqa: E402
 
 from commands.simulator import SimConfig, simulate_lines  # noqa: E402
 from events.models import format_ts  # noqa: E402
+from tests.support.crash import latest  # noqa: E402
 from tests.support.kafka_broker import KafkaBroker  # noqa: E402
 from tests.support.worker import Worker  # noqa: E402
 
@@ -79,10 +80,6 @@ def alerts_of(broker: KafkaBroker, topic: str, until: int, timeout: float) -> tu
     finally:
         consumer.close()
     return records, last_ts
-
-
-def latest(records: list[dict]) -> dict[str, dict]:
-    return {a["alert_id"]: a for a in sorted(records, key=lambda a: a["version"])}
 
 
 def run_workers(broker: KafkaBroker, bin_: str, src: Path, events: int, expected: list[dict], n: int,
