@@ -5,7 +5,8 @@ Two kinds of agent, both boring on purpose:
 * ``ingest`` reads the contract's input topics, validates each message (bad ones go to
   ``deadletter``), and forwards each valid event once per key to the topic of every stage that
   takes its type, with the source ``topic/partition`` in a header. Ticks are forwarded to every
-  partition of those stage topics.
+  partition of those stage topics. What a batch sends to one stage partition from one source
+  travels as one record (:mod:`streams.kafka.batches`).
 * one ``stage`` agent per stage (:mod:`streams.kafka.stage`; see :func:`streams.registry.stages`:
   the three platform-keyed detectors share one) reads its stage topic in batches and runs an
   :class:`Engine` over the stage's detectors, with Faust tables (changelogged once per batch, see
@@ -35,8 +36,10 @@ from streams.outputs.api import Sources, secure_headers, server_options
 from streams.outputs.routes import route_table
 from streams.kafka.evidence import EvidenceStage, evidence_topic_names, export_from_kafka
 from streams.outputs.delivery import make_delivery
+from streams.partitioned import partition_of
 from streams.registry import build_detectors, routes, stages
 from streams.settings import Settings, bootstrap_servers
+from streams.kafka.batches import Outbox
 from streams.kafka.stage import RAW_BYTES, SOURCE_HEADER, stage_agent, tick_json
 from streams.kafka.watchdog import watch
 from streams.kafka.view import ClusterView
@@ -103,35 +106,43 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
     @app.agent(inputs, name="ingest")
     async def ingest(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            message = event.message
-            if not await admit(message):
-                continue
-            source = f"{message.topic}/{message.partition}"
-            metrics.EVENTS.labels(message.topic).inc()
-            try:
-                parsed = decode(event.value or b"", f"{source}@{message.offset}", now=time.time(),
-                                max_future_s=settings.max_future_s)
-                if isinstance(parsed, DeadLetter):
-                    await dead_letter(parsed)
-                    continue
-                headers = {SOURCE_HEADER: source.encode()}
-                if isinstance(parsed, Tick):
-                    for name in fed_by.get(message.topic, ()):
-                        for p in range(settings.partitions):
-                            await stage_topics[name].send(value=event.value, partition=p, headers=headers)
-                    if evidence is not None:
-                        await evidence.input_tick(event.value, source)
-                    continue
-                for name, members in takers.get(parsed.type, {}).items():
-                    for key in sorted({k for d in members for k in d.keys(parsed)}):
-                        await stage_topics[name].send(key=key.encode(), value=event.value, headers=headers)
+        async for batch in stream.take_events(settings.stage_batch, within=settings.stage_batch_wait_s):
+            outbox = Outbox()
+            for event in batch:
+                await ingest_one(event, outbox)
+            await outbox.send(stage_topics, SOURCE_HEADER)
+
+    async def ingest_one(event: faust.EventT, outbox: Outbox) -> None:
+        """Validate one input message and route it: into ``outbox`` once per stage key, on that
+        key's partition (Kafka's partitioner); a tick to every partition of the stages it feeds."""
+        message = event.message
+        if not await admit(message):
+            return
+        source = f"{message.topic}/{message.partition}"
+        metrics.EVENTS.labels(message.topic).inc()
+        try:
+            parsed = decode(event.value or b"", f"{source}@{message.offset}", now=time.time(),
+                            max_future_s=settings.max_future_s)
+            if isinstance(parsed, DeadLetter):
+                await dead_letter(parsed)
+                return
+            if isinstance(parsed, Tick):
+                for name in fed_by.get(message.topic, ()):
+                    for p in range(settings.partitions):
+                        outbox.add(name, p, source, None, event.value)
                 if evidence is not None:
-                    await evidence.input_event(parsed, event.value, source)
-            except Exception as err:  # a bad message must never stop the agent
-                log.exception("ingest failed on %s", source)
-                await dead_letter(DeadLetter(f"ingest failed: {err!r}", "worker_error", raw_text(event.value or b""),
-                                             source))
+                    await evidence.input_tick(event.value, source)
+                return
+            for name, members in takers.get(parsed.type, {}).items():
+                for key in sorted({k for d in members for k in d.keys(parsed)}):
+                    raw_key = key.encode()
+                    outbox.add(name, partition_of(raw_key, settings.partitions), source, raw_key, event.value)
+            if evidence is not None:
+                await evidence.input_event(parsed, event.value, source)
+        except Exception as err:  # a bad message must never stop the agent
+            log.exception("ingest failed on %s", source)
+            await dead_letter(DeadLetter(f"ingest failed: {err!r}", "worker_error", raw_text(event.value or b""),
+                                         source))
 
     engines = {name: stage_agent(app, settings, name, groups, stage_topics, alerts_topic, dead_letter, admit, evidence)
                for name in groups}

@@ -24,8 +24,10 @@ from faust.streams import _current_event
 from events import DeadLetter, Detector, Tick, decode, format_ts, raw_text
 from streams import metrics
 from streams.engine import Engine
+from streams.kafka.batches import BATCH_HEADER, Outbox, unpack
 from streams.kafka.state import TableState, delivered, track_changelog
 from streams.local import detector_failures
+from streams.partitioned import partition_of
 from streams.registry import stage_sources
 from streams.settings import Settings
 
@@ -101,15 +103,19 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
     downstream = sorted({stage_of[name] for d in detectors for name in getattr(d, "emits", ()) if name in stage_of})
     forwarded: dict[int, float] = {}  # partition -> the source time last forwarded downstream
 
-    async def forward(partition: int, was_tick: bool) -> None:
+    outbox = Outbox()  # what this stage sends to later stages, sent once per batch
+
+    def forward(partition: int, was_tick: bool) -> None:
         """Emitted events to their stages, then this partition's source time (as a tick) to every
-        partition downstream: a downstream stage never passes a time before this one has."""
-        headers = {SOURCE_HEADER: f"stage:{stage}/{partition}".encode()}
+        partition downstream: a downstream stage never passes a time before this one has. Both
+        go into ``outbox``, in that order, under this partition's source."""
+        source = f"stage:{stage}/{partition}"
         for name, emitted in engine.drain_emitted():
             if name in stage_of:
+                value = emitted.model_dump_json().encode()
                 for key in by_name[name].keys(emitted):
-                    await stage_topics[stage_of[name]].send(key=key.encode(),
-                                                            value=emitted.model_dump_json().encode(), headers=headers)
+                    raw_key = key.encode()
+                    outbox.add(stage_of[name], partition_of(raw_key, settings.partitions), source, raw_key, value)
         if not downstream:
             return
         now = min(engine.watermark(partition).latest.values())
@@ -119,7 +125,7 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
         forwarded[partition] = now
         for name in downstream:
             for p in range(settings.partitions):
-                await stage_topics[name].send(value=tick_json(now), partition=p, headers=headers)
+                outbox.add(name, p, source, None, tick_json(now))
 
     # partition -> {source: latest event time}: each stage partition's watermark sources, so a
     # worker that starts (after a kill) or takes a partition over goes on from them. Without
@@ -162,33 +168,44 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
         logged.clear()
 
     async def handle(event: faust.EventT) -> None:
+        """One stage record: a batch of entries (:mod:`streams.kafka.batches`), or one event."""
         message = event.message
         if not await admit(message):
             return
-        started = time.perf_counter()
-        source = _header(event.headers or message.headers, SOURCE_HEADER) or "unknown"
+        headers = event.headers or message.headers
+        source = _header(headers, SOURCE_HEADER) or "unknown"
         where = f"{message.topic}/{message.partition}@{message.offset}"
+        if _header(headers, BATCH_HEADER) is None:  # one event per message (before batching)
+            entries = [(message.key.decode() if message.key else None, event.value or b"")]
+        else:
+            try:
+                entries = unpack(event.value or b"")
+            except ValueError as err:
+                await dead_letter(DeadLetter(str(err), "worker_error", raw_text(event.value or b""), source))
+                return
+        for i, (key, value) in enumerate(entries):
+            await handle_entry(key, value, source, message.partition, f"{where}#{i}" if len(entries) > 1 else where)
+
+    async def handle_entry(key: str | None, value: bytes, source: str, partition: int, where: str) -> None:
+        started = time.perf_counter()
         try:
-            parsed = decode(event.value or b"", where)
+            parsed = decode(value, where)
             if isinstance(parsed, DeadLetter):
                 await dead_letter(parsed)
                 return
-            key = message.key.decode() if message.key else None
-            alerts = engine.process(parsed, source=source, partition=message.partition, key=key)
+            alerts = engine.process(parsed, source=source, partition=partition, key=key)
             for alert in alerts:
                 metrics.ALERTS.labels(alert.kind).inc()
                 await alerts_topic.send(key=alert.alert_id.encode(), value=alert.to_json())
             for letter in detector_failures(engine, where):
                 await dead_letter(letter)
-            await forward(message.partition, isinstance(parsed, Tick))
+            forward(partition, isinstance(parsed, Tick))
             if evidence is not None:  # alert versions and this partition's time, for the evidence log
-                await evidence.stage_output(stage, message.partition, alerts,
-                                            min(engine.watermark(message.partition).latest.values()),
+                await evidence.stage_output(stage, partition, alerts, min(engine.watermark(partition).latest.values()),
                                             isinstance(parsed, Tick))
         except Exception as err:
             log.exception("stage %s failed", stage)
-            await dead_letter(DeadLetter(f"stage {stage} failed: {err!r}", "detector_error",
-                                         raw_text(event.value or b""), source))
+            await dead_letter(DeadLetter(f"stage {stage} failed: {err!r}", "detector_error", raw_text(value), source))
         finally:
             metrics.LATENCY.labels(stage).observe(time.perf_counter() - started)
 
@@ -249,6 +266,7 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
     async def write_redo_records(last: dict[int, faust.EventT]) -> None:
         """The batch's outputs flushed first, then its changes as one redo record per partition."""
         _as_current(None)
+        await outbox.send(stage_topics, SOURCE_HEADER)
         await app.producer.flush()
         for p, event in last.items():
             _as_current(event)
