@@ -146,6 +146,7 @@ class _Stage:
     timers: MutableMapping[str, Any]
     contexts: dict[int, _Context] = field(default_factory=dict)  # per partition, with its indexes
     carried: dict[int, list] = field(default_factory=dict)  # buffered events kept across a re-index
+    buffers: MutableMapping[str, Any] | None = None  # where its durable buffered events live (Engine)
 
     @property
     def ordered(self) -> bool:
@@ -165,15 +166,24 @@ class _Stage:
         part = _Partition(timers, {}, self.carried.pop(partition, []))
         buffered = {(ts, eid, key) for ts, eid, _seq, _event, key in part.pending}
         prefix = f"{BUFFER}{partition}\t"
+        name = self.detector.name
+
+        def restore(rec: list) -> None:
+            routed, raw = rec[0], rec[1]
+            event = decode(raw.encode(), "buffer")
+            if (event.epoch, getattr(event, "event_id", ""), routed) not in buffered:
+                part.pending.append((event.epoch, getattr(event, "event_id", ""), -1, event, routed))
+                part.restored += 1
+
         for key, rec in list(self.state.items()):
             if isinstance(rec, dict) and "until" in rec:
                 part.schedule(rec["until"], key)
-            elif key.startswith(prefix):  # a buffered event from before a restart or a rebalance
-                routed, raw = rec
-                event = decode(raw.encode(), "buffer")
-                if (event.epoch, getattr(event, "event_id", ""), routed) not in buffered:
-                    part.pending.append((event.epoch, getattr(event, "event_id", ""), -1, event, routed))
-                    part.restored += 1
+            elif key.startswith(prefix) and len(rec) == 2:  # this detector's own, from before records were shared
+                restore(rec)
+        if self.buffers is not None:  # a buffered event from before a restart or a rebalance
+            for key, rec in list(self.buffers.items()):
+                if key.startswith(prefix) and len(rec) == 3 and name in rec[2]:
+                    restore(rec)
         heapq.heapify(part.pending)
         return part
 
@@ -202,6 +212,12 @@ class Engine:
         make = state_factory or (lambda _name: {})
         self.durable_buffers = durable_buffers
         self.stages = [_Stage(d, make(d.name), make(f"{d.name}-timers")) for d in detectors]
+        # Durable buffered events: one record per (event, key) and partition, naming the ordered
+        # detectors still holding it, in the state of the first ordered detector, so an event
+        # several detectors wait for is written (and deleted) once, not once per detector.
+        self.buffers = next((stage.state for stage in self.stages if stage.ordered), None) if durable_buffers else None
+        for stage in self.stages:
+            stage.buffers = self.buffers
         self.by_name = {stage.detector.name: stage for stage in self.stages}
         for i, stage in enumerate(self.stages):
             for name in getattr(stage.detector, "emits", ()):
@@ -279,14 +295,19 @@ class Engine:
         takers = self.by_type.get(event.type, ())
         if not takers or self._seen(takers[0], takers[0].context(partition, wm.value), event, key or ""):
             return alerts
+        routed: list[tuple[_Stage, tuple[str, ...]]] = []
         for stage in takers:
-            ctx = stage.context(partition, wm.value)
-            keys = stage.detector.keys(event)
+            keys = tuple(stage.detector.keys(event))
             if key is not None:  # already routed to one key's partition (several detectors may share it)
                 keys = (key,) if key in keys else ()
+            routed.append((stage, keys))
+        if self.buffers is not None:
+            self._hold(partition, event, [(stage.detector.name, keys) for stage, keys in routed if stage.ordered])
+        for stage, keys in routed:
+            ctx = stage.context(partition, wm.value)
             if stage.ordered:
                 for k in keys:
-                    self._buffer(stage, ctx, event, k)
+                    self._buffer(stage, ctx, event, k, durable=False)
             else:
                 for k in keys:
                     alerts.extend(self._call(stage, event, k, ctx))
@@ -311,12 +332,39 @@ class Engine:
         stage.state[skey] = record
         return False
 
-    def _buffer(self, stage: _Stage, ctx: _Context, event: AnyEvent, key: str) -> None:
+    def _buffer(self, stage: _Stage, ctx: _Context, event: AnyEvent, key: str, durable: bool = True) -> None:
         self._seq += 1
+        heapq.heappush(ctx.part.pending, (event.epoch, getattr(event, "event_id", ""), self._seq, event, key))
+        if durable and self.buffers is not None:
+            self._hold(ctx.partition, event, [(stage.detector.name, (key,))])
+
+    def _hold(self, partition: int, event: AnyEvent, holders: list[tuple[str, tuple[str, ...]]]) -> None:
+        """The durable record of a buffered event: ``[key, event json, [detectors holding it]]``
+        per key; the event is serialised once whatever the number of detectors."""
+        by_key: dict[str, list[str]] = {}
+        for name, keys in holders:
+            for k in keys:
+                by_key.setdefault(k, []).append(name)
+        if not by_key:
+            return
+        raw = event.model_dump_json()
         event_id = getattr(event, "event_id", "")
-        heapq.heappush(ctx.part.pending, (event.epoch, event_id, self._seq, event, key))
-        if self.durable_buffers:
-            stage.state[_buffer_key(ctx.partition, event.epoch, event_id, key)] = [key, event.model_dump_json()]
+        for k, names in by_key.items():
+            self.buffers[_buffer_key(partition, event.epoch, event_id, k)] = [k, raw, names]
+
+    def _unhold(self, stage: _Stage, partition: int, ts: float, event_id: str, key: str) -> None:
+        """``stage`` released a buffered event: its name leaves the record, which goes with the last."""
+        bkey = _buffer_key(partition, ts, event_id, key)
+        rec = self.buffers.get(bkey)
+        name = stage.detector.name
+        if rec is not None and len(rec) == 3 and name in rec[2]:
+            names = [n for n in rec[2] if n != name]
+            if names:
+                self.buffers[bkey] = [rec[0], rec[1], names]
+            else:
+                del self.buffers[bkey]
+        else:  # a record of this detector's own, from before records were shared
+            stage.state.pop(bkey, None)
 
     def _deliver_emitted(self, ctx: _Context) -> None:
         """Events a detector emitted: buffered in the named stage if it runs here (it comes later
@@ -383,8 +431,8 @@ class Engine:
                 return alerts
             if next_event <= next_timer:
                 ts, event_id, _seq, event, key = heapq.heappop(pending)
-                if self.durable_buffers:
-                    stage.state.pop(_buffer_key(ctx.partition, ts, event_id, key), None)
+                if self.buffers is not None:
+                    self._unhold(stage, ctx.partition, ts, event_id, key)
                 alerts.extend(self._call(stage, event, key, ctx))
             else:
                 alerts.extend(self._fire_one(stage, ctx))

@@ -155,3 +155,42 @@ def test_buffered_events_survive_a_restart_when_buffers_are_durable() -> None:
     alerts += second.process(decode(orjson.dumps(tick(40)), "t"), source="b")
     assert [a.kind for a in alerts] == ["order_overdue"]
     assert not [k for k in tables["orders"].data if k.startswith("~buffered")]  # released, so forgotten
+
+
+def test_an_event_several_ordered_detectors_wait_for_is_kept_once_and_survives_restarts() -> None:
+    """The platform stage's three ordered detectors buffer a post once between them (one record,
+    naming who still holds it): the same alerts as with no restart, however often it restarts."""
+    from commands.simulator import SimConfig, simulate_lines
+    from streams.registry import build_detectors, stages
+    from streams.settings import Settings
+
+    def platform_stage():
+        return stages(build_detectors(Settings()))["platform"]
+
+    events = [decode(line, "t") for line in simulate_lines(SimConfig(seed=3, minutes=8, organic_per_s=2))]
+    sources = ["a", "b"]
+    reference = Engine(platform_stage(), sources=sources)
+    expected = [a.to_json() for i, e in enumerate(events) for a in reference.process(e, source=sources[i % 2])]
+
+    tables: dict[str, TableLike] = {}
+    factory = lambda name: tables.setdefault(name, TableLike())  # noqa: E731
+    got: list[bytes] = []
+    engine = None
+    shared_seen, restored = False, 0
+    for i, event in enumerate(events):
+        if i % 700 == 0:  # a restart: a new engine over the same tables
+            engine = Engine(platform_stage(), sources=sources, state_factory=factory, durable_buffers=True)
+            engine.open(0)
+            restored += engine.buffered(0)[1]
+        got += [a.to_json() for a in engine.process(event, source=sources[i % 2])]
+        held = {name: [k for k in table.data if k.startswith("~buffered")] for name, table in tables.items()}
+        assert not any(held[name] for name in held if name != "orders"), "buffered events live in one table"
+        shared_seen |= any(len(tables["orders"][k][2]) == 3 for k in held.get("orders", ()))
+    got += [a.to_json() for a in engine.process(decode(orjson.dumps(tick(10_000)), "t"), source="a")]
+    got += [a.to_json() for a in engine.process(decode(orjson.dumps(tick(10_000)), "t"), source="b")]
+    expected += [a.to_json() for a in reference.process(decode(orjson.dumps(tick(10_000)), "t"), source="a")]
+    expected += [a.to_json() for a in reference.process(decode(orjson.dumps(tick(10_000)), "t"), source="b")]
+    assert expected and got == expected
+    assert shared_seen, "a post waited for by all three detectors is one record naming them"
+    assert restored, "some restart found buffered events to read back"
+    assert not [k for t in tables.values() for k in t.data if k.startswith("~buffered")]
