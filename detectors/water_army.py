@@ -41,6 +41,7 @@ from detectors import roles
 from detectors.text import MIN_CHARS, PERMUTATIONS, bands, exact_key, minhash, normalise, text_key
 from events import Alert, AnyEvent, Context, Post, keys as ids, raise_alert
 from events.models import HARMFUL_LABELS
+from events.records import record_key
 
 LEGAL_REFS = ["Opinions on Punishing Online Violence (法发〔2023〕14号): organised water army (组织水军)",
               "Criminal Law Art. 246"]
@@ -54,7 +55,8 @@ class WaterArmySettings(BaseModel):
     text_window_s: float = Field(1800, description="Near-duplicate texts within this co-act.")
     min_similarity: float = Field(0.5, description="Estimated Jaccard of character 3-grams for near-duplicates.")
     lsh_rows: int = Field(4, description="Rows per LSH band (32 permutations // rows = bands).")
-    bucket_cap: int = Field(16, description="Clusters kept per LSH bucket (the latest text of each).")
+    bucket_cap: int = Field(16, description="Texts compared per LSH band: those seen last (bounds the work "
+                            "of a crowded band).")
     young_object_s: float = Field(3600, description="Only objects first seen this recently pair accounts: "
                                   "a wave is new, a stock phrase or a steady news link is not.")
     mass_accounts: int = Field(50, description="An object weighs 1 up to this many accounts in its window, less after.")
@@ -118,6 +120,7 @@ class WaterArmy:
     def __init__(self, settings: WaterArmySettings | None = None) -> None:
         self.s = settings or WaterArmySettings()
         self.keep_s = 4 * self.s.half_life_s  # pairs, accounts and campaigns: gone after four half-lives
+        self.indexes = {"sig": self._sig_terms}  # near-duplicate texts by LSH band (events.records)
 
     def keys(self, event: AnyEvent) -> list[str]:
         return [event.platform]
@@ -232,7 +235,7 @@ class WaterArmy:
         """Near-duplicate texts (not reposts, which carry their parent's text) co-act.
 
         A text joins a cluster: the cluster of an identical normalised text (one lookup, no
-        MinHash), or the most similar cluster whose latest text shares an LSH bucket with it
+        MinHash), or the cluster of the most similar recent text sharing an LSH band with it
         (verified by estimated Jaccard similarity), or a new cluster of its own. The cluster is
         then an object like any other, with the longer ``text_window_s``.
         """
@@ -245,49 +248,45 @@ class WaterArmy:
         digest = text_key(norm)
         exact = ctx.records.get("text", platform, digest)
         if exact is None:
-            sig = minhash(norm)
-            exact = {"c": self._cluster(platform, post, sig, exact_key(sig), t, ctx)}
+            exact = {"c": self._cluster(platform, digest, post, minhash(norm), t, ctx)}
         ctx.records.save("text", platform, digest, record=exact, until=t + s.text_window_s)
         cluster = exact["c"]
         self._co_act(platform, "text:" + cluster, post, t, ctx, pairing, s.text_window_s)
 
-    def _cluster(self, platform: str, post: Post, sig: np.ndarray, hexsig: str, t: float, ctx: Context) -> str:
-        """The cluster of a text not seen verbatim before, via LSH; buckets keep its latest text."""
-        s, records = self.s, ctx.records
-        horizon = t - s.text_window_s
-        lone = t - s.object_window_s  # a text no one repeated stays findable only this long
-        keys = bands(hexsig, s.lsh_rows)
-        buckets = [records.get("lsh", platform, k) for k in keys]
-        candidates: dict[str, str] = {}  # cluster -> signature of its latest text
-        for rec in buckets:
-            if rec is not None:
-                for cluster, (ts, latest, several) in rec["e"].items():
-                    if ts >= (horizon if several else lone):
-                        candidates[cluster] = latest
+    def _sig_terms(self, record_ids: list[str], record: dict) -> list[str]:
+        """The terms of a ``sig`` record in ``indexes``: its signature's LSH bands, on its platform."""
+        return self._terms(record_ids[0], record["s"])
+
+    def _terms(self, platform: str, hexsig: str) -> list[str]:
+        return [record_key("lsh", platform, band) for band in bands(hexsig, self.s.lsh_rows)]
+
+    def _cluster(self, platform: str, digest: str, post: Post, sig: np.ndarray, t: float, ctx: Context) -> str:
+        """The cluster of a text not seen verbatim before.
+
+        Each such text leaves a ``sig`` record (its signature and cluster), found by its LSH
+        bands through an in-memory index (``indexes``, see ``events.records``): one state write
+        per text where a record per band cost eight. It stays findable for ``text_window_s``
+        when the text joined a cluster, for ``object_window_s`` when it started one, since most
+        texts are never repeated. Of the texts sharing a band with this one (the ``bucket_cap``
+        that stay findable longest, per band), the most similar gives its cluster if similar
+        enough (estimated Jaccard); else the text starts its own."""
+        s = self.s
+        hexsig = exact_key(sig)
+        candidates: dict[str, tuple[str, str]] = {}  # text digest -> (its cluster, its signature)
+        for band in self._terms(platform, hexsig):
+            for found, rec in ctx.records.find("sig", band, newest=s.bucket_cap):
+                if rec["until"] >= t:  # still findable (expiry is swept a minute at a time)
+                    candidates[found[1]] = (rec["c"], rec["s"])
         cluster, several = post.post_id, False
         if candidates:
-            names = sorted(candidates)
-            sigs = np.frombuffer(bytes.fromhex("".join([candidates[n] for n in names])), dtype=np.uint32)
+            ranked = sorted(candidates.values())  # by cluster, then signature: the first of equals wins
+            sigs = np.frombuffer(bytes.fromhex("".join(sig_hex for _c, sig_hex in ranked)), dtype=np.uint32)
             same = np.count_nonzero(sigs.reshape(-1, PERMUTATIONS) == sig, axis=1)
-            best = int(same.argmax())  # the first of equals: names are sorted, so deterministic
+            best = int(same.argmax())
             if same[best] >= s.min_similarity * PERMUTATIONS:
-                cluster, several = names[best], True
-        entry = [t, hexsig, several]
-        # A bucket lives while one of its texts is findable: most texts are never repeated.
-        until = t + (s.text_window_s if several else s.object_window_s)
-        for k, rec in zip(keys, buckets):
-            if rec is None:
-                records.save("lsh", platform, k, record={"e": {cluster: entry}}, until=until)
-                continue
-            entries = rec["e"]
-            entries.pop(cluster, None)
-            entries[cluster] = entry
-            while len(entries) > s.bucket_cap or next(iter(entries.values()))[0] < lone:
-                oldest = next(iter(entries))
-                if len(entries) <= s.bucket_cap and entries[oldest][2] and entries[oldest][0] >= horizon:
-                    break  # the oldest is a live cluster of several texts: keep it
-                del entries[oldest]
-            records.save("lsh", platform, k, record=rec, until=max(rec["until"], until))
+                cluster, several = ranked[best][0], True
+        ctx.records.save("sig", platform, digest, record={"c": cluster, "s": hexsig},
+                         until=t + (s.text_window_s if several else s.object_window_s))
         return cluster
 
     # -- pairs and campaigns ----------------------------------------------------------------

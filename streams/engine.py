@@ -123,10 +123,11 @@ class _Context:
     partition: int
     watermark: float = -math.inf
     outbox: list[tuple[str, AnyEvent]] = field(default_factory=list)
+    indexes: dict | None = None  # the detector's ``indexes`` (see events.records)
     records: Records = field(init=False)
 
     def __post_init__(self) -> None:
-        self.records = Records(self.state, self.expire)
+        self.records = Records(self.state, self.expire, self.indexes)
 
     def set_timer(self, key: str, at: float) -> None:
         self.timer_state[key] = [at, self.partition]
@@ -155,12 +156,16 @@ class _Stage:
     def context(self, partition: int, watermark: float) -> _Context:
         ctx = self.contexts.get(partition)
         if ctx is None:
-            ctx = self.contexts[partition] = _Context(self.state, self.timers, self._rebuild(partition), partition)
+            ctx = _Context(self.state, self.timers, _Partition([], {}), partition,
+                           indexes=getattr(self.detector, "indexes", None))
+            ctx.part = self._rebuild(partition, ctx.records)
+            self.contexts[partition] = ctx
         ctx.watermark = watermark
         return ctx
 
-    def _rebuild(self, partition: int) -> _Partition:
-        """First use of a partition since start: index the (possibly recovered) state."""
+    def _rebuild(self, partition: int, records: Records) -> _Partition:
+        """First use of a partition since start: index the (possibly recovered) state (timers,
+        expiry, buffered events, and the detector's own ``indexes`` in ``records``)."""
         timers = [(at, key) for key, (at, part) in list(self.timers.items()) if part == partition]
         heapq.heapify(timers)
         part = _Partition(timers, {}, self.carried.pop(partition, []))
@@ -178,6 +183,7 @@ class _Stage:
         for key, rec in list(self.state.items()):
             if isinstance(rec, dict) and "until" in rec:
                 part.schedule(rec["until"], key)
+                records.restore(key, rec)
             elif key.startswith(prefix) and len(rec) == 2:  # this detector's own, from before records were shared
                 restore(rec)
         if self.buffers is not None:  # a buffered event from before a restart or a rebalance
@@ -468,3 +474,4 @@ class Engine:
                     part.schedule(until, key)  # moved later since scheduled
                 else:
                     del state[key]
+                    ctx.records.forget(key)

@@ -37,3 +37,39 @@ def test_an_edit_is_written_back_even_to_a_table_that_copies_values() -> None:
         rec["hits"] += 1
     assert records.get("target", "x") == {"hits": 2, "until": 20.0}
     assert [ids for ids, _ in records.of_kind("target")] == [["x"]]
+
+
+def test_an_index_read_back_in_any_order_finds_what_the_saved_one_finds() -> None:
+    """``find`` answers from memory; rebuilt from the stored records (a restart, another worker
+    taking the partition, a store that iterates in key order) it picks the same records, even
+    when a crowded term keeps only the newest."""
+    import random
+
+    def terms(ids: list[str], record: dict) -> list[str]:
+        return [f"{ids[0]}:{t}" for t in record["t"]]
+
+    rng = random.Random(4)
+    table = TableLike()
+    live = Records(table, lambda *_: None, {"doc": terms})
+    for i in range(300):
+        ids = ("weibo" if i % 3 else "douyin", f"d{rng.randrange(120)}")
+        live.save("doc", *ids, record={"t": rng.sample("abcdefgh", 3)}, until=float(rng.randrange(1000)))
+        if i % 17 == 0:
+            live.delete("doc", "weibo", f"d{rng.randrange(120)}")
+    for shuffle in range(3):
+        rebuilt = Records(table, lambda *_: None, {"doc": terms})
+        keys = list(table.data)
+        rng.shuffle(keys)
+        for key in keys:
+            rebuilt.restore(key, table[key])
+        for platform in ("weibo", "douyin"):
+            for term in "abcdefgh":
+                for newest in (None, 1, 5):
+                    assert rebuilt.find("doc", f"{platform}:{term}", newest) == live.find("doc", f"{platform}:{term}", newest)
+    crowded = live.find("doc", "weibo:a", newest=5)
+    assert len(crowded) == 5 and all(ids[0] == "weibo" for ids, _rec in crowded)
+    everyone = live.find("doc", "weibo:a")
+    assert sorted(r["until"] for _ids, r in everyone)[-5:] == sorted(r["until"] for _ids, r in crowded)
+    for ids, _rec in everyone:  # a record gone is out of the index
+        live.forget(record_key("doc", *ids))
+    assert live.find("doc", "weibo:a") == []

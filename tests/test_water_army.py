@@ -183,9 +183,10 @@ def test_state_is_bounded_by_the_horizon_not_the_stream_length() -> None:
     assert 0.7 * one < four < 1.3 * one, (one, four)
 
 
-def test_lsh_buckets_live_as_long_as_one_of_their_texts_is_findable() -> None:
-    """A text no one repeated is findable for ``object_window_s``, a cluster of several for
-    ``text_window_s``: their buckets go after that, not before."""
+def test_a_text_is_findable_for_its_window_and_leaves_one_record_whatever_its_bands() -> None:
+    """A text no one repeated is findable for ``object_window_s``, one that joined a cluster
+    for ``text_window_s``: each leaves one ``sig`` record (not one per LSH band), and the
+    in-memory band index follows those records as they expire."""
     settings = WaterArmySettings(object_window_s=300, text_window_s=1800)
     s = Stream(seed=5)
     s.post(0, "solo", "这是一条只发了一次的普通微博内容没有人重复")
@@ -193,18 +194,23 @@ def test_lsh_buckets_live_as_long_as_one_of_their_texts_is_findable() -> None:
     s.post(1, "w2", "某某某是骗子大家千万不要相信他说的任何一句话")
     engine = Engine([WaterArmy(settings)])
 
-    def buckets_at(minute: float) -> list[dict]:
+    def sigs_at(minute: float) -> list[dict]:
         run([{"type": "tick", "ts": format_ts(T0 + minute * 60)}], engine=engine)
-        return [v for _ids, v in records(engine).of_kind("lsh")]
+        index = engine.stages[0].contexts[0].records.indexes["sig"]
+        found = [v for _ids, v in records(engine).of_kind("sig")]
+        assert len(index.of_key) == len(found)  # the index holds exactly the live records
+        assert sum(len(keys) for keys in index.by_term.values()) == 8 * len(found)  # 8 bands each
+        return found
 
     run(s.sorted_events()[:-1], engine=engine)  # without the closing tick, a day later
-    lone_and_several = buckets_at(2)
-    assert {several for b in lone_and_several for (_t, _sig, several) in b["e"].values()} == {False, True}
-    alive = buckets_at(8)  # the lone text is past object_window_s (+ a minute of expiry steps)
-    assert alive and all(any(several for (_t, _sig, several) in b["e"].values()) for b in alive)
-    assert len(alive) < len(lone_and_several)
-    assert buckets_at(29) == alive  # the cluster's buckets stay for text_window_s
-    assert buckets_at(33) == []
+    all_three = sigs_at(2)
+    assert len(all_three) == 3 and not list(records(engine).of_kind("lsh"))
+    assert len({v["c"] for v in all_three}) == 2  # w2 joined w1's cluster, solo is alone
+    alive = sigs_at(8)  # the lone texts are past object_window_s (+ a minute of expiry steps)
+    assert [v["c"] for v in alive] == [v["c"] for v in all_three if v["c"] != "solo" and v["until"] > T0 + 600]
+    assert len(alive) == 1
+    assert sigs_at(29) == alive  # the text that joined a cluster stays for text_window_s
+    assert sigs_at(33) == []
 
 
 def test_a_post_pairs_with_its_most_recent_co_actors_on_every_object_they_share() -> None:
@@ -235,7 +241,7 @@ def test_texts_equal_after_normalisation_share_one_cluster_without_lsh() -> None
     engine = Engine([WaterArmy()])
     run(s.sorted_events()[:-1] + [{"type": "tick", "ts": format_ts(T0 + 240)}], engine=engine)
     assert len(list(records(engine).of_kind("text"))) == 1
-    assert len(list(records(engine).of_kind("lsh"))) == 8  # the first text's buckets only: the others skipped LSH
+    assert len(list(records(engine).of_kind("sig"))) == 1  # the first text's only: the others skipped LSH
     pairs = {tuple(ids[1:]): v["o"] for ids, v in records(engine).of_kind("pair")}
     assert pairs == {("a1", "a2"): ["text:p1"], ("a1", "a3"): ["text:p1"], ("a2", "a3"): ["text:p1"]}
 
