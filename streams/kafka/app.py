@@ -34,7 +34,7 @@ from streams import metrics
 from streams.outputs.alertmanager import Alertmanager
 from streams.outputs.api import Sources, secure_headers, server_options
 from streams.outputs.routes import route_table
-from streams.kafka.evidence import EvidenceStage, evidence_topic_names, export_from_kafka
+from streams.kafka.evidence import EVIDENCE, EvidenceStage, evidence_topic_names, export_from_kafka
 from streams.outputs.delivery import make_delivery
 from streams.partitioned import partition_of
 from streams.registry import build_detectors, routes, stages
@@ -103,6 +103,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
         await deadletter_topic.send(value=orjson.dumps(letter.to_record()))
 
     evidence = EvidenceStage(app, settings, list(groups), admit) if settings.evidence.worker else None
+    targets = {**stage_topics, **({EVIDENCE: evidence.topic} if evidence is not None else {})}  # for outboxes
 
     @app.agent(inputs, name="ingest")
     async def ingest(stream: faust.StreamT) -> None:
@@ -110,7 +111,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
             outbox = Outbox()
             for event in batch:
                 await ingest_one(event, outbox)
-            await outbox.send(stage_topics, SOURCE_HEADER)
+            await outbox.send(targets, SOURCE_HEADER)
 
     async def ingest_one(event: faust.EventT, outbox: Outbox) -> None:
         """Validate one input message and route it: into ``outbox`` once per stage key, on that
@@ -131,20 +132,20 @@ def create_app(settings: Settings | None = None) -> faust.App:
                     for p in range(settings.partitions):
                         outbox.add(name, p, source, None, event.value)
                 if evidence is not None:
-                    await evidence.input_tick(event.value, source)
+                    evidence.input_tick(outbox, event.value, source)
                 return
             for name, members in takers.get(parsed.type, {}).items():
                 for key in sorted({k for d in members for k in d.keys(parsed)}):
                     raw_key = key.encode()
                     outbox.add(name, partition_of(raw_key, settings.partitions), source, raw_key, event.value)
             if evidence is not None:
-                await evidence.input_event(parsed, event.value, source)
+                evidence.input_event(outbox, parsed, event.value, source)
         except Exception as err:  # a bad message must never stop the agent
             log.exception("ingest failed on %s", source)
             await dead_letter(DeadLetter(f"ingest failed: {err!r}", "worker_error", raw_text(event.value or b""),
                                          source))
 
-    engines = {name: stage_agent(app, settings, name, groups, stage_topics, alerts_topic, dead_letter, admit, evidence)
+    engines = {name: stage_agent(app, settings, name, groups, targets, alerts_topic, dead_letter, admit, evidence)
                for name in groups}
     orders = next((engine for engine in engines.values() if "orders" in engine.by_name), None)
     view = ClusterView(settings.view_horizon_s)

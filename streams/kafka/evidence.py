@@ -34,12 +34,15 @@ from evidence.bundle import export
 from evidence.log import EvidenceLog, PlatformLogs, signing_key
 from evidence.recorder import EvidenceRecorder
 from evidence.stream import Sequencer, StreamLog, read_records
+from streams.kafka.batches import BATCH_HEADER, Outbox, unpack
 from streams.kafka.stage import RAW_BYTES, SOURCE_HEADER, _as_current, _header, persist, tick_json
-from streams.settings import Settings
 from streams.kafka.state import TableState
+from streams.partitioned import partition_of
+from streams.settings import Settings
 
 log = logging.getLogger("stormwatch.evidence")
-KIND_HEADER = "stormwatch-evidence"  # event, alert or tick
+KIND_HEADER = "stormwatch-evidence"  # event, alert or tick (on a record of one entry, from before batching)
+EVIDENCE = "evidence"  # the evidence stage, as named in an outbox (see EvidenceStage.targets)
 # A stage sends its time at most this often (event time) unless it handled a tick or raised an
 # alert: each one is a message to every evidence partition, and the sequencer waits
 # ``order_margin_s`` (300 s) anyway.
@@ -156,21 +159,24 @@ class EvidenceStage:
 
     # -- hooks ---------------------------------------------------------------------------------
 
-    async def input_event(self, parsed, raw: bytes, source: str) -> None:  # noqa: ANN001
-        await self.topic.send(key=parsed.platform.encode(), value=raw, headers=self._headers("event", source))
+    # What goes to the evidence stage travels in the caller's stage records
+    # (:mod:`streams.kafka.batches`), under the name ``EVIDENCE``; an entry's key is its kind.
 
-    async def input_tick(self, raw: bytes, source: str) -> None:
+    def input_event(self, outbox: Outbox, parsed, raw: bytes, source: str) -> None:  # noqa: ANN001
+        outbox.add(EVIDENCE, partition_of(parsed.platform.encode(), self.settings.partitions), source, b"event", raw)
+
+    def input_tick(self, outbox: Outbox, raw: bytes, source: str) -> None:
         for p in range(self.settings.partitions):
-            await self.topic.send(value=raw, partition=p, headers=self._headers("tick", source))
+            outbox.add(EVIDENCE, p, source, b"tick", raw)
 
-    async def stage_output(self, stage: str, partition: int, alerts: list[Alert], stage_time: float,
-                           was_tick: bool) -> None:
-        """After a stage handled a message: its alert versions, then its time."""
+    def stage_output(self, outbox: Outbox, stage: str, partition: int, alerts: list[Alert], stage_time: float,
+                     was_tick: bool) -> None:
+        """After a stage handled an event: its alert versions, then its time."""
         source = f"stage:{stage}/{partition}"
         for alert in alerts:
             if alert.platform != "*" and not getattr(alert, "shadow", False):
-                await self.topic.send(key=alert.platform.encode(), value=alert.to_json(),
-                                      headers=self._headers("alert", source))
+                outbox.add(EVIDENCE, partition_of(alert.platform.encode(), self.settings.partitions), source,
+                           b"alert", alert.to_json())
         last = self.forwarded.get((stage, partition), -math.inf)
         if stage_time == -math.inf or stage_time <= last or (not was_tick and not alerts
                                                              and stage_time < last + TICK_EVERY_S):
@@ -178,11 +184,7 @@ class EvidenceStage:
         self.forwarded[(stage, partition)] = stage_time
         value = self.tick_json(stage_time)
         for p in range(self.settings.partitions):
-            await self.topic.send(value=value, partition=p, headers=self._headers("tick", source))
-
-    @staticmethod
-    def _headers(kind: str, source: str) -> dict[str, bytes]:
-        return {SOURCE_HEADER: source.encode(), KIND_HEADER: kind.encode()}
+            outbox.add(EVIDENCE, p, source, b"tick", value)
 
     # -- the agent -----------------------------------------------------------------------------
 
@@ -207,11 +209,16 @@ class EvidenceStage:
                     _as_current(event)
                     last[message.partition] = event
                     headers = event.headers or message.headers
+                    source = _header(headers, SOURCE_HEADER) or "unknown"
                     out: list = []
                     try:
                         part = self._part(message.partition, out)
-                        self._handle(part, _header(headers, KIND_HEADER), _header(headers, SOURCE_HEADER) or "unknown",
-                                     event.value or b"")
+                        if _header(headers, BATCH_HEADER) is None:  # one per message (before batching)
+                            entries = [(_header(headers, KIND_HEADER), event.value or b"")]
+                        else:
+                            entries = unpack(event.value or b"")
+                        for kind, value in entries:
+                            self._handle(part, kind, source, value)
                     except Exception:  # a bad record must never stop the log
                         log.exception("evidence stage failed on %s/%s@%s", message.topic, message.partition,
                                       message.offset)

@@ -83,7 +83,7 @@ def tick_json(epoch: float) -> bytes:
 
 
 def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str, list[Detector]],
-                 stage_topics: dict[str, faust.TopicT], alerts_topic: faust.TopicT, dead_letter,
+                 stage_topics: dict[str, faust.TopicT], alerts_topic: faust.TopicT, dead_letter,  # (and the evidence stage's)
                  admit, evidence: EvidenceStage | None = None) -> Engine:
     """One stage: an engine over the stage's detectors, with a changelogged table per detector
     (named after it, with its timers in ``<name>-timers``)."""
@@ -201,8 +201,8 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
                 await dead_letter(letter)
             forward(partition, isinstance(parsed, Tick))
             if evidence is not None:  # alert versions and this partition's time, for the evidence log
-                await evidence.stage_output(stage, partition, alerts, min(engine.watermark(partition).latest.values()),
-                                            isinstance(parsed, Tick))
+                evidence.stage_output(outbox, stage, partition, alerts, min(engine.watermark(partition).latest.values()),
+                                      isinstance(parsed, Tick))
         except Exception as err:
             log.exception("stage %s failed", stage)
             await dead_letter(DeadLetter(f"stage {stage} failed: {err!r}", "detector_error", raw_text(value), source))
