@@ -40,7 +40,7 @@ from streams.partitioned import partition_of
 from streams.registry import build_detectors, routes, stages
 from streams.settings import Settings, bootstrap_servers
 from streams.kafka.batches import Outbox
-from streams.kafka.stage import RAW_BYTES, SOURCE_HEADER, stage_agent, tick_json
+from streams.kafka.stage import RAW_BYTES, SOURCE_HEADER, persist, stage_agent, tick_json
 from streams.kafka.watchdog import watch
 from streams.kafka.view import ClusterView
 
@@ -109,9 +109,12 @@ def create_app(settings: Settings | None = None) -> faust.App:
     async def ingest(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(settings.stage_batch, within=settings.stage_batch_wait_s):
             outbox = Outbox()
-            for event in batch:
-                await ingest_one(event, outbox)
-            await outbox.send(targets, SOURCE_HEADER)
+            try:
+                for event in batch:
+                    await ingest_one(event, outbox)
+            finally:  # Faust acks the whole batch even when stopped halfway: what was handled is sent
+                await persist(app, admit, batch, "ingest: a batch's stage records", [],
+                              lambda: outbox.send(targets, SOURCE_HEADER))
 
     async def ingest_one(event: faust.EventT, outbox: Outbox) -> None:
         """Validate one input message and route it: into ``outbox`` once per stage key, on that

@@ -59,8 +59,8 @@ def _as_current(event: faust.EventT | None) -> None:
 
 async def persist(app: faust.App, admit, batch: list, what: str, sent: list,  # noqa: ANN001
                   write: Callable[[], Awaitable[None]]) -> None:
-    """``write()`` a batch's state, then wait until Kafka acknowledged every changelog message in
-    ``sent``. If that fails, the batch is never committed (the watchdog's commit cap goes back to
+    """``write()`` what a batch leaves in Kafka (its state; for ``ingest``, its stage records),
+    then wait until Kafka acknowledged every changelog message in ``sent``. If that fails, the batch is never committed (the watchdog's commit cap goes back to
     its first offsets) and the worker crashes: running on, Faust would restart the agent, whose
     local store already holds the batch (its seen records too), so the re-read would be skipped,
     then committed. A cancelled batch (the worker is stopping) is only kept from the commit."""
