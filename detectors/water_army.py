@@ -41,7 +41,7 @@ from detectors import roles
 from detectors.text import MIN_CHARS, PERMUTATIONS, bands, exact_key, minhash, normalise, text_key
 from events import Alert, AnyEvent, Context, Post, keys as ids, raise_alert
 from events.models import HARMFUL_LABELS
-from events.records import record_key
+from events.records import Indexed, record_key
 
 LEGAL_REFS = ["Opinions on Punishing Online Violence (法发〔2023〕14号): organised water army (组织水军)",
               "Criminal Law Art. 246"]
@@ -120,7 +120,8 @@ class WaterArmy:
     def __init__(self, settings: WaterArmySettings | None = None) -> None:
         self.s = settings or WaterArmySettings()
         self.keep_s = 4 * self.s.half_life_s  # pairs, accounts and campaigns: gone after four half-lives
-        self.indexes = {"sig": self._sig_terms}  # near-duplicate texts by LSH band (events.records)
+        # near-duplicate texts by LSH band (events.records), the bucket_cap findable longest per band
+        self.indexes = {"sig": Indexed(self._sig_terms, self.s.bucket_cap)}
 
     def keys(self, event: AnyEvent) -> list[str]:
         return [event.platform]
@@ -274,7 +275,7 @@ class WaterArmy:
         hexsig = exact_key(sig)
         candidates: dict[str, tuple[str, str]] = {}  # text digest -> (its cluster, its signature)
         for band in self._terms(platform, hexsig):
-            for found, rec in ctx.records.find("sig", band, newest=s.bucket_cap):
+            for found, rec in ctx.records.find("sig", band):
                 if rec["until"] >= t:  # still findable (expiry is swept a minute at a time)
                     candidates[found[1]] = (rec["c"], rec["s"])
         cluster, several = post.post_id, False

@@ -8,8 +8,9 @@ schedules its expiry, so a detector cannot change a record and forget to write i
 make it expire. :meth:`Records.edit` does both around a ``with`` block.
 
 A detector may also find records of one kind by *terms* they contain (the water army finds
-near-duplicate texts by their LSH bands): it declares ``indexes = {kind: terms_of}``, and
-:meth:`Records.find` answers from an index kept in memory, beside the state rather than in it.
+near-duplicate texts by their LSH bands): it declares ``indexes = {kind: Indexed(terms_of,
+keep)}``, and :meth:`Records.find` answers from an index kept in memory, beside the state
+rather than in it.
 The index follows every save, delete and expiry, and is rebuilt from the records themselves
 when the engine (re)opens a partition, so it costs no state writes: eight LSH bucket records
 per new text were half of a Kafka worker's changelog messages (issue 15).
@@ -19,13 +20,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from contextlib import contextmanager
-from heapq import nlargest
+from dataclasses import dataclass
 from typing import Any
 
 from events.keys import SEP, esc, parts
 
 Expire = Callable[[str, float], None]
 TermsOf = Callable[[list[str], dict], Iterable[str]]  # a record's terms (from its ids and itself), for an index
+
+
+@dataclass(frozen=True)
+class Indexed:
+    """How a detector's records of one kind are indexed: their terms, and how many records a
+    term keeps at most (those that live longest: latest ``until``, then key), which bounds
+    the work of a crowded term whatever the input."""
+
+    terms_of: TermsOf
+    keep: int
 
 
 def record_key(kind: str, *ids: str) -> str:
@@ -45,14 +56,17 @@ def parse(key: str) -> tuple[str, list[str]]:
 class Index:
     """Keys of one kind's records by term, in memory: term -> {key: the record's ``until``}.
 
-    Kept as ``until`` so that :meth:`Records.find` can take the newest records of a crowded
-    term without reading them all, and take the same ones however the index was built (saved
-    one by one, or read back from a store that iterates in another order)."""
+    A term keeps at most ``keep`` keys, evicting the least (``until``, key). The result is the
+    same whether the index was built save by save or read back from a store in any order: the
+    records of a kind that is indexed are saved once (their ``until`` never moves), and expiry
+    deletes them in ``until`` order, so a key evicted here is gone from the state no later
+    than any key kept in its place."""
 
-    __slots__ = ("terms_of", "by_term", "of_key")
+    __slots__ = ("terms_of", "keep", "by_term", "of_key")
 
-    def __init__(self, terms_of: TermsOf) -> None:
-        self.terms_of = terms_of
+    def __init__(self, spec: Indexed) -> None:
+        self.terms_of = spec.terms_of
+        self.keep = spec.keep
         self.by_term: dict[str, dict[str, float]] = {}
         self.of_key: dict[str, tuple[str, ...]] = {}
 
@@ -65,7 +79,20 @@ class Index:
             self.of_key[key] = terms
         until = record["until"]
         for term in terms:
-            self.by_term.setdefault(term, {})[key] = until
+            keys = self.by_term.setdefault(term, {})
+            keys[key] = until
+            if len(keys) > self.keep:
+                least = min(keys.items(), key=lambda kv: (kv[1], kv[0]))[0]
+                del keys[least]
+                self._unlink(least, term)
+
+    def _unlink(self, key: str, term: str) -> None:
+        """``key`` no longer under ``term`` (evicted there); forgotten once under no term."""
+        terms = tuple(t for t in self.of_key.get(key, ()) if t != term)
+        if terms:
+            self.of_key[key] = terms
+        else:
+            self.of_key.pop(key, None)
 
     def drop(self, key: str) -> None:
         for term in self.of_key.pop(key, ()):
@@ -82,11 +109,11 @@ class Records:
     __slots__ = ("state", "_expire", "_get", "indexes")
 
     def __init__(self, state: MutableMapping[str, Any], expire: Expire,
-                 indexes: dict[str, TermsOf] | None = None) -> None:
+                 indexes: dict[str, Indexed] | None = None) -> None:
         self.state = state
         self._expire = expire
         self._get = state.get  # bound once: this is the detectors' hottest path
-        self.indexes = {kind: Index(terms_of) for kind, terms_of in (indexes or {}).items()}
+        self.indexes = {kind: Index(spec) for kind, spec in (indexes or {}).items()}
 
     def get(self, kind: str, *ids: str) -> dict | None:
         """The record, or None. Changes to it count only once it is saved."""
@@ -122,17 +149,14 @@ class Records:
         self.state.pop(key, None)
         self.forget(key)
 
-    def find(self, kind: str, term: str, newest: int | None = None) -> list[tuple[list[str], dict]]:
-        """(ids, record) of the records of ``kind`` with ``term``, in key order; with ``newest``,
-        only that many, those that live longest (latest ``until``, then key). ``kind`` must be
-        one of the detector's ``indexes``."""
+    def find(self, kind: str, term: str) -> list[tuple[list[str], dict]]:
+        """(ids, record) of the records of ``kind`` under ``term`` (at most its ``keep``), in key
+        order. ``kind`` must be one of the detector's ``indexes``."""
         keys = self.indexes[kind].by_term.get(term)
         if not keys:
             return []
-        chosen = (sorted(keys) if not newest or len(keys) <= newest
-                  else sorted(key for key, _ in nlargest(newest, keys.items(), key=lambda kv: (kv[1], kv[0]))))
         found = []
-        for key in chosen:
+        for key in sorted(keys):
             record = self._get(key)
             if record is not None:
                 found.append((parse(key)[1], record))

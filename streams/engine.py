@@ -67,8 +67,13 @@ class Watermark:
 BUFFER = "~buffered\t"  # state keys of ordered stages' buffered events (durable_buffers)
 
 
-def _buffer_key(partition: int, epoch: float, event_id: str, key: str) -> str:
-    return f"{BUFFER}{partition}\t{epoch!r}\t{ids.key(event_id, key)}"
+def _buffer_key(partition: int, epoch: float, event_id: str, key: str, etype: str | None = None) -> str:
+    """The key of a buffered event's durable record. With ``etype`` (records shared by the
+    ordered detectors of a stage): two events of different types with the same id and time
+    (hostile or careless ids) are two records; without it, the per-detector format of before."""
+    if etype is None:
+        return f"{BUFFER}{partition}\t{epoch!r}\t{ids.key(event_id, key)}"
+    return f"{BUFFER}{partition}\t{epoch!r}\t{ids.key(etype, event_id, key)}"
 
 
 EXPIRY_STEP = 60.0  # expiry is checked per minute of event time: cheap, and exact enough
@@ -96,7 +101,10 @@ class _Partition:
 
     timers: list[tuple[float, str]]
     expiry: dict[int, list[str]]  # minute of event time -> keys that may expire then
-    pending: list[tuple[float, str, int, AnyEvent, str | None]] = field(default_factory=list)
+    # buffered events as (ts, event id, type, key, seq, event): handed over in that order, so
+    # events sharing a time and an id (ids are the platforms') go in the same order everywhere;
+    # seq (arrival; -1 when read back from the state) only separates redeliveries
+    pending: list[tuple[float, str, str, str, int, AnyEvent]] = field(default_factory=list)
     swept: int = -(2**62)  # last minute swept
     restored: int = 0  # buffered events read back from the state when rebuilt (a restart, a takeover)
 
@@ -169,15 +177,16 @@ class _Stage:
         timers = [(at, key) for key, (at, part) in list(self.timers.items()) if part == partition]
         heapq.heapify(timers)
         part = _Partition(timers, {}, self.carried.pop(partition, []))
-        buffered = {(ts, eid, key) for ts, eid, _seq, _event, key in part.pending}
+        buffered = {(ts, eid, etype, key) for ts, eid, etype, key, _seq, _event in part.pending}
         prefix = f"{BUFFER}{partition}\t"
         name = self.detector.name
 
         def restore(rec: list) -> None:
             routed, raw = rec[0], rec[1]
             event = decode(raw.encode(), "buffer")
-            if (event.epoch, getattr(event, "event_id", ""), routed) not in buffered:
-                part.pending.append((event.epoch, getattr(event, "event_id", ""), -1, event, routed))
+            entry = (event.epoch, getattr(event, "event_id", ""), event.type, routed)
+            if entry not in buffered:
+                part.pending.append((*entry, -1, event))
                 part.restored += 1
 
         for key, rec in list(self.state.items()):
@@ -301,16 +310,16 @@ class Engine:
         takers = self.by_type.get(event.type, ())
         if not takers or self._seen(takers[0], takers[0].context(partition, wm.value), event, key or ""):
             return alerts
-        routed: list[tuple[_Stage, tuple[str, ...]]] = []
+        routed: list[tuple[_Stage, _Context, tuple[str, ...]]] = []
         for stage in takers:
             keys = tuple(stage.detector.keys(event))
             if key is not None:  # already routed to one key's partition (several detectors may share it)
                 keys = (key,) if key in keys else ()
-            routed.append((stage, keys))
+            # the context first: opening it reads the durable buffers back, which _hold writes to
+            routed.append((stage, stage.context(partition, wm.value), keys))
         if self.buffers is not None:
-            self._hold(partition, event, [(stage.detector.name, keys) for stage, keys in routed if stage.ordered])
-        for stage, keys in routed:
-            ctx = stage.context(partition, wm.value)
+            self._hold(partition, event, [(stage.detector.name, keys) for stage, _ctx, keys in routed if stage.ordered])
+        for stage, ctx, keys in routed:
             if stage.ordered:
                 for k in keys:
                     self._buffer(stage, ctx, event, k, durable=False)
@@ -340,7 +349,7 @@ class Engine:
 
     def _buffer(self, stage: _Stage, ctx: _Context, event: AnyEvent, key: str, durable: bool = True) -> None:
         self._seq += 1
-        heapq.heappush(ctx.part.pending, (event.epoch, getattr(event, "event_id", ""), self._seq, event, key))
+        heapq.heappush(ctx.part.pending, (event.epoch, getattr(event, "event_id", ""), event.type, key, self._seq, event))
         if durable and self.buffers is not None:
             self._hold(ctx.partition, event, [(stage.detector.name, (key,))])
 
@@ -356,11 +365,13 @@ class Engine:
         raw = event.model_dump_json()
         event_id = getattr(event, "event_id", "")
         for k, names in by_key.items():
-            self.buffers[_buffer_key(partition, event.epoch, event_id, k)] = [k, raw, names]
+            self.buffers[_buffer_key(partition, event.epoch, event_id, k, event.type)] = [k, raw, names]
 
-    def _unhold(self, stage: _Stage, partition: int, ts: float, event_id: str, key: str) -> None:
-        """``stage`` released a buffered event: its name leaves the record, which goes with the last."""
-        bkey = _buffer_key(partition, ts, event_id, key)
+    def _unhold(self, stage: _Stage, partition: int, event: AnyEvent, event_id: str, key: str, restored: bool) -> None:
+        """``stage`` released a buffered event: its name leaves the record, which goes with the
+        last. An event read back from a record of the older, per-detector format (``restored``)
+        has that record deleted instead."""
+        bkey = _buffer_key(partition, event.epoch, event_id, key, event.type)
         rec = self.buffers.get(bkey)
         name = stage.detector.name
         if rec is not None and len(rec) == 3 and name in rec[2]:
@@ -369,8 +380,10 @@ class Engine:
                 self.buffers[bkey] = [rec[0], rec[1], names]
             else:
                 del self.buffers[bkey]
-        else:  # a record of this detector's own, from before records were shared
-            stage.state.pop(bkey, None)
+        elif restored:
+            old = _buffer_key(partition, event.epoch, event_id, key)
+            if len(stage.state.get(old) or ()) == 2:
+                del stage.state[old]
 
     def _deliver_emitted(self, ctx: _Context) -> None:
         """Events a detector emitted: buffered in the named stage if it runs here (it comes later
@@ -436,9 +449,9 @@ class Engine:
             if min(next_event, next_timer) > now:
                 return alerts
             if next_event <= next_timer:
-                ts, event_id, _seq, event, key = heapq.heappop(pending)
+                _ts, event_id, _type, key, seq, event = heapq.heappop(pending)
                 if self.buffers is not None:
-                    self._unhold(stage, ctx.partition, ts, event_id, key)
+                    self._unhold(stage, ctx.partition, event, event_id, key, restored=seq < 0)
                 alerts.extend(self._call(stage, event, key, ctx))
             else:
                 alerts.extend(self._fire_one(stage, ctx))
@@ -468,6 +481,7 @@ class Engine:
             for key in part.expiry.pop(m):
                 record = state.get(key)
                 if not isinstance(record, dict):
+                    ctx.records.forget(key)  # gone already (another partition's sweep, in process)
                     continue
                 until = record.get("until", -math.inf)
                 if until > now:

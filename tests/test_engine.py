@@ -14,7 +14,7 @@ from detectors.orders import OrderLedger
 from events import decode
 from events.records import record_key
 from streams.engine import Engine, Watermark
-from tests.support.events import action, feed, order, tick
+from tests.support.events import action, feed, order, post, tick
 
 
 class TableLike(MutableMapping):
@@ -193,4 +193,34 @@ def test_an_event_several_ordered_detectors_wait_for_is_kept_once_and_survives_r
     assert expected and got == expected
     assert shared_seen, "a post waited for by all three detectors is one record naming them"
     assert restored, "some restart found buffered events to read back"
+    assert not [k for t in tables.values() for k in t.data if k.startswith("~buffered")]
+
+
+def test_a_post_and_a_report_with_the_same_id_and_time_are_buffered_apart() -> None:
+    """Ids are the platform's: a post and a report may share one (hostile or careless). Buffered
+    by the same stage at the same time, each keeps its own durable record."""
+    from streams.registry import build_detectors, stages
+    from streams.settings import Settings
+
+    tables: dict[str, TableLike] = {}
+    factory = lambda name: tables.setdefault(name, TableLike())  # noqa: E731
+    shared = post("p1", 1, event_id="same")
+    report = {"type": "report", "event_id": "same", "platform": "weibo", "ts": shared["ts"], "report_id": "r1",
+              "reporter_id": "u9", "post_id": "p1", "category": "defamation"}
+
+    def platform_engine() -> Engine:
+        return Engine(stages(build_detectors(Settings()))["platform"], sources=["a", "b"], state_factory=factory,
+                      durable_buffers=True)
+
+    first = platform_engine()
+    for event in (shared, report):  # source b is behind: both wait
+        first.process(decode(orjson.dumps(event), "t"), source="a")
+    held = first.buffered(0)[0]
+    assert held >= 4  # the post for three detectors, the report for at least one
+    second = platform_engine()  # a restart
+    second.open(0)
+    assert second.buffered(0) == (held, held)  # both read back, for every detector holding them
+    second.process(decode(orjson.dumps(tick(10)), "t"), source="a")
+    second.process(decode(orjson.dumps(tick(10)), "t"), source="b")
+    assert second.buffered(0)[0] == 0
     assert not [k for t in tables.values() for k in t.data if k.startswith("~buffered")]

@@ -108,13 +108,13 @@ def create_app(settings: Settings | None = None) -> faust.App:
     @app.agent(inputs, name="ingest")
     async def ingest(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(settings.stage_batch, within=settings.stage_batch_wait_s):
-            outbox = Outbox()
+            outbox, sent = Outbox(), []
             try:
                 for event in batch:
                     await ingest_one(event, outbox)
             finally:  # Faust acks the whole batch even when stopped halfway: what was handled is sent
-                await persist(app, admit, batch, "ingest: a batch's stage records", [],
-                              lambda: outbox.send(targets, SOURCE_HEADER))
+                await persist(app, admit, batch, "ingest: a batch's stage records", sent,
+                              lambda: outbox.send(targets, SOURCE_HEADER, sent))
 
     async def ingest_one(event: faust.EventT, outbox: Outbox) -> None:
         """Validate one input message and route it: into ``outbox`` once per stage key, on that

@@ -57,15 +57,19 @@ class Outbox:
     def __len__(self) -> int:
         return sum(len(entries) for entries in self.entries.values())
 
-    async def send(self, topics: Mapping[str, object], source_header: str) -> int:
+    async def send(self, topics: Mapping[str, object], source_header: str, sent: list | None = None) -> int:
         """Send what was added (to ``topics[stage]``, Faust topics) and empty the outbox;
-        returns the number of records sent."""
+        returns the number of records sent. The future of each goes to ``sent``, for the caller
+        to wait for Kafka's acknowledgement (``streams.kafka.state.delivered``)."""
         records = 0
         entries, self.entries = self.entries, {}
         for (stage, partition, source), items in entries.items():
             headers = {source_header: source.encode(), BATCH_HEADER: b"1"}
             for chunk in _chunks(items):
-                await topics[stage].send(value=pack(chunk), partition=partition, headers=headers)  # type: ignore[attr-defined]
+                future = await topics[stage].send(value=pack(chunk), partition=partition,  # type: ignore[attr-defined]
+                                                  headers=headers)
+                if sent is not None:
+                    sent.append(future)
                 records += 1
         return records
 

@@ -211,17 +211,21 @@ class EvidenceStage:
                     headers = event.headers or message.headers
                     source = _header(headers, SOURCE_HEADER) or "unknown"
                     out: list = []
+                    where = f"{message.topic}/{message.partition}@{message.offset}"
                     try:
                         part = self._part(message.partition, out)
                         if _header(headers, BATCH_HEADER) is None:  # one per message (before batching)
                             entries = [(_header(headers, KIND_HEADER), event.value or b"")]
                         else:
                             entries = unpack(event.value or b"")
-                        for kind, value in entries:
-                            self._handle(part, kind, source, value)
                     except Exception:  # a bad record must never stop the log
-                        log.exception("evidence stage failed on %s/%s@%s", message.topic, message.partition,
-                                      message.offset)
+                        log.exception("evidence stage failed on %s", where)
+                        entries = []
+                    for i, (kind, value) in enumerate(entries):
+                        try:
+                            self._handle(part, kind, source, value)
+                        except Exception:  # nor a bad entry the rest of its record
+                            log.exception("evidence stage failed on %s#%s", where, i)
                     for platform, record in out:
                         await self.log_topic.send(key=platform.encode(), value=orjson.dumps(record))
             finally:

@@ -104,6 +104,7 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
     forwarded: dict[int, float] = {}  # partition -> the source time last forwarded downstream
 
     outbox = Outbox()  # what this stage sends to later stages, sent once per batch
+    out_sent: list = []  # futures of a batch's outputs (alerts, stage records), acknowledged first
 
     def forward(partition: int, was_tick: bool) -> None:
         """Emitted events to their stages, then this partition's source time (as a tick) to every
@@ -196,7 +197,7 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
             alerts = engine.process(parsed, source=source, partition=partition, key=key)
             for alert in alerts:
                 metrics.ALERTS.labels(alert.kind).inc()
-                await alerts_topic.send(key=alert.alert_id.encode(), value=alert.to_json())
+                out_sent.append(await alerts_topic.send(key=alert.alert_id.encode(), value=alert.to_json()))
             for letter in detector_failures(engine, where):
                 await dead_letter(letter)
             forward(partition, isinstance(parsed, Tick))
@@ -263,11 +264,14 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
             for name, *change in part["changes"]:
                 states[name].redo(change, partition)
 
-    async def write_redo_records(last: dict[int, faust.EventT]) -> None:
-        """The batch's outputs flushed first, then its changes as one redo record per partition."""
+    async def send_outputs() -> None:
+        """The batch's stage records (its alerts went out as it ran), flushed."""
         _as_current(None)
-        await outbox.send(stage_topics, SOURCE_HEADER)
+        await outbox.send(stage_topics, SOURCE_HEADER, out_sent)
         await app.producer.flush()
+
+    async def write_redo_records(last: dict[int, faust.EventT]) -> None:
+        """The batch's changes as one redo record per partition."""
         for p, event in last.items():
             _as_current(event)
             write_redo(p)
@@ -308,8 +312,19 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
                                  stage, partition, engine.buffered(partition)[1], watermark_text(partition))
                     for state in states.values():
                         state.partition = partition
-                    await handle(event)
+                    try:
+                        await handle(event)
+                    except BaseException:  # stopped within a record: the rest of it is read again
+                        admit.rewind({event.message.tp: event.message.offset})
+                        raise
             finally:
+                try:
+                    await persist(app, admit, batch, f"stage {stage}: a batch's outputs", out_sent, send_outputs)
+                except BaseException:  # not all out: the batch is read again, so its state must not be kept
+                    outbox.entries.clear()
+                    for state in states.values():
+                        state.pending.clear()
+                    raise
                 try:  # the tables are written even when this fails: they may be all that is left
                     await persist(app, admit, batch, f"stage {stage}: a batch's redo record", redo_sent,
                                   lambda: write_redo_records(last))
