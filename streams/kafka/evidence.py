@@ -201,6 +201,8 @@ class EvidenceStage:
     async def _run(self, stream: faust.StreamT) -> None:
         async for batch in stream.take_events(self.settings.stage_batch, within=self.settings.stage_batch_wait_s):
             last: dict[int, faust.EventT] = {}
+            logged: list = []  # (platform, log record) of this batch
+            log_sent: list = []
             try:
                 for event in batch:
                     message = event.message
@@ -226,15 +228,28 @@ class EvidenceStage:
                             self._handle(part, kind, source, value)
                         except Exception:  # nor a bad entry the rest of its record
                             log.exception("evidence stage failed on %s#%s", where, i)
-                    for platform, record in out:
-                        await self.log_topic.send(key=platform.encode(), value=orjson.dumps(record))
+                    logged.extend(out)
             finally:
+                try:
+                    await persist(self.app, self.admit, batch, "the evidence stage's log records", log_sent,
+                                  lambda: self._send_log(logged, log_sent))
+                except BaseException:  # not all out: the batch is read again, so its state must not be kept
+                    for state in (self.held, self.meta):
+                        state.pending.clear()
+                    raise
                 await persist(self.app, self.admit, batch, "the evidence stage's batch", self.sent,
                               lambda: self._write(last))
 
+    async def _send_log(self, logged: list, sent: list) -> None:
+        """A batch's log records, before its state: a batch cut short is read again whole."""
+        _as_current(None)
+        for platform, record in logged:
+            sent.append(await self.log_topic.send(key=platform.encode(), value=orjson.dumps(record)))
+
     async def _write(self, last: dict[int, faust.EventT]) -> None:
-        """The batch's table changes and its partitions' source times, then the log records it
-        sent flushed (the changes are acknowledged by :func:`streams.kafka.stage.persist`)."""
+        """The batch's table changes and its partitions' source times (its log records went out
+        before, see :meth:`_send_log`; the changes are acknowledged by
+        :func:`streams.kafka.stage.persist`)."""
         for p, event in last.items():
             part = self.parts.get(p)
             if part is not None:
