@@ -225,3 +225,58 @@ def test_a_batch_whose_state_was_lost_is_not_committed_and_the_worker_stops() ->
     with pytest.raises(asyncio.CancelledError):
         asyncio.run(persist(app, admit, earlier, "a batch", [], stopping))
     assert progress.commit_cap(("stage", 0)) == 12 and len(crashed) == 1  # stopping: no crash
+
+
+def test_a_batch_whose_outputs_did_not_all_leave_keeps_no_state_and_is_read_again() -> None:
+    """A batch's outputs are acknowledged before its state is written. When they fail, or the
+    worker stops meanwhile, its pending state is dropped and nothing is written: the batch is
+    read again whole, never skipped by a seen-set that outlived its lost outputs. Once they
+    are out, every state step is attempted, each in turn even when one fails."""
+    import asyncio
+
+    from streams.kafka.stage import finish_batch
+
+    tp = ("stage", 0)
+    crashed: list = []
+
+    async def crash(err: BaseException) -> None:
+        crashed.append(err)
+
+    app = SimpleNamespace(crash=crash)
+    batch = [SimpleNamespace(message=SimpleNamespace(tp=tp, offset=o)) for o in range(30, 40)]
+
+    def run(outputs, redo, tables) -> tuple[list, int | None]:  # noqa: ANN001
+        progress = Progress()
+        progress.assigned({tp: 30})
+        for offset in range(30, 40):
+            progress.admit(tp, offset, now=0.0)
+        done: list = []
+
+        def step(name: str, effect):  # noqa: ANN001, ANN202
+            async def write() -> None:
+                done.append(name)
+                await effect()
+            return (name, [], write)
+
+        try:
+            asyncio.run(finish_batch(app, SimpleNamespace(rewind=progress.rewind), batch, step("outputs", outputs),
+                                     [step("redo", redo), step("tables", tables)], drop=lambda: done.append("drop")))
+        except (OSError, asyncio.CancelledError):
+            done.append("raised")
+        return done, progress.commit_cap(tp)
+
+    async def ok() -> None:
+        pass
+
+    async def fails() -> None:
+        raise OSError("broker gone")
+
+    async def stops() -> None:
+        raise asyncio.CancelledError
+
+    assert run(ok, ok, ok) == (["outputs", "redo", "tables"], 40)
+    assert run(stops, ok, ok) == (["outputs", "drop", "raised"], 30)  # stopping: nothing kept, no crash
+    assert crashed == []
+    assert run(fails, ok, ok) == (["outputs", "drop", "raised"], 30)
+    assert [str(e) for e in crashed] == ["broker gone"]
+    assert run(ok, fails, ok) == (["outputs", "redo", "tables", "raised"], 30)  # the tables all the same

@@ -35,7 +35,7 @@ from evidence.log import EvidenceLog, PlatformLogs, signing_key
 from evidence.recorder import EvidenceRecorder
 from evidence.stream import Sequencer, StreamLog, read_records
 from streams.kafka.batches import BATCH_HEADER, Outbox, unpack
-from streams.kafka.stage import RAW_BYTES, SOURCE_HEADER, _as_current, _header, persist, tick_json
+from streams.kafka.stage import RAW_BYTES, SOURCE_HEADER, _as_current, _header, finish_batch, tick_json
 from streams.kafka.state import TableState
 from streams.partitioned import partition_of
 from streams.settings import Settings
@@ -230,15 +230,14 @@ class EvidenceStage:
                             log.exception("evidence stage failed on %s#%s", where, i)
                     logged.extend(out)
             finally:
-                try:
-                    await persist(self.app, self.admit, batch, "the evidence stage's log records", log_sent,
-                                  lambda: self._send_log(logged, log_sent))
-                except BaseException:  # not all out: the batch is read again, so its state must not be kept
-                    for state in (self.held, self.meta):
-                        state.pending.clear()
-                    raise
-                await persist(self.app, self.admit, batch, "the evidence stage's batch", self.sent,
-                              lambda: self._write(last))
+                await finish_batch(self.app, self.admit, batch,
+                                   ("the evidence stage's log records", log_sent, lambda: self._send_log(logged, log_sent)),
+                                   [("the evidence stage's batch", self.sent, lambda: self._write(last))],
+                                   drop=self._drop)
+
+    def _drop(self) -> None:
+        for state in (self.held, self.meta):
+            state.pending.clear()
 
     async def _send_log(self, logged: list, sent: list) -> None:
         """A batch's log records, before its state: a batch cut short is read again whole."""

@@ -78,6 +78,38 @@ async def persist(app: faust.App, admit, batch: list, what: str, sent: list,  # 
         raise
 
 
+Step = tuple[str, list, Callable[[], Awaitable[None]]]  # (what, its changelog futures, write)
+
+
+async def finish_batch(app: faust.App, admit, batch: list, outputs: Step, state: list[Step],  # noqa: ANN001
+                       drop: Callable[[], None]) -> None:
+    """A batch's end: its outputs (alerts, stage records, log records) sent and acknowledged,
+    then its state, step by step (each later step attempted even when an earlier one failed:
+    what was written may be all that is left), each through :func:`persist`.
+
+    When the outputs are not all out (a send failed, or the worker stops meanwhile), ``drop()``
+    discards the batch's pending state and no step runs: the batch is read again whole after
+    the restart. Keeping its state instead would make the re-read skip events (the seen-set)
+    whose outputs never left."""
+    what, sent, write = outputs
+    try:
+        await persist(app, admit, batch, what, sent, write)
+    except BaseException:
+        drop()
+        raise
+    await _state_steps(app, admit, batch, state)
+
+
+async def _state_steps(app: faust.App, admit, batch: list, steps: list[Step]) -> None:  # noqa: ANN001
+    if not steps:
+        return
+    (what, sent, write), rest = steps[0], steps[1:]
+    try:
+        await persist(app, admit, batch, what, sent, write)
+    finally:
+        await _state_steps(app, admit, batch, rest)
+
+
 def tick_json(epoch: float) -> bytes:
     return orjson.dumps({"type": "tick", "ts": format_ts(epoch)})
 
@@ -317,20 +349,16 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
                     except BaseException:  # stopped within a record: the rest of it is read again
                         admit.rewind({event.message.tp: event.message.offset})
                         raise
-            finally:
-                try:
-                    await persist(app, admit, batch, f"stage {stage}: a batch's outputs", out_sent, send_outputs)
-                except BaseException:  # not all out: the batch is read again, so its state must not be kept
-                    outbox.entries.clear()
-                    for state in states.values():
-                        state.pending.clear()
-                    raise
-                try:  # the tables are written even when this fails: they may be all that is left
-                    await persist(app, admit, batch, f"stage {stage}: a batch's redo record", redo_sent,
-                                  lambda: write_redo_records(last))
-                finally:  # even when stopping (cancelled): Faust acks the batch's events anyway
-                    await persist(app, admit, batch, f"stage {stage}: a batch's state", sent,
-                                  lambda: write_tables(last))
+            finally:  # even when stopping (cancelled): Faust acks the batch's events anyway
+                await finish_batch(app, admit, batch, (f"stage {stage}: a batch's outputs", out_sent, send_outputs),
+                                   [(f"stage {stage}: a batch's redo record", redo_sent, lambda: write_redo_records(last)),
+                                    (f"stage {stage}: a batch's state", sent, lambda: write_tables(last))],
+                                   drop=drop_batch)
+
+    def drop_batch() -> None:
+        outbox.entries.clear()
+        for state in states.values():
+            state.pending.clear()
 
     logged: dict[int, int] = {}  # partition -> buffered count last logged
 
