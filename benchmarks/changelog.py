@@ -44,6 +44,29 @@ def changelog_messages(broker: KafkaBroker, app_id: str) -> dict[str, int]:
         consumer.close()
 
 
+def by_kind(broker: KafkaBroker, topics: list[str]) -> dict[tuple[str, str], int]:
+    """Messages per (changelog, record kind): the first part of each key (``~buffered``, ``~seen``,
+    ``pair``, ``sig``...), a delete (tombstone) counted with its key's kind."""
+    from collections import Counter
+
+    import orjson
+
+    counts: Counter = Counter()
+    consumer = KafkaConsumer(*topics, bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest",
+                             consumer_timeout_ms=5000, enable_auto_commit=False)
+    try:
+        for message in consumer:
+            try:
+                key = orjson.loads(message.key)
+            except Exception:  # noqa: BLE001 - not a JSON key: count it as such
+                key = "?"
+            kind = str(key).split("\t", 1)[0] if isinstance(key, str) else type(key).__name__
+            counts[(message.topic, kind)] += 1
+    finally:
+        consumer.close()
+    return dict(counts)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=int, default=10)
@@ -72,6 +95,7 @@ def main() -> None:
                         break
                     time.sleep(2)
                 drained = stable_since - started
+                kinds = by_kind(broker, [t for t, n in counts.items() if n])
             finally:
                 worker.stop()
         finally:
@@ -81,6 +105,10 @@ def main() -> None:
     for topic, n in sorted(counts.items()):
         print(f"  {topic.removeprefix(worker.app_id + '-'):40} {n:>9,}  {n / events:.3f} per event")
     print(f"changelog messages: {total:,} = {total / events:.3f} per input event")
+    print("by record kind (the first part of the key), per input event:")
+    for (topic, kind), n in sorted(kinds.items(), key=lambda item: -item[1]):
+        if n / events >= 0.005:
+            print(f"  {topic.removeprefix(worker.app_id + '-'):40} {kind:12} {n / events:.3f}")
 
 
 if __name__ == "__main__":
