@@ -22,19 +22,12 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 
-from kafka.partitioner.default import murmur2
-
 from events import TOPIC_BY_TYPE, Alert, AnyEvent, DeadLetter, Tick, decode
 from events.decode import route
 from streams.engine import Engine
 from streams.local import detector_failures
-from streams.registry import build_detectors, routes, stage_sources, stages
+from streams.registry import build_detectors, partition_of, routes, stage_sources, stages
 from streams.settings import Settings
-
-
-def partition_of(key: bytes, partitions: int) -> int:
-    """Kafka's default partitioner (kafka-python and aiokafka alike)."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 class PartitionedPipeline:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from kafka.partitioner.default import murmur2
+
 from detectors.orders import OrderLedger
 from detectors.cascades import Cascades
 from detectors.targets import PostTargets, Targets
@@ -88,3 +90,9 @@ def routes(settings: Settings, groups: dict[str, list[Detector]]) -> tuple[dict,
         for topic in input_topics_of(settings, members):
             fed_by.setdefault(topic, []).append(name)
     return takers, fed_by
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition of a key: Kafka's default partitioner (kafka-python and aiokafka alike),
+    so the worker's routing and ``replay --partitions`` agree."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions

@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streams.local import LocalPipeline
-from streams.partitioned import PartitionedPipeline, partition_of
+from streams.partitioned import PartitionedPipeline
+from streams.registry import partition_of
 from streams.settings import Settings
 from commands.simulator import SimConfig, redeliver, simulate_lines
 

@@ -36,8 +36,7 @@ from streams.outputs.api import Sources, secure_headers, server_options
 from streams.outputs.routes import route_table
 from streams.kafka.evidence import EVIDENCE, EvidenceStage, evidence_topic_names, export_from_kafka
 from streams.outputs.delivery import make_delivery
-from streams.partitioned import partition_of
-from streams.registry import build_detectors, routes, stages
+from streams.registry import build_detectors, partition_of, routes, stages
 from streams.settings import Settings, bootstrap_servers
 from streams.kafka.batches import Outbox
 from streams.kafka.stage import RAW_BYTES, SOURCE_HEADER, persist, stage_agent, tick_json

@@ -37,7 +37,7 @@ from evidence.stream import Sequencer, StreamLog, read_records
 from streams.kafka.batches import BATCH_HEADER, Outbox, unpack
 from streams.kafka.stage import RAW_BYTES, SOURCE_HEADER, _as_current, _header, finish_batch, tick_json
 from streams.kafka.state import TableState
-from streams.partitioned import partition_of
+from streams.registry import partition_of
 from streams.settings import Settings
 
 log = logging.getLogger("stormwatch.evidence")

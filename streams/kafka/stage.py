@@ -27,8 +27,7 @@ from streams.engine import Engine
 from streams.kafka.batches import BATCH_HEADER, Outbox, unpack
 from streams.kafka.state import TableState, delivered, track_changelog
 from streams.local import detector_failures
-from streams.partitioned import partition_of
-from streams.registry import stage_sources
+from streams.registry import partition_of, stage_sources
 from streams.settings import Settings
 
 if TYPE_CHECKING:
