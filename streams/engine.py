@@ -322,7 +322,7 @@ class Engine:
         for stage, ctx, keys in routed:
             if stage.ordered:
                 for k in keys:
-                    self._buffer(stage, ctx, event, k, durable=False)
+                    self._buffer(ctx, event, k)
             else:
                 for k in keys:
                     alerts.extend(self._call(stage, event, k, ctx))
@@ -347,11 +347,10 @@ class Engine:
         stage.state[skey] = record
         return False
 
-    def _buffer(self, stage: _Stage, ctx: _Context, event: AnyEvent, key: str, durable: bool = True) -> None:
+    def _buffer(self, ctx: _Context, event: AnyEvent, key: str) -> None:
+        """Into the partition's heap; its durable record is the caller's (:meth:`_hold`)."""
         self._seq += 1
         heapq.heappush(ctx.part.pending, (event.epoch, getattr(event, "event_id", ""), event.type, key, self._seq, event))
-        if durable and self.buffers is not None:
-            self._hold(ctx.partition, event, [(stage.detector.name, (key,))])
 
     def _hold(self, partition: int, event: AnyEvent, holders: list[tuple[str, tuple[str, ...]]]) -> None:
         """The durable record of a buffered event: ``[key, event json, [detectors holding it]]``
@@ -394,8 +393,11 @@ class Engine:
                 self.emitted.append((name, event))
                 continue
             target_ctx = target.context(ctx.partition, ctx.watermark)
-            for k in target.detector.keys(event):
-                self._buffer(target, target_ctx, event, k)
+            keys = tuple(target.detector.keys(event))
+            if self.buffers is not None:
+                self._hold(ctx.partition, event, [(name, keys)])
+            for k in keys:
+                self._buffer(target_ctx, event, k)
         ctx.outbox.clear()
 
     def drain_emitted(self) -> list[tuple[str, AnyEvent]]:
