@@ -96,17 +96,14 @@ async def finish_batch(app: faust.App, admit, batch: list, outputs: Step, state:
     except BaseException:
         drop()
         raise
-    await _state_steps(app, admit, batch, state)
-
-
-async def _state_steps(app: faust.App, admit, batch: list, steps: list[Step]) -> None:  # noqa: ANN001
-    if not steps:
-        return
-    (what, sent, write), rest = steps[0], steps[1:]
-    try:
-        await persist(app, admit, batch, what, sent, write)
-    finally:
-        await _state_steps(app, admit, batch, rest)
+    failed: BaseException | None = None
+    for what, sent, write in state:
+        try:
+            await persist(app, admit, batch, what, sent, write)
+        except BaseException as err:  # the next step is still attempted; the first error is raised
+            failed = failed or err
+    if failed is not None:
+        raise failed
 
 
 def tick_json(epoch: float) -> bytes:
