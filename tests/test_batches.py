@@ -61,3 +61,17 @@ def test_outbox_sends_one_record_per_stage_partition_and_source_in_order(monkeyp
     assert topics["targets"].sent == [(0, {"stormwatch-source": b"posts/0", "stormwatch-batch": b"1"},
                                        pack([(b"", b"tick")]))]
     assert records == len(platform) + 1 and len(platform) > 2
+
+
+def test_a_stage_record_is_read_as_its_entries_or_as_the_one_event_of_older_records() -> None:
+    from types import SimpleNamespace
+
+    from streams.kafka.stage import record_entries
+
+    batched = SimpleNamespace(value=pack([(b"k1", b"a"), (b"", b"b")]), headers={"stormwatch-batch": b"1"},
+                              message=SimpleNamespace(headers=None))
+    older = SimpleNamespace(value=b'{"type":"tick"}', headers=[], message=SimpleNamespace(headers=[]))
+    assert record_entries(batched, "unused") == [("k1", b"a"), (None, b"b")]
+    assert record_entries(older, "weibo") == [("weibo", b'{"type":"tick"}')]
+    with pytest.raises(ValueError, match="stage record"):
+        record_entries(SimpleNamespace(value=batched.value[:-1], headers=batched.headers, message=batched.message), None)

@@ -34,8 +34,8 @@ from evidence.bundle import export
 from evidence.log import EvidenceLog, PlatformLogs, signing_key
 from evidence.recorder import EvidenceRecorder
 from evidence.stream import Sequencer, StreamLog, read_records
-from streams.kafka.batches import BATCH_HEADER, Outbox, unpack
-from streams.kafka.stage import RAW_BYTES, SOURCE_HEADER, _as_current, _header, finish_batch, tick_json
+from streams.kafka.batches import Outbox
+from streams.kafka.stage import RAW_BYTES, SOURCE_HEADER, _as_current, _header, finish_batch, record_entries, tick_json
 from streams.kafka.state import TableState
 from streams.registry import partition_of
 from streams.settings import Settings
@@ -216,10 +216,7 @@ class EvidenceStage:
                     where = f"{message.topic}/{message.partition}@{message.offset}"
                     try:
                         part = self._part(message.partition, out)
-                        if _header(headers, BATCH_HEADER) is None:  # one per message (before batching)
-                            entries = [(_header(headers, KIND_HEADER), event.value or b"")]
-                        else:
-                            entries = unpack(event.value or b"")
+                        entries = record_entries(event, _header(headers, KIND_HEADER))
                     except Exception:  # a bad record must never stop the log
                         log.exception("evidence stage failed on %s", where)
                         entries = []

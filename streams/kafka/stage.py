@@ -48,6 +48,15 @@ def _header(headers: object, name: str) -> str | None:
     return None
 
 
+def record_entries(event: faust.EventT, single_key: str | None) -> list[tuple[str | None, bytes]]:
+    """A stage record's ``(key, event)`` entries (:mod:`streams.kafka.batches`); a record from
+    before batching is its one event, under ``single_key``. ``ValueError`` when broken."""
+    value = event.value or b""
+    if _header(event.headers or event.message.headers, BATCH_HEADER) is None:
+        return [(single_key, value)]
+    return unpack(value)
+
+
 def _as_current(event: faust.EventT | None) -> None:
     """Make ``event`` the current event of this task: Faust writes a table (its changelog
     partition and its RocksDB store) for the current event's partition. ``take_events`` reads
@@ -204,14 +213,11 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
         headers = event.headers or message.headers
         source = _header(headers, SOURCE_HEADER) or "unknown"
         where = f"{message.topic}/{message.partition}@{message.offset}"
-        if _header(headers, BATCH_HEADER) is None:  # one event per message (before batching)
-            entries = [(message.key.decode() if message.key else None, event.value or b"")]
-        else:
-            try:
-                entries = unpack(event.value or b"")
-            except ValueError as err:
-                await dead_letter(DeadLetter(str(err), "worker_error", raw_text(event.value or b""), source))
-                return
+        try:
+            entries = record_entries(event, message.key.decode() if message.key else None)
+        except ValueError as err:
+            await dead_letter(DeadLetter(str(err), "worker_error", raw_text(event.value or b""), source))
+            return
         for i, (key, value) in enumerate(entries):
             await handle_entry(key, value, source, message.partition, f"{where}#{i}" if len(entries) > 1 else where)
 
