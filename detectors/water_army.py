@@ -29,6 +29,7 @@ stage partition per platform sees that platform's posts in (ts, event_id) order.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections import Counter
@@ -81,6 +82,13 @@ class WaterArmySettings(BaseModel):
     score_young: float = Field(0.1, description="Weight of the share of young accounts.")
     score_low_followers: float = Field(0.1, description="Weight of the share of low-follower accounts.")
     score_shared: float = Field(0.1, description="Weight of the share of members sharing a device or IP prefix.")
+
+
+@functools.lru_cache(maxsize=64)
+def lsh_terms(platform: str, hexsig: str, rows: int) -> tuple[str, ...]:
+    """A signature's LSH bands on its platform. Cached: a new text looks its bands up, then
+    saving its ``sig`` record indexes it under the same ones."""
+    return tuple(record_key("lsh", platform, band) for band in bands(hexsig, rows))
 
 
 def _decay(value: float, since: float, now: float, half_life: float) -> float:
@@ -254,12 +262,9 @@ class WaterArmy:
         cluster = exact["c"]
         self._co_act(platform, "text:" + cluster, post, t, ctx, pairing, s.text_window_s)
 
-    def _sig_terms(self, record_ids: list[str], record: dict) -> list[str]:
+    def _sig_terms(self, record_ids: list[str], record: dict) -> tuple[str, ...]:
         """The terms of a ``sig`` record in ``indexes``: its signature's LSH bands, on its platform."""
-        return self._terms(record_ids[0], record["s"])
-
-    def _terms(self, platform: str, hexsig: str) -> list[str]:
-        return [record_key("lsh", platform, band) for band in bands(hexsig, self.s.lsh_rows)]
+        return lsh_terms(record_ids[0], record["s"], self.s.lsh_rows)
 
     def _cluster(self, platform: str, digest: str, post: Post, sig: np.ndarray, t: float, ctx: Context) -> str:
         """The cluster of a text not seen verbatim before.
@@ -274,7 +279,7 @@ class WaterArmy:
         s = self.s
         hexsig = exact_key(sig)
         candidates: dict[str, tuple[str, str]] = {}  # text digest -> (its cluster, its signature)
-        for band in self._terms(platform, hexsig):
+        for band in lsh_terms(platform, hexsig, s.lsh_rows):
             for found, rec in ctx.records.find("sig", band):
                 if rec["until"] >= t:  # still findable (expiry is swept a minute at a time)
                     candidates[found[1]] = (rec["c"], rec["s"])
