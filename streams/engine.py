@@ -225,7 +225,6 @@ class Engine:
         Kafka worker turns it on; in one process's lifetime (replay, demo) it is not needed.
         ``dedupe_window``: how long (event time, behind the watermark) a duplicate is recognised."""
         make = state_factory or (lambda _name: {})
-        self.durable_buffers = durable_buffers
         self.stages = [_Stage(d, make(d.name), make(f"{d.name}-timers")) for d in detectors]
         # Durable buffered events: one record per (event, key) and partition, naming the ordered
         # detectors still holding it, in the state of the first ordered detector, so an event
@@ -282,7 +281,7 @@ class Engine:
         later would release them twice).
         """
         for stage in self.stages:
-            if not self.durable_buffers:
+            if self.buffers is None:
                 for partition, ctx in stage.contexts.items():
                     stage.carried[partition] = ctx.part.pending
             stage.contexts.clear()
