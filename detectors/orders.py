@@ -23,8 +23,15 @@ Alerts, all at the event time of what they report:
   (2019-15 Art. 16, ``aggregation_unhandled_2y``). Nothing when the platform complied in
   time and its items went quiet, whatever happened before.
 
-Keyed by platform and ordered: a platform's orders, actions, posts and engagement meet in one
-partition in event-time order, so arrival order between topics never changes a verdict.
+Two detectors, so a busy platform's posts spread over partitions (issue 15):
+
+* :class:`OrderWatch`, keyed by platform and item, keeps which items are under an order and
+  hands the ledger, as they came, only the posts and engagement that touch one;
+* :class:`OrderLedger`, keyed by platform, takes orders, actions, cases and that activity.
+
+Both are ordered: a platform's orders, actions and the activity on its ordered items meet in
+one partition of the ledger in event-time order, so arrival order between topics never
+changes a verdict.
 """
 
 from __future__ import annotations
@@ -98,15 +105,71 @@ def _blank() -> dict[str, Any]:
             "reported": {}}
 
 
+def post_items(post: Post) -> list[str]:
+    """The ordered items a post may touch: itself, what it reposts or answers, its account,
+    its hashtags (the keys an order's ``items`` use)."""
+    items = {f"post:{post.post_id}", f"account:{post.account_id}"}
+    items |= {f"post:{x}" for x in (post.parent_id, post.root_id) if x}
+    items |= {f"hashtag:{h.strip('#')}" for h in post.hashtags}
+    return sorted(items)
+
+
+def watched(index: dict | None, ts: float) -> bool:
+    """Whether an item's record says it is under an order at event time ``ts``. Both detectors
+    ask by ``until`` rather than by the record's presence, because each stage sweeps expired
+    records on its own watermark."""
+    return index is not None and index["until"] >= ts
+
+
+class OrderWatch:
+    """The ledger's filter, keyed by platform and item: one ``watch`` record per item under an
+    order (kept as long as the ledger keeps the order), and the posts and engagement that
+    touch such an item handed on to the ledger unchanged. Everything else stops here, so the
+    ledger's platform partition sees orders, actions and the rare activity on ordered items,
+    not every post of a busy platform. Raises nothing itself."""
+
+    name: ClassVar[str] = "order_watch"
+    raises: ClassVar[tuple[str, ...]] = ()
+    event_types: ClassVar[frozenset[str]] = frozenset({"order", "post", "engagement"})
+    ordered: ClassVar[bool] = True  # an order and the posts after it, in event time
+    emits: ClassVar[frozenset[str]] = frozenset({"orders"})
+
+    def __init__(self, settings: LedgerSettings | None = None) -> None:
+        self.settings = settings or LedgerSettings()
+
+    def keys(self, event: AnyEvent) -> list[str]:
+        if isinstance(event, Order):
+            return sorted({ids.key(event.platform, item.key) for item in event.items})
+        if isinstance(event, Post):
+            return [ids.key(event.platform, item) for item in post_items(event)]
+        if isinstance(event, Engagement):
+            return [ids.key(event.platform, f"post:{event.post_id}")]
+        return []
+
+    def on_event(self, event: AnyEvent, key: str, ctx: Context) -> list[Alert]:
+        p, item = ids.parts(key)
+        index = ctx.records.get("watch", p, item)
+        if isinstance(event, Order):  # the same until as the ledger's item record
+            until = max(index["until"] if index else 0.0, event.deadline_epoch + self.settings.keep_closed_s)
+            ctx.records.save("watch", p, item, record=index or {}, until=until)
+        elif watched(index, event.epoch):
+            ctx.emit("orders", event)  # once per ordered item it touches: the ledger's engine drops repeats
+        return []
+
+    def on_timer(self, key: str, ctx: Context) -> list[Alert]:
+        return []
+
+
 class OrderLedger:
     """Order lifecycle, deadlines, continued dissemination and duty-refusal candidates."""
 
     name: ClassVar[str] = "orders"
     raises: ClassVar[tuple[str, ...]] = ("order_overdue", "order_refused", "continued_dissemination", "duty_refusal",
                                          "evidence_not_preserved")
-    event_types: ClassVar[frozenset[str]] = frozenset({"order", "platform_action", "post", "engagement", "case"})
+    event_types: ClassVar[frozenset[str]] = frozenset({"order", "platform_action", "case"})
+    # Posts and engagement come only from OrderWatch: those that touch an ordered item.
+    receives: ClassVar[frozenset[str]] = frozenset({"post", "engagement"})
     ordered: ClassVar[bool] = True
-    stage: ClassVar[str] = "platform"  # shares a Kafka stage with the other platform-keyed detectors
 
     def __init__(self, settings: LedgerSettings | None = None, law: LawSettings | None = None) -> None:
         self.settings = settings or LedgerSettings()
@@ -215,14 +278,10 @@ class OrderLedger:
     def _activity(self, p: str, post: Post, ctx: Context) -> list[Alert]:
         """A post that spreads ordered content: the item itself, a repost or answer of it, a
         post by an ordered account, a post under an ordered hashtag."""
-        keys = {f"post:{post.post_id}"}
-        keys |= {f"post:{x}" for x in (post.parent_id, post.root_id) if x}
-        keys.add(f"account:{post.account_id}")
-        keys |= {f"hashtag:{h.strip('#')}" for h in post.hashtags}
         alerts: list[Alert] = []
-        for item in sorted(keys):
+        for item in post_items(post):
             index = ctx.records.get("item", p, item)
-            if index is None:
+            if not watched(index, post.epoch):
                 continue
             for order_id in index["orders"]:
                 record = self._record(p, order_id, ctx)
@@ -248,7 +307,7 @@ class OrderLedger:
     def _engagement(self, p: str, event: Engagement, ctx: Context) -> list[Alert]:
         item = f"post:{event.post_id}"
         index = ctx.records.get("item", p, item)
-        if index is None:
+        if not watched(index, event.epoch):
             return []
         alerts: list[Alert] = []
         now = {"views": event.views, "reposts": event.reposts, "reach": event.reach_accounts}
@@ -453,6 +512,11 @@ class OrderLedger:
                               "excluded_as_dealt_with": sorted(set(acts) - set(counted))}))
         ctx.records.save("conduct", p, record=rec, until=ts + window)
         return alerts
+
+
+def ledger_detectors(settings: LedgerSettings | None = None, law: LawSettings | None = None) -> list:
+    """The order ledger as it runs: its watch first (it hands the ledger activity), then the ledger."""
+    return [OrderWatch(settings), OrderLedger(settings, law)]
 
 
 def _keep(actions: list, entry: list) -> list:

@@ -76,6 +76,8 @@ def _buffer_key(partition: int, epoch: float, event_id: str, key: str, etype: st
     return f"{BUFFER}{partition}\t{epoch!r}\t{ids.key(etype, event_id, key)}"
 
 
+STAGE_SOURCE = "stage:"  # sources named ``stage:<name>/<partition>`` are other stages (see streams.registry)
+
 EXPIRY_STEP = 60.0  # expiry is checked per minute of event time: cheap, and exact enough
 
 SEEN = "~seen\t"  # state keys of the events each detector was handed, one record per second of event time
@@ -238,10 +240,17 @@ class Engine:
                 target = self.by_name.get(name)
                 if target is not None and not (self.stages.index(target) > i and target.ordered):
                     raise ValueError(f"{stage.detector.name} emits to {name}: that stage must be ordered and come after it")
+        # Who takes an event: from the input, the detectors of its type; from another stage
+        # (a ``stage:`` source, on Kafka and in ``replay --partitions``), also those that
+        # receive that type only when emitted to them (``receives``).
         self.by_type: dict[str, list[_Stage]] = {}
+        self.by_handed_type: dict[str, list[_Stage]] = {}
         for stage in self.stages:
             for etype in stage.detector.event_types:
                 self.by_type.setdefault(etype, []).append(stage)
+            for etype in stage.detector.event_types | getattr(stage.detector, "receives", frozenset()):
+                self.by_handed_type.setdefault(etype, []).append(stage)
+        self._handed: list[tuple[_Stage, _Context]] = []  # stages emitted to during one process()
         self.sources = tuple(sources)
         self.lateness = lateness
         self.dedupe_window = dedupe_window
@@ -306,7 +315,8 @@ class Engine:
                 f"ts: {event.ts.isoformat()} is more than {self.dedupe_window:g} s behind event time "
                 "(the duplicate window): too late to tell from a duplicate"), event))
             return alerts
-        takers = self.by_type.get(event.type, ())
+        handed = source is not None and source.startswith(STAGE_SOURCE)
+        takers = (self.by_handed_type if handed else self.by_type).get(event.type, ())
         if not takers or self._seen(takers[0], takers[0].context(partition, wm.value), event, key or ""):
             return alerts
         routed: list[tuple[_Stage, _Context, tuple[str, ...]]] = []
@@ -326,6 +336,10 @@ class Engine:
                 for k in keys:
                     alerts.extend(self._call(stage, event, k, ctx))
             if _due(ctx.part, wm.value):  # and timers the detector set already due
+                alerts.extend(self._release(stage, ctx, wm.value))
+        while self._handed:  # stages that events were emitted to, which may take none of this type
+            stage, ctx = self._handed.pop(0)
+            if _due(ctx.part, wm.value):
                 alerts.extend(self._release(stage, ctx, wm.value))
         return alerts
 
@@ -392,7 +406,13 @@ class Engine:
                 self.emitted.append((name, event))
                 continue
             target_ctx = target.context(ctx.partition, ctx.watermark)
-            keys = tuple(target.detector.keys(event))
+            # an event emitted once per key of the emitter (OrderWatch: per ordered item) is
+            # taken once per key of the receiver, as on Kafka, where the receiving engine's
+            # seen-set drops the repeats
+            keys = tuple(k for k in target.detector.keys(event) if not self._seen(target, target_ctx, event, k))
+            if not keys:
+                continue
+            self._handed.append((target, target_ctx))
             if self.buffers is not None:
                 self._hold(ctx.partition, event, [(name, keys)])
             for k in keys:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kafka.partitioner.default import murmur2
 
-from detectors.orders import OrderLedger
+from detectors.orders import ledger_detectors
 from detectors.cascades import Cascades
 from detectors.targets import PostTargets, Targets
 from detectors.water_army import WaterArmy
@@ -14,7 +14,7 @@ from streams.settings import Settings
 
 def build_detectors(settings: Settings) -> list[Detector]:
     detectors: list[Detector] = [
-        OrderLedger(settings.ledger, settings.law),
+        *ledger_detectors(settings.ledger, settings.law),  # the watch, then the ledger it hands activity to
         WaterArmy(settings.water_army),
         Cascades(settings.cascades, settings.law),
         PostTargets(settings.targets),  # before Targets: it hands reports on to it
@@ -30,7 +30,9 @@ def build_detectors(settings: Settings) -> list[Detector]:
     unknown = sorted(set(wanted) - set(names))
     if unknown:
         raise ValueError(f"STORMWATCH_DETECTORS names unknown detectors {unknown}; known: {names}")
-    return [d for d in detectors if d.name in wanted]
+    # a detector that only filters for another (it raises nothing) comes with the one it feeds
+    feeders = {d.name for d in detectors if not d.raises and set(getattr(d, "emits", ())) & set(wanted)}
+    return [d for d in detectors if d.name in wanted or d.name in feeders]
 
 
 def check_kinds(detectors: list[Detector]) -> None:

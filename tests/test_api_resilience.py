@@ -8,7 +8,7 @@ from datetime import datetime
 import orjson
 import pytest
 
-from detectors.orders import OrderLedger
+from detectors.orders import ledger_detectors
 from events import decode
 from events.records import record_key
 from streams import metrics
@@ -29,13 +29,13 @@ def skipped(endpoint: str) -> float:
 def sources() -> Sources:
     """Two weibo orders (one refused), and a record where an order's would be that is not an
     order (a platform's refusals: state from an older worker, or anything else hostile)."""
-    engine = Engine([OrderLedger()])
+    engine = Engine(ledger_detectors())
     alerts: dict[str, dict] = {}
     for raw in [order("w1", 0, 30), action("a1", "w1", 5, "acknowledged"), order("w2", 0, 60),
                 action("a2", "w2", 3, "refused"), tick(90)]:
         for alert in engine.process(decode(orjson.dumps(raw), "t")):
             alerts[alert.alert_id] = alert.model_dump()
-    ledger = engine.stages[0].state
+    ledger = engine.by_name["orders"].state
     ledger[record_key("order", "weibo", "refusals")] = {"refusals": [[YEAR_0, "x1"]], "alerts": {}, "reported": 1}
     return Sources(alerts=alerts, ledger=ledger, now=lambda: engine.watermark().value)
 

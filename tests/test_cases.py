@@ -8,7 +8,7 @@ from datetime import datetime
 import orjson
 import pytest
 
-from detectors.orders import OrderLedger
+from detectors.orders import OrderLedger, ledger_detectors
 from detectors.cascades import Cascades
 from events import INPUT_TOPICS, Case, DeadLetter, decode, format_ts
 from streams.engine import Engine
@@ -49,7 +49,7 @@ def views(second: float, pid: str, n: int) -> dict:
 
 
 def run(detector, events: list[dict]) -> list[dict]:
-    engine = Engine([detector])
+    engine = Engine(detector if isinstance(detector, list) else [detector])
     out = []
     for raw in events:
         decoded = decode(orjson.dumps(raw), "t")
@@ -240,7 +240,7 @@ def aggregated(alerts: list[dict]) -> list[dict]:
 
 @pytest.mark.parametrize("last,fires", [(9_999, False), (10_000, True), (10_001, True)])
 def test_unhandled_refusals_within_two_years_add_up(last: int, fires: bool) -> None:
-    alerts = run(OrderLedger(), refusals([20_000, 20_000, last]))
+    alerts = run(ledger_detectors(), refusals([20_000, 20_000, last]))
     assert not [a for a in alerts if a["kind"] == "duty_refusal" and a["subject"]["type"] == "order"]
     found = aggregated(alerts)
     assert len(found) == (1 if fires else 0)
@@ -253,7 +253,7 @@ def test_unhandled_refusals_within_two_years_add_up(last: int, fires: bool) -> N
 
 
 def test_two_refusals_are_not_yet_many() -> None:
-    assert aggregated(run(OrderLedger(), refusals([30_000, 30_000]))) == []
+    assert aggregated(run(ledger_detectors(), refusals([30_000, 30_000]))) == []
 
 
 @pytest.mark.parametrize("decided_s,orders,excluded", [
@@ -266,14 +266,14 @@ def test_a_platform_case_takes_the_refusals_it_dealt_with_out(decided_s: float, 
     first_refusal = 5 * 60
     dealt = case(first_refusal + 60, "weibo", "penalty", "duty_refusal", kind="platform",
                  decided=first_refusal + decided_s)
-    found = aggregated(run(OrderLedger(), refusals([20_000, 20_000, 20_000, 20_000], [dealt])))
+    found = aggregated(run(ledger_detectors(), refusals([20_000, 20_000, 20_000, 20_000], [dealt])))
     assert len(found) == 1 and found[0]["evidence"]["orders"] == orders
     assert found[0]["evidence"]["excluded_as_dealt_with"] == excluded
 
 
 def test_refusals_dealt_with_before_the_sum_crosses_do_not_add_up() -> None:
     dealt = case(150 * DAY, "weibo", "case_opened", "duty_refusal", kind="platform")
-    assert aggregated(run(OrderLedger(), refusals([20_000, 20_000, 20_000], [dealt]))) == []
+    assert aggregated(run(ledger_detectors(), refusals([20_000, 20_000, 20_000], [dealt]))) == []
 
 
 def test_cases_give_the_same_alerts_in_process_and_partitioned_as_on_kafka() -> None:

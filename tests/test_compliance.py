@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 from detectors.order_view import describe, orders_of, scorecard
-from detectors.orders import OrderLedger
+from detectors.orders import ledger_detectors
 from events import format_ts
 from streams.engine import Engine
 from tests.support.events import T0, action, feed, order, post, tick
@@ -20,7 +20,7 @@ def engagement(pid: str, minute: float, views: int, reposts: int = 0, reach: int
 
 
 def run(events: list[dict]) -> tuple[list[dict], Engine]:
-    engine = Engine([OrderLedger()])
+    engine = Engine(ledger_detectors())
     alerts = feed(engine, events)
     assert not engine.failures
     return alerts, engine
@@ -35,7 +35,7 @@ def test_on_time_compliance_with_quiet_items_raises_nothing() -> None:
                           action("a1", "o1", 5, "acknowledged"), action("a2", "o1", 20, "content_removed"),
                           action("a3", "o1", 30, "completed"), engagement("p1", 90, 900), tick(3 * DAY)])
     assert alerts == []
-    card = scorecard(engine.stages[0].state, "weibo", engine.watermark().value)
+    card = scorecard(engine.by_name["orders"].state, "weibo", engine.watermark().value)
     assert (card["orders_received"], card["completed_on_time"], card["open_past_deadline"]) == (1, 1, 0)
     assert card["median_seconds_to_acknowledge"] == 300 and card["median_seconds_to_comply"] == 1800
 
@@ -43,7 +43,7 @@ def test_on_time_compliance_with_quiet_items_raises_nothing() -> None:
 def test_silence_past_the_deadline_is_overdue_but_no_duty_case_without_grounds() -> None:
     alerts, engine = run([order("o1", 0, 60), engagement("p1", 30, 5), engagement("p1", 70, 10), tick(120)])
     assert kinds(alerts) == ["order_overdue", "continued_dissemination"]  # the deadline first, then the spread
-    card = scorecard(engine.stages[0].state, "weibo", engine.watermark().value)
+    card = scorecard(engine.by_name["orders"].state, "weibo", engine.watermark().value)
     assert card["open_past_deadline"] == 1 and card["completed_on_time"] == 0
 
 
@@ -152,7 +152,7 @@ def test_repeated_refusals_within_two_years_make_a_platform_case() -> None:
     assert len(platform_cases) == 1 and platform_cases[0]["subject"] == {"type": "platform", "id": "weibo"}
     assert platform_cases[0]["evidence"]["refusals"] == 3 and platform_cases[0]["ts"] == format_ts(
         T0.timestamp() + (500 * DAY + 5) * 60)
-    assert scorecard(engine.stages[0].state, "weibo", engine.watermark().value)["refusals_within_two_years"] == 3
+    assert scorecard(engine.by_name["orders"].state, "weibo", engine.watermark().value)["refusals_within_two_years"] == 3
 
 
 def test_refusals_more_than_two_years_apart_do_not_add_up() -> None:
@@ -166,7 +166,7 @@ def test_refusals_more_than_two_years_apart_do_not_add_up() -> None:
 def test_the_api_view_of_an_order() -> None:
     _, engine = run([order("o1", 0, 60, measures=["remove_content", "report_back"]),
                      action("a1", "o1", 5, "acknowledged"), action("a2", "o1", 9, "content_removed"), tick(30)])
-    [(platform, order_id, record)] = orders_of(engine.stages[0].state)
+    [(platform, order_id, record)] = orders_of(engine.by_name["orders"].state)
     view = describe(order_id, record, engine.watermark().value)
     assert (platform, view["state"], view["measures_done"], view["measures_missing"]) == (
         "weibo", "in_progress", ["remove_content"], ["report_back"])

@@ -9,7 +9,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from detectors.orders import OrderLedger
+from detectors.orders import ledger_detectors
 from events import decode
 from streams.engine import SEEN, Engine
 from streams.local import LocalPipeline
@@ -65,12 +65,12 @@ def test_duplicates_through_a_table_like_store_are_dropped_after_a_json_round_tr
     events = [order("o1", 0, 10), order("o1", 0, 10), tick(20)]
     events[1]["event_id"] = events[0]["event_id"]
     tables: dict[str, TableLike] = {}
-    engine = Engine([OrderLedger()], state_factory=lambda name: tables.setdefault(name, TableLike()),
+    engine = Engine(ledger_detectors(), state_factory=lambda name: tables.setdefault(name, TableLike()),
                     durable_buffers=True)
     alerts = [a for raw in events for a in engine.process(decode(orjson.dumps(raw), "t"))]
     assert [a.kind for a in alerts] == ["order_overdue"]
-    seen = [key for key in tables["orders"].data if key.startswith(SEEN)]
-    assert seen, "the seen-set lives in the detector's own table"
+    seen = [key for key in tables["order_watch"].data if key.startswith(SEEN)]  # the first taker of orders
+    assert seen, "the seen-set lives in its first taker's own table"
 
 
 def test_the_same_event_id_on_another_platform_is_not_a_duplicate() -> None:
@@ -100,5 +100,5 @@ def test_seen_records_expire_so_state_stays_bounded() -> None:
     engine = LocalPipeline(Settings(dedupe_window_s=60), lambda a: None, lambda d: None).engine
     for minute in range(0, 600, 1):
         engine.process(decode(orjson.dumps(order(f"o{minute}", minute, minute + 1)), "t"))
-    live = [key for key in engine.by_name["orders"].state if key.startswith(SEEN)]
+    live = [key for key in engine.by_name["order_watch"].state if key.startswith(SEEN)]
     assert 0 < len(live) <= 3  # a 60 s window over one order a minute: the last few seconds' records

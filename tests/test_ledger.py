@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 
-from detectors.orders import OrderLedger, ledger_state
+from detectors.orders import ledger_detectors, ledger_state
 from events.records import record_key
 from streams.engine import Engine
 from tests.support.events import action, feed, order, tick
 
 
 def run(events: list[dict]) -> tuple[list[dict], Engine]:
-    engine = Engine([OrderLedger()])
+    engine = Engine(ledger_detectors())
     return feed(engine, events), engine
 
 
 def record(engine: Engine, order_id: str, platform: str = "weibo") -> dict:
-    return engine.stages[0].state[record_key("order", platform, order_id)]
+    return engine.by_name["orders"].state[record_key("order", platform, order_id)]
 
 
 def kinds(alerts: list[dict]) -> list[str]:
@@ -141,7 +141,7 @@ def test_a_bounded_action_list_gives_the_same_alerts_and_figures_as_an_unbounded
     for kept in (10**9, 3):
         monkeypatch.setattr(ledger, "ACTIONS_KEPT", kept)
         alerts, engine = run(events)
-        state = engine.stages[0].state
+        state = engine.by_name["orders"].state
         figures[kept] = (alerts, view.scorecard(state, "weibo", engine.watermark().value),
                          [(ledger_state(record(engine, o), t), sorted(ledger.measures_done(record(engine, o), t)))
                           for o in ("b1", "b2") for t in (record(engine, o)["order"]["issued"] + 60 * m for m in range(0, 130, 5))])
@@ -150,3 +150,43 @@ def test_a_bounded_action_list_gives_the_same_alerts_and_figures_as_an_unbounded
     # content removed before the evidence it was ordered to preserve: evidence_not_preserved too
     assert [a["kind"] for a in figures[3][0]] == ["evidence_not_preserved", "order_refused", "order_overdue",
                                                  "evidence_not_preserved", "order_refused", "order_overdue"]
+
+
+def test_the_ledger_takes_only_activity_on_ordered_items_and_each_post_once() -> None:
+    """OrderWatch (keyed by item) hands the ledger the posts touching an ordered item, once per
+    item; the ledger takes each once, and posts elsewhere never reach it."""
+    from tests.support.events import post
+
+    order_items = [{"post_id": "p1"}, {"account_id": "a7"}]
+    events = [order("o1", 0, 10, items=order_items),
+              post("r1", 20, account="a7", kind="repost", parent_id="p1", root_id="p1"),  # two ordered items
+              post("q1", 21, account="a2"), post("q2", 22, account="a3", kind="repost", parent_id="q1"), tick(30)]
+    alerts, engine = run(events)
+    after = record(engine, "o1")["after"]
+    assert after["items"] == 2 and after["reposts"] == 1 and after["spread"] == 1  # r1 once, per item it touches
+    assert kinds(alerts) == ["order_overdue"] + ["continued_dissemination"] * 2  # 1 item, then 2 (doubled)
+    handed = [rec["ids"] for key, rec in engine.by_name["orders"].state.items() if key.startswith("~seen")]
+    assert [sorted(ids) for ids in handed] == [[f"5:weibo{len(e)}:{e}5:weibo" for e in [events[1]["event_id"]]]]
+
+
+def test_an_input_post_is_not_taken_by_a_detector_that_only_receives_posts() -> None:
+    """The ledger ``receives`` posts: from OrderWatch (in process) or another stage's topic
+    (a ``stage:`` source on Kafka), never straight from the input."""
+    from detectors.orders import OrderLedger
+    from events import decode
+    from tests.support.events import post
+
+    import orjson
+
+    engine = Engine([OrderLedger()], sources=["posts/0", "stage:order_watch/0"])
+    for source in ("posts/0", "stage:order_watch/0"):
+        engine.process(decode(orjson.dumps(order("o1", 0, 10)), "t"), source=source)
+    late = post("x1", 20, account="a1", parent_id="p1", kind="repost")
+    engine.process(decode(orjson.dumps(late), "t"), source="posts/0")
+    engine.process(decode(orjson.dumps(tick(25)), "t"), source="stage:order_watch/0")
+    assert record(engine, "o1")["after"]["items"] == 0
+    late["event_id"] += "-handed"
+    engine.process(decode(orjson.dumps(late), "t"), source="stage:order_watch/0")
+    engine.process(decode(orjson.dumps(tick(30)), "t"), source="posts/0")
+    engine.process(decode(orjson.dumps(tick(30)), "t"), source="stage:order_watch/0")
+    assert record(engine, "o1")["after"]["items"] == 1

@@ -80,7 +80,8 @@ def test_each_change_is_written_for_the_partition_it_was_made_on() -> None:
 def test_platform_keyed_detectors_share_one_stage() -> None:
     groups = stages(build_detectors(Settings()))
     assert {name: [d.name for d in ds] for name, ds in groups.items()} == {
-        "platform": ["orders", "water_army", "cascades"], "post_targets": ["post_targets"], "targets": ["targets"]}
+        "order_watch": ["order_watch"], "orders": ["orders"], "platform": ["water_army", "cascades"],
+        "post_targets": ["post_targets"], "targets": ["targets"]}
 
 
 def test_a_detector_that_receives_emitted_events_runs_alone() -> None:
@@ -173,3 +174,10 @@ def test_iterating_a_memory_table_yields_the_keys_of_the_current_partition(tmp_p
     assert dict(state.items()) == {"recovered0": 1}
     state.partition = 1
     assert dict(state.items()) == {"recovered1": 2, "mine1": 3}
+
+
+def test_a_detector_chosen_alone_brings_the_filter_that_feeds_it() -> None:
+    """STORMWATCH_DETECTORS=orders runs the ledger with OrderWatch, which hands it its posts;
+    OrderWatch raises nothing, so choosing it alone is choosing nothing the user can see."""
+    assert [d.name for d in build_detectors(Settings(detectors="orders"))] == ["order_watch", "orders"]
+    assert [d.name for d in build_detectors(Settings(detectors="water_army"))] == ["water_army"]
