@@ -25,8 +25,9 @@ Alerts, all at the event time of what they report:
 
 Two detectors, so a busy platform's posts spread over partitions (issue 15):
 
-* :class:`OrderWatch`, keyed by platform and item, keeps which items are under an order and
-  hands the ledger, as they came, only the posts and engagement that touch one;
+* :class:`OrderWatch`, keyed by platform and post, with every order on every partition of its
+  stage (orders are few), hands the ledger, as they came, only the posts and engagement that
+  touch an ordered item;
 * :class:`OrderLedger`, keyed by platform, takes orders, actions, cases and that activity.
 
 Both are ordered: a platform's orders, actions and the activity on its ordered items meet in
@@ -122,38 +123,46 @@ def watched(index: dict | None, ts: float) -> bool:
 
 
 class OrderWatch:
-    """The ledger's filter, keyed by platform and item: one ``watch`` record per item under an
-    order (kept as long as the ledger keeps the order), and the posts and engagement that
-    touch such an item handed on to the ledger unchanged. Everything else stops here, so the
-    ledger's platform partition sees orders, actions and the rare activity on ordered items,
-    not every post of a busy platform. Raises nothing itself."""
+    """The ledger's filter. Posts and engagement are keyed by platform and post, so they spread
+    evenly; orders are few, so each goes to every partition of the stage (``broadcast``), where
+    a ``watch`` record per ordered item (kept as long as the ledger keeps the order) says which
+    items are under one. A post touching a watched item (itself, what it reposts or answers,
+    its account, its hashtags) and engagement on a watched post are handed on to the ledger
+    unchanged, once; everything else stops here. So the ledger's platform partition sees
+    orders, actions and the rare activity on ordered items, not every post of a busy platform.
+    Raises nothing itself."""
 
     name: ClassVar[str] = "order_watch"
     raises: ClassVar[tuple[str, ...]] = ()
     event_types: ClassVar[frozenset[str]] = frozenset({"order", "post", "engagement"})
+    broadcast: ClassVar[frozenset[str]] = frozenset({"order"})  # to every partition of the stage
     ordered: ClassVar[bool] = True  # an order and the posts after it, in event time
     emits: ClassVar[frozenset[str]] = frozenset({"orders"})
+    stage: ClassVar[str] = "posts"  # with PostTargets: one stage record serves both
 
     def __init__(self, settings: LedgerSettings | None = None) -> None:
         self.settings = settings or LedgerSettings()
 
     def keys(self, event: AnyEvent) -> list[str]:
         if isinstance(event, Order):
-            return sorted({ids.key(event.platform, item.key) for item in event.items})
-        if isinstance(event, Post):
-            return [ids.key(event.platform, item) for item in post_items(event)]
-        if isinstance(event, Engagement):
-            return [ids.key(event.platform, f"post:{event.post_id}")]
+            return [event.platform]  # broadcast: the key names no partition
+        if isinstance(event, (Post, Engagement)):
+            return [ids.key(event.platform, event.post_id)]
         return []
 
     def on_event(self, event: AnyEvent, key: str, ctx: Context) -> list[Alert]:
-        p, item = ids.parts(key)
-        index = ctx.records.get("watch", p, item)
+        # every partition keeps its own copy of the watch records (the orders reach each)
+        here = str(ctx.partition)
+        p = event.platform
         if isinstance(event, Order):  # the same until as the ledger's item record
-            until = max(index["until"] if index else 0.0, event.deadline_epoch + self.settings.keep_closed_s)
-            ctx.records.save("watch", p, item, record=index or {}, until=until)
-        elif watched(index, event.epoch):
-            ctx.emit("orders", event)  # once per ordered item it touches: the ledger's engine drops repeats
+            for item in dict.fromkeys(item.key for item in event.items):
+                index = ctx.records.get("watch", here, p, item)
+                until = max(index["until"] if index else 0.0, event.deadline_epoch + self.settings.keep_closed_s)
+                ctx.records.save("watch", here, p, item, record=index or {}, until=until)
+            return []
+        items = post_items(event) if isinstance(event, Post) else [f"post:{event.post_id}"]
+        if any(watched(ctx.records.get("watch", here, p, item), event.epoch) for item in items):
+            ctx.emit("orders", event)
         return []
 
     def on_timer(self, key: str, ctx: Context) -> list[Alert]:

@@ -93,6 +93,7 @@ class PostTargets:
     event_types: ClassVar[frozenset[str]] = frozenset({"post", "report"})
     ordered: ClassVar[bool] = True
     emits: ClassVar[frozenset[str]] = frozenset({"targets"})
+    stage: ClassVar[str] = "posts"  # keyed by platform and post, like OrderWatch
 
     def __init__(self, settings: TargetSettings | None = None) -> None:
         self.s = settings or TargetSettings()

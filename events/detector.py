@@ -22,6 +22,7 @@ class Context(Protocol):
     records: Records  # its state as typed records: the way to read and write it
     state: MutableMapping[str, Any]  # the same state as raw keys (the engine's own bookkeeping)
     watermark: float  # event time (Unix s) up to which the input is taken as complete
+    partition: int  # the stage partition: records of ``broadcast`` events are kept per partition
 
     def set_timer(self, key: str, at: float) -> None:
         """Call ``on_timer(key)`` once the watermark reaches ``at`` (replaces an earlier timer)."""
@@ -62,6 +63,13 @@ class Detector(Protocol):
     # Optional: the Kafka stage it runs in (default: its name). Detectors with the same key
     # share a stage, so an event crosses Kafka once for all of them (see streams.registry).
     # stage: ClassVar[str]
+    # Optional: event types that reach every partition of its stage, whatever their key: few
+    # events that all the others are checked against (orders, for OrderWatch). Records made
+    # from them carry ``ctx.partition``: each partition keeps its own copy.
+    # broadcast: ClassVar[frozenset[str]]
+    # Optional: event types it takes only when another detector emits them to it, never
+    # from the input (the ledger's posts come from OrderWatch).
+    # receives: ClassVar[frozenset[str]]
 
     def keys(self, event: AnyEvent) -> Iterable[str]: ...
 

@@ -26,7 +26,7 @@ from events import TOPIC_BY_TYPE, Alert, AnyEvent, DeadLetter, Tick, decode
 from events.decode import route
 from streams.engine import Engine
 from streams.local import detector_failures
-from streams.registry import build_detectors, partition_of, routes, stage_sources, stages
+from streams.registry import build_detectors, partition_of, placements, routes, stage_sources, stages
 from streams.settings import Settings
 
 
@@ -68,8 +68,8 @@ class PartitionedPipeline:
         key = routed[1] if routed else None
         origin = f"{topic}/{partition_of(key, self.n) if key else 0}"
         for name, members in self.takers.get(event.type, {}).items():
-            for stage_key in sorted({k for d in members for k in d.keys(event)}):
-                self._stage(name, event, origin, partition_of(stage_key.encode(), self.n), stage_key, source)
+            for partition, stage_key in placements(members, event, self.n):
+                self._stage(name, event, origin, partition, stage_key, source)
 
     def finish(self) -> None:
         """End of the input: every source reaches the latest event time seen, so what one

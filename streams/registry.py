@@ -8,7 +8,7 @@ from detectors.orders import ledger_detectors
 from detectors.cascades import Cascades
 from detectors.targets import PostTargets, Targets
 from detectors.water_army import WaterArmy
-from events import ALERT_KINDS, TOPIC_BY_TYPE, Detector
+from events import ALERT_KINDS, TOPIC_BY_TYPE, AnyEvent, Detector
 from streams.settings import Settings
 
 
@@ -92,6 +92,21 @@ def routes(settings: Settings, groups: dict[str, list[Detector]]) -> tuple[dict,
         for topic in input_topics_of(settings, members):
             fed_by.setdefault(topic, []).append(name)
     return takers, fed_by
+
+
+def placements(detectors: list[Detector], event: AnyEvent, partitions: int) -> list[tuple[int, str]]:
+    """Where an event goes in one stage: ``(partition, key)`` once per key of its detectors, on
+    that key's partition, or on every partition for a type a detector ``broadcast``s. The one
+    routing rule of the worker's ingest and of ``replay --partitions``."""
+    placed: set[tuple[int, str]] = set()
+    for d in detectors:
+        everywhere = event.type in getattr(d, "broadcast", ())
+        for key in d.keys(event):
+            if everywhere:
+                placed.update((p, key) for p in range(partitions))
+            else:
+                placed.add((partition_of(key.encode(), partitions), key))
+    return sorted(placed, key=lambda pk: (pk[1], pk[0]))
 
 
 def partition_of(key: bytes, partitions: int) -> int:

@@ -63,7 +63,7 @@ def test_replay_partitions_writes_the_same_alerts_and_per_partition_stats(stormw
         if n is not None:
             figures = orjson.loads(stats.read_bytes())
             assert figures["partitions"] == n
-            assert set(figures["stages"]) == {"order_watch", "orders", "platform", "post_targets", "targets"}
+            assert set(figures["stages"]) == {"orders", "platform", "posts", "targets"}
             for stage in figures["stages"].values():
                 assert len(stage["events"]) == len(stage["cpu_s"]) == n
             assert sum(figures["stages"]["platform"]["events"]) > 1000

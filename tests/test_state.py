@@ -77,11 +77,11 @@ def test_each_change_is_written_for_the_partition_it_was_made_on() -> None:
     assert table.log == [("set", 0, "y"), ("set", 2, "x"), ("set", 2, "z")]
 
 
-def test_platform_keyed_detectors_share_one_stage() -> None:
+def test_detectors_keyed_alike_share_one_stage() -> None:
     groups = stages(build_detectors(Settings()))
     assert {name: [d.name for d in ds] for name, ds in groups.items()} == {
-        "order_watch": ["order_watch"], "orders": ["orders"], "platform": ["water_army", "cascades"],
-        "post_targets": ["post_targets"], "targets": ["targets"]}
+        "posts": ["order_watch", "post_targets"], "orders": ["orders"], "platform": ["water_army", "cascades"],
+        "targets": ["targets"]}
 
 
 def test_a_detector_that_receives_emitted_events_runs_alone() -> None:

@@ -118,8 +118,8 @@ def test_the_worker_builds_with_any_set_of_detectors(detectors: str, tmp_path) -
     settings = Settings(detectors=detectors, app_id=f"build-{len(detectors)}", data_dir=tmp_path, store="memory://")
     app = create_app(settings)
     stages = sorted(name.rsplit("-stage-", 1)[1] for name in topic_names(settings) if "-stage-" in name)
-    assert stages == {"": ["order_watch", "orders", "platform", "post_targets", "targets"], "water_army": ["platform"],
-                      "post_targets,targets": ["post_targets", "targets"]}[detectors]
+    assert stages == {"": ["orders", "platform", "posts", "targets"], "water_army": ["platform"],
+                      "post_targets,targets": ["posts", "targets"]}[detectors]
     assert sorted(agent.split("-", 1)[1] for agent in app.agents if agent.startswith("stage-")) == stages
 
 

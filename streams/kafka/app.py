@@ -36,7 +36,7 @@ from streams.outputs.api import Sources, secure_headers, server_options
 from streams.outputs.routes import route_table
 from streams.kafka.evidence import EVIDENCE, EvidenceStage, evidence_topic_names, export_from_kafka
 from streams.outputs.delivery import make_delivery
-from streams.registry import build_detectors, partition_of, routes, stages
+from streams.registry import build_detectors, placements, routes, stages
 from streams.settings import Settings, bootstrap_servers
 from streams.kafka.batches import Outbox
 from streams.kafka.stage import RAW_BYTES, SOURCE_HEADER, persist, stage_agent, tick_json
@@ -137,9 +137,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
                     evidence.input_tick(outbox, event.value, source)
                 return
             for name, members in takers.get(parsed.type, {}).items():
-                for key in sorted({k for d in members for k in d.keys(parsed)}):
-                    raw_key = key.encode()
-                    outbox.add(name, partition_of(raw_key, settings.partitions), source, raw_key, event.value)
+                for partition, key in placements(members, parsed, settings.partitions):
+                    outbox.add(name, partition, source, key.encode(), event.value)
             if evidence is not None:
                 evidence.input_event(outbox, parsed, event.value, source)
         except Exception as err:  # a bad message must never stop the agent
