@@ -38,6 +38,7 @@ changes a verdict.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field
@@ -115,6 +116,19 @@ def post_items(post: Post) -> list[str]:
     return sorted(items)
 
 
+def _touched(event: Post | Engagement) -> Iterator[str]:
+    """:func:`post_items` of a post (unsorted, maybe repeated: OrderWatch only asks whether any
+    is watched, once per post), or the post engagement is about."""
+    yield f"post:{event.post_id}"
+    if isinstance(event, Post):
+        yield f"account:{event.account_id}"
+        for x in (event.parent_id, event.root_id):
+            if x:
+                yield f"post:{x}"
+        for h in event.hashtags:
+            yield f"hashtag:{h.strip('#')}"
+
+
 def watched(index: dict | None, ts: float) -> bool:
     """Whether an item's record says it is under an order at event time ``ts``. Both detectors
     ask by ``until`` rather than by the record's presence, because each stage sweeps expired
@@ -160,8 +174,8 @@ class OrderWatch:
                 until = max(index["until"] if index else 0.0, event.deadline_epoch + self.settings.keep_closed_s)
                 ctx.records.save("watch", here, p, item, record=index or {}, until=until)
             return []
-        items = post_items(event) if isinstance(event, Post) else [f"post:{event.post_id}"]
-        if any(watched(ctx.records.get("watch", here, p, item), event.epoch) for item in items):
+        get, ts = ctx.records.get, event.epoch
+        if any(watched(get("watch", here, p, item), ts) for item in _touched(event)):
             ctx.emit("orders", event)
         return []
 
