@@ -221,17 +221,29 @@ class Engine:
         lateness: float = 0.0,
         durable_buffers: bool = False,
         dedupe_window: float = 3600.0,
+        replayed_buffers: bool = False,
     ) -> None:
-        """``durable_buffers``: keep ordered stages' buffered events in their state too, so a
-        worker that stops (its offsets committed) or loses a partition loses none of them. The
-        Kafka worker turns it on; in one process's lifetime (replay, demo) it is not needed.
+        """How buffered events (ordered stages) outlive a worker that stops or loses a partition:
+
+        * ``durable_buffers``: each is kept in the stage's state too, until released;
+        * ``replayed_buffers`` (the Kafka worker): they are kept nowhere. The caller holds its
+          committed offset at the oldest offset still buffered (:meth:`oldest_offset`), so they
+          are read again after a restart, and an event counts as seen when it is released, not
+          when it arrives (a duplicate that comes while it waits is recognised in memory). It
+          saves a state write and a delete for every event that waits past its batch;
+        * neither: in one process's lifetime (replay, demo) nothing needs to outlive it.
+
         ``dedupe_window``: how long (event time, behind the watermark) a duplicate is recognised."""
         make = state_factory or (lambda _name: {})
         self.stages = [_Stage(d, make(d.name), make(f"{d.name}-timers")) for d in detectors]
         # Durable buffered events: one record per (event, key) and partition, naming the ordered
         # detectors still holding it, in the state of the first ordered detector, so an event
-        # several detectors wait for is written (and deleted) once, not once per detector.
-        self.buffers = next((stage.state for stage in self.stages if stage.ordered), None) if durable_buffers else None
+        # several detectors wait for is written (and deleted) once, not once per detector. With
+        # replayed buffers none is written, but those an older worker wrote are still read back.
+        self.buffers = (next((stage.state for stage in self.stages if stage.ordered), None)
+                        if durable_buffers or replayed_buffers else None)
+        self.write_buffers = durable_buffers
+        self.replayed = replayed_buffers
         for stage in self.stages:
             stage.buffers = self.buffers
         self.by_name = {stage.detector.name: stage for stage in self.stages}
@@ -240,6 +252,15 @@ class Engine:
                 target = self.by_name.get(name)
                 if target is not None and not (self.stages.index(target) > i and target.ordered):
                     raise ValueError(f"{stage.detector.name} emits to {name}: that stage must be ordered and come after it")
+                if target is not None and replayed_buffers:
+                    raise ValueError(f"{stage.detector.name} emits to {name} in the same engine: with replayed "
+                                     "buffers an emitted event would not be read again after a restart")
+        if replayed_buffers and not all(stage.ordered for stage in self.stages):
+            raise ValueError("replayed buffers need every detector of the engine ordered")
+        # With replayed buffers, per partition: buffered entries by source offset and by identity;
+        # and per buffered entry (by seq): its identity, offset and the stage holding its seen-set.
+        self.held: dict[int, tuple[dict[int, int], dict[str, int]]] = {}
+        self.held_entries: dict[int, tuple[str, int | None, _Stage]] = {}
         # Who takes an event: from the input, the detectors of its type; from another stage
         # (a ``stage:`` source, on Kafka and in ``replay --partitions``), also those that
         # receive that type only when emitted to them (``receives``).
@@ -284,24 +305,29 @@ class Engine:
         another worker may have changed them meanwhile).
 
         Watermarks are kept: a watermark only records what the sources delivered. Buffered
-        events are kept in memory only when they are not durable: their offsets are committed,
-        so no other worker will see them. Durable ones come back from the state; a copy kept
-        here would be stale once another worker has released them (the partition back here
-        later would release them twice).
+        events are kept in memory only when they are neither durable nor replayed: their offsets
+        are committed, so no other worker will see them. Durable ones come back from the state,
+        replayed ones from the topic (the partition's next owner reads from the held commit); a
+        copy kept here would be stale once another worker has released them (the partition back
+        here later would release them twice).
         """
         for stage in self.stages:
             if self.buffers is None:
                 for partition, ctx in stage.contexts.items():
                     stage.carried[partition] = ctx.part.pending
             stage.contexts.clear()
+        self.held.clear()
+        self.held_entries.clear()
 
     def process(
-        self, event: AnyEvent, source: str | None = None, partition: int = 0, key: str | None = None
+        self, event: AnyEvent, source: str | None = None, partition: int = 0, key: str | None = None,
+        offset: int | None = None,
     ) -> list[Alert]:
         """Handle one event: route it (or buffer it, for ordered stages), then advance time.
 
         ``key`` restricts routing to that one key: on Kafka a stage message was already routed
         to the partition of one of the event's keys (a detector without that key skips it).
+        ``offset``: where it was read (replayed buffers: see :meth:`oldest_offset`).
         """
         wm = self.watermark(partition)
         advanced = wm.observe(source or self.sources[0], event.epoch)
@@ -317,7 +343,11 @@ class Engine:
             return alerts
         handed = source is not None and source.startswith(STAGE_SOURCE)
         takers = (self.by_handed_type if handed else self.by_type).get(event.type, ())
-        if not takers or self._seen(takers[0], takers[0].context(partition, wm.value), event, key or ""):
+        if not takers:
+            return alerts
+        if self.replayed:
+            return alerts + self._process_replayed(event, takers, partition, wm.value, key, offset)
+        if self._seen(takers[0], takers[0].context(partition, wm.value), event, key or ""):
             return alerts
         routed: list[tuple[_Stage, _Context, tuple[str, ...]]] = []
         for stage in takers:
@@ -326,7 +356,7 @@ class Engine:
                 keys = (key,) if key in keys else ()
             # the context first: opening it reads the durable buffers back, which _hold writes to
             routed.append((stage, stage.context(partition, wm.value), keys))
-        if self.buffers is not None:
+        if self.write_buffers:
             self._hold(partition, event, [(stage.detector.name, keys) for stage, _ctx, keys in routed if stage.ordered])
         for stage, ctx, keys in routed:
             if stage.ordered:
@@ -343,27 +373,85 @@ class Engine:
                 alerts.extend(self._release(stage, ctx, wm.value))
         return alerts
 
-    def _seen(self, stage: _Stage, ctx: _Context, event: AnyEvent, key: str) -> bool:
-        """True when this engine already took this event (for this key, on Kafka); else remember
-        it. Every detector that takes the event takes it in the same call, so one record serves
-        them all: it lives in the state of the first of them (``stage``)."""
+    def _process_replayed(self, event: AnyEvent, takers: list[_Stage], partition: int, now: float,
+                          key: str | None, offset: int | None) -> list[Alert]:
+        """:meth:`process` with replayed buffers (every taker ordered): buffer the event unless
+        it is held or was released already; it is marked seen when released (:meth:`_release`)."""
+        first = takers[0]
+        identity = _identity(event, key or "")
+        offsets, holding = self.held.setdefault(partition, ({}, {}))
+        if identity in holding or self._was_seen(first, first.context(partition, now), event, identity):
+            return []
+        alerts: list[Alert] = []
+        for stage in takers:
+            ctx = stage.context(partition, now)  # first: opening it reads back an older worker's buffers
+            keys = tuple(stage.detector.keys(event))
+            if key is not None:
+                keys = (key,) if key in keys else ()
+            for k in keys:
+                seq = self._buffer(ctx, event, k)
+                self.held_entries[seq] = (identity, offset, first)
+                holding[identity] = holding.get(identity, 0) + 1
+                if offset is not None:
+                    offsets[offset] = offsets.get(offset, 0) + 1
+            if _due(ctx.part, now):
+                alerts.extend(self._release(stage, ctx, now))
+        if identity not in holding:  # no detector had a key for it: nothing to wait for
+            self._mark_seen(first, first.context(partition, now), event, identity)
+        return alerts
+
+    def _released(self, seq: int, event: AnyEvent, partition: int, now: float) -> None:
+        """A buffered entry handed over (replayed buffers): seen from now on, no longer held."""
+        identity, offset, first = self.held_entries.pop(seq)
+        offsets, holding = self.held[partition]
+        self._mark_seen(first, first.context(partition, now), event, identity)
+        if holding[identity] == 1:
+            del holding[identity]
+        else:
+            holding[identity] -= 1
+        if offset is not None:
+            if offsets[offset] == 1:
+                del offsets[offset]
+            else:
+                offsets[offset] -= 1
+
+    def oldest_offset(self, partition: int) -> int | None:
+        """The oldest source offset of an event still buffered on ``partition`` (replayed
+        buffers): the caller commits no further, so a restart reads it again."""
+        held = self.held.get(partition)
+        return min(held[0]) if held and held[0] else None
+
+    def _was_seen(self, stage: _Stage, ctx: _Context, event: AnyEvent, identity: str) -> bool:
+        record = stage.state.get(_seen_key(ctx.partition, int(event.epoch // SEEN_BUCKET_S)))
+        return record is not None and identity in record["ids"]
+
+    def _mark_seen(self, stage: _Stage, ctx: _Context, event: AnyEvent, identity: str) -> None:
         bucket = int(event.epoch // SEEN_BUCKET_S)
         skey = _seen_key(ctx.partition, bucket)
         record = stage.state.get(skey)
-        identity = _identity(event, key)
         if record is None:
             record = {"until": (bucket + 1) * SEEN_BUCKET_S + self.dedupe_window, "ids": {}}
             ctx.expire(skey, record["until"])
         elif identity in record["ids"]:
-            return True
+            return
         record["ids"][identity] = 1
         stage.state[skey] = record
+
+    def _seen(self, stage: _Stage, ctx: _Context, event: AnyEvent, key: str) -> bool:
+        """True when this engine already took this event (for this key, on Kafka); else remember
+        it. Every detector that takes the event takes it in the same call, so one record serves
+        them all: it lives in the state of the first of them (``stage``)."""
+        identity = _identity(event, key)
+        if self._was_seen(stage, ctx, event, identity):
+            return True
+        self._mark_seen(stage, ctx, event, identity)
         return False
 
-    def _buffer(self, ctx: _Context, event: AnyEvent, key: str) -> None:
+    def _buffer(self, ctx: _Context, event: AnyEvent, key: str) -> int:
         """Into the partition's heap; its durable record is the caller's (:meth:`_hold`)."""
         self._seq += 1
         heapq.heappush(ctx.part.pending, (event.epoch, getattr(event, "event_id", ""), event.type, key, self._seq, event))
+        return self._seq
 
     def _hold(self, partition: int, event: AnyEvent, holders: list[tuple[str, tuple[str, ...]]]) -> None:
         """The durable record of a buffered event: ``[key, event json, [detectors holding it]]``
@@ -413,7 +501,7 @@ class Engine:
             if not keys:
                 continue
             self._handed.append((target, target_ctx))
-            if self.buffers is not None:
+            if self.write_buffers:
                 self._hold(ctx.partition, event, [(name, keys)])
             for k in keys:
                 self._buffer(target_ctx, event, k)
@@ -471,8 +559,10 @@ class Engine:
                 return alerts
             if next_event <= next_timer:
                 _ts, event_id, _type, key, seq, event = heapq.heappop(pending)
-                if self.buffers is not None:
+                if self.buffers is not None and (self.write_buffers or seq < 0):
                     self._unhold(stage, ctx.partition, event, event_id, key, restored=seq < 0)
+                if seq in self.held_entries:
+                    self._released(seq, event, ctx.partition, now)
                 alerts.extend(self._call(stage, event, key, ctx))
             else:
                 alerts.extend(self._fire_one(stage, ctx))

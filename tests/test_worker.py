@@ -71,6 +71,22 @@ def test_a_gap_is_re_read_from_where_it_starts_and_commits_wait_for_it() -> None
     assert progress.commit_cap(tp) == 883 and progress.gaps == {} and progress.ahead == {}
 
 
+def test_commits_stop_at_the_oldest_record_a_stage_still_buffers() -> None:
+    """Replayed buffers: a stage's buffered events are read again after a restart because
+    Faust never commits past their record."""
+    progress = Progress()
+    tp = ("stage-platform", 2)
+    progress.assigned({tp: 100})
+    held: dict[int, int] = {2: 103}
+    progress.holds["stage-platform"] = held.get
+    for offset in range(100, 110):
+        progress.admit(tp, offset, now=0.0)
+    assert progress.commit_cap(tp) == 103  # handled up to 109, but 103's events wait
+    del held[2]  # released
+    assert progress.commit_cap(tp) == 110
+    assert progress.commit_cap(("stage-platform", 1)) is None  # not assigned here
+
+
 def test_a_hole_that_re_reads_never_fill_is_passed_after_a_while() -> None:
     """A re-read that never arrives must not keep commits behind for good."""
     progress = Progress()

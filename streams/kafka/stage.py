@@ -132,9 +132,12 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
         for d in detectors for name in (d.name, f"{d.name}-timers")
     }
     engine = Engine(detectors, state_factory=states.__getitem__, sources=stage_sources(settings, stage, groups),
-                    lateness=settings.allowed_lateness_s, durable_buffers=True,
+                    lateness=settings.allowed_lateness_s, replayed_buffers=True,
                     dedupe_window=settings.dedupe_window_s)
     topic = stage_topics[stage]
+    # Buffered events are not written anywhere: the stage's commits stop at the oldest record
+    # still buffered, so whoever owns the partition next reads them again (see Engine).
+    admit.hold(topic.get_topic_name(), engine.oldest_offset)
     stage_of = {d.name: name for name, members in groups.items() for d in members}
     by_name = {d.name: d for members in groups.values() for d in members}
     downstream = sorted({stage_of[name] for d in detectors for name in getattr(d, "emits", ()) if name in stage_of})
@@ -219,16 +222,18 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
             await dead_letter(DeadLetter(str(err), "worker_error", raw_text(event.value or b""), source))
             return
         for i, (key, value) in enumerate(entries):
-            await handle_entry(key, value, source, message.partition, f"{where}#{i}" if len(entries) > 1 else where)
+            await handle_entry(key, value, source, message.partition, message.offset,
+                               f"{where}#{i}" if len(entries) > 1 else where)
 
-    async def handle_entry(key: str | None, value: bytes, source: str, partition: int, where: str) -> None:
+    async def handle_entry(key: str | None, value: bytes, source: str, partition: int, offset: int,
+                           where: str) -> None:
         started = time.perf_counter()
         try:
             parsed = decode(value, where)
             if isinstance(parsed, DeadLetter):
                 await dead_letter(parsed)
                 return
-            alerts = engine.process(parsed, source=source, partition=partition, key=key)
+            alerts = engine.process(parsed, source=source, partition=partition, key=key, offset=offset)
             for alert in alerts:
                 metrics.ALERTS.labels(alert.kind).inc()
                 out_sent.append(await alerts_topic.send(key=alert.alert_id.encode(), value=alert.to_json()))

@@ -60,6 +60,8 @@ class Progress:
         self.gaps: dict = {}  # TP -> (first missing offset, when last re-read, re-reads so far)
         self.ahead: dict = {}  # TP -> the highest offset handled past a gap
         self.high: dict = {}  # TP -> the highest offset handled here since the assignment
+        # topic -> (partition -> the oldest offset whose events a stage still buffers, or None)
+        self.holds: dict[str, Callable[[int], int | None]] = {}
 
     def admit(self, tp, offset: int, now: float) -> tuple[bool, int | None]:  # noqa: ANN001 - a Faust TP
         """Whether to handle the message at ``offset``, and the offset to re-read ``tp`` from
@@ -111,9 +113,14 @@ class Progress:
 
     def commit_cap(self, tp) -> int | None:  # noqa: ANN001
         """The highest offset Faust may commit for ``tp`` (next to read): past the mark only
-        what the agents handled contiguously. None for partitions no agent reads."""
+        what the agents handled contiguously, and not past a record whose events a stage still
+        buffers (``holds``: a restart reads them again). None for partitions no agent reads."""
         done = self.done.get(tp)
-        return None if done is None else done + 1
+        if done is None:
+            return None
+        hold = self.holds.get(tp[0])
+        oldest = hold(tp[1]) if hold is not None else None
+        return done + 1 if oldest is None else min(done + 1, oldest)
 
     def assigned(self, committed: dict) -> None:
         """A new assignment: the group's committed offsets (next to read) are where each
@@ -230,6 +237,7 @@ def watch(app: faust.App, settings: Settings, consumed: set[str]) -> Callable[[o
         return handle
 
     admit.rewind = progress.rewind  # type: ignore[attr-defined]
+    admit.hold = progress.holds.__setitem__  # type: ignore[attr-defined]
     group_offsets = _GroupOffsets(settings)
     lag_labels: set[tuple[str, str]] = set()  # (topic, partition) the lag gauge reports
 
