@@ -557,6 +557,10 @@ class Engine:
             next_timer = timers[0][0] if timers else math.inf
             if min(next_event, next_timer) > now:
                 return alerts
+            # records expire by the time of what is handed over, not by how far the watermark
+            # jumped: one step over an hour (a source that was silent) or sixty of a minute give
+            # the detector the same state
+            self._expire(stage, ctx, min(next_event, next_timer))
             if next_event <= next_timer:
                 _ts, event_id, _type, key, seq, event = heapq.heappop(pending)
                 if self.buffers is not None and (self.write_buffers or seq < 0):

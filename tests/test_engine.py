@@ -282,3 +282,39 @@ def test_a_duplicate_that_comes_while_the_event_is_held_is_dropped() -> None:
     assert [a.kind for a in alerts] == ["order_overdue"] and engine.oldest_offset(0) is None
     engine.process(first, source="a", offset=11)  # and after its release: seen
     assert engine.buffered(0)[0] == 0
+
+
+def test_a_watermark_that_jumps_gives_the_state_of_small_steps() -> None:
+    """A source that stays silent (no ticks) holds a partition's watermark back, then one step
+    releases everything: records must expire by the time of each event handed over, as they
+    do when the watermark moves event by event (found on coord_synth, whose only topic is
+    posts: ``replay --partitions`` gave other campaigns than ``replay``)."""
+
+    class Probe:
+        name, raises, event_types, ordered = "probe", (), frozenset({"post"}), True
+
+        def __init__(self) -> None:
+            self.found: list[tuple[str, bool]] = []
+
+        def keys(self, event):  # noqa: ANN001, ANN201
+            return [event.platform]
+
+        def on_event(self, event, key, ctx):  # noqa: ANN001, ANN201
+            self.found.append((event.post_id, ctx.records.get("last", key) is not None))
+            ctx.records.save("last", key, record={}, until=event.epoch + 60)
+            return []
+
+        def on_timer(self, key, ctx):  # noqa: ANN001, ANN201
+            return []
+
+    events = [decode(orjson.dumps(e), "t") for e in (post("p1", 0), post("p2", 0.5), post("p3", 5), tick(10))]
+    steps, jump = Probe(), Probe()
+    one = Engine([steps], sources=["a"])
+    for event in events:
+        one.process(event, source="a")
+    two = Engine([jump], sources=["a", "silent"])
+    for event in events:
+        two.process(event, source="a")
+    two.process(events[-1], source="silent")  # everything is released in one step
+    assert steps.found == [("p1", False), ("p2", True), ("p3", False)]  # p1's record expired after a minute
+    assert jump.found == steps.found
