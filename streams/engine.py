@@ -261,6 +261,8 @@ class Engine:
         # and per buffered entry (by seq): its identity, offset and the stage holding its seen-set.
         self.held: dict[int, tuple[dict[int, int], dict[str, int]]] = {}
         self.held_entries: dict[int, tuple[str, int | None, _Stage]] = {}
+        # partition -> the oldest offset released since the caller last settled (see settle())
+        self.unsettled: dict[int, int] = {}
         # Who takes an event: from the input, the detectors of its type; from another stage
         # (a ``stage:`` source, on Kafka and in ``replay --partitions``), also those that
         # receive that type only when emitted to them (``receives``).
@@ -318,6 +320,7 @@ class Engine:
             stage.contexts.clear()
         self.held.clear()
         self.held_entries.clear()
+        self.unsettled.clear()
 
     def process(
         self, event: AnyEvent, source: str | None = None, partition: int = 0, key: str | None = None,
@@ -414,12 +417,25 @@ class Engine:
                 del offsets[offset]
             else:
                 offsets[offset] -= 1
+            self.unsettled[partition] = min(self.unsettled.get(partition, offset), offset)
 
     def oldest_offset(self, partition: int) -> int | None:
-        """The oldest source offset of an event still buffered on ``partition`` (replayed
-        buffers): the caller commits no further, so a restart reads it again."""
+        """The oldest source offset of an event still buffered on ``partition``, or released
+        since the last :meth:`settle` (replayed buffers): the caller commits no further, so a
+        restart reads it again. An event released in a batch whose state never reached the
+        store (the worker crashed or stopped first) is read again too: its release, its seen
+        mark and what it changed were lost with that state."""
         held = self.held.get(partition)
-        return min(held[0]) if held and held[0] else None
+        oldest = min(held[0]) if held and held[0] else None
+        released = self.unsettled.get(partition)
+        if released is None:
+            return oldest
+        return released if oldest is None else min(oldest, released)
+
+    def settle(self) -> None:
+        """The state of everything released so far is stored (the worker calls it after a
+        batch's state was written and acknowledged): commits may pass those events now."""
+        self.unsettled.clear()
 
     def _was_seen(self, stage: _Stage, ctx: _Context, event: AnyEvent, identity: str) -> bool:
         record = stage.state.get(_seen_key(ctx.partition, int(event.epoch // SEEN_BUCKET_S)))

@@ -32,7 +32,14 @@ def build_detectors(settings: Settings) -> list[Detector]:
         raise ValueError(f"STORMWATCH_DETECTORS names unknown detectors {unknown}; known: {names}")
     # a detector that only filters for another (it raises nothing) comes with the one it feeds
     feeders = {d.name for d in detectors if not d.raises and set(getattr(d, "emits", ())) & set(wanted)}
-    return [d for d in detectors if d.name in wanted or d.name in feeders]
+    chosen = [d for d in detectors if d.name in wanted or d.name in feeders]
+    names = {d.name for d in chosen}
+    for d in chosen:
+        missing = sorted(set(getattr(d, "emits", ())) - names)
+        if missing:  # its events would go nowhere (in process, pile up)
+            raise ValueError(f"STORMWATCH_DETECTORS: {d.name} hands events to {missing}, which is not chosen; "
+                             f"choose {missing[0]} (it brings {d.name})")
+    return chosen
 
 
 def check_kinds(detectors: list[Detector]) -> None:

@@ -181,3 +181,6 @@ def test_a_detector_chosen_alone_brings_the_filter_that_feeds_it() -> None:
     OrderWatch raises nothing, so choosing it alone is choosing nothing the user can see."""
     assert [d.name for d in build_detectors(Settings(detectors="orders"))] == ["order_watch", "orders"]
     assert [d.name for d in build_detectors(Settings(detectors="water_army"))] == ["water_army"]
+    assert [d.name for d in build_detectors(Settings(detectors="targets"))] == ["post_targets", "targets"]
+    with pytest.raises(ValueError, match="order_watch hands events to \\['orders'\\]"):
+        build_detectors(Settings(detectors="order_watch"))

@@ -361,6 +361,7 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
                                    [(f"stage {stage}: a batch's redo record", redo_sent, lambda: write_redo_records(last)),
                                     (f"stage {stage}: a batch's state", sent, lambda: write_tables(last))],
                                    drop=drop_batch)
+            engine.settle()  # the batch's state is stored: its released events need not be read again
 
     def drop_batch() -> None:
         outbox.entries.clear()
