@@ -348,9 +348,13 @@ class Engine:
         takers = (self.by_handed_type if handed else self.by_type).get(event.type, ())
         if not takers:
             return alerts
-        if self.replayed:
-            return alerts + self._process_replayed(event, takers, partition, wm.value, key, offset)
-        if self._seen(takers[0], takers[0].context(partition, wm.value), event, key or ""):
+        first = takers[0]
+        identity = _identity(event, key or "")
+        if self.replayed:  # seen once released (_released); until then, held in memory
+            offsets, holding = self.held.setdefault(partition, ({}, {}))
+            if identity in holding or self._was_seen(first, first.context(partition, wm.value), event, identity):
+                return alerts
+        elif self._seen(first, first.context(partition, wm.value), event, key or ""):
             return alerts
         routed: list[tuple[_Stage, _Context, tuple[str, ...]]] = []
         for stage in takers:
@@ -364,43 +368,23 @@ class Engine:
         for stage, ctx, keys in routed:
             if stage.ordered:
                 for k in keys:
-                    self._buffer(ctx, event, k)
+                    seq = self._buffer(ctx, event, k)
+                    if self.replayed:
+                        self.held_entries[seq] = (identity, offset, first)
+                        holding[identity] = holding.get(identity, 0) + 1
+                        if offset is not None:
+                            offsets[offset] = offsets.get(offset, 0) + 1
             else:
                 for k in keys:
                     alerts.extend(self._call(stage, event, k, ctx))
             if _due(ctx.part, wm.value):  # and timers the detector set already due
                 alerts.extend(self._release(stage, ctx, wm.value))
+        if self.replayed and identity not in holding:  # no detector had a key for it: nothing waits
+            self._mark_seen(first, first.context(partition, wm.value), event, identity)
         while self._handed:  # stages that events were emitted to, which may take none of this type
             stage, ctx = self._handed.pop(0)
             if _due(ctx.part, wm.value):
                 alerts.extend(self._release(stage, ctx, wm.value))
-        return alerts
-
-    def _process_replayed(self, event: AnyEvent, takers: list[_Stage], partition: int, now: float,
-                          key: str | None, offset: int | None) -> list[Alert]:
-        """:meth:`process` with replayed buffers (every taker ordered): buffer the event unless
-        it is held or was released already; it is marked seen when released (:meth:`_release`)."""
-        first = takers[0]
-        identity = _identity(event, key or "")
-        offsets, holding = self.held.setdefault(partition, ({}, {}))
-        if identity in holding or self._was_seen(first, first.context(partition, now), event, identity):
-            return []
-        alerts: list[Alert] = []
-        for stage in takers:
-            ctx = stage.context(partition, now)  # first: opening it reads back an older worker's buffers
-            keys = tuple(stage.detector.keys(event))
-            if key is not None:
-                keys = (key,) if key in keys else ()
-            for k in keys:
-                seq = self._buffer(ctx, event, k)
-                self.held_entries[seq] = (identity, offset, first)
-                holding[identity] = holding.get(identity, 0) + 1
-                if offset is not None:
-                    offsets[offset] = offsets.get(offset, 0) + 1
-            if _due(ctx.part, now):
-                alerts.extend(self._release(stage, ctx, now))
-        if identity not in holding:  # no detector had a key for it: nothing to wait for
-            self._mark_seen(first, first.context(partition, now), event, identity)
         return alerts
 
     def _released(self, seq: int, event: AnyEvent, partition: int, now: float) -> None:
@@ -510,9 +494,8 @@ class Engine:
                 self.emitted.append((name, event))
                 continue
             target_ctx = target.context(ctx.partition, ctx.watermark)
-            # an event emitted once per key of the emitter (OrderWatch: per ordered item) is
-            # taken once per key of the receiver, as on Kafka, where the receiving engine's
-            # seen-set drops the repeats
+            # an event emitted more than once (by several keys of the emitter) is taken once per
+            # key of the receiver, as on Kafka, where the receiving engine's seen-set drops repeats
             keys = tuple(k for k in target.detector.keys(event) if not self._seen(target, target_ctx, event, k))
             if not keys:
                 continue
