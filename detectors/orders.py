@@ -108,17 +108,14 @@ def _blank() -> dict[str, Any]:
 
 
 def post_items(post: Post) -> list[str]:
-    """The ordered items a post may touch: itself, what it reposts or answers, its account,
-    its hashtags (the keys an order's ``items`` use)."""
-    items = {f"post:{post.post_id}", f"account:{post.account_id}"}
-    items |= {f"post:{x}" for x in (post.parent_id, post.root_id) if x}
-    items |= {f"hashtag:{h.strip('#')}" for h in post.hashtags}
-    return sorted(items)
+    """The ordered items a post may touch, each once, in order: the ledger counts per item."""
+    return sorted(set(_touched(post)))
 
 
 def _touched(event: Post | Engagement) -> Iterator[str]:
-    """:func:`post_items` of a post (unsorted, maybe repeated: OrderWatch only asks whether any
-    is watched, once per post), or the post engagement is about."""
+    """The ordered items an event may touch (the keys an order's ``items`` use): a post itself,
+    its account, what it reposts or answers, its hashtags; engagement, its post. Unsorted and
+    maybe repeated: OrderWatch only asks whether any is watched."""
     yield f"post:{event.post_id}"
     if isinstance(event, Post):
         yield f"account:{event.account_id}"
