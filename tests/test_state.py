@@ -3,6 +3,7 @@ test_kafka_pipeline: a restarted worker restores these tables from their changel
 
 from __future__ import annotations
 
+import asyncio
 from typing import ClassVar
 
 import pytest
@@ -12,13 +13,14 @@ from streams.settings import Settings
 from streams.kafka.state import TableState
 
 
-class Table(dict):
-    """Stands in for a Faust table: records each write with the partition it was made for."""
+class Store(dict):
+    """Stands in for a Faust table's store: records each write with the partition it was made for."""
 
     def __init__(self) -> None:
         super().__init__()
         self.partition = None
         self.log: list[tuple] = []
+        self.persisted: dict = {}
 
     def __setitem__(self, key, value) -> None:
         self.log.append(("set", self.partition, key))
@@ -28,10 +30,52 @@ class Table(dict):
         self.log.append(("del", self.partition, key))
         super().__delitem__(key)
 
+    def set_persisted_offset(self, tp, offset) -> None:
+        self.persisted[tp] = offset
+
+
+class Table:
+    """Stands in for a Faust table: its store, codecs and changelog topic."""
+
+    name = "det"
+    key_serializer = value_serializer = "json"
+    changelog_topic = type("Topic", (), {"get_topic_name": staticmethod(lambda: "app-det-changelog")})()
+
+    def __init__(self) -> None:
+        self.data = Store()
+
+
+class Producer:
+    """Stands in for the aiokafka producer: aiokafka's own record batches, kept instead of sent
+    (each batch's future resolves with offsets counted per partition, as Kafka would)."""
+
+    def __init__(self, batch_size: int = 16384) -> None:
+        self.batch_size = batch_size
+        self.sent: list[tuple[str, int, list[tuple[bytes, bytes | None]]]] = []
+
+    def create_batch(self):  # noqa: ANN201
+        from aiokafka.producer.message_accumulator import BatchBuilder
+
+        return BatchBuilder(self.batch_size, 0, is_transactional=False)
+
+    async def send_batch(self, batch, topic: str, *, partition: int):  # noqa: ANN001, ANN201
+        import asyncio
+
+        from aiokafka.record.default_records import DefaultRecordBatch
+        from aiokafka.structs import RecordMetadata, TopicPartition
+
+        records = [(r.key, r.value) for r in DefaultRecordBatch(bytes(batch._build()))]
+        base = sum(len(m) for t, p, m in self.sent if (t, p) == (topic, partition))
+        self.sent.append((topic, partition, records))
+        future = asyncio.get_running_loop().create_future()
+        tp = TopicPartition(topic, partition)
+        future.set_result(RecordMetadata(topic, partition, tp, base, -1, 0, 0))
+        return future
+
 
 def enter(table: Table):
     def make_current(partition: int) -> None:
-        table.partition = partition
+        table.data.partition = partition
     return make_current
 
 
@@ -40,9 +84,9 @@ def test_changes_wait_for_the_flush_and_reads_see_them() -> None:
     state = TableState(table)
     state["a"] = {"n": 1}
     state["a"] = {"n": 2}
-    assert state["a"] == {"n": 2} and "a" in state and table == {}
+    assert state["a"] == {"n": 2} and "a" in state and table.data == {}
     assert state.flush(enter(table)) == 1
-    assert table == {"a": {"n": 2}} and table.log == [("set", 0, "a")]
+    assert table.data == {"a": {"n": 2}} and table.data.log == [("set", 0, "a")]
 
 
 def test_a_key_created_and_deleted_in_one_batch_costs_nothing() -> None:
@@ -53,18 +97,18 @@ def test_a_key_created_and_deleted_in_one_batch_costs_nothing() -> None:
     assert "buffered" not in state and state.get("buffered") is None
     with pytest.raises(KeyError):
         del state["buffered"]
-    assert state.flush(enter(table)) == 0 and table.log == []
+    assert state.flush(enter(table)) == 0 and table.data.log == [] and state.outgoing == {0: []}
 
 
 def test_deleting_a_stored_key_reaches_the_table() -> None:
     table = Table()
-    table.update(old=1, kept=2)
+    table.data.update(old=1, kept=2)
     state = TableState(table)
     assert state.pop("old") == 1
     state["new"] = 3
     assert sorted(state) == ["kept", "new"] and len(state) == 2
     state.flush(enter(table))
-    assert table == {"kept": 2, "new": 3}
+    assert table.data == {"kept": 2, "new": 3}
 
 
 def test_each_change_is_written_for_the_partition_it_was_made_on() -> None:
@@ -74,7 +118,43 @@ def test_each_change_is_written_for_the_partition_it_was_made_on() -> None:
         state.partition = partition
         state[key] = partition
     state.flush(enter(table))
-    assert table.log == [("set", 0, "y"), ("set", 2, "x"), ("set", 2, "z")]
+    assert table.data.log == [("set", 0, "y"), ("set", 2, "x"), ("set", 2, "z")]
+
+
+def test_the_changelog_gets_fausts_messages_in_record_batches_per_partition() -> None:
+    """Faust restores a table from its changelog: the messages must be what Faust writes (the
+    key and value in the table's json codec, a tombstone for a delete), each on the partition
+    it was made for, in order, however many batches they take."""
+    from faust.serializers import codecs
+
+    table = Table()
+    table.data.update(old=1)
+    state = TableState(table)
+    state.partition = 1
+    del state["old"]
+    state["a\t<b>"] = {"until": 5.5, "ids": ["x"]}
+    state.partition = 3
+    for i in range(300):
+        state[f"k{i}"] = "v" * 100
+    assert state.flush(enter(table)) == 302
+    producer = Producer(batch_size=4096)
+
+    async def send() -> tuple[int, list]:
+        batches = await state.send_changelog(producer)
+        return batches, [future.done() for future in state.sent]
+
+    batches, done = asyncio.run(send())
+    assert state.outgoing == {}
+    assert [(t, p) for t, p, _ in producer.sent][:1] == [("app-det-changelog", 1)]
+    assert batches == len(producer.sent) > 2  # partition 3's 300 messages took several batches
+    by_partition: dict[int, list] = {}
+    for _topic, partition, records in producer.sent:
+        by_partition.setdefault(partition, []).extend(records)
+    assert by_partition[1] == [(b'"old"', None), (codecs.dumps("json", "a\t<b>"), codecs.dumps("json", {"until": 5.5, "ids": ["x"]}))]
+    assert [codecs.loads("json", k) for k, _ in by_partition[3]] == [f"k{i}" for i in range(300)]
+    assert len(done) == batches and all(done)
+    # each batch's last offset is stored as the partition's persisted offset (RocksDB's recovery start)
+    assert {tp.partition: offset for tp, offset in table.data.persisted.items()} == {1: 1, 3: 299}
 
 
 def test_detectors_keyed_alike_share_one_stage() -> None:

@@ -36,7 +36,7 @@ from evidence.recorder import EvidenceRecorder
 from evidence.stream import Sequencer, StreamLog, read_records
 from streams.kafka.batches import Outbox
 from streams.kafka.stage import RAW_BYTES, SOURCE_HEADER, _as_current, _header, finish_batch, record_entries, tick_json
-from streams.kafka.state import TableState
+from streams.kafka.state import TableState, kafka_producer
 from streams.registry import partition_of
 from streams.settings import Settings
 
@@ -254,6 +254,7 @@ class EvidenceStage:
                 self.meta[f"watermark\t{p}"] = {s: t for s, t in part.sequencer.latest.items() if t > -math.inf}
         for state in (self.held, self.meta):
             state.flush(lambda p: _as_current(last[p]))
+            await state.send_changelog(kafka_producer(self.app))
         _as_current(None)
         await self.app.producer.flush()
 

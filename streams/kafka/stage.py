@@ -25,7 +25,7 @@ from events import DeadLetter, Detector, Tick, decode, format_ts, raw_text
 from streams import metrics
 from streams.engine import Engine
 from streams.kafka.batches import BATCH_HEADER, Outbox, unpack
-from streams.kafka.state import TableState, delivered, track_changelog
+from streams.kafka.state import TableState, delivered, kafka_producer, track_changelog
 from streams.local import detector_failures
 from streams.registry import partition_of, stage_sources
 from streams.settings import Settings
@@ -320,6 +320,7 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
         """The batch's changes to the tables (a changelog message per key) and its source times."""
         for state in states.values():
             state.flush(lambda p: _as_current(last[p]))
+            await state.send_changelog(kafka_producer(app))
         for p, event in last.items():
             _as_current(event)
             save_watermark(p)
