@@ -234,7 +234,7 @@ class EvidenceStage:
 
     def _drop(self) -> None:
         for state in (self.held, self.meta):
-            state.pending.clear()
+            state.drop()
 
     async def _send_log(self, logged: list, sent: list) -> None:
         """A batch's log records, before its state: a batch cut short is read again whole."""

@@ -25,7 +25,7 @@ from events import DeadLetter, Detector, Tick, decode, format_ts, raw_text
 from streams import metrics
 from streams.engine import Engine
 from streams.kafka.batches import BATCH_HEADER, Outbox, unpack
-from streams.kafka.state import TableState, delivered, kafka_producer, track_changelog
+from streams.kafka.state import TableState, delivered, kafka_producer, redo_changes, redo_parts, track_changelog
 from streams.local import detector_failures
 from streams.registry import partition_of, stage_sources
 from streams.settings import Settings
@@ -251,8 +251,8 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
 
     # partition -> the state changes of the last batch that changed it, written (and acked)
     # before those changes go to the tables; applied again when a worker takes the partition.
-    redo = app.Table(f"{stage}-redo", default=None, partitions=settings.partitions,
-                     schema=faust.Schema(key_serializer="json", value_serializer="json"))
+    redo = app.Table(f"{stage}-redo", default=None, partitions=settings.partitions,  # values: JSON bytes
+                     schema=faust.Schema(key_serializer="json", value_serializer="raw"))
     redo_sent: list = []
     track_changelog(redo, redo_sent)
 
@@ -270,38 +270,22 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
         partition holds them all and Kafka keeps its order, so a durable head means durable
         parts. Nothing when the batch changed nothing here (the last record still holds)."""
         seq = uuid.uuid4().hex
-        parts: list[list] = [[]]
-        size = 0
-        for name, state in states.items():
-            for change in state.changes(partition):
-                length = len(orjson.dumps(change))
-                if size + length > REDO_PART_BYTES and parts[-1]:
-                    parts.append([])
-                    size = 0
-                parts[-1].append([name, *change])
-                size += length
-        if not parts[0]:
+        parts = redo_parts(states, partition, seq, REDO_PART_BYTES)
+        if not parts:
             return
         for i, part in enumerate(parts):
-            redo[f"{partition}\t{i}"] = {"seq": seq, "changes": part}
-        redo[str(partition)] = {"seq": seq, "parts": len(parts)}
+            redo[f"{partition}\t{i}"] = part
+        redo[str(partition)] = orjson.dumps({"seq": seq, "parts": len(parts)})
 
     def apply_redo(partition: int) -> None:
         """The partition's last redo record, applied again as pending changes: whatever part of
         that batch's table writes a kill lost is written now (the rest again, same values)."""
-        head = redo.get(str(partition))
-        if not head:
+        changes = redo_changes(redo.get, partition)
+        if changes is None:
+            log.warning("stage %s/%s: redo record superseded by a partial one; not applied", stage, partition)
             return
-        parts = [redo.get(f"{partition}\t{i}") for i in range(head["parts"])]
-        if any(part is None or part["seq"] != head["seq"] for part in parts):
-            # the next batch's parts came back without its head: that batch never reached the
-            # tables, and this one's writes were acked before it began
-            log.warning("stage %s/%s: redo record %s superseded by a partial one; not applied", stage, partition,
-                        head["seq"])
-            return
-        for part in parts:
-            for name, *change in part["changes"]:
-                states[name].redo(change, partition)
+        for name, change in changes:
+            states[name].redo(change, partition)
 
     async def send_outputs() -> None:
         """The batch's stage records (its alerts went out as it ran), flushed."""
@@ -367,7 +351,7 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
     def drop_batch() -> None:
         outbox.entries.clear()
         for state in states.values():
-            state.pending.clear()
+            state.drop()
 
     logged: dict[int, int] = {}  # partition -> buffered count last logged
 

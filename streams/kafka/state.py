@@ -36,6 +36,7 @@ import asyncio
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
+import orjson
 from faust.serializers import codecs
 
 _GONE = object()
@@ -94,6 +95,8 @@ class TableState(MutableMapping[str, Any]):
             track_changelog(table, self.sent)
         # partition -> changelog messages (key, value or None) flushed but not sent yet
         self.outgoing: dict[int, list[tuple[bytes, bytes | None]]] = {}
+        # key -> (value, its changelog key, value) from encode(), for the flush that follows it
+        self.encoded: dict[str, tuple[Any, bytes, bytes | None]] = {}
 
     def __getitem__(self, key: str) -> Any:
         hit = self.pending.get(key)
@@ -160,11 +163,25 @@ class TableState(MutableMapping[str, Any]):
             except KeyError:
                 continue
 
-    def changes(self, partition: int) -> list[list]:
-        """The pending changes for ``partition``: ``[key, value]`` for a write, ``[key]`` for a
-        delete (for the stage's redo record, see ``streams.kafka.stage``)."""
-        return [[key] if value is _GONE else [key, value]
-                for key, (value, p) in self.pending.items() if p == partition]
+    def encode(self, partition: int) -> list[tuple[bytes, bytes | None]]:
+        """The pending changes for ``partition`` as changelog messages (key, value, None for a
+        delete), in the table's codecs; :meth:`flush` sends these same bytes, so a batch's
+        change is encoded once for its redo record and its changelog. Only valid until that
+        flush (or :meth:`drop`): the detectors change records in place."""
+        key_codec, value_codec = self.table.key_serializer, self.table.value_serializer
+        messages = []
+        for key, (value, p) in self.pending.items():
+            if p == partition:
+                encoded = (value, codecs.dumps(key_codec, key),
+                           None if value is _GONE else codecs.dumps(value_codec, value))
+                self.encoded[key] = encoded
+                messages.append(encoded[1:])
+        return messages
+
+    def drop(self) -> None:
+        """Forget the batch's pending changes (its outputs did not all go out)."""
+        self.pending.clear()
+        self.encoded.clear()
 
     def redo(self, change: list, partition: int) -> None:
         """One change from :meth:`changes` again, pending for ``partition``."""
@@ -178,6 +195,7 @@ class TableState(MutableMapping[str, Any]):
         for key, (value, partition) in self.pending.items():
             by_partition.setdefault(partition, []).append((key, value))
         self.pending.clear()
+        encoded, self.encoded = self.encoded, {}
         store = self.table.data
         key_codec, value_codec = self.table.key_serializer, self.table.value_serializer
         sent = 0
@@ -185,17 +203,21 @@ class TableState(MutableMapping[str, Any]):
             enter(partition)
             outgoing = self.outgoing.setdefault(partition, [])
             for key, value in changes:
+                done = encoded.get(key)
+                if done is not None and done[0] is value:
+                    message = done[1:]
+                else:
+                    message = (codecs.dumps(key_codec, key), None if value is _GONE else codecs.dumps(value_codec, value))
                 if value is not _GONE:
                     store[key] = value
                     if self._track:
                         self.written[key] = partition
-                    outgoing.append((codecs.dumps(key_codec, key), codecs.dumps(value_codec, value)))
                 elif key in store:
                     del store[key]
                     self.written.pop(key, None)
-                    outgoing.append((codecs.dumps(key_codec, key), None))
                 else:
                     continue  # created and deleted within the batch: nothing to tell the changelog
+                outgoing.append(message)
                 sent += 1
         return sent
 
@@ -234,3 +256,45 @@ class TableState(MutableMapping[str, Any]):
 
         future.add_done_callback(persisted)
         self.sent.append(future)
+
+
+def redo_parts(states: dict[str, TableState], partition: int, seq: str, limit: int) -> list[bytes]:
+    """A batch's changes for ``partition`` as redo record parts (see ``streams.kafka.stage``):
+    each ``{"seq": seq, "changes": [[table, key, value] or [table, key] for a delete, ...]}``
+    in JSON, at most ``limit`` bytes unless one change is larger, built from the changelog
+    bytes of :meth:`TableState.encode` (JSON themselves) rather than encoded again. No part
+    when nothing changed there."""
+    head = b'{"seq":' + orjson.dumps(seq) + b',"changes":['
+    parts: list[list[bytes]] = [[]]
+    empty = size = len(head) + 2  # the head and the closing "]}"
+    for name, state in states.items():
+        table = orjson.dumps(name)
+        for key, value in state.encode(partition):
+            change = b"[" + table + b"," + key + (b"]" if value is None else b"," + value + b"]")
+            if parts[-1] and size + len(change) > limit:
+                parts.append([])
+                size = empty
+            parts[-1].append(change)
+            size += len(change) + 1  # and its comma
+    if not parts[0]:
+        return []
+    return [head + b",".join(part) + b"]}" for part in parts]
+
+
+def redo_changes(read: Callable[[str], Any], partition: int) -> list[tuple[str, list]] | None:
+    """The ``(table, change)`` pairs of ``partition``'s redo record, for :meth:`TableState.redo`,
+    read with ``read(key)`` from the redo table (values are JSON bytes, or dicts in the records
+    from before they were kept as bytes); ``[]`` when there is none. None when a part is missing
+    or belongs to a later record: that batch never reached the tables, and this one's writes
+    were acknowledged before it began."""
+    def load(key: str) -> Any:
+        value = read(key)
+        return orjson.loads(value) if isinstance(value, (bytes, str)) else value
+
+    head = load(str(partition))
+    if not head:
+        return []
+    parts = [load(f"{partition}\t{i}") for i in range(head["parts"])]
+    if any(part is None or part["seq"] != head["seq"] for part in parts):
+        return None
+    return [(name, change) for part in parts for name, *change in part["changes"]]
