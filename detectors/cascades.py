@@ -110,7 +110,10 @@ class Cascades:
     def _post(self, p: str, post: Post, ctx: Context) -> list[Alert]:
         t, s = post.epoch, self.s
         root = post.root_id or (self._root_of(p, post.parent_id, ctx) if post.parent_id else post.post_id)
-        ctx.records.save("root", p, post.post_id, record={"root": root}, until=t + s.item_ttl_s)
+        if root != post.post_id:
+            ctx.records.save("root", p, post.post_id, record={"root": root}, until=t + s.item_ttl_s)
+        elif ctx.records.has("root", p, post.post_id):  # a later version of it is its own root
+            ctx.records.delete("root", p, post.post_id)
         alerts: list[Alert] = []
         touched: dict[str, dict] = {}
         if post.kind == "original" or post.post_id == root or "defamation" in post.labels:
@@ -158,8 +161,11 @@ class Cascades:
         return alerts
 
     def _root_of(self, p: str, parent: str, ctx: Context) -> str:
+        """A post's root is recorded only when it is not the post itself (most posts are
+        originals: no record for them), so no record means the parent is the root, as it does
+        for a parent never seen."""
         rec = ctx.records.get("root", p, parent)
-        return rec["root"] if rec is not None else parent  # parent unseen: it is the root as far as we know
+        return rec["root"] if rec is not None else parent
 
     def _exists(self, p: str, item_id: str, ctx: Context) -> bool:
         return ctx.records.has("item", p, item_id)

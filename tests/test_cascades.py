@@ -39,10 +39,12 @@ class Feed:
         return self._add(second, {"type": "report", "report_id": rid, "reporter_id": f"r-{rid}", "post_id": pid,
                                   "category": category})
 
-    def run(self, law: LawSettings | None = None, settings: CascadeSettings | None = None) -> list[dict]:
-        engine = Engine([Cascades(settings, law)])
+    def run(self, law: LawSettings | None = None, settings: CascadeSettings | None = None,
+            state: dict | None = None, end_s: float = 10 * 86400 * 400) -> list[dict]:
+        engine = Engine([Cascades(settings, law)], state_factory=None if state is None else
+                        lambda name: state if name == "cascades" else {})
         out = []
-        for raw in self.events + [{"type": "tick", "ts": format_ts(T0 + 10 * 86400 * 400)}]:
+        for raw in self.events + [{"type": "tick", "ts": format_ts(T0 + end_s)}]:
             out.extend(a.model_dump() for a in engine.process(decode(orjson.dumps(raw), "t")))
         assert not engine.failures
         return out
@@ -170,6 +172,26 @@ def test_root_is_resolved_from_the_parent_chain() -> None:
         f.post(n, f"c{n}", author=f"u{n}", kind="repost", parent="a" if n == 2 else f"c{n - 1}")
     alerts = legal(f.run(law=LawSettings(figures={"defamation_reposts_500": 11})))
     assert [(a["subject"]["id"], a["evidence"]["value"]) for a in alerts] == [("root", 11)]
+
+
+def test_only_posts_that_are_not_their_own_root_leave_a_root_record() -> None:
+    """No record means "the parent is the root", so originals (most posts) write none; a later
+    version of a repost that makes it an original takes its record away."""
+    from events.keys import parts
+
+    f = Feed()
+    f.post(0, "root", labels=["defamation"])
+    f.post(1, "other")
+    f.post(2, "a", author="u1", kind="repost", parent="root")
+    f.post(3, "b", author="u2", kind="repost", parent="a")
+    f.post(4, "moved", author="u3", kind="repost", parent="root")
+    f.post(5, "moved", author="u3")  # its next version is an original
+    f.post(6, "c", author="u4", kind="repost", parent="moved")
+    state: dict = {}
+    alerts = legal(f.run(law=LawSettings(figures={"defamation_reposts_500": 3}), state=state, end_s=60))
+    assert [(a["subject"]["id"], a["evidence"]["value"]) for a in alerts] == [("root", 3)]  # a, b, moved; not c
+    rooted = sorted(parts(k)[-1] for k in state if parts(k)[0] == "root")
+    assert rooted == ["a", "b", "c"]
 
 
 def test_harmful_posts_growing_fast_raise_viral_spread_with_a_forecast() -> None:
