@@ -159,6 +159,32 @@ def test_the_changelog_gets_fausts_messages_in_record_batches_per_partition() ->
     assert {tp.partition: offset for tp, offset in table.data.persisted.items()} == {1: 1, 3: 299}
 
 
+def test_a_changelog_send_that_fails_keeps_what_was_not_submitted() -> None:
+    """A send that raises (the producer stopping) leaves the partition's messages queued, so a
+    next try sends them rather than losing changes the store already holds."""
+    table = Table()
+    state = TableState(table)
+    for partition in (0, 1):
+        state.partition = partition
+        state[f"k{partition}"] = partition
+    state.flush(enter(table))
+
+    class Failing(Producer):
+        async def send_batch(self, batch, topic: str, *, partition: int):  # noqa: ANN001, ANN201
+            assert batch.closed()  # nothing else may join a batch once it is handed over
+            if partition == 1:
+                raise RuntimeError("producer stopped")
+            return await super().send_batch(batch, topic, partition=partition)
+
+    failing = Failing()
+    with pytest.raises(RuntimeError):
+        asyncio.run(state.send_changelog(failing))
+    assert [p for _t, p, _m in failing.sent] == [0] and list(state.outgoing) == [1]
+    retry = Producer()
+    asyncio.run(state.send_changelog(retry))
+    assert retry.sent == [("app-det-changelog", 1, [(b'"k1"', b"1")])] and state.outgoing == {}
+
+
 def test_a_redo_record_gives_back_the_batchs_changes_and_the_changelog_the_same_bytes() -> None:
     """A kill between a batch's redo record and its table writes is mended by applying the redo
     record again: it must hold every change of the partition (deletes too, hostile keys as

@@ -252,10 +252,11 @@ class EvidenceStage:
                 _as_current(event)
                 self.meta.partition = p
                 self.meta[f"watermark\t{p}"] = {s: t for s, t in part.sequencer.latest.items() if t > -math.inf}
-        for state in (self.held, self.meta):
+        for state in (self.held, self.meta):  # the store takes the whole batch before anything is awaited
             state.flush(lambda p: _as_current(last[p]))
-            await state.send_changelog(kafka_producer(self.app))
         _as_current(None)
+        for state in (self.held, self.meta):
+            await state.send_changelog(kafka_producer(self.app))
         await self.app.producer.flush()
 
     def _handle(self, part: _Partition, kind: str | None, source: str, value: bytes) -> None:

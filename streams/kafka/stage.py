@@ -302,14 +302,15 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
 
     async def write_tables(last: dict[int, faust.EventT]) -> None:
         """The batch's changes to the tables (a changelog message per key) and its source times."""
-        for state in states.values():
+        for state in states.values():  # the stores take the whole batch before anything is awaited
             state.flush(lambda p: _as_current(last[p]))
-            await state.send_changelog(kafka_producer(app))
         for p, event in last.items():
             _as_current(event)
             save_watermark(p)
             metrics.BUFFERED.labels(stage, str(p)).set(engine.buffered(p)[0])
         _as_current(None)
+        for state in states.values():
+            await state.send_changelog(kafka_producer(app))
 
     async def run(stream: faust.StreamT) -> None:
         """Events in batches. A batch's outputs (alerts, forwarded events, dead letters) are

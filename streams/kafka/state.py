@@ -229,9 +229,8 @@ class TableState(MutableMapping[str, Any]):
         Faust's own writes also store the changelog offset in a RocksDB partition's database
         (where its recovery starts next time); each batch's callback does the same."""
         topic = self.table.changelog_topic.get_topic_name()
-        outgoing, self.outgoing = self.outgoing, {}
         batches = 0
-        for partition, messages in outgoing.items():
+        for partition, messages in list(self.outgoing.items()):
             batch = producer.create_batch()
             for key, value in messages:
                 if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it
@@ -242,10 +241,12 @@ class TableState(MutableMapping[str, Any]):
             if batch.record_count():
                 await self._send(producer, batch, topic, partition)
                 batches += 1
+            del self.outgoing[partition]  # kept until then: a send that fails leaves it for the next try
         return batches
 
     async def _send(self, producer: Any, batch: Any, topic: str, partition: int) -> None:
         count = batch.record_count()
+        batch.close()  # nothing else joins it (aiokafka would append other sends to an open batch)
         future = await producer.send_batch(batch, topic, partition=partition)
         store = self.table.data
 
@@ -264,6 +265,8 @@ def redo_parts(states: dict[str, TableState], partition: int, seq: str, limit: i
     in JSON, at most ``limit`` bytes unless one change is larger, built from the changelog
     bytes of :meth:`TableState.encode` (JSON themselves) rather than encoded again. No part
     when nothing changed there."""
+    assert all(state.table.key_serializer == state.table.value_serializer == "json" for state in states.values()), \
+        "redo parts are built from JSON changelog bytes"
     head = b'{"seq":' + orjson.dumps(seq) + b',"changes":['
     parts: list[list[bytes]] = [[]]
     empty = size = len(head) + 2  # the head and the closing "]}"
@@ -283,8 +286,10 @@ def redo_parts(states: dict[str, TableState], partition: int, seq: str, limit: i
 
 def redo_changes(read: Callable[[str], Any], partition: int) -> list[tuple[str, list]] | None:
     """The ``(table, change)`` pairs of ``partition``'s redo record, for :meth:`TableState.redo`,
-    read with ``read(key)`` from the redo table (values are JSON bytes, or dicts in the records
-    from before they were kept as bytes); ``[]`` when there is none. None when a part is missing
+    read with ``read(key)`` from the redo table: values are written as JSON bytes, and read
+    back as bytes (the memory store) or already decoded (a RocksDB store decodes them with the
+    table's default JSON codec; so did every store before they were written as bytes); ``[]``
+    when there is none. None when a part is missing
     or belongs to a later record: that batch never reached the tables, and this one's writes
     were acknowledged before it began."""
     def load(key: str) -> Any:
