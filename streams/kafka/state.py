@@ -168,15 +168,18 @@ class TableState(MutableMapping[str, Any]):
         delete), in the table's codecs; :meth:`flush` sends these same bytes, so a batch's
         change is encoded once for its redo record and its changelog. Only valid until that
         flush (or :meth:`drop`): the detectors change records in place."""
-        key_codec, value_codec = self.table.key_serializer, self.table.value_serializer
         messages = []
         for key, (value, p) in self.pending.items():
             if p == partition:
-                encoded = (value, codecs.dumps(key_codec, key),
-                           None if value is _GONE else codecs.dumps(value_codec, value))
-                self.encoded[key] = encoded
-                messages.append(encoded[1:])
+                message = self._message(key, value)
+                self.encoded[key] = (value, *message)
+                messages.append(message)
         return messages
+
+    def _message(self, key: str, value: Any) -> tuple[bytes, bytes | None]:
+        """A change as its changelog message, in the table's codecs (as Faust encodes it)."""
+        return (codecs.dumps(self.table.key_serializer, key),
+                None if value is _GONE else codecs.dumps(self.table.value_serializer, value))
 
     def drop(self) -> None:
         """Forget the batch's pending changes (its outputs did not all go out)."""
@@ -184,7 +187,7 @@ class TableState(MutableMapping[str, Any]):
         self.encoded.clear()
 
     def redo(self, change: list, partition: int) -> None:
-        """One change from :meth:`changes` again, pending for ``partition``."""
+        """One change of a redo record (:func:`redo_changes`) again, pending for ``partition``."""
         self.pending[change[0]] = (change[1] if len(change) > 1 else _GONE, partition)
 
     def flush(self, enter: Callable[[int], None]) -> int:
@@ -197,17 +200,11 @@ class TableState(MutableMapping[str, Any]):
         self.pending.clear()
         encoded, self.encoded = self.encoded, {}
         store = self.table.data
-        key_codec, value_codec = self.table.key_serializer, self.table.value_serializer
         sent = 0
         for partition, changes in sorted(by_partition.items()):
             enter(partition)
             outgoing = self.outgoing.setdefault(partition, [])
             for key, value in changes:
-                done = encoded.get(key)
-                if done is not None and done[0] is value:
-                    message = done[1:]
-                else:
-                    message = (codecs.dumps(key_codec, key), None if value is _GONE else codecs.dumps(value_codec, value))
                 if value is not _GONE:
                     store[key] = value
                     if self._track:
@@ -217,7 +214,8 @@ class TableState(MutableMapping[str, Any]):
                     self.written.pop(key, None)
                 else:
                     continue  # created and deleted within the batch: nothing to tell the changelog
-                outgoing.append(message)
+                done = encoded.get(key)
+                outgoing.append(done[1:] if done is not None and done[0] is value else self._message(key, value))
                 sent += 1
         return sent
 
@@ -289,9 +287,8 @@ def redo_changes(read: Callable[[str], Any], partition: int) -> list[tuple[str, 
     read with ``read(key)`` from the redo table: values are written as JSON bytes, and read
     back as bytes (the memory store) or already decoded (a RocksDB store decodes them with the
     table's default JSON codec; so did every store before they were written as bytes); ``[]``
-    when there is none. None when a part is missing
-    or belongs to a later record: that batch never reached the tables, and this one's writes
-    were acknowledged before it began."""
+    when there is none. None when a part is missing or belongs to a later record: that batch
+    never reached the tables, and this one's writes were acknowledged before it began."""
     def load(key: str) -> Any:
         value = read(key)
         return orjson.loads(value) if isinstance(value, (bytes, str)) else value
