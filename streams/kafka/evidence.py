@@ -36,7 +36,7 @@ from evidence.recorder import EvidenceRecorder
 from evidence.stream import Sequencer, StreamLog, read_records
 from streams.kafka.batches import Outbox
 from streams.kafka.stage import RAW_BYTES, SOURCE_HEADER, _as_current, _header, finish_batch, record_entries, tick_json
-from streams.kafka.state import TableState, kafka_producer
+from streams.kafka.state import TableState, kafka_producer, write_back
 from streams.registry import partition_of
 from streams.settings import Settings
 
@@ -252,11 +252,8 @@ class EvidenceStage:
                 _as_current(event)
                 self.meta.partition = p
                 self.meta[f"watermark\t{p}"] = {s: t for s, t in part.sequencer.latest.items() if t > -math.inf}
-        for state in (self.held, self.meta):  # the store takes the whole batch before anything is awaited
-            state.flush(lambda p: _as_current(last[p]))
+        await write_back((self.held, self.meta), lambda p: _as_current(last[p]), kafka_producer(self.app))
         _as_current(None)
-        for state in (self.held, self.meta):
-            await state.send_changelog(kafka_producer(self.app))
         await self.app.producer.flush()
 
     def _handle(self, part: _Partition, kind: str | None, source: str, value: bytes) -> None:

@@ -25,7 +25,8 @@ from events import DeadLetter, Detector, Tick, decode, format_ts, raw_text
 from streams import metrics
 from streams.engine import Engine
 from streams.kafka.batches import BATCH_HEADER, Outbox, unpack
-from streams.kafka.state import TableState, delivered, kafka_producer, redo_changes, redo_parts, track_changelog
+from streams.kafka.state import (TableState, delivered, kafka_producer, redo_changes, redo_parts, track_changelog,
+                                 write_back)
 from streams.local import detector_failures
 from streams.registry import partition_of, stage_sources
 from streams.settings import Settings
@@ -302,15 +303,12 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
 
     async def write_tables(last: dict[int, faust.EventT]) -> None:
         """The batch's changes to the tables (a changelog message per key) and its source times."""
-        for state in states.values():  # the stores take the whole batch before anything is awaited
-            state.flush(lambda p: _as_current(last[p]))
         for p, event in last.items():
             _as_current(event)
             save_watermark(p)
             metrics.BUFFERED.labels(stage, str(p)).set(engine.buffered(p)[0])
+        await write_back(states.values(), lambda p: _as_current(last[p]), kafka_producer(app))
         _as_current(None)
-        for state in states.values():
-            await state.send_changelog(kafka_producer(app))
 
     async def run(stream: faust.StreamT) -> None:
         """Events in batches. A batch's outputs (alerts, forwarded events, dead letters) are

@@ -33,7 +33,7 @@ other partitions (issue 13: every event of that partition then failed as ``detec
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from typing import Any
 
 import orjson
@@ -255,6 +255,16 @@ class TableState(MutableMapping[str, Any]):
 
         future.add_done_callback(persisted)
         self.sent.append(future)
+
+
+async def write_back(states: Iterable[TableState], enter: Callable[[int], None], producer: Any) -> None:
+    """A batch's changes: every store takes them all before anything is awaited (a stop within
+    a send must not leave some tables without the batch), then each table's changelog."""
+    states = list(states)
+    for state in states:
+        state.flush(enter)
+    for state in states:
+        await state.send_changelog(producer)
 
 
 def redo_parts(states: dict[str, TableState], partition: int, seq: str, limit: int) -> list[bytes]:
