@@ -20,6 +20,9 @@ BUFFERED = Gauge("stormwatch_stage_buffered_events", "Events an ordered stage ho
                  "them, by stage and partition (worker).", ["stage", "partition"], registry=REGISTRY)
 GAPS_REREAD = Counter("stormwatch_gaps_reread", "Times an agent got an offset past the next one it expected on a "
                       "partition (a gap), so the worker re-read the partition from there.", registry=REGISTRY)
+HOLE_MESSAGES = Counter("stormwatch_hole_messages_read_back", "Messages the worker read back with a consumer of its "
+                        "own because Faust never handed them to an agent (a hole before a later offset).",
+                        registry=REGISTRY)
 LATENCY = Histogram(
     "stormwatch_processing_seconds",
     "Time to validate and process one event through a stage.",

@@ -68,10 +68,9 @@ def test_a_stage_record_is_read_as_its_entries_or_as_the_one_event_of_older_reco
 
     from streams.kafka.stage import record_entries
 
-    batched = SimpleNamespace(value=pack([(b"k1", b"a"), (b"", b"b")]), headers={"stormwatch-batch": b"1"},
-                              message=SimpleNamespace(headers=None))
-    older = SimpleNamespace(value=b'{"type":"tick"}', headers=[], message=SimpleNamespace(headers=[]))
+    batched = SimpleNamespace(value=pack([(b"k1", b"a"), (b"", b"b")]), headers=[("stormwatch-batch", b"1")])
+    older = SimpleNamespace(value=b'{"type":"tick"}', headers=[])
     assert record_entries(batched, "unused") == [("k1", b"a"), (None, b"b")]
     assert record_entries(older, "weibo") == [("weibo", b'{"type":"tick"}')]
     with pytest.raises(ValueError, match="stage record"):
-        record_entries(SimpleNamespace(value=batched.value[:-1], headers=batched.headers, message=batched.message), None)
+        record_entries(SimpleNamespace(value=batched.value[:-1], headers=batched.headers), None)

@@ -80,7 +80,7 @@ def known_open_loss(outcome: dict, counters: dict[str, float]) -> bool:
             and outcome["detector_errors"] == 0 and sum(counters.values()) > 0)
 
 
-COUNTERS = ("stormwatch_watchdog_rereads", "stormwatch_gaps_reread")
+COUNTERS = ("stormwatch_watchdog_rereads", "stormwatch_gaps_reread", "stormwatch_hole_messages_read_back")
 
 
 def _counters(pair: Pair) -> dict[str, float]:

@@ -107,24 +107,23 @@ def create_app(settings: Settings | None = None) -> faust.App:
     @app.agent(inputs, name="ingest")
     async def ingest(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(settings.stage_batch, within=settings.stage_batch_wait_s):
-            outbox, sent = Outbox(), []
+            outbox, sent, handled = Outbox(), [], []
             try:
                 for event in batch:
-                    await ingest_one(event, outbox)
+                    for message in await admit(event.message):
+                        handled.append(message)
+                        await ingest_one(message, outbox)
             finally:  # Faust acks the whole batch even when stopped halfway: what was handled is sent
-                await persist(app, admit, batch, "ingest: a batch's stage records", sent,
+                await persist(app, admit, handled, "ingest: a batch's stage records", sent,
                               lambda: outbox.send(targets, SOURCE_HEADER, sent))
 
-    async def ingest_one(event: faust.EventT, outbox: Outbox) -> None:
+    async def ingest_one(message, outbox: Outbox) -> None:  # noqa: ANN001 - a Faust Message or ReadBack
         """Validate one input message and route it: into ``outbox`` once per stage key, on that
         key's partition (Kafka's partitioner); a tick to every partition of the stages it feeds."""
-        message = event.message
-        if not await admit(message):
-            return
         source = f"{message.topic}/{message.partition}"
         metrics.EVENTS.labels(message.topic).inc()
         try:
-            parsed = decode(event.value or b"", f"{source}@{message.offset}", now=time.time(),
+            parsed = decode(message.value or b"", f"{source}@{message.offset}", now=time.time(),
                             max_future_s=settings.max_future_s)
             if isinstance(parsed, DeadLetter):
                 await dead_letter(parsed)
@@ -132,18 +131,18 @@ def create_app(settings: Settings | None = None) -> faust.App:
             if isinstance(parsed, Tick):
                 for name in fed_by.get(message.topic, ()):
                     for p in range(settings.partitions):
-                        outbox.add(name, p, source, None, event.value)
+                        outbox.add(name, p, source, None, message.value)
                 if evidence is not None:
-                    evidence.input_tick(outbox, event.value, source)
+                    evidence.input_tick(outbox, message.value, source)
                 return
             for name, members in takers.get(parsed.type, {}).items():
                 for partition, key in placements(members, parsed, settings.partitions):
-                    outbox.add(name, partition, source, key.encode(), event.value)
+                    outbox.add(name, partition, source, key.encode(), message.value)
             if evidence is not None:
-                evidence.input_event(outbox, parsed, event.value, source)
+                evidence.input_event(outbox, parsed, message.value, source)
         except Exception as err:  # a bad message must never stop the agent
             log.exception("ingest failed on %s", source)
-            await dead_letter(DeadLetter(f"ingest failed: {err!r}", "worker_error", raw_text(event.value or b""),
+            await dead_letter(DeadLetter(f"ingest failed: {err!r}", "worker_error", raw_text(message.value or b""),
                                          source))
 
     engines = {name: stage_agent(app, settings, name, groups, targets, alerts_topic, dead_letter, admit, evidence)
@@ -182,14 +181,13 @@ def create_app(settings: Settings | None = None) -> faust.App:
         async def deliver(stream: faust.StreamT) -> None:
             """Queue each alert version for webhooks and Alertmanager; sending happens in the background."""
             async for event in stream.events():
-                if not await admit(event.message):
-                    continue
-                try:
-                    alert = orjson.loads(event.value)
-                    for output in outputs:
-                        output.submit(alert)
-                except Exception:  # a malformed record on the alerts topic must not stop delivery
-                    log.exception("cannot queue an alert for delivery")
+                for message in await admit(event.message):
+                    try:
+                        alert = orjson.loads(message.value)
+                        for output in outputs:
+                            output.submit(alert)
+                    except Exception:  # a malformed record on the alerts topic must not stop delivery
+                        log.exception("cannot queue an alert for delivery")
 
     if settings.tick_interval_s > 0:
         @app.timer(settings.tick_interval_s)

@@ -203,34 +203,37 @@ class EvidenceStage:
             last: dict[int, faust.EventT] = {}
             logged: list = []  # (platform, log record) of this batch
             log_sent: list = []
+            handled: list = []  # the batch's messages handled here (a hole read back included)
             try:
                 for event in batch:
-                    message = event.message
-                    if not await self.admit(message):
-                        continue
-                    _as_current(event)
-                    last[message.partition] = event
-                    headers = event.headers or message.headers
-                    source = _header(headers, SOURCE_HEADER) or "unknown"
-                    out: list = []
-                    where = f"{message.topic}/{message.partition}@{message.offset}"
-                    try:
-                        part = self._part(message.partition, out)
-                        entries = record_entries(event, _header(headers, KIND_HEADER))
-                    except Exception:  # a bad record must never stop the log
-                        log.exception("evidence stage failed on %s", where)
-                        entries = []
-                    for i, (kind, value) in enumerate(entries):
-                        try:
-                            self._handle(part, kind, source, value)
-                        except Exception:  # nor a bad entry the rest of its record
-                            log.exception("evidence stage failed on %s#%s", where, i)
-                    logged.extend(out)
+                    for message in await self.admit(event.message):
+                        handled.append(message)
+                        _as_current(event)
+                        last[message.partition] = event
+                        logged.extend(self._handle_record(message))
             finally:
-                await finish_batch(self.app, self.admit, batch,
+                await finish_batch(self.app, self.admit, handled,
                                    ("the evidence stage's log records", log_sent, lambda: self._send_log(logged, log_sent)),
                                    [("the evidence stage's batch", self.sent, lambda: self._write(last))],
                                    drop=self._drop)
+
+    def _handle_record(self, message) -> list:  # noqa: ANN001 - a Faust Message or a ReadBack
+        """One evidence-stage record's entries; the log records they make."""
+        source = _header(message.headers, SOURCE_HEADER) or "unknown"
+        out: list = []
+        where = f"{message.topic}/{message.partition}@{message.offset}"
+        try:
+            part = self._part(message.partition, out)
+            entries = record_entries(message, _header(message.headers, KIND_HEADER))
+        except Exception:  # a bad record must never stop the log
+            log.exception("evidence stage failed on %s", where)
+            entries = []
+        for i, (kind, value) in enumerate(entries):
+            try:
+                self._handle(part, kind, source, value)
+            except Exception:  # nor a bad entry the rest of its record
+                log.exception("evidence stage failed on %s#%s", where, i)
+        return out
 
     def _drop(self) -> None:
         for state in (self.held, self.meta):

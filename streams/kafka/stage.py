@@ -49,11 +49,12 @@ def _header(headers: object, name: str) -> str | None:
     return None
 
 
-def record_entries(event: faust.EventT, single_key: str | None) -> list[tuple[str | None, bytes]]:
+def record_entries(message, single_key: str | None) -> list[tuple[str | None, bytes]]:  # noqa: ANN001
     """A stage record's ``(key, event)`` entries (:mod:`streams.kafka.batches`); a record from
-    before batching is its one event, under ``single_key``. ``ValueError`` when broken."""
-    value = event.value or b""
-    if _header(event.headers or event.message.headers, BATCH_HEADER) is None:
+    before batching is its one event, under ``single_key``. ``ValueError`` when broken.
+    ``message``: a Faust Message or a ReadBack (raw bytes either way)."""
+    value = message.value or b""
+    if _header(message.headers, BATCH_HEADER) is None:
         return [(single_key, value)]
     return unpack(value)
 
@@ -66,11 +67,12 @@ def _as_current(event: faust.EventT | None) -> None:
     _current_event.set(weakref.ref(event) if event is not None else None)
 
 
-async def persist(app: faust.App, admit, batch: list, what: str, sent: list,  # noqa: ANN001
+async def persist(app: faust.App, admit, handled: list, what: str, sent: list,  # noqa: ANN001
                   write: Callable[[], Awaitable[None]]) -> None:
     """``write()`` what a batch leaves in Kafka (its state; for ``ingest``, its stage records),
-    then wait until Kafka acknowledged every changelog message in ``sent``. If that fails, the batch is never committed (the watchdog's commit cap goes back to
-    its first offsets) and the worker crashes: running on, Faust would restart the agent, whose
+    then wait until Kafka acknowledged every changelog message in ``sent``. If that fails, the
+    batch is never committed (the watchdog's commit cap goes back to the first offsets of the
+    messages it ``handled``, a hole read back included) and the worker crashes: running on, Faust would restart the agent, whose
     local store already holds the batch (its seen records too), so the re-read would be skipped,
     then committed. A cancelled batch (the worker is stopping) is only kept from the commit."""
     try:
@@ -78,8 +80,8 @@ async def persist(app: faust.App, admit, batch: list, what: str, sent: list,  # 
         await delivered(sent)
     except BaseException as err:
         starts: dict = {}
-        for event in batch:
-            starts.setdefault(event.message.tp, event.message.offset)
+        for message in handled:
+            starts.setdefault(message.tp, message.offset)
         admit.rewind(starts)
         if not isinstance(err, asyncio.CancelledError):
             log.error("%s did not reach Kafka (%r): not committed; the worker stops", what, err)
@@ -90,7 +92,7 @@ async def persist(app: faust.App, admit, batch: list, what: str, sent: list,  # 
 Step = tuple[str, list, Callable[[], Awaitable[None]]]  # (what, its changelog futures, write)
 
 
-async def finish_batch(app: faust.App, admit, batch: list, outputs: Step, state: list[Step],  # noqa: ANN001
+async def finish_batch(app: faust.App, admit, handled: list, outputs: Step, state: list[Step],  # noqa: ANN001
                        drop: Callable[[], None]) -> None:
     """A batch's end: its outputs (alerts, stage records, log records) sent and acknowledged,
     then its state, step by step (each later step attempted even when an earlier one failed:
@@ -102,14 +104,14 @@ async def finish_batch(app: faust.App, admit, batch: list, outputs: Step, state:
     whose outputs never left."""
     what, sent, write = outputs
     try:
-        await persist(app, admit, batch, what, sent, write)
+        await persist(app, admit, handled, what, sent, write)
     except BaseException:
         drop()
         raise
     failed: BaseException | None = None
     for what, sent, write in state:
         try:
-            await persist(app, admit, batch, what, sent, write)
+            await persist(app, admit, handled, what, sent, write)
         except BaseException as err:  # the next step is still attempted; the first error is raised
             failed = failed or err
     if failed is not None:
@@ -209,18 +211,14 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
         restored.clear()
         logged.clear()
 
-    async def handle(event: faust.EventT) -> None:
+    async def handle(message) -> None:  # noqa: ANN001 - a Faust Message or a ReadBack
         """One stage record: a batch of entries (:mod:`streams.kafka.batches`), or one event."""
-        message = event.message
-        if not await admit(message):
-            return
-        headers = event.headers or message.headers
-        source = _header(headers, SOURCE_HEADER) or "unknown"
+        source = _header(message.headers, SOURCE_HEADER) or "unknown"
         where = f"{message.topic}/{message.partition}@{message.offset}"
         try:
-            entries = record_entries(event, message.key.decode() if message.key else None)
+            entries = record_entries(message, message.key.decode() if message.key else None)
         except ValueError as err:
-            await dead_letter(DeadLetter(str(err), "worker_error", raw_text(event.value or b""), source))
+            await dead_letter(DeadLetter(str(err), "worker_error", raw_text(message.value or b""), source))
             return
         for i, (key, value) in enumerate(entries):
             await handle_entry(key, value, source, message.partition, message.offset,
@@ -320,6 +318,7 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
         out: the seen-set may then skip re-read events safely (issue 13)."""
         async for batch in stream.take_events(settings.stage_batch, within=settings.stage_batch_wait_s):
             last: dict[int, faust.EventT] = {}  # partition -> its latest event in this batch
+            handled: list = []  # the batch's messages the stage handled (a hole read back included)
             try:
                 for event in batch:
                     _as_current(event)
@@ -335,13 +334,15 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
                                  stage, partition, engine.buffered(partition)[1], watermark_text(partition))
                     for state in states.values():
                         state.partition = partition
-                    try:
-                        await handle(event)
-                    except BaseException:  # stopped within a record: the rest of it is read again
-                        admit.rewind({event.message.tp: event.message.offset})
-                        raise
+                    for message in await admit(event.message):
+                        handled.append(message)
+                        try:
+                            await handle(message)
+                        except BaseException:  # stopped within a record: the rest of it is read again
+                            admit.rewind({message.tp: message.offset})
+                            raise
             finally:  # even when stopping (cancelled): Faust acks the batch's events anyway
-                await finish_batch(app, admit, batch, (f"stage {stage}: a batch's outputs", out_sent, send_outputs),
+                await finish_batch(app, admit, handled, (f"stage {stage}: a batch's outputs", out_sent, send_outputs),
                                    [(f"stage {stage}: a batch's redo record", redo_sent, lambda: write_redo_records(last)),
                                     (f"stage {stage}: a batch's state", sent, lambda: write_tables(last))],
                                    drop=drop_batch)

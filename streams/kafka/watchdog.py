@@ -2,9 +2,11 @@
 
 faust-streaming 0.15.3 can fetch a message and never hand it to an agent (docs/KNOWN-PROBLEMS.md).
 :class:`Progress` keeps the contiguous handled offset of every partition; an agent asks
-:func:`watch`'s ``admit`` before handling a message, a gap past that offset is re-read, a
-partition with fetched messages and no progress for 20 s is resumed and re-read, and Faust's
-commits never pass the handled offset. Re-reads are harmless: the engine drops duplicates.
+:class:`Admit` before handling a message. A hole before it is read back with a consumer of the
+worker's own (:class:`HoleReader`) and handled first, in offset order; what cannot be read back
+is re-read by a seek; a partition with fetched messages and no progress for 20 s is resumed and
+re-read; and Faust's commits never pass the handled offset. Re-reads are harmless: the engine
+drops duplicates.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 
+from dataclasses import dataclass
+
 import faust
+from faust.types import TP
 
 from streams import metrics
 from streams.settings import Settings, bootstrap_servers
@@ -38,12 +43,14 @@ class Progress:
     hole of one, and any hole when nothing was committed yet), so the loss outlives a restart.
 
     Input and stage topics are neither compacted nor transactional, so their offsets are
-    contiguous. :meth:`admit` checks each message against the contiguous mark: past it, a gap,
-    the partition is re-read from the first missing offset (again every ``GAP_RETRY_S`` while
-    it lasts; after ``MAX_REREADS`` the mark moves on). The message is handled all the same:
-    holding messages back until a re-read arrived stalled whole partitions when it did not. For the re-read to arrive, Faust's read-offset rule is turned off (see
-    :func:`_guard_consumer`). At or below it, a message this
-    worker already handled, skipped. :meth:`commit_cap` keeps Faust's commits at the mark, so a
+    contiguous. :meth:`admit` checks each message against the contiguous mark: past it, a gap.
+    :meth:`hole` and :meth:`read_back` have it read back first (see :class:`HoleReader`); what
+    is still missing after that is re-read by a seek from the first missing offset (again
+    every ``GAP_RETRY_S`` while it lasts; after ``MAX_REREADS`` the mark moves on), and the
+    message is handled all the same: holding messages back until a re-read arrived stalled
+    whole partitions when it did not. For the re-read to arrive, Faust's read-offset rule is
+    turned off (see :func:`_guard_consumer`). At or below the mark, a message this worker
+    already handled, skipped. :meth:`commit_cap` keeps Faust's commits at the mark, so a
     worker killed meanwhile restarts before the hole. :meth:`stuck` is the older watchdog for a
     partition with no progress at all (a partition Faust left paused is never fetched): its
     position or end offset past the mark, no progress for ``STALL_S``: re-read from the mark.
@@ -60,6 +67,7 @@ class Progress:
         self.gaps: dict = {}  # TP -> (first missing offset, when last re-read, re-reads so far)
         self.ahead: dict = {}  # TP -> the highest offset handled past a gap
         self.high: dict = {}  # TP -> the highest offset handled here since the assignment
+        self.filled: dict = {}  # TP -> (first missing offset, when last read back by the hole reader)
         # topic -> (partition -> the oldest offset whose events a stage still buffers, or None)
         self.holds: dict[str, Callable[[int], int | None]] = {}
 
@@ -97,6 +105,27 @@ class Progress:
         self.gaps[tp] = (first, now, tries + 1)
         return True, first
 
+    def hole(self, tp, offset: int, now: float) -> int | None:  # noqa: ANN001 - a Faust TP
+        """The first offset missing before ``offset`` when the hole reader should read it back
+        now (once per hole and ``GAP_RETRY_S``: a hole it could not read goes to :meth:`admit`'s
+        re-read), else None."""
+        done = self.done.get(tp)
+        if done is None or offset <= done + 1:
+            return None
+        first, last = self.filled.get(tp, (None, -math.inf))
+        if first == done + 1 and now - last < self.GAP_RETRY_S:
+            return None
+        self.filled[tp] = (done + 1, now)
+        return done + 1
+
+    def read_back(self, tp, messages: list, now: float) -> list:  # noqa: ANN001 - a Faust TP
+        """Admit the messages of a hole read back, in order; the ones to handle. What is still
+        missing after them waits ``GAP_RETRY_S`` before it is read back again."""
+        handled = [m for m in messages if self.admit(m.tp, m.offset, now)[0]]
+        if tp in self.done:  # (unless the partition was revoked meanwhile)
+            self.filled[tp] = (self.done[tp] + 1, now)
+        return handled
+
     def mark(self, message) -> None:  # noqa: ANN001 - a Faust Message
         """Record a message handled with no gap check (tests, and code that cannot re-read)."""
         self.done[message.tp] = max(message.offset, self.done.get(message.tp, message.offset))
@@ -110,6 +139,7 @@ class Progress:
             self.high[tp] = min(self.high.get(tp, offset - 1), offset - 1)
             self.gaps.pop(tp, None)
             self.ahead.pop(tp, None)
+            self.filled.pop(tp, None)
 
     def commit_cap(self, tp) -> int | None:  # noqa: ANN001
         """The highest offset Faust may commit for ``tp`` (next to read): past the mark only
@@ -128,6 +158,7 @@ class Progress:
         never handed over (seen here), so a later committed offset is not proof of handling."""
         self.done = {tp: offset - 1 for tp, offset in committed.items()}
         self.high = {}
+        self.filled = {}
         self.behind = {}
         self.gaps = {}
         self.ahead = {}
@@ -190,6 +221,85 @@ def _guard_consumer(consumer, progress: Progress) -> None:  # noqa: ANN001 - a F
     consumer._stormwatch_capped = True
 
 
+@dataclass(frozen=True, slots=True)
+class ReadBack:
+    """A message the hole reader read back: what the agents use of a Faust ``Message``."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list
+
+    @property
+    def tp(self) -> TP:
+        return TP(self.topic, self.partition)
+
+
+class HoleReader:
+    """Reads the messages of a hole with a consumer of its own (no group, assigned by hand), so
+    the agent handles them before the message past the hole, in offset order: a stage's
+    watermark then never passes an event that has not arrived, and its alerts are replay's.
+    Faust's own re-read (a seek) arrives after later messages, when it arrives at all (seen: a
+    start-up rebalance whose seeks were not fetched for minutes, and alerts built from fewer
+    early reposts than replay's). At most ``MAX_MESSAGES`` and ``MAX_BYTES`` per hole, within
+    ``TIMEOUT_S``: the rest of a bigger hole goes to the seek. One read at a time."""
+
+    MAX_MESSAGES = 5_000
+    MAX_BYTES = 64 * 1024 * 1024
+    TIMEOUT_S = 10.0
+
+    def __init__(self, bootstrap: str, client_id: str) -> None:
+        self.bootstrap, self.client_id = bootstrap, client_id
+        self.consumer = None
+        self.lock = asyncio.Lock()
+
+    async def read(self, tp, first: int, end: int) -> list[ReadBack]:  # noqa: ANN001 - a Faust TP
+        """Messages ``first`` up to ``end`` (not included) of ``tp``, from ``first`` on without a
+        hole (fewer when the read stopped at a bound or a failure)."""
+        async with self.lock:
+            try:
+                return await self._read(tp, first, end)
+            except Exception:  # the broker is busy or gone: the seek re-read is left
+                log.warning("cannot read %s/%s from %s back", tp.topic, tp.partition, first, exc_info=True)
+                await self.close()
+                return []
+
+    async def _read(self, tp, first: int, end: int) -> list[ReadBack]:  # noqa: ANN001
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        if self.consumer is None:
+            self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, client_id=self.client_id,
+                                             group_id=None, enable_auto_commit=False, auto_offset_reset="none")
+            await self.consumer.start()
+        part = TopicPartition(tp.topic, tp.partition)
+        self.consumer.assign([part])
+        self.consumer.seek(part, first)
+        loop = asyncio.get_running_loop()
+        deadline, size, read = loop.time() + self.TIMEOUT_S, 0, []
+        want = min(end, first + self.MAX_MESSAGES)
+        while loop.time() < deadline and size < self.MAX_BYTES:
+            records = (await self.consumer.getmany(part, timeout_ms=500)).get(part, [])
+            for record in records:
+                if record.offset != first + len(read) or record.offset >= want:
+                    return read
+                read.append(ReadBack(record.topic, record.partition, record.offset, record.key, record.value,
+                                     list(record.headers or ())))
+                size += len(record.value or b"") + len(record.key or b"")
+            if first + len(read) >= want:
+                break
+        return read
+
+    async def close(self) -> None:
+        consumer, self.consumer = self.consumer, None
+        if consumer is not None:
+            try:
+                await consumer.stop()
+            except Exception:  # closing a broken consumer: nothing left to save
+                log.debug("hole reader did not stop cleanly", exc_info=True)
+
+
 class _GroupOffsets:
     """The consumer group's committed offsets, read with kafka-python's admin client."""
 
@@ -214,30 +324,61 @@ class _GroupOffsets:
         return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
 
 
-def watch(app: faust.App, settings: Settings, consumed: set[str]) -> Callable[[object], Awaitable[bool]]:
-    """Install the watchdog on ``app`` and return ``admit``, which every agent asks before it
-    handles a message: gaps are re-read at once, stalls every 5 s by the lag timer, and Faust's
-    commits are capped at the contiguous handled offset (see :class:`Progress`). ``consumed``:
-    the topics whose partitions are followed (filled by the caller as it declares them)."""
-    progress = Progress()
+class Admit:
+    """What every agent asks before it handles a message: ``await admit(message)`` gives the
+    messages to handle now, in offset order (see :meth:`__call__`). ``seek(tp, offset)``
+    re-reads a partition through Faust's consumer, for what ``holes`` cannot read back."""
 
-    async def admit(message) -> bool:  # noqa: ANN001 - a Faust Message
-        """Whether an agent handles ``message``: not when it was handled already; past a gap,
-        the partition is also re-read from the gap (see :class:`Progress`)."""
+    def __init__(self, progress: Progress, holes: HoleReader,
+                 seek: Callable[[object, int], Awaitable[None]]) -> None:
+        self.progress, self.holes, self.seek = progress, holes, seek
+        self.rewind = progress.rewind
+        self.hold = progress.holds.__setitem__
+
+    async def __call__(self, message) -> list:  # noqa: ANN001 - a Faust Message
+        """None when ``message`` was handled already; the hole before it, read back, then
+        ``message``; past a hole that could not be read back, ``message`` all the same, and the
+        partition is re-read from the hole by a seek (see :class:`Progress`)."""
+        progress = self.progress
+        first = progress.hole(message.tp, message.offset, time.monotonic())
+        handled: list = []
+        if first is not None:
+            read = await self.holes.read(message.tp, first, message.offset)
+            handled = progress.read_back(message.tp, read, time.monotonic())
+            metrics.HOLE_MESSAGES.inc(len(handled))
+            log.warning("%s/%s: got offset %s, expected %s: read %s messages back", message.topic,
+                        message.partition, message.offset, first, len(read))
         handle, reread = progress.admit(message.tp, message.offset, time.monotonic())
         if reread is not None:
             metrics.GAPS_REREAD.inc()
             log.warning("%s/%s: got offset %s, expected %s: re-reading from %s", message.topic, message.partition,
                         message.offset, reread, reread)
-            try:  # resumed as the watchdog does: a seek alone was not always fetched (crash test)
-                app.consumer.resume_partitions({message.tp})
-                await app.consumer.seek(message.tp, reread)
+            try:
+                await self.seek(message.tp, reread)
             except Exception:  # revoked meanwhile: its next owner starts from the capped commit
                 log.warning("cannot re-read %s/%s", message.topic, message.partition, exc_info=True)
-        return handle
+        return handled + [message] if handle else handled
 
-    admit.rewind = progress.rewind  # type: ignore[attr-defined]
-    admit.hold = progress.holds.__setitem__  # type: ignore[attr-defined]
+
+def watch(app: faust.App, settings: Settings, consumed: set[str]) -> Admit:
+    """Install the watchdog on ``app`` and return the :class:`Admit` every agent asks before it
+    handles a message: a hole before the message is read back first (:class:`HoleReader`), what
+    that cannot read is re-read by a seek, stalls every 5 s by the lag timer, and Faust's commits
+    are capped at the contiguous handled offset (see :class:`Progress`). ``consumed``: the
+    topics whose partitions are followed (filled by the caller as it declares them)."""
+    progress = Progress()
+    holes = HoleReader(bootstrap_servers(settings.broker), f"{settings.app_id}-holes")
+
+    async def seek(tp, offset: int) -> None:  # noqa: ANN001 - a Faust TP
+        app.consumer.resume_partitions({tp})  # resumed as the watchdog does: a seek alone was not always fetched
+        await app.consumer.seek(tp, offset)
+
+    admit = Admit(progress, holes, seek)
+
+    @app.on_before_shutdown.connect
+    async def close_hole_reader(*_args, **_kwargs) -> None:
+        await holes.close()
+
     group_offsets = _GroupOffsets(settings)
     lag_labels: set[tuple[str, str]] = set()  # (topic, partition) the lag gauge reports
 
