@@ -29,7 +29,7 @@ from tests.support.crash import (  # noqa: E402
 from tests.support.kafka_broker import KafkaBroker  # noqa: E402
 from tests.support.receiver import Receiver  # noqa: E402
 
-COUNTERS = ("stormwatch_watchdog_rereads", "stormwatch_gaps_reread")
+COUNTERS = ("stormwatch_watchdog_rereads", "stormwatch_gaps_reread", "stormwatch_hole_messages_read_back")
 
 
 def run(broker: KafkaBroker, bin_: str, src: Path, expected: list[dict], workdir: Path,
@@ -125,7 +125,8 @@ def main() -> None:
                   f"the produce started; equal to replay: {calm['equal']} {calm['diff']}; duplicate versions "
                   f"{calm['duplicates']}; webhook versions missing {calm['webhook_missing']}; dead letters "
                   f"{calm['deadletters']} (detector_error {calm['detector_errors']}); watchdog re-reads "
-                  f"{calm['stormwatch_watchdog_rereads']:.0f}, gaps re-read {calm['stormwatch_gaps_reread']:.0f}")
+                  f"{calm['stormwatch_watchdog_rereads']:.0f}, gaps re-read {calm['stormwatch_gaps_reread']:.0f}, "
+                  f"hole messages read back {calm['stormwatch_hole_messages_read_back']:.0f}")
         for attempt in range(args.repeat if args.only != "calm" else 0):
             crash = run(broker, bin_, src, expected, work / f"crash{attempt}", args.kill_at, args.timeout,
                         args.store, args.session_timeout)
@@ -138,7 +139,8 @@ def main() -> None:
                   f"{crash['diff']}; duplicate versions {crash['duplicates']}; webhook versions missing "
                   f"{crash['webhook_missing']}; dead letters {crash['deadletters']} (detector_error "
                   f"{crash['detector_errors']}); watchdog re-reads {crash['stormwatch_watchdog_rereads']:.0f}, gaps "
-                  f"re-read {crash['stormwatch_gaps_reread']:.0f}", flush=True)
+                  f"re-read {crash['stormwatch_gaps_reread']:.0f}, hole messages read back "
+                  f"{crash['stormwatch_hole_messages_read_back']:.0f}", flush=True)
 
 
 if __name__ == "__main__":
