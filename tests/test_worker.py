@@ -244,6 +244,13 @@ def test_a_batch_whose_state_was_lost_is_not_committed_and_the_worker_stops() ->
         asyncio.run(persist(app, admit, earlier, "a batch", [], stopping))
     assert progress.commit_cap(("stage", 0)) == 12 and len(crashed) == 1  # stopping: no crash
 
+    for offset in range(12, 20):
+        progress.admit(("stage", 0), offset, now=2.0)
+    late = [SimpleNamespace(tp=("stage", 0), offset=o) for o in (18, 14, 15, 16, 17)]  # a seek's re-read came after 18
+    with pytest.raises(OSError):
+        asyncio.run(persist(app, admit, late, "a batch", [], lost))
+    assert progress.commit_cap(("stage", 0)) == 14  # the lowest handled, not the first
+
 
 def test_a_batch_whose_outputs_did_not_all_leave_keeps_no_state_and_is_read_again() -> None:
     """A batch's outputs are acknowledged before its state is written. When they fail, or the
@@ -300,16 +307,17 @@ def test_a_batch_whose_outputs_did_not_all_leave_keeps_no_state_and_is_read_agai
     assert run(ok, fails, ok) == (["outputs", "redo", "tables", "raised"], 30)  # the tables all the same
 
 
-def test_a_hole_is_read_back_once_per_retry_period() -> None:
+def test_a_hole_is_read_back_once() -> None:
     progress = Progress()
     tp = ("posts", 1)
-    assert progress.hole(tp, 5, now=0.0) is None  # not assigned here: nothing to compare with
+    assert progress.hole(tp, 5) is None  # not assigned here: nothing to compare with
     progress.assigned({tp: 3874})
-    assert progress.hole(tp, 3874, now=0.0) is None  # the next one
-    assert progress.hole(tp, 3902, now=0.0) == 3874
-    assert progress.hole(tp, 3903, now=1.0) is None  # read back a moment ago: the seek's turn
-    assert progress.hole(tp, 3904, now=Progress.GAP_RETRY_S) == 3874
-    assert progress.hole(tp, 3870, now=9.0) is None  # handled already
+    assert progress.hole(tp, 3874) is None  # the next one
+    assert progress.hole(tp, 3902) == 3874
+    assert progress.hole(tp, 3903) is None  # asked for already: the seek's turn
+    assert progress.hole(tp, 3870) is None  # handled already
+    progress.rewind({tp: 3800})  # a batch whose state was lost: its re-read may need the reader again
+    assert progress.hole(tp, 3850) == 3800
 
 
 class _Holes:
@@ -368,7 +376,7 @@ def test_a_hole_that_cannot_be_read_back_is_left_to_the_seek() -> None:
     assert ask(60) == [48, 49, 60]  # what could be read, then the message all the same
     assert seeks == [(("stage-platform", 0), 50)]
     assert progress.commit_cap(("stage-platform", 0)) == 50  # not past the rest of the hole
-    assert ask(61) == [61]  # within GAP_RETRY_S: neither read back nor sought again
+    assert ask(61) == [61]  # neither read back again nor sought again within GAP_RETRY_S
     assert holes.asked == [(48, 60)] and len(seeks) == 1
 
 

@@ -112,7 +112,11 @@ def create_app(settings: Settings | None = None) -> faust.App:
                 for event in batch:
                     for message in await admit(event.message):
                         handled.append(message)
-                        await ingest_one(message, outbox)
+                        try:
+                            await ingest_one(message, outbox)
+                        except BaseException:  # stopped within the messages admit gave: the rest is read again
+                            admit.rewind({message.tp: message.offset})
+                            raise
             finally:  # Faust acks the whole batch even when stopped halfway: what was handled is sent
                 await persist(app, admit, handled, "ingest: a batch's stage records", sent,
                               lambda: outbox.send(targets, SOURCE_HEADER, sent))

@@ -79,9 +79,9 @@ async def persist(app: faust.App, admit, handled: list, what: str, sent: list,  
         await write()
         await delivered(sent)
     except BaseException as err:
-        starts: dict = {}
+        starts: dict = {}  # per partition the lowest offset handled (a seek's re-read can come after later ones)
         for message in handled:
-            starts.setdefault(message.tp, message.offset)
+            starts[message.tp] = min(message.offset, starts.get(message.tp, message.offset))
         admit.rewind(starts)
         if not isinstance(err, asyncio.CancelledError):
             log.error("%s did not reach Kafka (%r): not committed; the worker stops", what, err)

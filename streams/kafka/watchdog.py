@@ -67,7 +67,7 @@ class Progress:
         self.gaps: dict = {}  # TP -> (first missing offset, when last re-read, re-reads so far)
         self.ahead: dict = {}  # TP -> the highest offset handled past a gap
         self.high: dict = {}  # TP -> the highest offset handled here since the assignment
-        self.filled: dict = {}  # TP -> (first missing offset, when last read back by the hole reader)
+        self.filled: dict = {}  # TP -> the first missing offset the hole reader was asked for last
         # topic -> (partition -> the oldest offset whose events a stage still buffers, or None)
         self.holds: dict[str, Callable[[int], int | None]] = {}
 
@@ -105,25 +105,21 @@ class Progress:
         self.gaps[tp] = (first, now, tries + 1)
         return True, first
 
-    def hole(self, tp, offset: int, now: float) -> int | None:  # noqa: ANN001 - a Faust TP
-        """The first offset missing before ``offset`` when the hole reader should read it back
-        now (once per hole and ``GAP_RETRY_S``: a hole it could not read goes to :meth:`admit`'s
-        re-read), else None."""
+    def hole(self, tp, offset: int) -> int | None:  # noqa: ANN001 - a Faust TP
+        """The first offset missing before ``offset`` when the hole reader should read it back:
+        once per hole (a hole it could not read goes to :meth:`admit`'s seek), else None."""
         done = self.done.get(tp)
-        if done is None or offset <= done + 1:
+        if done is None or offset <= done + 1 or self.filled.get(tp) == done + 1:
             return None
-        first, last = self.filled.get(tp, (None, -math.inf))
-        if first == done + 1 and now - last < self.GAP_RETRY_S:
-            return None
-        self.filled[tp] = (done + 1, now)
+        self.filled[tp] = done + 1
         return done + 1
 
     def read_back(self, tp, messages: list, now: float) -> list:  # noqa: ANN001 - a Faust TP
         """Admit the messages of a hole read back, in order; the ones to handle. What is still
-        missing after them waits ``GAP_RETRY_S`` before it is read back again."""
+        missing after them is not read back again (see :meth:`hole`)."""
         handled = [m for m in messages if self.admit(m.tp, m.offset, now)[0]]
-        if tp in self.done:  # (unless the partition was revoked meanwhile)
-            self.filled[tp] = (self.done[tp] + 1, now)
+        if tp in self.done:
+            self.filled[tp] = self.done[tp] + 1
         return handled
 
     def mark(self, message) -> None:  # noqa: ANN001 - a Faust Message
@@ -242,56 +238,64 @@ class HoleReader:
     the agent handles them before the message past the hole, in offset order: a stage's
     watermark then never passes an event that has not arrived, and its alerts are replay's.
     Faust's own re-read (a seek) arrives after later messages, when it arrives at all (seen: a
-    start-up rebalance whose seeks were not fetched for minutes, and alerts built from fewer
-    early reposts than replay's). At most ``MAX_MESSAGES`` and ``MAX_BYTES`` per hole, within
+    start-up rebalance whose seek back was still not fetched 8 s later while later offsets were
+    handled, and alerts built from fewer early reposts than replay's). At most ``MAX_MESSAGES`` and ``MAX_BYTES`` per hole, within
     ``TIMEOUT_S``: the rest of a bigger hole goes to the seek. One read at a time."""
 
     MAX_MESSAGES = 5_000
     MAX_BYTES = 64 * 1024 * 1024
-    TIMEOUT_S = 10.0
+    TIMEOUT_S = 10.0  # per hole, waiting for another agent's read and starting the consumer included
 
     def __init__(self, bootstrap: str, client_id: str) -> None:
         self.bootstrap, self.client_id = bootstrap, client_id
         self.consumer = None
+        self.closed = False
         self.lock = asyncio.Lock()
 
     async def read(self, tp, first: int, end: int) -> list[ReadBack]:  # noqa: ANN001 - a Faust TP
         """Messages ``first`` up to ``end`` (not included) of ``tp``, from ``first`` on without a
-        hole (fewer when the read stopped at a bound or a failure)."""
-        async with self.lock:
-            try:
-                return await self._read(tp, first, end)
-            except Exception:  # the broker is busy or gone: the seek re-read is left
-                log.warning("cannot read %s/%s from %s back", tp.topic, tp.partition, first, exc_info=True)
-                await self.close()
-                return []
+        hole (fewer, or none, when the read stopped at a bound or failed)."""
+        read: list[ReadBack] = []
+        try:
+            await asyncio.wait_for(self._locked(tp, first, end, read), self.TIMEOUT_S)
+        except asyncio.TimeoutError:  # what arrived in time is kept; the seek re-reads the rest
+            log.warning("reading %s/%s back from %s: %s messages in %.0f s", tp.topic, tp.partition, first,
+                        len(read), self.TIMEOUT_S)
+        except Exception:  # the broker is busy or gone: the seek re-read is left
+            log.warning("cannot read %s/%s from %s back", tp.topic, tp.partition, first, exc_info=True)
+            await self._stop()
+        return read
 
-    async def _read(self, tp, first: int, end: int) -> list[ReadBack]:  # noqa: ANN001
+    async def _locked(self, tp, first: int, end: int, read: list) -> None:  # noqa: ANN001
+        async with self.lock:
+            if not self.closed:
+                await self._read(tp, first, end, read)
+
+    async def _read(self, tp, first: int, end: int, read: list) -> None:  # noqa: ANN001
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         if self.consumer is None:
             self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, client_id=self.client_id,
                                              group_id=None, enable_auto_commit=False, auto_offset_reset="none")
-            await self.consumer.start()
+            await self.consumer.start()  # (stopped by _stop even when this start is cut short)
         part = TopicPartition(tp.topic, tp.partition)
         self.consumer.assign([part])
         self.consumer.seek(part, first)
-        loop = asyncio.get_running_loop()
-        deadline, size, read = loop.time() + self.TIMEOUT_S, 0, []
-        want = min(end, first + self.MAX_MESSAGES)
-        while loop.time() < deadline and size < self.MAX_BYTES:
-            records = (await self.consumer.getmany(part, timeout_ms=500)).get(part, [])
-            for record in records:
+        size, want = 0, min(end, first + self.MAX_MESSAGES)
+        while first + len(read) < want and size < self.MAX_BYTES:
+            for record in (await self.consumer.getmany(part, timeout_ms=500)).get(part, []):
                 if record.offset != first + len(read) or record.offset >= want:
-                    return read
+                    return
                 read.append(ReadBack(record.topic, record.partition, record.offset, record.key, record.value,
                                      list(record.headers or ())))
                 size += len(record.value or b"") + len(record.key or b"")
-            if first + len(read) >= want:
-                break
-        return read
 
     async def close(self) -> None:
+        """At shutdown: no read starts a consumer after this."""
+        self.closed = True
+        await self._stop()
+
+    async def _stop(self) -> None:
         consumer, self.consumer = self.consumer, None
         if consumer is not None:
             try:
@@ -336,11 +340,11 @@ class Admit:
         self.hold = progress.holds.__setitem__
 
     async def __call__(self, message) -> list:  # noqa: ANN001 - a Faust Message
-        """None when ``message`` was handled already; the hole before it, read back, then
+        """Nothing when ``message`` was handled already; the hole before it, read back, then
         ``message``; past a hole that could not be read back, ``message`` all the same, and the
         partition is re-read from the hole by a seek (see :class:`Progress`)."""
         progress = self.progress
-        first = progress.hole(message.tp, message.offset, time.monotonic())
+        first = progress.hole(message.tp, message.offset)
         handled: list = []
         if first is not None:
             read = await self.holes.read(message.tp, first, message.offset)
