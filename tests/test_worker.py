@@ -380,25 +380,31 @@ def test_a_hole_that_cannot_be_read_back_is_left_to_the_seek() -> None:
     assert holes.asked == [(48, 60)] and len(seeks) == 1
 
 
-@pytest.mark.kafka
-def test_the_hole_reader_reads_a_hole_of_a_real_topic_with_its_headers(kafka_broker) -> None:
-    import asyncio
-
+def _topic_with(bootstrap: str, count: int) -> str:
+    """A fresh one-partition topic holding ``count`` messages: key ``k<i>``, value ``v<i>``."""
     from kafka import KafkaAdminClient, KafkaProducer
     from kafka.admin import NewTopic
 
-    from streams.kafka.watchdog import HoleReader
-
     topic = f"holes-{uuid.uuid4().hex[:8]}"
-    admin = KafkaAdminClient(bootstrap_servers=kafka_broker.bootstrap)
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
     admin.close()
-    producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap)
-    for i in range(30):
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    for i in range(count):
         producer.send(topic, key=f"k{i}".encode(), value=f"v{i}".encode(), partition=0,
                       headers=[("stormwatch-source", b"posts/0")])
     producer.flush()
     producer.close()
+    return topic
+
+
+@pytest.mark.kafka
+def test_the_hole_reader_reads_a_hole_of_a_real_topic_with_its_headers(kafka_broker) -> None:
+    import asyncio
+
+    from streams.kafka.watchdog import HoleReader
+
+    topic = _topic_with(kafka_broker.bootstrap, 30)
 
     async def read() -> tuple[list, list, list]:
         holes = HoleReader(kafka_broker.bootstrap, "test-holes")
@@ -414,3 +420,38 @@ def test_the_hole_reader_reads_a_hole_of_a_real_topic_with_its_headers(kafka_bro
     assert middle[0].headers == [("stormwatch-source", b"posts/0")] and middle[0].tp == (topic, 0)
     assert [m.offset for m in tail] == list(range(25, 30))  # up to the end of the partition, within the time bound
     assert [m.value for m in one] == [b"v3"]
+
+
+@pytest.mark.kafka
+def test_an_agent_given_a_message_past_a_hole_gets_the_hole_from_kafka_first(kafka_broker) -> None:
+    """The admission an agent asks, with the real reader: messages 10-49 never reached the
+    agent (as at a rebalance), message 50 did. The agent gets 10-49 from Kafka, then 50; Faust's
+    late copies of them are skipped; no seek is needed and commits may go past the hole."""
+    import asyncio
+
+    from streams.kafka.watchdog import Admit, HoleReader
+
+    topic = _topic_with(kafka_broker.bootstrap, 60)
+    progress, seeks = Progress(), []
+
+    async def seek(tp, offset: int) -> None:  # noqa: ANN001
+        seeks.append(offset)
+
+    async def run() -> list[list]:
+        admit = Admit(progress, HoleReader(kafka_broker.bootstrap, "test-admit"), seek)
+        progress.assigned({TP(topic, 0): 0})
+        try:
+            given = []
+            for offset in [*range(10), 50, 20, 51]:
+                message = SimpleNamespace(tp=TP(topic, 0), topic=topic, partition=0, offset=offset,
+                                          value=f"v{offset}".encode())
+                given.append([m.value for m in await admit(message)])
+            return given
+        finally:
+            await admit.holes.close()
+
+    given = asyncio.run(run())
+    assert given[:10] == [[f"v{i}".encode()] for i in range(10)]
+    assert given[10] == [f"v{i}".encode() for i in range(10, 51)]  # the hole, in order, then 50
+    assert given[11:] == [[], [b"v51"]]  # Faust's late copy of 20: handled already
+    assert seeks == [] and progress.commit_cap(TP(topic, 0)) == 52
