@@ -71,10 +71,11 @@ async def persist(app: faust.App, admit, handled: list, what: str, sent: list,  
                   write: Callable[[], Awaitable[None]]) -> None:
     """``write()`` what a batch leaves in Kafka (its state; for ``ingest``, its stage records),
     then wait until Kafka acknowledged every changelog message in ``sent``. If that fails, the
-    batch is never committed (the watchdog's commit cap goes back to the first offsets of the
-    messages it ``handled``, a hole read back included) and the worker crashes: running on, Faust would restart the agent, whose
-    local store already holds the batch (its seen records too), so the re-read would be skipped,
-    then committed. A cancelled batch (the worker is stopping) is only kept from the commit."""
+    batch is never committed (the watchdog's commit cap goes back to the lowest offset of the
+    messages it ``handled``, a hole read back included) and the worker crashes: running on,
+    Faust would restart the agent, whose local store already holds the batch (its seen records
+    too), so the re-read would be skipped, then committed. A cancelled batch (the worker is
+    stopping) is only kept from the commit."""
     try:
         await write()
         await delivered(sent)
