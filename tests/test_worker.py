@@ -369,6 +369,33 @@ def test_the_messages_of_a_hole_are_handled_before_the_message_past_it_in_offset
     assert progress.commit_cap(("stage-platform", 0)) == 90
 
 
+def test_an_agent_stopped_within_the_messages_of_a_hole_commits_none_after_the_one_it_was_on() -> None:
+    """The review's bug: the hole's messages are all admitted before any is handled, so a stop
+    between them must take the commit back to the message it stopped on."""
+    import asyncio
+
+    from streams.kafka.watchdog import Admit
+
+    progress, holes = Progress(), _Holes(range(0, 100))
+    tp = ("posts", 0)
+
+    async def seek(tp, offset: int) -> None:  # noqa: ANN001
+        pass
+
+    admit, handled, seen = Admit(progress, holes, seek), [], []
+
+    async def handle(message) -> None:  # noqa: ANN001
+        if message.offset == 13:
+            raise asyncio.CancelledError
+        seen.append(message.offset)
+
+    progress.assigned({tp: 10})
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(admit.each(SimpleNamespace(tp=tp, topic="posts", partition=0, offset=20), handled, handle))
+    assert seen == [10, 11, 12] and [m.offset for m in handled] == [10, 11, 12, 13]
+    assert progress.commit_cap(tp) == 13  # 13-20 were admitted, not handled: read again
+
+
 def test_a_hole_that_cannot_be_read_back_is_left_to_the_seek() -> None:
     progress, holes, seeks, ask = _admit(range(0, 50))  # 50 on are gone (or the broker is busy)
     progress.assigned({("stage-platform", 0): 47})

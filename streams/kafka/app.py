@@ -108,15 +108,13 @@ def create_app(settings: Settings | None = None) -> faust.App:
     async def ingest(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(settings.stage_batch, within=settings.stage_batch_wait_s):
             outbox, sent, handled = Outbox(), [], []
+
+            async def route(message) -> None:  # noqa: ANN001 - a Faust Message or ReadBack
+                await ingest_one(message, outbox)
+
             try:
                 for event in batch:
-                    for message in await admit(event.message):
-                        handled.append(message)
-                        try:
-                            await ingest_one(message, outbox)
-                        except BaseException:  # stopped within the messages admit gave: the rest is read again
-                            admit.rewind({message.tp: message.offset})
-                            raise
+                    await admit.each(event.message, handled, route)
             finally:  # Faust acks the whole batch even when stopped halfway: what was handled is sent
                 await persist(app, admit, handled, "ingest: a batch's stage records", sent,
                               lambda: outbox.send(targets, SOURCE_HEADER, sent))

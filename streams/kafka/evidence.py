@@ -206,11 +206,12 @@ class EvidenceStage:
             handled: list = []  # the batch's messages handled here (a hole read back included)
             try:
                 for event in batch:
-                    for message in await self.admit(event.message):
-                        handled.append(message)
+                    async def handle(message, event=event) -> None:  # noqa: ANN001
                         _as_current(event)
                         last[message.partition] = event
                         logged.extend(self._handle_record(message))
+
+                    await self.admit.each(event.message, handled, handle)
             finally:
                 await finish_batch(self.app, self.admit, handled,
                                    ("the evidence stage's log records", log_sent, lambda: self._send_log(logged, log_sent)),

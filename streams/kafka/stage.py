@@ -335,13 +335,7 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
                                  stage, partition, engine.buffered(partition)[1], watermark_text(partition))
                     for state in states.values():
                         state.partition = partition
-                    for message in await admit(event.message):
-                        handled.append(message)
-                        try:
-                            await handle(message)
-                        except BaseException:  # stopped within a record: the rest of it is read again
-                            admit.rewind({message.tp: message.offset})
-                            raise
+                    await admit.each(event.message, handled, handle)  # stopped within a record: it is read again
             finally:  # even when stopping (cancelled): Faust acks the batch's events anyway
                 await finish_batch(app, admit, handled, (f"stage {stage}: a batch's outputs", out_sent, send_outputs),
                                    [(f"stage {stage}: a batch's redo record", redo_sent, lambda: write_redo_records(last)),

@@ -16,8 +16,8 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-
 from dataclasses import dataclass
+from typing import Any
 
 import faust
 from faust.types import TP
@@ -239,8 +239,9 @@ class HoleReader:
     watermark then never passes an event that has not arrived, and its alerts are replay's.
     Faust's own re-read (a seek) arrives after later messages, when it arrives at all (seen: a
     start-up rebalance whose seek back was still not fetched 8 s later while later offsets were
-    handled, and alerts built from fewer early reposts than replay's). At most ``MAX_MESSAGES`` and ``MAX_BYTES`` per hole, within
-    ``TIMEOUT_S``: the rest of a bigger hole goes to the seek. One read at a time."""
+    handled, and alerts built from fewer early reposts than replay's). At most ``MAX_MESSAGES``
+    and ``MAX_BYTES`` per hole, within ``TIMEOUT_S``: the rest of a bigger hole goes to the
+    seek. One read at a time."""
 
     MAX_MESSAGES = 5_000
     MAX_BYTES = 64 * 1024 * 1024
@@ -362,6 +363,18 @@ class Admit:
             except Exception:  # revoked meanwhile: its next owner starts from the capped commit
                 log.warning("cannot re-read %s/%s", message.topic, message.partition, exc_info=True)
         return handled + [message] if handle else handled
+
+    async def each(self, message, handled: list, handle: Callable[[Any], Awaitable[None]]) -> None:  # noqa: ANN001
+        """``handle`` each message :meth:`__call__` gives for ``message``, in order, noting it in
+        ``handled`` (what a failed batch rewinds to). Stopped within one (cancelled, or it
+        raised), the commit goes back to it: the ones after it were admitted, not handled."""
+        for admitted in await self(message):
+            handled.append(admitted)
+            try:
+                await handle(admitted)
+            except BaseException:
+                self.rewind({admitted.tp: admitted.offset})
+                raise
 
 
 def watch(app: faust.App, settings: Settings, consumed: set[str]) -> Admit:
