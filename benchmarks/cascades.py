@@ -25,7 +25,7 @@ import numpy as np
 import orjson
 
 from detectors import seismic
-from detectors.cascades import Cascades
+from detectors.cascades import cascade_detectors
 from events import decode, format_ts
 from streams.engine import Engine
 
@@ -93,7 +93,7 @@ def per_event_cost(cascades: list[dict]) -> dict:
                                             "ts": format_ts(ts), "post_id": f"{root}-{i}", "account_id": f"u{i}",
                                             "kind": "repost", "parent_id": root})))
     lines.sort(key=lambda x: x[0])
-    engine = Engine([Cascades()])
+    engine = Engine(cascade_detectors())
     alerts = 0
     started = time.perf_counter()
     for _ts, line in lines:

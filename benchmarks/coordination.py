@@ -48,8 +48,13 @@ def fmt(epoch: float) -> str:
 
 
 def synth_to_jsonl(csv_path: Path, out: Path, platform: str = "synth") -> int:
-    """coord_synth CSV -> contract ``post`` events (text, repost/reply parents, urls, hashtags)."""
+    """coord_synth CSV -> contract ``post`` events (text, repost/reply parents, urls, hashtags).
+
+    Each post with a parent also gets its ``root_id`` (the parent chain followed back; a parent
+    never seen is its own root), as a busy platform sends it, so the stream can be replayed with
+    its cascades keyed by root (``STORMWATCH_CASCADES__ROOT_IDS_GIVEN='["synth"]'``)."""
     n = 0
+    roots: dict[str, str] = {}
     with csv_path.open(newline="", encoding="utf-8") as src, out.open("wb") as dst:
         for row in csv.DictReader(src):
             kind, parent = "original", None
@@ -57,8 +62,12 @@ def synth_to_jsonl(csv_path: Path, out: Path, platform: str = "synth") -> int:
                 kind, parent = "repost", "m" + row["repost_id"]
             elif row["reply_id"]:
                 kind, parent = "reply", "m" + row["reply_id"]
+            post_id = "m" + row["message_id"]
+            root = roots.get(parent, parent) if parent is not None else None
+            if root is not None:
+                roots[post_id] = root
             event = {"type": "post", "event_id": "e" + row["message_id"], "platform": platform,
-                     "ts": fmt(int(row["timestamp"])), "post_id": "m" + row["message_id"],
+                     "ts": fmt(int(row["timestamp"])), "post_id": post_id, "root_id": root,
                      "account_id": row["user_id"], "kind": kind, "parent_id": parent, "text": row["message"],
                      "urls": row["urls"].split() if row["urls"] else [],
                      "hashtags": [h[1:] for h in HASHTAG.findall(row["message"])]}

@@ -15,8 +15,13 @@ The ratio drain / replay is the figure issue 15 asks to raise to 0.5; the CPU su
 events for one and two workers should be within 15% of each other and the busier worker's share
 at most 60%. This machine has 2 cores shared with the broker: compare CPU work, not wall time.
 
-Run: ``python -m benchmarks.workers [--minutes 10]`` (starts its own broker). Figures only, no
-assertions; the alerts of each run are compared with replay's and the difference is printed.
+The simulator sends ``root_id`` on every repost, as a busy platform does, so its cascades are
+keyed by root (``STORMWATCH_CASCADES__ROOT_IDS_GIVEN``); ``--by-platform`` keys them by the
+platform instead, as for a platform that may leave ``root_id`` out.
+
+Run: ``python -m benchmarks.workers [--minutes 10] [--by-platform]`` (starts its own broker).
+Figures only, no assertions; the alerts of each run are compared with replay's and the
+difference is printed.
 """
 
 from __future__ import annotations
@@ -124,7 +129,10 @@ def run_workers(broker: KafkaBroker, bin_: str, src: Path, events: int, expected
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=int, default=10, help="simulated minutes (default 10)")
+    parser.add_argument("--by-platform", action="store_true", help="cascades keyed by platform, not by root")
     args = parser.parse_args()
+    os.environ["STORMWATCH_CASCADES__ROOT_IDS_GIVEN"] = "[]" if args.by_platform else '["weibo"]'  # workers inherit it
+    print("cascades keyed by " + ("platform" if args.by_platform else "root"))
     bin_ = shutil.which("stormwatch", path=str(Path(sys.executable).parent)) or "stormwatch"
     with tempfile.TemporaryDirectory(prefix="sw-workers-") as tmp:
         tmp_path = Path(tmp)

@@ -79,8 +79,8 @@ NOT_MEASURED = "not measured"
 # Where each figure is measured (``module:Class.function`` that compares against it), or
 # "not measured: <why>": a figure here that nothing reads is not enforced, and says so.
 MEASURED_AT: dict[str, str] = {
-    "defamation_views_5000": "detectors.cascades:Cascades._check, Cascades._cumulative, Cascades._viral",
-    "defamation_reposts_500": "detectors.cascades:Cascades._check, Cascades._cumulative, Cascades._viral",
+    "defamation_views_5000": "detectors.cascades:CascadeWatch._check, CascadeWatch._viral, Cascades._cumulative",
+    "defamation_reposts_500": "detectors.cascades:CascadeWatch._check, CascadeWatch._viral, Cascades._cumulative",
     "defamation_cumulative_1y": "detectors.cascades:Cascades._cumulative",
     "defamation_repeat_3": "detectors.cascades:Cascades._cumulative",
     "dissemination_videos_200": f"{NOT_MEASURED}: posts carry no media type, so video files are not told apart "

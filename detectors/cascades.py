@@ -23,8 +23,19 @@ Alerts:
   account against the 2019-15 Art. 10(4) figures (its followers, the accounts its posts
   reached, its posts); see :meth:`Cascades._marketing` for what is not summed.
 
-Keyed by platform and ordered, like the water-army detector, so a root and its reposts meet
-in one partition in event-time order.
+Two detectors, so that one busy platform spreads over partitions (issue 15):
+
+* :class:`CascadeWatch` counts each item's spread and decides *when* an item alert is due,
+  ordered. For the platforms listed in ``root_ids_given`` it is keyed by platform and item (a
+  post goes to its root, to the post it reposts, and to itself when it is an item); for the
+  others by platform alone, because their posts may leave ``root_id`` out and need the parent
+  chain. It runs on the stage whose key it shares: ``posts`` when any platform is listed, else
+  the water army's ``platform``. It raises nothing: it hands a :class:`events.CascadeFinding`
+  (the item's figures and its alerts, drafted and versioned, without the author's part) to...
+* :class:`Cascades`, keyed by platform and author, which sees only those findings and the
+  ``case`` events about accounts: it adds the roles that need the author's record (cases, the
+  targets earlier alerts named the author for), raises every cascades alert, and counts the
+  author's cumulative and public-account figures.
 """
 
 from __future__ import annotations
@@ -38,7 +49,9 @@ from pydantic import BaseModel, Field
 from compliance import cases
 from compliance.law import LawSettings
 from detectors import roles, seismic
-from events import Alert, AnyEvent, Case, Context, Engagement, Post, Report, format_ts, raise_alert
+from events import (
+    Alert, AnyEvent, Case, CascadeFinding, Context, Engagement, Post, Report, format_ts, keys as ids, raise_alert,
+)
 from events.models import HARMFUL_LABELS
 
 HARMFUL = HARMFUL_LABELS
@@ -59,46 +72,76 @@ class CascadeSettings(BaseModel):
     n_star: float = Field(seismic.N_STAR, description="SEISMIC's mean out-degree of resharers.")
     max_accounts: int = Field(10_000, description="Distinct reposting accounts an item remembers (its evidence and "
                               "the posting-accounts figure): bounds one item's record; reposts still count past it.")
+    root_ids_given: list[str] = Field(default_factory=list, description=(
+        "Platforms that send root_id on every post with a parent: their cascades are keyed by root and "
+        "spread over partitions, and such a post without root_id is dead-lettered. Other platforms keep "
+        "one partition and the parent chain."))
 
 
-class Cascades:
-    """Legal figures, viral spread and illegal marketing; see the module docstring."""
+class CascadeWatch:
+    """Each item's spread and the moments its alerts are due; see the module docstring."""
 
-    name: ClassVar[str] = "cascades"
-    raises: ClassVar[tuple[str, ...]] = ("legal_threshold", "viral_spread", "illegal_marketing")
-    event_types: ClassVar[frozenset[str]] = frozenset({"post", "engagement", "report", "case"})
+    name: ClassVar[str] = "cascade_watch"
+    raises: ClassVar[tuple[str, ...]] = ()
+    event_types: ClassVar[frozenset[str]] = frozenset({"post", "engagement", "report"})
     ordered: ClassVar[bool] = True
-    stage: ClassVar[str] = "platform"  # shares a Kafka stage with the other platform-keyed detectors
+    emits: ClassVar[frozenset[str]] = frozenset({"cascades"})
 
     def __init__(self, settings: CascadeSettings | None = None, law: LawSettings | None = None) -> None:
         self.s = settings or CascadeSettings()
         self.law = law or LawSettings()
+        self.by_root = frozenset(self.s.root_ids_given)
+        # The stage whose key it shares most. Keyed by platform: the water army's, one entry per
+        # post serves both. Keyed by root: the posts stage's (platform + post, OrderWatch's), which
+        # an original and engagement share and a repost adds one entry to.
+        self.stage = "posts" if self.by_root else "platform"
+
+    def refuse(self, event: AnyEvent) -> str | None:
+        """Why an event cannot be routed (a dead letter), or None."""
+        if (isinstance(event, Post) and event.platform in self.by_root and event.parent_id is not None
+                and event.root_id is None):
+            return (f"post.root_id: required for a post with a parent on platform {event.platform!r}, which "
+                    "STORMWATCH_CASCADES__ROOT_IDS_GIVEN lists (its cascades are keyed by their root)")
+        return None
 
     def keys(self, event: AnyEvent) -> list[str]:
-        if isinstance(event, Case) and event.subject.type != "account":
+        p = event.platform
+        if isinstance(event, Report) and (event.post_id is None or event.category != "defamation"):
             return []
-        return [event.platform]
+        if p not in self.by_root:
+            return [ids.key(p)]
+        if not isinstance(event, Post):
+            return [ids.key(p, event.post_id)]
+        if event.parent_id is not None and event.root_id is None:
+            return []  # refused where it entered (refuse)
+        root = event.root_id or event.post_id
+        items = [root]
+        if event.kind == "repost" and event.parent_id is not None:
+            items.append(event.parent_id)
+        if event.kind == "original" or "defamation" in event.labels:
+            items.append(event.post_id)
+        return [ids.key(p, item) for item in dict.fromkeys(items)]
 
     def on_timer(self, key: str, ctx: Context) -> list[Alert]:
         return []
 
     def on_event(self, event: AnyEvent, key: str, ctx: Context) -> list[Alert]:
-        p = key  # the platform
+        p = event.platform
+        keyed = ids.parts(key)
+        only = keyed[1] if len(keyed) > 1 else None  # the one item this key holds (keyed by root)
         if isinstance(event, Post):
-            return self._post(p, event, ctx)
-        if isinstance(event, Case):
-            return self._case(p, event, ctx)
-        if isinstance(event, Engagement):
+            self._post(p, event, only, ctx)
+        elif isinstance(event, Engagement):
             item = self._item(p, event.post_id, event.epoch, ctx)
             grew = False
             for field in ("views", "reposts", "comments", "reach_accounts"):
                 value = getattr(event, field)
                 if value > item["eng"].get(field, 0):  # cumulative counters: a lower value is stale
                     item["eng"][field], grew = value, True
-            alerts = self._check(p, event.post_id, item, event.epoch, ctx) if grew else []
+            if grew:
+                self._check(p, event, event.post_id, item, event.epoch, ctx)
             self._save(p, event.post_id, item, event.epoch, ctx)
-            return alerts
-        if isinstance(event, Report) and event.post_id is not None and event.category == "defamation":
+        elif isinstance(event, Report):
             item = self._item(p, event.post_id, event.epoch, ctx)
             if event.reporter_id not in item["reporters"]:
                 item["reporters"].append(event.reporter_id)
@@ -107,16 +150,19 @@ class Cascades:
 
     # -- posts --------------------------------------------------------------------------------
 
-    def _post(self, p: str, post: Post, ctx: Context) -> list[Alert]:
+    def _post(self, p: str, post: Post, only: str | None, ctx: Context) -> None:
         t, s = post.epoch, self.s
-        root = post.root_id or (self._root_of(p, post.parent_id, ctx) if post.parent_id else post.post_id)
-        if root != post.post_id:
-            ctx.records.save("root", p, post.post_id, record={"root": root}, until=t + s.item_ttl_s)
-        elif ctx.records.has("root", p, post.post_id):  # a later version of it is its own root
-            ctx.records.delete("root", p, post.post_id)
-        alerts: list[Alert] = []
+        if only is not None:
+            root = post.root_id or post.post_id
+        else:
+            root = post.root_id or (self._root_of(p, post.parent_id, ctx) if post.parent_id else post.post_id)
+            if root != post.post_id:
+                ctx.records.save("root", p, post.post_id, record={"root": root}, until=t + s.item_ttl_s)
+            elif ctx.records.has("root", p, post.post_id):  # a later version of it is its own root
+                ctx.records.delete("root", p, post.post_id)
         touched: dict[str, dict] = {}
-        if post.kind == "original" or post.post_id == root or "defamation" in post.labels:
+        if ((post.kind == "original" or post.post_id == root or "defamation" in post.labels)
+                and only in (None, post.post_id)):
             item = touched[post.post_id] = self._item(p, post.post_id, t, ctx)
             item["author"] = post.account_id
             item["labels"] = sorted(set(item["labels"]) | set(post.labels))
@@ -134,7 +180,8 @@ class Cascades:
             item.setdefault("spread", [[t, item.get("followers", s.default_followers)]])
         if post.kind == "repost":
             for item_id in dict.fromkeys([root, post.parent_id]):
-                if item_id is None or (item_id != root and not self._exists(p, item_id, ctx)):
+                if (item_id is None or only not in (None, item_id)
+                        or (item_id != root and not self._exists(p, item_id, ctx))):
                     continue
                 item = touched.get(item_id) or self._item(p, item_id, t, ctx)
                 touched[item_id] = item
@@ -151,14 +198,14 @@ class Cascades:
                 spread = item.setdefault("spread", [[item["t0"], item.get("followers", s.default_followers)]])
                 if len(spread) < s.forecast_max_reposts:
                     spread.append([t, post.account.followers if post.account else s.default_followers])
-        elif post.kind in ("comment", "reply") and root != post.post_id and self._exists(p, root, ctx):
+        elif (post.kind in ("comment", "reply") and root != post.post_id and only in (None, root)
+              and self._exists(p, root, ctx)):
             item = touched.get(root) or self._item(p, root, t, ctx)
             touched[root] = item
             item["comments"] += 1
         for item_id, item in touched.items():
-            alerts.extend(self._check(p, item_id, item, t, ctx))
+            self._check(p, post, item_id, item, t, ctx)
             self._save(p, item_id, item, t, ctx)
-        return alerts
 
     def _root_of(self, p: str, parent: str, ctx: Context) -> str:
         """A post's root is recorded only when it is not the post itself (most posts are
@@ -180,7 +227,7 @@ class Cascades:
     def _save(self, p: str, item_id: str, item: dict, t: float, ctx: Context) -> None:
         ctx.records.save("item", p, item_id, record=item, until=t + self.s.item_ttl_s)
 
-    # -- the rules ----------------------------------------------------------------------------
+    # -- when an item's alerts are due ---------------------------------------------------------
 
     @staticmethod
     def figures(item: dict) -> dict[str, int]:
@@ -189,57 +236,167 @@ class Cascades:
                 "comments": max(eng.get("comments", 0), item["comments"]),
                 "reach_accounts": max(eng.get("reach_accounts", 0), len(item["accounts"]))}
 
-    def _check(self, p: str, item_id: str, item: dict, t: float, ctx: Context) -> list[Alert]:
-        alerts: list[Alert] = []
+    def _check(self, p: str, event: AnyEvent, item_id: str, item: dict, t: float, ctx: Context) -> None:
+        """Hand ``Cascades`` what it needs about the item at this event, if anything: the item
+        alerts due now (versioned here, in the item's own book, whoever its author is), its
+        figures for the author's cumulative count, its reach for public-account marketing."""
         fig = self.figures(item)
-        platform = p
         defamatory = "defamation" in item["labels"]
+        threshold: list[dict] = []
         if defamatory:
             for fid, value in (("defamation_views_5000", fig["views"]), ("defamation_reposts_500", fig["reposts"])):
                 limit = self.law.limit(fid)
                 if value >= limit and fid not in item["fired"]:
                     item["fired"].append(fid)
                     item.setdefault("named_at", t)  # its author is named: a later item about its targets repeats
-                    alerts.append(raise_alert(
+                    threshold.append(raise_alert(
                         item["alerts"], kind="legal_threshold", subject=("post", item_id), window=fid, ts=t,
-                        severity="critical", platform=platform,
+                        severity="critical", platform=p,
                         summary=f"Defamatory post {item_id} reached {value:,} {fid.split('_')[1]} "
                         f"(figure {limit:,}, {self.law.source(fid)}): candidate serious circumstances.",
-                        legal_refs=DEFAMATION_REFS, aggravating=self._aggravating(item),
+                        legal_refs=DEFAMATION_REFS, aggravating=_aggravating(item),
                         evidence={"threshold": fid, "value": value, "limit": limit, "post_id": item_id,
                                   "account_id": item["author"], **fig,
-                                  "defamation_reports": len(item["reporters"]),
-                                  "roles": self._roles(p, item_id, item, ctx)},
-                        shadow=self.s.shadow))
-            if item["author"] is not None:
-                alerts.extend(self._cumulative(p, item_id, item, fig, t, ctx))
-        if defamatory or item["reporters"] or HARMFUL & set(item["labels"]):
-            alerts.extend(self._viral(platform, item_id, item, fig, t, ctx))
+                                  "defamation_reports": len(item["reporters"])},
+                        shadow=self.s.shadow).model_dump())
+        viral = self._viral(p, item_id, item, fig, t) if (
+            defamatory or item["reporters"] or HARMFUL & set(item["labels"])) else []
+        snapshot: dict[str, Any] = {}
+        if threshold or viral:
+            snapshot.update(threshold=threshold, viral=viral, roles=roles.cascade_item(item_id, item))
+        if defamatory and item["author"] is not None:
+            snapshot["cumulative"] = [fig["views"], fig["reposts"], item.get("named_at")]
         if item.get("public") and HARMFUL & set(item["labels"]) and item["targets"]:
-            alerts.extend(self._marketing(p, item_id, item, fig, t, ctx))
+            snapshot["marketing"] = [fig["reach_accounts"], item["targets"][:20], item.get("followers", 0),
+                                     _aggravating(item)]
+        if snapshot:
+            snapshot.update(id=item_id, t0=item["t0"], targets=list(item["targets"]))
+            ctx.emit("cascades", CascadeFinding(
+                type="cascade_finding", event_id=f"{event.event_id}\x00{item_id}", platform=p, ts=event.ts,
+                author=item["author"], item=snapshot))
+
+    def _viral(self, platform: str, item_id: str, item: dict, fig: dict, t: float) -> list[dict]:
+        s = self.s
+        reasons = []
+        if len(item["recent"]) >= s.viral_reposts and "growth" not in item["fired"]:
+            item["fired"].append("growth")
+            reasons.append(f"{len(item['recent'])} reposts in {s.viral_window_s / 60:g} minutes")
+        forecast = None
+        spread = item.get("spread", [])
+        if ("defamation" in item["labels"] and "forecast" not in item["fired"] and len(spread) >= 5
+                and item["reposts"] % s.forecast_every == 0 and len(spread) < s.forecast_max_reposts):
+            forecast = self.forecast(spread, t, fig)
+            limits = (self.law.limit("defamation_reposts_500"), self.law.limit("defamation_views_5000"))
+            inf = float("inf")
+            reposts_ahead = inf if forecast["supercritical"] else forecast["reposts"]
+            views_ahead = inf if forecast["supercritical"] and fig["views"] else (forecast["views"] or 0)
+            if fig["reposts"] < limits[0] <= reposts_ahead or fig["views"] < limits[1] <= views_ahead:
+                item["fired"].append("forecast")
+                reasons.append("forecast to grow without bound (supercritical)" if forecast["supercritical"]
+                               else f"forecast {forecast['reposts']:,} reposts / {forecast['views'] or 0:,} views")
+        if not reasons:
+            return []
+        if forecast is None and len(spread) >= 5:
+            forecast = self.forecast(spread, t, fig)
+        return [raise_alert(
+            item["alerts"], kind="viral_spread", subject=("post", item_id), ts=t,
+            severity="critical" if "defamation" in item["labels"] else "warning", platform=platform,
+            summary=f"Post {item_id} spreads fast: " + "; ".join(reasons) + ".",
+            legal_refs=DEFAMATION_REFS if "defamation" in item["labels"] else [],
+            aggravating=_aggravating(item),
+            evidence={"post_id": item_id, "views": fig["views"], "reposts": fig["reposts"],
+                      "reach_accounts": fig["reach_accounts"], "reposts_in_window": len(item["recent"]),
+                      "forecast": forecast or {"horizon_s": s.forecast_horizon_s, "views": None, "reposts": None}},
+            shadow=s.shadow).model_dump()]
+
+    def forecast(self, spread: list, t: float, fig: dict) -> dict[str, Any]:
+        """SEISMIC's final size, capped at what the horizon allows, in reposts and in views."""
+        arr = np.asarray(spread, dtype=float)
+        t0 = arr[0, 0]
+        final = seismic.predict(arr[:, 0] - t0, arr[:, 1], t - t0, self.s.n_star)
+        reposts = final - 1  # the original is not a repost
+        views_per_repost = fig["views"] / max(fig["reposts"], 1)
+        as_int = (lambda x: None if x == float("inf") else int(round(x)))
+        return {"horizon_s": self.s.forecast_horizon_s, "reposts": as_int(max(reposts, fig["reposts"])),
+                "views": as_int(max(reposts * views_per_repost, fig["views"])) if fig["views"] else None,
+                "supercritical": final == float("inf")}
+
+
+def _aggravating(item: dict) -> list[str]:
+    """The Opinions' circumstances the item shows: its targets, its content, its author."""
+    found = set(item.get("agg", [])) | ({"sexual_topic"} if "sexual_rumor" in item["labels"] else set())
+    return sorted(found)
+
+
+class Cascades:
+    """Raises the cascades alerts, keyed by platform and author; see the module docstring.
+
+    A finding's ``item`` holds: ``id``, ``t0``, ``targets``; ``threshold`` and ``viral`` (the
+    item's alerts due at this event, drafted without ``evidence.roles``) with ``roles`` (the
+    roles the item itself shows); ``cumulative`` (``[views, reposts, named_at]`` of a
+    defamatory item); ``marketing`` (``[reach, targets, followers, aggravating]`` of a public
+    account's harmful item about persons)."""
+
+    name: ClassVar[str] = "cascades"
+    raises: ClassVar[tuple[str, ...]] = ("legal_threshold", "viral_spread", "illegal_marketing")
+    event_types: ClassVar[frozenset[str]] = frozenset({"case"})
+    receives: ClassVar[frozenset[str]] = frozenset({"cascade_finding"})  # from CascadeWatch only
+    ordered: ClassVar[bool] = True
+
+    def __init__(self, settings: CascadeSettings | None = None, law: LawSettings | None = None) -> None:
+        self.s = settings or CascadeSettings()
+        self.law = law or LawSettings()
+
+    def keys(self, event: AnyEvent) -> list[str]:
+        if isinstance(event, CascadeFinding):
+            return [ids.key(event.platform) if event.author is None else ids.key(event.platform, event.author)]
+        if isinstance(event, Case) and event.subject.type == "account":
+            return [ids.key(event.platform, event.subject.id)]
+        return []
+
+    def on_timer(self, key: str, ctx: Context) -> list[Alert]:
+        return []
+
+    def on_event(self, event: AnyEvent, key: str, ctx: Context) -> list[Alert]:
+        if isinstance(event, Case):
+            return self._case(event.platform, event, ctx)
+        if not isinstance(event, CascadeFinding):
+            return []
+        p, author, item, t = event.platform, event.author, event.item, event.epoch
+        alerts = [self._with_roles(p, author, item, draft, ctx) for draft in item.get("threshold", ())]
+        if "cumulative" in item:
+            alerts.extend(self._cumulative(p, author, item, t, ctx))
+        alerts.extend(self._with_roles(p, author, item, draft, ctx) for draft in item.get("viral", ()))
+        if "marketing" in item:
+            alerts.extend(self._marketing(p, author, item, t, ctx))
         return alerts
 
-    def _aggravating(self, item: dict) -> list[str]:
-        """The Opinions' circumstances the item shows: its targets, its content, its author."""
-        found = set(item.get("agg", [])) | ({"sexual_topic"} if "sexual_rumor" in item["labels"] else set())
-        return sorted(found)
+    def _with_roles(self, p: str, author: str | None, item: dict, draft: dict, ctx: Context) -> Alert:
+        """An item alert as drafted, with ``evidence.roles`` (see :mod:`detectors.roles`)."""
+        found = list(item["roles"])
+        if author is not None:
+            known = cases.cases_of(ctx.records, p, "account", author)
+            named = (ctx.records.get("author", p, author) or {}).get("named", {})
+            found += roles.cascade_author(author, item["t0"], item["targets"], known["cases"] if known else [], named)
+        return Alert.model_validate({**draft, "evidence": {**draft["evidence"], "roles": found}})
 
-    def _cumulative(self, p: str, item_id: str, item: dict, fig: dict, t: float, ctx: Context) -> list[Alert]:
+    def _cumulative(self, p: str, author: str, item: dict, t: float, ctx: Context) -> list[Alert]:
         """2013-21 Art. 4: one author's defamatory items within a year, aggregated."""
-        acct = ctx.records.get("author", p, item["author"]) or {"items": {}, "fired": [], "alerts": {}}
+        acct = ctx.records.get("author", p, author) or {"items": {}, "fired": [], "alerts": {}}
         window = self.law.limit("defamation_cumulative_1y") * 86400.0
-        acct["items"][item_id] = [item["t0"], fig["views"], fig["reposts"]]
-        if "named_at" in item:  # an alert named the author over this item: its targets, for repeats (roles)
+        views, reposts, named_at = item["cumulative"]
+        acct["items"][item["id"]] = [item["t0"], views, reposts]
+        if named_at is not None:  # an alert named the author over this item: its targets, for repeats (roles)
             named = acct.setdefault("named", {})
             for target in item["targets"]:
-                named.setdefault(target, item["named_at"])
+                named.setdefault(target, named_at)
             while len(named) > roles.MAX_NAMED:
                 del named[next(iter(named))]
         acct["items"] = {k: v for k, v in acct["items"].items() if v[0] >= t - window}
-        record = cases.cases_of(ctx.records, p, "account", item["author"])
+        record = cases.cases_of(ctx.records, p, "account", author)
         handled = cases.handled_until(record)  # 未经处理: conduct a case dealt with is not counted again
         unhandled = {k: v for k, v in acct["items"].items() if v[0] > handled}
-        alerts = self._after_penalty(p, item["author"], acct, record, t) if record else []
+        alerts = self._after_penalty(p, author, acct, record, t) if record else []
         if len(unhandled) >= self.law.limit("defamation_repeat_3") and "cumulative" not in acct["fired"]:
             views = sum(v[1] for v in unhandled.values())
             reposts = sum(v[2] for v in unhandled.values())
@@ -247,7 +404,7 @@ class Cascades:
                                          ("reposts", reposts, self.law.limit("defamation_reposts_500"))):
                 if value >= limit and "cumulative" not in acct["fired"]:
                     acct["fired"].append("cumulative")
-                    account = item["author"]
+                    account = author
                     alerts.append(raise_alert(
                         acct["alerts"], kind="legal_threshold", subject=("account", account),
                         window="defamation_cumulative_1y", ts=t, severity="critical", platform=p,
@@ -263,7 +420,7 @@ class Cascades:
                                   **({"excluded_as_dealt_with": sorted(set(acct["items"]) - set(unhandled))}
                                      if len(unhandled) < len(acct["items"]) else {})},
                         shadow=self.s.shadow))
-        ctx.records.save("author", p, item["author"], record=acct, until=t + window)
+        ctx.records.save("author", p, author, record=acct, until=t + window)
         return alerts
 
     def _case(self, p: str, case: Case, ctx: Context) -> list[Alert]:
@@ -308,63 +465,7 @@ class Cascades:
                 shadow=self.s.shadow))
         return alerts
 
-    def _roles(self, p: str, item_id: str, item: dict, ctx: Context) -> list[dict]:
-        """``evidence.roles`` of an item's alert (see :mod:`detectors.roles`)."""
-        author = item.get("author")
-        if author is None:
-            return roles.cascade(item_id, item, [], {})
-        known = cases.cases_of(ctx.records, p, "account", author)
-        named = (ctx.records.get("author", p, author) or {}).get("named", {})
-        return roles.cascade(item_id, item, known["cases"] if known else [], named)
-
-    def _viral(self, platform: str, item_id: str, item: dict, fig: dict, t: float, ctx: Context) -> list[Alert]:
-        s = self.s
-        reasons = []
-        if len(item["recent"]) >= s.viral_reposts and "growth" not in item["fired"]:
-            item["fired"].append("growth")
-            reasons.append(f"{len(item['recent'])} reposts in {s.viral_window_s / 60:g} minutes")
-        forecast = None
-        spread = item.get("spread", [])
-        if ("defamation" in item["labels"] and "forecast" not in item["fired"] and len(spread) >= 5
-                and item["reposts"] % s.forecast_every == 0 and len(spread) < s.forecast_max_reposts):
-            forecast = self.forecast(spread, t, fig)
-            limits = (self.law.limit("defamation_reposts_500"), self.law.limit("defamation_views_5000"))
-            inf = float("inf")
-            reposts_ahead = inf if forecast["supercritical"] else forecast["reposts"]
-            views_ahead = inf if forecast["supercritical"] and fig["views"] else (forecast["views"] or 0)
-            if fig["reposts"] < limits[0] <= reposts_ahead or fig["views"] < limits[1] <= views_ahead:
-                item["fired"].append("forecast")
-                reasons.append("forecast to grow without bound (supercritical)" if forecast["supercritical"]
-                               else f"forecast {forecast['reposts']:,} reposts / {forecast['views'] or 0:,} views")
-        if not reasons:
-            return []
-        if forecast is None and len(spread) >= 5:
-            forecast = self.forecast(spread, t, fig)
-        return [raise_alert(
-            item["alerts"], kind="viral_spread", subject=("post", item_id), ts=t,
-            severity="critical" if "defamation" in item["labels"] else "warning", platform=platform,
-            summary=f"Post {item_id} spreads fast: " + "; ".join(reasons) + ".",
-            legal_refs=DEFAMATION_REFS if "defamation" in item["labels"] else [],
-            aggravating=self._aggravating(item),
-            evidence={"post_id": item_id, "views": fig["views"], "reposts": fig["reposts"],
-                      "reach_accounts": fig["reach_accounts"], "reposts_in_window": len(item["recent"]),
-                      "forecast": forecast or {"horizon_s": s.forecast_horizon_s, "views": None, "reposts": None},
-                      "roles": self._roles(platform, item_id, item, ctx)},
-            shadow=s.shadow)]
-
-    def forecast(self, spread: list, t: float, fig: dict) -> dict[str, Any]:
-        """SEISMIC's final size, capped at what the horizon allows, in reposts and in views."""
-        arr = np.asarray(spread, dtype=float)
-        t0 = arr[0, 0]
-        final = seismic.predict(arr[:, 0] - t0, arr[:, 1], t - t0, self.s.n_star)
-        reposts = final - 1  # the original is not a repost
-        views_per_repost = fig["views"] / max(fig["reposts"], 1)
-        as_int = (lambda x: None if x == float("inf") else int(round(x)))
-        return {"horizon_s": self.s.forecast_horizon_s, "reposts": as_int(max(reposts, fig["reposts"])),
-                "views": as_int(max(reposts * views_per_repost, fig["views"])) if fig["views"] else None,
-                "supercritical": final == float("inf")}
-
-    def _marketing(self, p: str, item_id: str, item: dict, fig: dict, t: float, ctx: Context) -> list[Alert]:
+    def _marketing(self, p: str, author: str, item: dict, t: float, ctx: Context) -> list[Alert]:
         """One public account pushing harmful posts about persons, against 2019-15 Art. 10(4).
 
         Measured per offender, the account: "情节严重" is one offender's, so unrelated accounts
@@ -375,11 +476,11 @@ class Cascades:
         from two readers; the figure is the largest count of one post (a lower bound that counts
         no reader twice), and the sum over posts is given as the upper bound.
         """
-        author = item["author"]
+        reach, targets, followers, aggravating = item["marketing"]
         rec = ctx.records.get("pusher", p, author) or {"posts": {}, "followers": 0, "fired": [], "alerts": {}}
-        rec["followers"] = max(rec["followers"], item.get("followers", 0))
-        rec["posts"][item_id] = [fig["reach_accounts"], item["targets"][:20]]
-        rec["agg"] = sorted(set(rec.get("agg", [])) | set(self._aggravating(item)))
+        rec["followers"] = max(rec["followers"], followers)
+        rec["posts"][item["id"]] = [reach, targets]
+        rec["agg"] = sorted(set(rec.get("agg", [])) | set(aggravating))
         reach = [v[0] for v in rec["posts"].values()]
         counted = {"marketing_followers_30000": rec["followers"], "marketing_accounts_2000": max(reach),
                    "marketing_posts_100": len(rec["posts"])}
@@ -413,3 +514,8 @@ class Cascades:
                 shadow=self.s.shadow))
         ctx.records.save("pusher", p, author, record=rec, until=t + self.s.item_ttl_s)
         return alerts
+
+
+def cascade_detectors(settings: CascadeSettings | None = None, law: LawSettings | None = None) -> list:
+    """Cascades as they run: the watch first (it hands findings on), then the author-keyed raiser."""
+    return [CascadeWatch(settings, law), Cascades(settings, law)]

@@ -148,9 +148,8 @@ def note_reposter(item: dict, account: str, followers: int | None) -> None:
         big[account] = followers
 
 
-def cascade(item_id: str, item: dict, author_cases: list[list], named: dict[str, float]) -> list[dict]:
-    """Roles in one cascade item: its author, its strongest reposters, and the author as a repeat
-    offender (cases decided before the item; an earlier alert about one of its targets)."""
+def cascade_item(item_id: str, item: dict) -> list[dict]:
+    """Roles one cascade item shows by itself: its author, its strongest reposters."""
     roles = []
     author = item.get("author")
     if author is not None:
@@ -162,12 +161,19 @@ def cascade(item_id: str, item: dict, author_cases: list[list], named: dict[str,
     candidates.discard(author)
     top = _top(((big.get(a, 0), accounts.get(a, 0)), a) for a in candidates)
     roles += [entry("amplifier", a, {"reposts": accounts.get(a, 0), "followers": big.get(a)}) for a in top]
-    if author is not None:
-        roles += repeat_by_cases(author, author_cases, item["t0"])
-        earlier = {tg: ts for tg, ts in named.items() if tg in item.get("targets", []) and ts < item["t0"]}
-        if earlier and not any(r["role"] == "repeat_offender" for r in roles):
-            tg = min(earlier, key=lambda x: (earlier[x], x))
-            roles.append(entry("repeat_offender", author, {"target_id": tg, "named_at": format_ts(earlier[tg])}))
+    return roles
+
+
+def cascade_author(author: str, t0: float, targets: list[str], author_cases: list[list],
+                   named: dict[str, float]) -> list[dict]:
+    """The author of a cascade item posted at ``t0`` as a repeat offender: cases decided before
+    it, or an earlier alert that named the author over one of its targets. Kept apart from
+    :func:`cascade_item` because it reads the author's record, not the item's."""
+    roles = repeat_by_cases(author, author_cases, t0)
+    earlier = {tg: ts for tg, ts in named.items() if tg in targets and ts < t0}
+    if earlier and not roles:
+        tg = min(earlier, key=lambda x: (earlier[x], x))
+        roles.append(entry("repeat_offender", author, {"target_id": tg, "named_at": format_ts(earlier[tg])}))
     return roles
 
 

@@ -16,13 +16,14 @@ from dataclasses import dataclass
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from events.models import TOPIC_BY_TYPE, AnyEvent, InputEvent, format_ts
+from events.models import TOPIC_BY_TYPE, AnyEvent, InputEvent, StageEvent, format_ts
 
 MAX_MESSAGE = 1 << 20  # 1 MiB
 MAX_RAW_KEPT = 64 << 10  # dead letters keep at most 64 KiB of the original
 MAX_FUTURE_S = 86_400.0  # default of STORMWATCH_MAX_FUTURE_S: how far ahead of the wall clock ts may be
 
 _adapter: TypeAdapter[AnyEvent] = TypeAdapter(InputEvent)
+_stage_adapter: TypeAdapter[AnyEvent] = TypeAdapter(StageEvent)  # also what stages hand each other
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,18 +75,19 @@ def _describe(err: ValidationError) -> tuple[str, str]:
 
 
 def decode(raw: bytes, source: str, now: float | None = None,
-           max_future_s: float = MAX_FUTURE_S) -> AnyEvent | DeadLetter:
+           max_future_s: float = MAX_FUTURE_S, stage: bool = False) -> AnyEvent | DeadLetter:
     """Validate one JSON message. Never raises: bad input becomes a :class:`DeadLetter`.
 
     ``now`` (Unix seconds, the wall clock where the event enters): an event whose ``ts`` is more
     than ``max_future_s`` ahead of it is refused (``future_ts``), because event time only moves
     forward: one post dated next year would fire every deadline and expire all state. Without
     ``now`` (tests, events re-read from a stage's own buffer) there is no such check.
+    ``stage``: read from a stage topic or buffer, which also carry what stages hand each other.
     """
     if len(raw) > MAX_MESSAGE:
         return DeadLetter(f"message is {len(raw)} bytes, over the 1 MiB limit", "too_large", raw_text(raw), source)
     try:
-        event = _adapter.validate_json(raw, strict=True)
+        event = (_stage_adapter if stage else _adapter).validate_json(raw, strict=True)
     except ValidationError as err:
         reason, error = _describe(err)
         return DeadLetter(error, reason, raw_text(raw), source)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
-from typing import Annotated, Literal, Union, get_args
+from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import (
     AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator,
@@ -247,8 +247,26 @@ class Tick(BaseModel):
         return self.ts.timestamp()
 
 
+class CascadeFinding(Event):
+    """What ``CascadeWatch`` hands on about one item to the author-keyed ``Cascades``: never
+    an input (no topic takes it), it travels only between those two stages.
+
+    ``event_id`` is the triggering event's id, a NUL and the item's id: unique per item (the
+    engine's seen-set drops repeats by it) and sorting right after the event that caused it.
+    ``item`` is the snapshot ``detectors.cascades`` documents; it is checked by the code that
+    wrote it, so it stays a plain dict here."""
+
+    type: Literal["cascade_finding"]
+    event_id: Annotated[str, Field(min_length=1, max_length=520)]
+    author: Id | None = None
+    item: dict[str, Any]
+
+
 InputEvent = Annotated[Union[Post, Engagement, Report, Order, PlatformAction, Case, Tick], Field(discriminator="type")]
-AnyEvent = Post | Engagement | Report | Order | PlatformAction | Case | Tick
+# What a stage topic carries: the inputs and the events one stage hands to another.
+StageEvent = Annotated[Union[Post, Engagement, Report, Order, PlatformAction, Case, Tick, CascadeFinding],
+                       Field(discriminator="type")]
+AnyEvent = Post | Engagement | Report | Order | PlatformAction | Case | Tick | CascadeFinding
 
 # The contract's input topics, by event type. Ticks may arrive on any topic.
 TOPIC_BY_TYPE: dict[str, str] = {

@@ -185,7 +185,7 @@ class _Stage:
 
         def restore(rec: list) -> None:
             routed, raw = rec[0], rec[1]
-            event = decode(raw.encode(), "buffer")
+            event = decode(raw.encode(), "buffer", stage=True)
             entry = (event.epoch, getattr(event, "event_id", ""), event.type, routed)
             if entry not in buffered:
                 part.pending.append((*entry, -1, event))

@@ -10,10 +10,10 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from events import Alert, DeadLetter, decode
+from events import Alert, DeadLetter, decode, raw_text
 from streams import metrics
 from streams.engine import Engine, LateEvent
-from streams.registry import build_detectors
+from streams.registry import build_detectors, refusal
 from streams.runtime import tune_gc
 from streams.settings import Settings
 
@@ -31,7 +31,8 @@ class LocalPipeline:
                  recorder: EvidenceRecorder | None = None) -> None:
         """``recorder``, when given, keeps the raw events each alert version cites (``evidence/``)."""
         tune_gc(settings.gc_threshold)
-        self.engine = Engine(build_detectors(settings), lateness=settings.allowed_lateness_s,
+        self.detectors = build_detectors(settings)
+        self.engine = Engine(self.detectors, lateness=settings.allowed_lateness_s,
                              dedupe_window=settings.dedupe_window_s)
         self.max_future_s = settings.max_future_s
         self.on_alert = on_alert
@@ -50,6 +51,9 @@ class LocalPipeline:
             counter = self._counted[topic] = metrics.EVENTS.labels(topic)
         counter.inc()
         event = decode(raw, source, now=time.time(), max_future_s=self.max_future_s)
+        refused = None if isinstance(event, DeadLetter) else refusal(self.detectors, event)
+        if refused is not None:
+            event = DeadLetter(refused, "invalid_field", raw_text(raw), source)
         if isinstance(event, DeadLetter):
             self.deadletters += 1
             metrics.DEADLETTERS.labels(event.reason).inc()

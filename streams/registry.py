@@ -5,7 +5,7 @@ from __future__ import annotations
 from kafka.partitioner.default import murmur2
 
 from detectors.orders import ledger_detectors
-from detectors.cascades import Cascades
+from detectors.cascades import cascade_detectors
 from detectors.targets import PostTargets, Targets
 from detectors.water_army import WaterArmy
 from events import ALERT_KINDS, TOPIC_BY_TYPE, AnyEvent, Detector
@@ -16,7 +16,7 @@ def build_detectors(settings: Settings) -> list[Detector]:
     detectors: list[Detector] = [
         *ledger_detectors(settings.ledger, settings.law),  # the watch, then the ledger it hands activity to
         WaterArmy(settings.water_army),
-        Cascades(settings.cascades, settings.law),
+        *cascade_detectors(settings.cascades, settings.law),  # the watch, then the author-keyed raiser
         PostTargets(settings.targets),  # before Targets: it hands reports on to it
         Targets(settings.targets),
     ]
@@ -40,6 +40,17 @@ def build_detectors(settings: Settings) -> list[Detector]:
             raise ValueError(f"STORMWATCH_DETECTORS: {d.name} hands events to {missing}, which is not chosen; "
                              f"choose {missing[0]} (it brings {d.name})")
     return chosen
+
+
+def refusal(detectors: list[Detector], event: AnyEvent) -> str | None:
+    """Why a valid event cannot be routed (a detector's ``refuse``: the error of its dead
+    letter, naming the field), or None. Called where events enter, after ``decode``."""
+    for d in detectors:
+        refuse = getattr(d, "refuse", None)
+        reason = refuse(event) if refuse is not None else None
+        if reason is not None:
+            return reason
+    return None
 
 
 def check_kinds(detectors: list[Detector]) -> None:

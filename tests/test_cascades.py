@@ -10,16 +10,30 @@ import pytest
 
 from compliance.law import BY_ID, TABLE, LawSettings
 from detectors import seismic
-from detectors.cascades import Cascades, CascadeSettings
+from detectors.cascades import CascadeSettings, cascade_detectors
 from events import decode, format_ts
 from streams.engine import Engine
 from tests.support.scenarios import T0
 
 
+BY_ROOT = [False]  # set by the by_root fixture: every test runs with cascades keyed both ways
+
+
+@pytest.fixture(autouse=True, params=["by_platform", "by_root"])
+def by_root(request):
+    BY_ROOT[0] = request.param == "by_root"
+    yield
+    BY_ROOT[0] = False
+
+
 class Feed:
+    """A platform's events. Keyed by root (``BY_ROOT``), every post with a parent carries its
+    ``root_id``, as the platforms that opt in promise; keyed by platform, none does."""
+
     def __init__(self) -> None:
         self.events: list[dict] = []
         self.n = 0
+        self.roots: dict[str, str] = {}
 
     def _add(self, second: float, event: dict) -> str:
         self.n += 1
@@ -28,6 +42,13 @@ class Feed:
         return event_id
 
     def post(self, second: float, pid: str, author: str = "author", kind: str = "original", parent=None, **extra):
+        root = self.roots.get(parent, parent) if parent is not None else None
+        if root is not None and root != pid:
+            self.roots[pid] = root
+        else:
+            self.roots.pop(pid, None)
+        if BY_ROOT[0] and root is not None and "root_id" not in extra:
+            extra["root_id"] = root
         return self._add(second, {"type": "post", "post_id": pid, "account_id": author, "kind": kind,
                                   "parent_id": parent, **extra})
 
@@ -41,8 +62,10 @@ class Feed:
 
     def run(self, law: LawSettings | None = None, settings: CascadeSettings | None = None,
             state: dict | None = None, end_s: float = 10 * 86400 * 400) -> list[dict]:
-        engine = Engine([Cascades(settings, law)], state_factory=None if state is None else
-                        lambda name: state if name == "cascades" else {})
+        keyed = {"root_ids_given": ["weibo"] if BY_ROOT[0] else []}
+        settings = (settings or CascadeSettings()).model_copy(update=keyed)
+        engine = Engine(cascade_detectors(settings, law), state_factory=None if state is None else
+                        lambda name: state if name == "cascade_watch" else {})
         out = []
         for raw in self.events + [{"type": "tick", "ts": format_ts(T0 + end_s)}]:
             out.extend(a.model_dump() for a in engine.process(decode(orjson.dumps(raw), "t")))
@@ -191,7 +214,7 @@ def test_only_posts_that_are_not_their_own_root_leave_a_root_record() -> None:
     alerts = legal(f.run(law=LawSettings(figures={"defamation_reposts_500": 3}), state=state, end_s=60))
     assert [(a["subject"]["id"], a["evidence"]["value"]) for a in alerts] == [("root", 3)]  # a, b, moved; not c
     rooted = sorted(parts(k)[-1] for k in state if parts(k)[0] == "root")
-    assert rooted == ["a", "b", "c"]
+    assert rooted == ([] if BY_ROOT[0] else ["a", "b", "c"])  # keyed by root, the platform names each root
 
 
 def test_harmful_posts_growing_fast_raise_viral_spread_with_a_forecast() -> None:
@@ -324,3 +347,65 @@ def test_findings_that_name_a_crime_say_they_are_candidates() -> None:
         f.views(n * 100 + 50, f"p{n}", views=views)
     alerts = legal(f.run())
     assert alerts and all("candidate" in a["summary"] for a in alerts)
+
+
+# -- keyed by root: one platform's cascades over many partitions ------------------------------------
+
+
+def test_keyed_by_root_a_post_goes_to_each_item_it_counts_for() -> None:
+    """A repost counts for its root and for the post it reposts (an item if labelled); an
+    original or a labelled post is an item itself; a comment counts for its root only."""
+    from events import keys as ids
+
+    watch = cascade_detectors(CascadeSettings(root_ids_given=["weibo"]))[0]
+    f = Feed()
+    f.post(0, "root")
+    f.post(1, "a", kind="repost", parent="root", root_id="root")
+    f.post(2, "b", kind="repost", parent="a", root_id="root", labels=["defamation"])
+    f.post(3, "c", kind="comment", parent="b", root_id="root")
+    f.post(4, "d", kind="comment", parent="b", root_id="root", labels=["defamation"])
+    f.views(5, "b", views=3)
+    f.events.append({**f.events[0], "platform": "douyin", "event_id": "other"})
+    got = [watch.keys(decode(orjson.dumps(e), "t")) for e in f.events]
+    k = lambda *parts: ids.key(*parts)  # noqa: E731
+    assert got == [[k("weibo", "root")], [k("weibo", "root")],
+                   [k("weibo", "root"), k("weibo", "a"), k("weibo", "b")], [k("weibo", "root")],
+                   [k("weibo", "root"), k("weibo", "d")], [k("weibo", "b")], [k("douyin")]]
+
+
+def test_keyed_by_root_a_post_without_its_root_is_a_dead_letter_naming_the_field() -> None:
+    """Following a chain of parents would need the platform's one partition again, so a platform
+    that opts in must name the root; the rest of its stream and other platforms go on."""
+    from streams.local import LocalPipeline
+    from streams.partitioned import PartitionedPipeline
+    from streams.settings import Settings
+
+    lines = [orjson.dumps(e) for e in (
+        {"type": "post", "event_id": "e1", "platform": "weibo", "ts": format_ts(T0), "post_id": "r",
+         "account_id": "u", "kind": "original"},
+        {"type": "post", "event_id": "e2", "platform": "weibo", "ts": format_ts(T0 + 1), "post_id": "x",
+         "account_id": "v", "kind": "repost", "parent_id": "r"},
+        {"type": "post", "event_id": "e3", "platform": "douyin", "ts": format_ts(T0 + 2), "post_id": "y",
+         "account_id": "v", "kind": "repost", "parent_id": "r"},
+        {"type": "post", "event_id": "e4", "platform": "weibo", "ts": format_ts(T0 + 3), "post_id": "z",
+         "account_id": "w", "kind": "repost", "parent_id": "r", "root_id": "r"})]
+    settings = Settings(cascades=CascadeSettings(root_ids_given=["weibo"]))
+    for make in (lambda a, d: LocalPipeline(settings, a, d), lambda a, d: PartitionedPipeline(settings, 4, a, d)):
+        letters: list = []
+        pipeline = make(lambda a: None, letters.append)
+        for n, line in enumerate(lines, 1):
+            pipeline.feed(line, f"t:{n}")
+        pipeline.finish()
+        assert [(x.source, x.reason) for x in letters] == [("t:2", "invalid_field")]
+        assert letters[0].error.startswith("post.root_id: required") and "'weibo'" in letters[0].error
+        assert pipeline.events == 3
+
+
+def test_a_finding_is_never_taken_from_the_input() -> None:
+    """Findings travel only between the two cascades stages: sent as input, one is an unknown
+    type, so no platform can raise (or re-version) a cascades alert by writing one."""
+    finding = {"type": "cascade_finding", "event_id": "e1\x00p1", "platform": "weibo", "ts": format_ts(T0),
+               "author": "u", "item": {"id": "p1", "t0": T0, "targets": [], "threshold": [], "viral": [], "roles": []}}
+    letter = decode(orjson.dumps(finding), "t")
+    assert letter.reason == "unknown_type" and "cascade_finding" in letter.error
+    assert decode(orjson.dumps(finding), "stage", stage=True).type == "cascade_finding"

@@ -9,8 +9,8 @@ import orjson
 import pytest
 
 from detectors.orders import OrderLedger, ledger_detectors
-from detectors.cascades import Cascades
-from events import INPUT_TOPICS, Case, DeadLetter, decode, format_ts
+from detectors.cascades import Cascades, cascade_detectors
+from events import INPUT_TOPICS, Case, DeadLetter, decode, format_ts, keys as ids
 from streams.engine import Engine
 from commands.produce import route
 from streams.registry import build_detectors, routes, stages
@@ -104,7 +104,7 @@ def test_cases_travel_on_the_orders_topic_to_the_ledger_and_the_cascades() -> No
     takers, _fed = routes(settings, stages(build_detectors(settings)))
     assert sorted(d.name for ds in takers["case"].values() for d in ds) == ["cascades", "orders"]
     account, platform = (decode(orjson.dumps(c), "t") for c in (case(0, "writer"), case(0, "weibo", kind="platform")))
-    assert Cascades().keys(account) == ["weibo"] and Cascades().keys(platform) == []
+    assert Cascades().keys(account) == [ids.key("weibo", "writer")] and Cascades().keys(platform) == []
     assert OrderLedger().keys(platform) == ["weibo"] and OrderLedger().keys(account) == []
 
 
@@ -120,7 +120,7 @@ def three_items(case_events: list[dict] = ()) -> list[dict]:
 
 
 def test_without_cases_three_items_aggregate() -> None:
-    alerts = legal(run(Cascades(), three_items()), "defamation_cumulative_1y")
+    alerts = legal(run(cascade_detectors(), three_items()), "defamation_cumulative_1y")
     assert [a["evidence"]["posts"] for a in alerts] == [["p0", "p1", "p2"]]
     assert "excluded_as_dealt_with" not in alerts[0]["evidence"]
 
@@ -132,14 +132,14 @@ def test_without_cases_three_items_aggregate() -> None:
 ])
 def test_a_case_deals_with_the_conduct_up_to_its_decision(decided: float, counted: list | None) -> None:
     events = three_items([case(max(decided, 0) + 10, "writer", "case_opened", "other", decided=decided)])
-    alerts = legal(run(Cascades(), events), "defamation_cumulative_1y")
+    alerts = legal(run(cascade_detectors(), events), "defamation_cumulative_1y")
     assert [a["evidence"]["posts"] for a in alerts] == ([counted] if counted else [])
 
 
 def test_conduct_after_a_case_is_counted_again_without_what_it_dealt_with() -> None:
     events = three_items([case(DAY / 2, "writer", "warning", "insult")])  # handles p0
     events += [defamatory(4 * DAY, "p3"), views(4 * DAY + 60, "p3", 1_000)]
-    alerts = legal(run(Cascades(), events), "defamation_cumulative_1y")
+    alerts = legal(run(cascade_detectors(), events), "defamation_cumulative_1y")
     assert len(alerts) == 1
     evidence = alerts[0]["evidence"]
     assert (evidence["posts"], evidence["excluded_as_dealt_with"], evidence["value"]) == (
@@ -151,14 +151,14 @@ def test_a_case_after_an_alert_lets_new_conduct_be_found_as_a_new_version() -> N
     events = three_items([case(3 * DAY, "writer", "penalty", "other")])
     for n in range(3, 6):
         events += [defamatory(n * DAY + 100, f"p{n}"), views(n * DAY + 160, f"p{n}", 2_000)]
-    alerts = legal(run(Cascades(), events), "defamation_cumulative_1y")
+    alerts = legal(run(cascade_detectors(), events), "defamation_cumulative_1y")
     assert [(a["version"], a["evidence"]["posts"]) for a in alerts] == [
         (1, ["p0", "p1", "p2"]), (2, ["p3", "p4", "p5"])]
 
 
 def test_another_platforms_case_changes_nothing() -> None:
     events = three_items([case(DAY / 2, "writer", platform="douyin")])
-    engine = Engine([Cascades()])
+    engine = Engine(cascade_detectors())
     alerts = []
     for raw in events:
         alerts += [a.model_dump() for a in engine.process(decode(orjson.dumps(raw), "t"))]
@@ -177,7 +177,7 @@ def test_another_platforms_case_changes_nothing() -> None:
 ])
 def test_defaming_within_two_years_of_a_penalty_is_serious(after: float, fires: bool) -> None:
     events = [case(0, "writer", "penalty", "defamation"), defamatory(after, "p9")]
-    alerts = legal(run(Cascades(), events), "defamation_after_penalty_2y")
+    alerts = legal(run(cascade_detectors(), events), "defamation_after_penalty_2y")
     assert len(alerts) == (1 if fires else 0)
     if fires:
         e = alerts[0]["evidence"]
@@ -194,14 +194,14 @@ def test_defaming_within_two_years_of_a_penalty_is_serious(after: float, fires: 
 ])
 def test_only_an_administrative_penalty_for_defamation_counts(action_: str, conduct: str, fires: bool) -> None:
     events = [case(0, "writer", action_, conduct), defamatory(DAY, "p9")]
-    assert len(legal(run(Cascades(), events), "defamation_after_penalty_2y")) == (1 if fires else 0)
+    assert len(legal(run(cascade_detectors(), events), "defamation_after_penalty_2y")) == (1 if fires else 0)
 
 
 def test_a_penalty_reported_after_the_new_post_still_counts_once() -> None:
     first = case(2 * DAY, "writer", "penalty", "defamation", decided=0, case_id="k1")
     again = {**first, "event_id": "another-delivery", "ts": format_ts(START + 3 * DAY)}
     events = [defamatory(DAY, "p9"), first, again, views(3 * DAY + 60, "p9", 10)]
-    alerts = legal(run(Cascades(), events), "defamation_after_penalty_2y")
+    alerts = legal(run(cascade_detectors(), events), "defamation_after_penalty_2y")
     assert len(alerts) == 1 and alerts[0]["ts"] == format_ts(START + 2 * DAY)
 
 
@@ -210,13 +210,13 @@ def test_the_figure_is_configurable() -> None:
 
     events = [case(0, "writer"), defamatory(400 * DAY, "p9")]
     law = LawSettings(figures={"defamation_after_penalty_2y": 365})
-    assert legal(run(Cascades(law=law), events), "defamation_after_penalty_2y") == []
-    assert len(legal(run(Cascades(), events), "defamation_after_penalty_2y")) == 1
+    assert legal(run(cascade_detectors(law=law), events), "defamation_after_penalty_2y") == []
+    assert len(legal(run(cascade_detectors(), events), "defamation_after_penalty_2y")) == 1
 
 
 def test_a_user_posting_without_any_case_never_gets_the_repeat_alert() -> None:
     events = [defamatory(0, "p1"), defamatory(DAY, "p2"), views(DAY + 60, "p2", 600)]
-    assert legal(run(Cascades(), events), "defamation_after_penalty_2y") == []
+    assert legal(run(cascade_detectors(), events), "defamation_after_penalty_2y") == []
 
 
 # -- 2019-15 Art. 16: a platform's refusals not yet dealt with add up -----------------------------------

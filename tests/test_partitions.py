@@ -9,6 +9,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from detectors.cascades import CascadeSettings
 from streams.local import LocalPipeline
 from streams.partitioned import PartitionedPipeline
 from streams.registry import partition_of
@@ -37,14 +38,17 @@ def test_keys_go_to_the_partition_the_workers_producer_picks() -> None:
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 10_000), partitions=st.integers(1, 8), duplicates=st.booleans())
-def test_the_partition_count_changes_no_alert(seed: int, partitions: int, duplicates: bool) -> None:
+@given(seed=st.integers(0, 10_000), partitions=st.integers(1, 8), duplicates=st.booleans(), by_root=st.booleans())
+def test_the_partition_count_changes_no_alert(seed: int, partitions: int, duplicates: bool, by_root: bool) -> None:
+    """Also with the simulated platform's cascades keyed by root (it sends every root_id): the
+    same alerts as the platform-keyed chain, on any number of partitions."""
     lines = list(simulate_lines(SimConfig(seed=seed, minutes=12, organic_per_s=2, army_accounts=15,
                                           viral_reposts=600)))
     if duplicates:
         lines = redeliver(lines, share=0.1, seed=seed)
+    keyed = Settings(cascades=CascadeSettings(root_ids_given=["weibo"] if by_root else []))
     one, _ = alerts_of(lambda a, d: LocalPipeline(Settings(), a, d), lines)
-    many, letters = alerts_of(lambda a, d: PartitionedPipeline(Settings(), partitions, a, d), lines)
+    many, letters = alerts_of(lambda a, d: PartitionedPipeline(keyed, partitions, a, d), lines)
     assert letters == []
     assert one and sorted(many) == sorted(one)
 
@@ -63,7 +67,7 @@ def test_replay_partitions_writes_the_same_alerts_and_per_partition_stats(stormw
         if n is not None:
             figures = orjson.loads(stats.read_bytes())
             assert figures["partitions"] == n
-            assert set(figures["stages"]) == {"orders", "platform", "posts", "targets"}
+            assert set(figures["stages"]) == {"cascades", "orders", "platform", "posts", "targets"}
             for stage in figures["stages"].values():
                 assert len(stage["events"]) == len(stage["cpu_s"]) == n
             assert sum(figures["stages"]["platform"]["events"]) > 1000

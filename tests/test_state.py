@@ -243,10 +243,18 @@ def test_a_dropped_batch_leaves_no_stale_encoding() -> None:
 
 
 def test_detectors_keyed_alike_share_one_stage() -> None:
+    """The cascade watch goes where its key is shared: the water army's platform key, or, with
+    cascades keyed by root, OrderWatch's post key."""
+    from detectors.cascades import CascadeSettings
+
     groups = stages(build_detectors(Settings()))
     assert {name: [d.name for d in ds] for name, ds in groups.items()} == {
-        "posts": ["order_watch", "post_targets"], "orders": ["orders"], "platform": ["water_army", "cascades"],
-        "targets": ["targets"]}
+        "posts": ["order_watch", "post_targets"], "orders": ["orders"], "platform": ["water_army", "cascade_watch"],
+        "cascades": ["cascades"], "targets": ["targets"]}
+    groups = stages(build_detectors(Settings(cascades=CascadeSettings(root_ids_given=["weibo"]))))
+    assert {name: [d.name for d in ds] for name, ds in groups.items()} == {
+        "posts": ["order_watch", "cascade_watch", "post_targets"], "orders": ["orders"], "platform": ["water_army"],
+        "cascades": ["cascades"], "targets": ["targets"]}
 
 
 def test_a_detector_that_receives_emitted_events_runs_alone() -> None:

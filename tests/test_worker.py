@@ -127,7 +127,7 @@ def test_faust_never_commits_past_what_the_agents_handled_contiguously() -> None
     assert consumer._new_offset(tp) == 102
 
 
-@pytest.mark.parametrize("detectors", ["", "water_army", "post_targets,targets"])
+@pytest.mark.parametrize("detectors", ["", "water_army", "post_targets,targets", "cascades"])
 def test_the_worker_builds_with_any_set_of_detectors(detectors: str, tmp_path) -> None:
     """Agents, stages and the API view are wired without a broker; the ledger may be left out."""
     from streams.kafka.app import create_app, topic_names
@@ -136,8 +136,8 @@ def test_the_worker_builds_with_any_set_of_detectors(detectors: str, tmp_path) -
     settings = Settings(detectors=detectors, app_id=f"build-{len(detectors)}", data_dir=tmp_path, store="memory://")
     app = create_app(settings)
     stages = sorted(name.rsplit("-stage-", 1)[1] for name in topic_names(settings) if "-stage-" in name)
-    assert stages == {"": ["orders", "platform", "posts", "targets"], "water_army": ["platform"],
-                      "post_targets,targets": ["posts", "targets"]}[detectors]
+    assert stages == {"": ["cascades", "orders", "platform", "posts", "targets"], "water_army": ["platform"],
+                      "post_targets,targets": ["posts", "targets"], "cascades": ["cascades", "platform"]}[detectors]
     assert sorted(agent.split("-", 1)[1] for agent in app.agents if agent.startswith("stage-")) == stages
 
 

@@ -36,7 +36,7 @@ from streams.outputs.api import Sources, secure_headers, server_options
 from streams.outputs.routes import route_table
 from streams.kafka.evidence import EVIDENCE, EvidenceStage, evidence_topic_names, export_from_kafka
 from streams.outputs.delivery import make_delivery
-from streams.registry import build_detectors, placements, routes, stages
+from streams.registry import build_detectors, placements, refusal, routes, stages
 from streams.settings import Settings, bootstrap_servers
 from streams.kafka.batches import Outbox
 from streams.kafka.stage import RAW_BYTES, SOURCE_HEADER, persist, stage_agent, tick_json
@@ -89,7 +89,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
     inputs = app.topic(*input_names, **raw)
     alerts_topic = app.topic(settings.topic("alerts"), **raw)
     deadletter_topic = app.topic(settings.topic("deadletter"), **raw)
-    groups = stages(build_detectors(settings))
+    detectors = build_detectors(settings)
+    groups = stages(detectors)
     stage_topics = {name: app.topic(stage_topic_name(settings, name), partitions=settings.partitions, **raw)
                     for name in groups}
     takers, fed_by = routes(settings, groups)
@@ -127,6 +128,10 @@ def create_app(settings: Settings | None = None) -> faust.App:
         try:
             parsed = decode(message.value or b"", f"{source}@{message.offset}", now=time.time(),
                             max_future_s=settings.max_future_s)
+            refused = None if isinstance(parsed, DeadLetter) else refusal(detectors, parsed)
+            if refused is not None:
+                parsed = DeadLetter(refused, "invalid_field", raw_text(message.value or b""),
+                                    f"{source}@{message.offset}")
             if isinstance(parsed, DeadLetter):
                 await dead_letter(parsed)
                 return

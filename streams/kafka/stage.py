@@ -229,7 +229,7 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
                            where: str) -> None:
         started = time.perf_counter()
         try:
-            parsed = decode(value, where)
+            parsed = decode(value, where, stage=True)
             if isinstance(parsed, DeadLetter):
                 await dead_letter(parsed)
                 return

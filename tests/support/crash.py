@@ -142,7 +142,9 @@ class Pair:
     workers: list[Worker] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        env = {"STORMWATCH_STORE": "rocksdb://", "STORMWATCH_TICK_INTERVAL_S": "0", **self.extra_env}
+        # the simulator sends every root_id: its cascades are keyed by root, spread over the partitions
+        env = {"STORMWATCH_STORE": "rocksdb://", "STORMWATCH_TICK_INTERVAL_S": "0",
+               "STORMWATCH_CASCADES__ROOT_IDS_GIVEN": '["weibo"]', **self.extra_env}
         for i in range(2):
             home = self.workdir / f"w{i}"
             home.mkdir(parents=True, exist_ok=True)
