@@ -56,23 +56,35 @@ def test_kafka_pipeline_gives_the_same_alerts_as_replay(worker: Worker, kafka_br
     assert worker.api("/api/orders", "nobody").status_code == 401
 
 
-def test_malformed_messages_never_stop_the_worker(worker: Worker, kafka_broker, tmp_path: Path) -> None:
-    producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap)
-    garbage = [b"\xff\xfe", b"[]", b"{}", b'{"type":"order"}', lines([{**order("o1", 0, 10), "deadline": None}])]
-    for raw in garbage:
-        producer.send(f"{worker.app_id}.orders", raw.rstrip(b"\n"), partition=0)
-    producer.send(f"{worker.app_id}.platform-actions", b"null", partition=0)
-    producer.flush()
-    src = tmp_path / "good.jsonl"
-    src.write_bytes(lines([order("o2", 0, 10), action("a1", "o2", 1, "refused"), tick(20)]))
-    worker.produce(src)
-    alerts = worker.read("alerts", until=2, settle=2)
-    assert sorted(a["kind"] for a in alerts) == ["order_overdue", "order_refused"]
-    assert {a["subject"]["id"] for a in alerts} == {"o2"}
-    dead = worker.read("deadletter", until=6, timeout=30, settle=1)
-    assert len(dead) == 6
-    assert any("order.deadline" in d["error"] for d in dead)
-    assert {d["source"].split("@")[0] for d in dead} == {f"{worker.app_id}.orders/0", f"{worker.app_id}.platform-actions/0"}
+def test_malformed_messages_never_stop_the_worker(kafka_broker, stormwatch_bin: str, tmp_path: Path) -> None:
+    """Also a valid post its platform may not send: weibo promises every root_id (cascades keyed
+    by root), so a repost without one is a dead letter naming the field, as in replay."""
+    worker = Worker(kafka_broker, stormwatch_bin, tmp_path,
+                    extra_env={"STORMWATCH_CASCADES__ROOT_IDS_GIVEN": '["weibo"]'}).start()
+    try:
+        producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap)
+        garbage = [b"\xff\xfe", b"[]", b"{}", b'{"type":"order"}', lines([{**order("o1", 0, 10), "deadline": None}])]
+        for raw in garbage:
+            producer.send(f"{worker.app_id}.orders", raw.rstrip(b"\n"), partition=0)
+        producer.send(f"{worker.app_id}.platform-actions", b"null", partition=0)
+        rootless = {"type": "post", "event_id": "p-no-root", "platform": "weibo", "ts": tick(1)["ts"], "post_id": "x",
+                    "account_id": "u", "kind": "repost", "parent_id": "y"}
+        producer.send(f"{worker.app_id}.posts", orjson.dumps(rootless), partition=0)
+        producer.flush()
+        src = tmp_path / "good.jsonl"
+        src.write_bytes(lines([order("o2", 0, 10), action("a1", "o2", 1, "refused"), tick(20)]))
+        worker.produce(src)
+        alerts = worker.read("alerts", until=2, settle=2)
+        assert sorted(a["kind"] for a in alerts) == ["order_overdue", "order_refused"]
+        assert {a["subject"]["id"] for a in alerts} == {"o2"}
+        dead = worker.read("deadletter", until=7, timeout=30, settle=1)
+        assert len(dead) == 7
+        assert any("order.deadline" in d["error"] for d in dead)
+        assert [d["reason"] for d in dead if d["error"].startswith("post.root_id: required")] == ["invalid_field"]
+        assert {d["source"].split("@")[0] for d in dead} == {
+            f"{worker.app_id}.orders/0", f"{worker.app_id}.platform-actions/0", f"{worker.app_id}.posts/0"}
+    finally:
+        worker.stop()
 
 
 def test_ledger_state_survives_a_worker_restart(kafka_broker, stormwatch_bin: str, tmp_path: Path) -> None:
