@@ -272,7 +272,7 @@ class CascadeWatch:
         if snapshot:
             snapshot.update(id=item_id, t0=item["t0"], targets=list(item["targets"]))
             ctx.emit("cascades", CascadeFinding(
-                type="cascade_finding", event_id=f"{event.event_id}\x00{item_id}", platform=p, ts=event.ts,
+                type="cascade_finding", event_id=finding_id(event.event_id, item_id), platform=p, ts=event.ts,
                 author=item["author"], item=snapshot))
 
     def _viral(self, platform: str, item_id: str, item: dict, fig: dict, t: float) -> list[dict]:
@@ -320,6 +320,14 @@ class CascadeWatch:
         return {"horizon_s": self.s.forecast_horizon_s, "reposts": as_int(max(reposts, fig["reposts"])),
                 "views": as_int(max(reposts * views_per_repost, fig["views"])) if fig["views"] else None,
                 "supercritical": final == float("inf")}
+
+
+def finding_id(event_id: str, item_id: str) -> str:
+    """The id of the finding an event makes about an item: the event's id first, so it sorts
+    right after that event (NUL sorts first), and unambiguous whatever the ids hold (the item
+    id's length, read from the end, tells where it starts), so the seen-set of ``Cascades``
+    never takes one finding for another's repeat."""
+    return f"{event_id}\x00{item_id}\x00{len(item_id)}"
 
 
 def _aggravating(item: dict) -> list[str]:

@@ -409,3 +409,14 @@ def test_a_finding_is_never_taken_from_the_input() -> None:
     letter = decode(orjson.dumps(finding), "t")
     assert letter.reason == "unknown_type" and "cascade_finding" in letter.error
     assert decode(orjson.dumps(finding), "stage", stage=True).type == "cascade_finding"
+
+
+def test_a_findings_id_is_unambiguous_whatever_the_ids_hold() -> None:
+    """Two events of one platform with crafted ids must not make one finding id (the author's
+    seen-set would drop the second as a repeat), and a finding sorts right after its event."""
+    from detectors.cascades import finding_id
+
+    pairs = [("e", "x\x00y"), ("e\x00x", "y"), ("e\x00x\x001", "y"), ("e", "x\x00y\x001"), ("e\x00", "x"), ("e", "\x00x")]
+    assert len({finding_id(e, i) for e, i in pairs}) == len(pairs)
+    assert sorted(["e", "e0", finding_id("e", "zz")]) == ["e", finding_id("e", "zz"), "e0"]
+    assert len(finding_id("e" * 256, "p" * 256)) <= 520  # CascadeFinding's bound
