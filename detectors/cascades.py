@@ -55,6 +55,7 @@ from events import (
 from events.models import HARMFUL_LABELS
 
 HARMFUL = HARMFUL_LABELS
+MAX_TARGETS = 100  # targets an item remembers (a post names at most 100; its versions could name more)
 DEFAMATION_REFS = ["Criminal Law Art. 246", "Interpretation 2013-21 Art. 2(1)"]
 
 
@@ -139,7 +140,7 @@ class CascadeWatch:
                 if value > item["eng"].get(field, 0):  # cumulative counters: a lower value is stale
                     item["eng"][field], grew = value, True
             if grew:
-                self._check(p, event, event.post_id, item, event.epoch, ctx)
+                self._check(p, event, 0, event.post_id, item, event.epoch, ctx)
             self._save(p, event.post_id, item, event.epoch, ctx)
         elif isinstance(event, Report):
             item = self._item(p, event.post_id, event.epoch, ctx)
@@ -166,7 +167,7 @@ class CascadeWatch:
             item = touched[post.post_id] = self._item(p, post.post_id, t, ctx)
             item["author"] = post.account_id
             item["labels"] = sorted(set(item["labels"]) | set(post.labels))
-            item["targets"] = sorted(set(item["targets"]) | {tg.id for tg in post.targets})
+            item["targets"] = sorted(set(item["targets"]) | {tg.id for tg in post.targets})[:MAX_TARGETS]
             if post.account is not None:
                 item["followers"] = post.account.followers
                 item["public"] = post.account.public_account
@@ -203,8 +204,9 @@ class CascadeWatch:
             item = touched.get(root) or self._item(p, root, t, ctx)
             touched[root] = item
             item["comments"] += 1
-        for item_id, item in touched.items():
-            self._check(p, post, item_id, item, t, ctx)
+        for item_id, item in touched.items():  # in the order: the post itself, its root, its parent
+            rank = 0 if item_id == post.post_id else 1 if item_id == root else 2
+            self._check(p, post, rank, item_id, item, t, ctx)
             self._save(p, item_id, item, t, ctx)
 
     def _root_of(self, p: str, parent: str, ctx: Context) -> str:
@@ -236,10 +238,12 @@ class CascadeWatch:
                 "comments": max(eng.get("comments", 0), item["comments"]),
                 "reach_accounts": max(eng.get("reach_accounts", 0), len(item["accounts"]))}
 
-    def _check(self, p: str, event: AnyEvent, item_id: str, item: dict, t: float, ctx: Context) -> None:
+    def _check(self, p: str, event: AnyEvent, rank: int, item_id: str, item: dict, t: float, ctx: Context) -> None:
         """Hand ``Cascades`` what it needs about the item at this event, if anything: the item
         alerts due now (versioned here, in the item's own book, whoever its author is), its
-        figures for the author's cumulative count, its reach for public-account marketing."""
+        figures for the author's cumulative count, its reach for public-account marketing.
+        ``rank``: the item's part in the event (0 the post itself, 1 its root, 2 its parent),
+        which orders the findings of one event as one detector once handled their items."""
         fig = self.figures(item)
         defamatory = "defamation" in item["labels"]
         threshold: list[dict] = []
@@ -270,9 +274,9 @@ class CascadeWatch:
             snapshot["marketing"] = [fig["reach_accounts"], item["targets"][:20], item.get("followers", 0),
                                      _aggravating(item)]
         if snapshot:
-            snapshot.update(id=item_id, t0=item["t0"], targets=list(item["targets"]))
+            snapshot.update(id=item_id, t0=item["t0"], targets=item["targets"][:MAX_TARGETS])
             ctx.emit("cascades", CascadeFinding(
-                type="cascade_finding", event_id=finding_id(event.event_id, item_id), platform=p, ts=event.ts,
+                type="cascade_finding", event_id=finding_id(event.event_id, rank, item_id), platform=p, ts=event.ts,
                 author=item["author"], item=snapshot))
 
     def _viral(self, platform: str, item_id: str, item: dict, fig: dict, t: float) -> list[dict]:
@@ -322,12 +326,14 @@ class CascadeWatch:
                 "supercritical": final == float("inf")}
 
 
-def finding_id(event_id: str, item_id: str) -> str:
+def finding_id(event_id: str, rank: int, item_id: str) -> str:
     """The id of the finding an event makes about an item: the event's id first, so it sorts
-    right after that event (NUL sorts first), and unambiguous whatever the ids hold (the item
-    id's length, read from the end, tells where it starts), so the seen-set of ``Cascades``
-    never takes one finding for another's repeat."""
-    return f"{event_id}\x00{item_id}\x00{len(item_id)}"
+    where that event did (right after it: NUL sorts first, so only an id made of this one, a
+    NUL and more can come between), then the item's part in the event, so the findings of one
+    event keep the order one detector handled its items in; unambiguous whatever the ids hold
+    (the item id's length, read from the end, tells where it starts), so the seen-set of
+    ``Cascades`` never takes one finding for another's repeat."""
+    return f"{event_id}\x00{rank}{item_id}\x00{len(item_id)}"
 
 
 def _aggravating(item: dict) -> list[str]:

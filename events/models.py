@@ -251,9 +251,9 @@ class CascadeFinding(Event):
     """What ``CascadeWatch`` hands on about one item to the author-keyed ``Cascades``: never
     an input (no topic takes it), it travels only between those two stages.
 
-    ``event_id`` is the triggering event's id and the item's (``detectors.cascades.finding_id``):
-    unique per event and item (the engine's seen-set drops repeats by it) and sorting right
-    after the event that caused it.
+    ``event_id`` is the triggering event's id, the item's part in it and the item's id
+    (``detectors.cascades.finding_id``): unique per event and item (the engine's seen-set
+    drops repeats by it) and sorting where the event that caused it did.
     ``item`` is the snapshot ``detectors.cascades`` documents; it is checked by the code that
     wrote it, so it stays a plain dict here."""
 

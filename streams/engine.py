@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from events import Alert, AnyEvent, Detector, Tick, decode
+from events import TOPIC_BY_TYPE, Alert, AnyEvent, Detector, Tick, decode
 from events import keys as ids
 from events.records import Records
 
@@ -89,8 +89,12 @@ def _seen_key(partition: int, bucket: int) -> str:
 
 
 def _identity(event: AnyEvent, key: str) -> str:
-    """The (platform, event id, key) an event was handed over as, unambiguous whatever the ids hold."""
-    return ids.scoped(event.platform, event.event_id, key)
+    """The (platform, event id, key) an event was handed over as, unambiguous whatever the ids
+    hold. An event a stage made (not an input type: a cascades finding) adds its type, so no
+    input's id, whatever it holds, can pass for it in a seen-set that also takes inputs."""
+    if event.type in TOPIC_BY_TYPE:
+        return ids.scoped(event.platform, event.event_id, key)
+    return ids.scoped(event.platform, event.event_id, key, event.type)
 
 
 class LateEvent(Exception):

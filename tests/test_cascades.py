@@ -416,7 +416,67 @@ def test_a_findings_id_is_unambiguous_whatever_the_ids_hold() -> None:
     seen-set would drop the second as a repeat), and a finding sorts right after its event."""
     from detectors.cascades import finding_id
 
-    pairs = [("e", "x\x00y"), ("e\x00x", "y"), ("e\x00x\x001", "y"), ("e", "x\x00y\x001"), ("e\x00", "x"), ("e", "\x00x")]
-    assert len({finding_id(e, i) for e, i in pairs}) == len(pairs)
-    assert sorted(["e", "e0", finding_id("e", "zz")]) == ["e", finding_id("e", "zz"), "e0"]
-    assert len(finding_id("e" * 256, "p" * 256)) <= 520  # CascadeFinding's bound
+    pairs = [("e", "x\x00y"), ("e\x00x", "y"), ("e\x00x\x001", "y"), ("e", "x\x00y\x001"), ("e\x00", "x"), ("e", "\x00x"),
+             ("e\x000x", "1")]
+    assert len({finding_id(e, 0, i) for e, i in pairs} | {finding_id(e, 1, i) for e, i in pairs}) == 2 * len(pairs)
+    assert sorted(["e", "e0", finding_id("e", 2, "zz")]) == ["e", finding_id("e", 2, "zz"), "e0"]
+    assert len(finding_id("e" * 256, 2, "p" * 256)) <= 520  # CascadeFinding's bound
+
+
+def test_findings_of_one_event_reach_the_author_in_the_order_one_detector_took_them() -> None:
+    """A defamatory repost by the author of the defamatory post it reposts is two items of one
+    author: the repost itself first, then its root, as the single detector did, whatever the
+    item ids (here the root's id sorts first)."""
+    f = Feed()
+    f.post(0, "a", author="u", labels=["defamation"])
+    f.post(1, "m", author="u", labels=["defamation"])
+    for n in range(200):
+        f.post(2 + n, f"r{n:03d}", author=f"v{n}", kind="repost", parent="a")
+    f.views(300, "z", reposts=300)
+    f.post(301, "z", author="u", kind="repost", parent="a", labels=["defamation"])  # z: 300, a: 201 reposts
+    alerts = legal(f.run(end_s=400))
+    # z first: 300 + 200 (a before this repost) = 500; a first would make it 300 + 201
+    assert [(a["subject"]["id"], a["evidence"]["threshold"], a["evidence"]["value"]) for a in alerts] == [
+        ("u", "defamation_cumulative_1y", 500)]
+
+
+def test_a_case_with_a_findings_id_hides_no_finding() -> None:
+    """In the author's stage cases and findings share a seen-set: a case whose id is a
+    finding's (an input may hold NULs), in the same second, must neither hide that finding nor
+    be hidden by it: both the views figure and the penalty's consequence are raised."""
+    from detectors.cascades import finding_id
+    from streams.partitioned import PartitionedPipeline
+    from streams.settings import Settings
+
+    f = Feed()
+    f.post(0, "z", author="u", labels=["defamation"])
+    f.events.append({"type": "engagement", "event_id": "e-views", "platform": "weibo", "ts": format_ts(T0 + 2),
+                     "post_id": "z", "views": 6000})
+    f.events.append({"type": "case", "event_id": finding_id("e-views", 0, "z"), "platform": "weibo",
+                     "ts": format_ts(T0 + 2), "decided_at": format_ts(T0 - 10), "case_id": "k1",
+                     "subject": {"type": "account", "id": "u"}, "action": "penalty", "conduct": "defamation"})
+    f.events.append({"type": "tick", "ts": format_ts(T0 + 100)})  # past the allowed lateness
+    alerts, letters = [], []
+    pipeline = PartitionedPipeline(Settings(), 4, alerts.append, letters.append)
+    for n, e in enumerate(f.events, 1):
+        pipeline.feed(orjson.dumps(e), f"t:{n}")
+    pipeline.finish()
+    assert letters == []
+    assert sorted(a.evidence["threshold"] for a in alerts) == ["defamation_after_penalty_2y", "defamation_views_5000"]
+
+
+def test_an_item_remembers_at_most_a_hundred_targets() -> None:
+    """A post names at most 100 targets; its versions could name thousands between them, and
+    every finding about the item carries its targets, so the item keeps the first 100 (sorted):
+    a finding stays far below a stage record's 1 MiB."""
+    from events.keys import parts
+
+    f = Feed()
+    for version in range(3):
+        f.post(version, "z", author="u", labels=["defamation"],
+               targets=[{"type": "person", "id": f"t{version}-{n:03d}"} for n in range(100)])
+    state: dict = {}
+    f.run(state=state, end_s=60)
+    items = [rec for k, rec in state.items() if parts(k)[0] == "item"]
+    assert [len(rec["targets"]) for rec in items] == [100]
+    assert items[0]["targets"] == sorted(f"t{v}-{n:03d}" for v in range(3) for n in range(100))[:100]
