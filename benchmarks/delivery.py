@@ -3,8 +3,12 @@
 The load is the simulator's stream (posts, engagement, reports) fed at a steady wall-clock rate,
 its event times rewritten to the moment each event is fed, so event time runs with the wall
 clock as on a live platform. Four times a second (every ``rate // 4``-th event, at least every
-25th) an event is followed by a regulator order and its refusal; the latency is from feeding
-the refusal to a real HTTP receiver on 127.0.0.1 getting the signed ``order_refused`` webhook.
+25th) an event is followed by two probes: a regulator order and its refusal (the latency is
+from feeding the refusal to a real HTTP receiver on 127.0.0.1 getting the signed
+``order_refused`` webhook), and a defamatory post with an engagement update that takes it to
+5,000 views (from feeding the update to the ``legal_threshold`` webhook: through Kafka a
+cascades alert crosses one stage more, from the cascade watch to the author-keyed raiser).
+Through Kafka the simulator's and the probes' cascades are keyed by root.
 Ordered stages release an event once event time passes it, so the allowed lateness is part of
 the latency: it is set to 0 here (one in-order source).
 Through Kafka, time also moves by the worker's wall-clock ticks (every 0.2 s here).
@@ -47,6 +51,14 @@ def refusal_pair(k: int, now: float) -> list[dict]:
     return [order, refusal]
 
 
+def threshold_pair(k: int, now: float) -> list[dict]:
+    post = {"type": "post", "event_id": f"bp{k}", "platform": "bench", "ts": format_ts(now), "post_id": f"bench-rumor-{k}",
+            "account_id": f"bench-author-{k}", "kind": "original", "labels": ["defamation"]}
+    views = {"type": "engagement", "event_id": f"bv{k}", "platform": "bench", "ts": format_ts(now),
+             "post_id": f"bench-rumor-{k}", "views": 5000}
+    return [post, views]
+
+
 class Load:
     """The paced input: event ``i`` is due ``i / rate`` seconds after the start, stamped with the
     wall time it is fed at, and four times a second one is followed by an order and its refusal."""
@@ -62,7 +74,8 @@ class Load:
 
     def batch(self, i: int) -> list[dict]:
         event = {**self.events[i], "ts": format_ts(time.time())}
-        return [event] + (refusal_pair(i, time.time()) if i % self.every == self.every - 1 else [])
+        probe = i % self.every == self.every - 1
+        return [event] + (refusal_pair(i, time.time()) + threshold_pair(i, time.time()) if probe else [])
 
     def achieved(self) -> float:
         return len(self.events) / (time.monotonic() - self.start)
@@ -77,18 +90,30 @@ def percentiles(samples: list[float]) -> dict:
 
 
 def summary(rate: int, achieved: float, sent: dict[str, float], got: dict[str, float]) -> dict:
-    """Latency from sending each refusal to its webhook arriving."""
-    return {"rate": rate, "achieved_rate": round(achieved),
-            **percentiles([got[k] - t for k, t in sent.items() if k in got]),
-            "missing": len([k for k in sent if k not in got])}
+    """Latency from sending each probe's last event to its webhook arriving, per probe."""
+    out: dict = {"rate": rate, "achieved_rate": round(achieved)}
+    for probe, kind in (("refusal", "order_refused"), ("threshold", "legal_threshold")):
+        mine = {k: t for k, t in sent.items() if k.startswith(kind + ":")}
+        out[probe] = {**percentiles([got[k] - t for k, t in mine.items() if k in got]),
+                      "missing": len([k for k in mine if k not in got])}
+    return out
+
+
+def sent_key(event: dict) -> str | None:
+    """The probe an event ends, as :func:`arrivals` names its alert; None for other events."""
+    if event["type"] == "platform_action":
+        return "order_refused:" + event["order_id"]
+    if event["type"] == "engagement" and event["platform"] == "bench":
+        return "legal_threshold:" + event["post_id"]
+    return None
 
 
 def arrivals(receiver: Receiver) -> dict[str, float]:
     out = {}
     for record in receiver.accepted:
         alert = orjson.loads(record["body"])
-        if alert["kind"] == "order_refused":
-            out[alert["subject"]["id"]] = record["received"]
+        if alert["kind"] in ("order_refused", "legal_threshold") and alert["platform"] == "bench":
+            out[f"{alert['kind']}:{alert['subject']['id']}"] = record["received"]
     return out
 
 
@@ -107,8 +132,8 @@ async def in_process(rate: int, seconds: float, receiver: Receiver) -> dict:
         if (ahead := paced.wait(i)) > 0:
             await asyncio.sleep(ahead)
         for event in paced.batch(i):
-            if event["type"] == "platform_action":
-                sent[event["order_id"]] = time.time()
+            if (key := sent_key(event)) is not None:
+                sent[key] = time.time()
             pipeline.feed(orjson.dumps(event), "bench")
         if i % 50 == 0:
             await asyncio.sleep(0)
@@ -143,7 +168,8 @@ def through_kafka(rate: int, seconds: float, receiver: Receiver) -> dict:
     with KafkaBroker() as broker, tempfile.TemporaryDirectory() as tmp:
         worker = Worker(broker, stormwatch, Path(tmp), extra_env={
             "STORMWATCH_WEBHOOK_URLS": receiver.url, "STORMWATCH_TICK_INTERVAL_S": "0.2",
-            "STORMWATCH_ALLOWED_LATENESS_S": "0"}).start()
+            "STORMWATCH_ALLOWED_LATENESS_S": "0",
+            "STORMWATCH_CASCADES__ROOT_IDS_GIVEN": '["weibo", "bench"]'}).start()
         try:
             # Topics exist once the worker is up; produce directly, paced, with the contract's keys.
             producer = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=2)
@@ -157,9 +183,9 @@ def through_kafka(rate: int, seconds: float, receiver: Receiver) -> dict:
                     line = orjson.dumps(e)
                     topic, key = route(line)  # the contract's topic and key, as `stormwatch produce` does
                     producer.send(prefix + topic, line, key=key)
-                    if e["type"] == "platform_action":
+                    if (probe := sent_key(e)) is not None:
                         producer.flush()
-                        sent[e["order_id"]] = time.time()
+                        sent[probe] = time.time()
             achieved = paced.achieved()
             producer.flush()
             deadline = time.monotonic() + 60
