@@ -274,7 +274,7 @@ class CascadeWatch:
             snapshot["marketing"] = [fig["reach_accounts"], item["targets"][:20], item.get("followers", 0),
                                      _aggravating(item)]
         if snapshot:
-            snapshot.update(id=item_id, t0=item["t0"], targets=item["targets"][:MAX_TARGETS])
+            snapshot.update(id=item_id, t0=item["t0"], targets=item["targets"])  # at most MAX_TARGETS
             ctx.emit("cascades", CascadeFinding(
                 type="cascade_finding", event_id=finding_id(event.event_id, rank, item_id), platform=p, ts=event.ts,
                 author=item["author"], item=snapshot))

@@ -70,6 +70,8 @@ class Detector(Protocol):
     # Optional: event types it takes only when another detector emits them to it, never
     # from the input (the ledger's posts come from OrderWatch).
     # receives: ClassVar[frozenset[str]]
+    # Optional: refuse(event) -> str | None, why a valid event cannot be routed (it becomes a
+    # dead letter with that error where it enters; cascades keyed by root need ``root_id``).
 
     def keys(self, event: AnyEvent) -> Iterable[str]: ...
 

@@ -10,10 +10,10 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from events import Alert, DeadLetter, decode, raw_text
+from events import Alert, DeadLetter, decode
 from streams import metrics
 from streams.engine import Engine, LateEvent
-from streams.registry import build_detectors, refusal
+from streams.registry import build_detectors, refuser
 from streams.runtime import tune_gc
 from streams.settings import Settings
 
@@ -31,8 +31,9 @@ class LocalPipeline:
                  recorder: EvidenceRecorder | None = None) -> None:
         """``recorder``, when given, keeps the raw events each alert version cites (``evidence/``)."""
         tune_gc(settings.gc_threshold)
-        self.detectors = build_detectors(settings)
-        self.engine = Engine(self.detectors, lateness=settings.allowed_lateness_s,
+        detectors = build_detectors(settings)
+        self.routable = refuser(detectors)
+        self.engine = Engine(detectors, lateness=settings.allowed_lateness_s,
                              dedupe_window=settings.dedupe_window_s)
         self.max_future_s = settings.max_future_s
         self.on_alert = on_alert
@@ -50,10 +51,7 @@ class LocalPipeline:
         if counter is None:
             counter = self._counted[topic] = metrics.EVENTS.labels(topic)
         counter.inc()
-        event = decode(raw, source, now=time.time(), max_future_s=self.max_future_s)
-        refused = None if isinstance(event, DeadLetter) else refusal(self.detectors, event)
-        if refused is not None:
-            event = DeadLetter(refused, "invalid_field", raw_text(raw), source)
+        event = self.routable(decode(raw, source, now=time.time(), max_future_s=self.max_future_s), raw, source)
         if isinstance(event, DeadLetter):
             self.deadletters += 1
             metrics.DEADLETTERS.labels(event.reason).inc()

@@ -24,11 +24,11 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 
-from events import TOPIC_BY_TYPE, Alert, AnyEvent, DeadLetter, Tick, decode, raw_text
+from events import TOPIC_BY_TYPE, Alert, AnyEvent, DeadLetter, Tick, decode
 from events.decode import route
 from streams.engine import Engine
 from streams.local import detector_failures
-from streams.registry import build_detectors, partition_of, placements, refusal, routes, stage_sources, stages
+from streams.registry import build_detectors, partition_of, placements, refuser, routes, stage_sources, stages
 from streams.settings import Settings
 
 
@@ -57,8 +57,9 @@ class PartitionedPipeline:
                  on_deadletter: Callable[[DeadLetter], None]) -> None:
         self.settings = settings.model_copy(update={"partitions": partitions})
         self.n = partitions
-        self.detectors = build_detectors(self.settings)
-        self.groups = stages(self.detectors)
+        detectors = build_detectors(self.settings)
+        self.routable = refuser(detectors)
+        self.groups = stages(detectors)
         self.engines = {name: Engine(members, sources=stage_sources(self.settings, name, self.groups),
                                      lateness=settings.allowed_lateness_s, dedupe_window=settings.dedupe_window_s)
                         for name, members in self.groups.items()}
@@ -74,10 +75,7 @@ class PartitionedPipeline:
         self.forwarded: dict[tuple[str, int], float] = {}  # (stage, partition) -> source time last sent on
 
     def feed(self, raw: bytes, source: str) -> None:
-        event = decode(raw, source)
-        refused = None if isinstance(event, DeadLetter) else refusal(self.detectors, event)
-        if refused is not None:
-            event = DeadLetter(refused, "invalid_field", raw_text(raw), source)
+        event = self.routable(decode(raw, source), raw, source)
         if isinstance(event, DeadLetter):
             self.deadletters += 1
             self.on_deadletter(event)

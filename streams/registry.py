@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from kafka.partitioner.default import murmur2
 
 from detectors.orders import ledger_detectors
 from detectors.cascades import cascade_detectors
 from detectors.targets import PostTargets, Targets
 from detectors.water_army import WaterArmy
-from events import ALERT_KINDS, TOPIC_BY_TYPE, AnyEvent, Detector
+from events import ALERT_KINDS, TOPIC_BY_TYPE, AnyEvent, DeadLetter, Detector, raw_text
 from streams.settings import Settings
 
 
@@ -42,15 +44,22 @@ def build_detectors(settings: Settings) -> list[Detector]:
     return chosen
 
 
-def refusal(detectors: list[Detector], event: AnyEvent) -> str | None:
-    """Why a valid event cannot be routed (a detector's ``refuse``: the error of its dead
-    letter, naming the field), or None. Called where events enter, after ``decode``."""
-    for d in detectors:
-        refuse = getattr(d, "refuse", None)
-        reason = refuse(event) if refuse is not None else None
-        if reason is not None:
-            return reason
-    return None
+def refuser(detectors: list[Detector]) -> Callable[[AnyEvent | DeadLetter, bytes, str], AnyEvent | DeadLetter]:
+    """What every entry point applies after ``decode``: a valid event a detector cannot route
+    (its ``refuse`` gives the error, naming the field) becomes an ``invalid_field`` dead letter;
+    anything else passes unchanged. Built once, with only the detectors that refuse anything."""
+    refusing = [d.refuse for d in detectors if hasattr(d, "refuse")]
+
+    def check(event: AnyEvent | DeadLetter, raw: bytes, source: str) -> AnyEvent | DeadLetter:
+        if isinstance(event, DeadLetter):
+            return event
+        for refuse in refusing:
+            reason = refuse(event)
+            if reason is not None:
+                return DeadLetter(reason, "invalid_field", raw_text(raw), source)
+        return event
+
+    return check
 
 
 def check_kinds(detectors: list[Detector]) -> None:

@@ -36,7 +36,7 @@ from streams.outputs.api import Sources, secure_headers, server_options
 from streams.outputs.routes import route_table
 from streams.kafka.evidence import EVIDENCE, EvidenceStage, evidence_topic_names, export_from_kafka
 from streams.outputs.delivery import make_delivery
-from streams.registry import build_detectors, placements, refusal, routes, stages
+from streams.registry import build_detectors, placements, refuser, routes, stages
 from streams.settings import Settings, bootstrap_servers
 from streams.kafka.batches import Outbox
 from streams.kafka.stage import RAW_BYTES, SOURCE_HEADER, persist, stage_agent, tick_json
@@ -90,6 +90,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
     alerts_topic = app.topic(settings.topic("alerts"), **raw)
     deadletter_topic = app.topic(settings.topic("deadletter"), **raw)
     detectors = build_detectors(settings)
+    routable = refuser(detectors)
     groups = stages(detectors)
     stage_topics = {name: app.topic(stage_topic_name(settings, name), partitions=settings.partitions, **raw)
                     for name in groups}
@@ -126,12 +127,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
         source = f"{message.topic}/{message.partition}"
         metrics.EVENTS.labels(message.topic).inc()
         try:
-            parsed = decode(message.value or b"", f"{source}@{message.offset}", now=time.time(),
-                            max_future_s=settings.max_future_s)
-            refused = None if isinstance(parsed, DeadLetter) else refusal(detectors, parsed)
-            if refused is not None:
-                parsed = DeadLetter(refused, "invalid_field", raw_text(message.value or b""),
-                                    f"{source}@{message.offset}")
+            raw, where = message.value or b"", f"{source}@{message.offset}"
+            parsed = routable(decode(raw, where, now=time.time(), max_future_s=settings.max_future_s), raw, where)
             if isinstance(parsed, DeadLetter):
                 await dead_letter(parsed)
                 return
