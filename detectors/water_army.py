@@ -1,30 +1,39 @@
 """Water-army (水军) campaigns: accounts that act together, again and again, on distinct objects.
 
-The rule, in the order the code applies it to each post:
+The rule, in the order a post meets it:
 
 1. Objects. A post acts on objects: the post it reposts or answers, its URLs, hashtags and
-   targets, and its near-duplicate text cluster (MinHash LSH over normalised Chinese text).
+   targets, and each LSH band of its text's MinHash signature (normalised Chinese text; a
+   band is where near-duplicates meet).
 2. Co-action. Another account that acted on the same object shortly before (``object_window_s``;
-   ``text_window_s`` for near-duplicate text, since slow campaigns spread a wave over many
-   minutes) co-acted with this one. An object crowded with accounts weighs less (``mass_accounts``)
-   and past ``max_pairing`` accounts pairs no one: hundreds of strangers quoting a headline is
-   news, not a campaign.
+   ``text_window_s`` for text, since slow campaigns spread a wave over many minutes) co-acted
+   with this one; on a text band only if its text is similar enough (estimated Jaccard
+   ``min_similarity``). An object crowded with accounts weighs less (``mass_accounts``) and
+   past ``max_pairing`` accounts pairs no one: hundreds of strangers quoting a headline is
+   news, not a campaign. Only fresh objects pair (``young_object_s``).
 3. Repetition. Each pair of accounts keeps a decaying weight of the DISTINCT objects it co-acted
-   on. A pair is strong when that weight reaches ``min_pair_weight`` and is at least
-   ``min_overlap`` of the geometric mean of the two accounts' own (decaying) post counts.
-   Chance meetings grow with both accounts' activity: with the less active account's count
-   alone, one account posting thousands of times a day paired with quiet strangers and bridged
-   campaigns (precision 0.82 on an 800k-post day; 1.00 with the geometric mean).
+   on, one occasion (a post) counting once. A pair is strong when that weight reaches
+   ``min_pair_weight`` and is at least ``min_overlap`` of the geometric mean of the two
+   accounts' own (decaying) post counts. Chance meetings grow with both accounts' activity:
+   with the less active account's count alone, one account posting thousands of times a day
+   paired with quiet strangers and bridged campaigns (precision 0.82 on an 800k-post day).
 4. Campaigns. Strong pairs join campaigns (union of sets, the larger absorbing the smaller, so
    the campaign id stays stable as it grows). A campaign of ``min_accounts`` raises
    ``water_army_campaign``; growth is re-reported at most every ``report_every_s``.
+
+Each step is a detector keyed its own way, so one busy platform spreads over partitions
+(issue 15) and only rare events meet on one: ``ArmyAccounts`` (platform + account: the
+author's post count and profile, the text's signature, computed once) hands each post's act
+to ``ArmyObjects`` (platform + object), which hands each co-action to ``ArmyPairs`` (platform
++ account pair), which hands a pair that has just become strong to ``WaterArmy`` (platform:
+campaigns). Every stage is ordered, so each sees its events in ``(ts, event_id)`` order
+whatever the partition count.
 
 Account signals (young accounts, few followers, shared device or IP prefix) are evidence and
 raise the score; they never make a campaign on their own. The Opinions' aggravation
 (``water_army``, and the members' circumstances) and Criminal Law Art. 246 go only to campaigns
 with a target or harmful content (a labelled post); ``provider_organized`` only when a
-platform-run account founded the campaign or is its hub. Keyed by platform and ordered: one
-stage partition per platform sees that platform's posts in (ts, event_id) order.
+platform-run account founded the campaign or is its hub.
 """
 
 from __future__ import annotations
@@ -39,13 +48,13 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from detectors import roles
-from detectors.text import MIN_CHARS, PERMUTATIONS, bands, exact_key, minhash, normalise, text_key
-from events import Alert, AnyEvent, Context, Post, keys as ids, raise_alert
+from detectors.text import MIN_CHARS, PERMUTATIONS, bands, exact_key, minhash, normalise
+from events import Alert, AnyEvent, ArmyAct, CoAction, Context, Post, StrongPair, keys as ids, raise_alert
 from events.models import HARMFUL_LABELS
-from events.records import Indexed, record_key
 
 LEGAL_REFS = ["Opinions on Punishing Online Violence (法发〔2023〕14号): organised water army (组织水军)",
               "Criminal Law Art. 246"]
+TEXT = "text:"  # objects named by an LSH band of a text: ``text:<band>:<its hex>``
 
 
 class WaterArmySettings(BaseModel):
@@ -55,15 +64,17 @@ class WaterArmySettings(BaseModel):
     object_window_s: float = Field(300, description="Same repost/reply parent, URL, hashtag or target within this.")
     text_window_s: float = Field(1800, description="Near-duplicate texts within this co-act.")
     min_similarity: float = Field(0.5, description="Estimated Jaccard of character 3-grams for near-duplicates.")
-    lsh_rows: int = Field(4, description="Rows per LSH band (32 permutations // rows = bands).")
-    bucket_cap: int = Field(16, description="Texts compared per LSH band: those seen last (bounds the work "
-                            "of a crowded band).")
+    lsh_rows: int = Field(3, ge=1, le=32, description="Rows (MinHash values) per LSH band.")
+    lsh_bands: int = Field(4, ge=1, description="LSH bands of a text's signature (at most 32 // lsh_rows); each is "
+                           "an object, so each costs a text one more co-action entry.")
+    bucket_cap: int = Field(16, description="Texts of an LSH band a new text is compared with: the newest (bounds "
+                            "the work of a crowded band).")
     young_object_s: float = Field(3600, description="Only objects first seen this recently pair accounts: "
                                   "a wave is new, a stock phrase or a steady news link is not.")
     mass_accounts: int = Field(50, description="An object weighs 1 up to this many accounts in its window, less after.")
     max_pairing: int = Field(150, description="An object with more accounts in its window pairs no more.")
-    max_partners: int = Field(32, description="A post pairs with at most this many co-actors, the most recent: "
-                              "enough to connect a large wave, linear in its size.")
+    max_partners: int = Field(32, description="On each object a post pairs with at most this many co-actors, the "
+                              "most recent: enough to connect a large wave, linear in its size.")
     half_life_s: float = Field(86400, description="Pair weights and post counts halve over this.")
     min_pair_weight: float = Field(2.5, description="Decayed weight of distinct shared objects for a strong pair.")
     min_overlap: float = Field(0.1, description="Strong pair weight / geometric mean of the two accounts' posts.")
@@ -84,11 +95,23 @@ class WaterArmySettings(BaseModel):
     score_shared: float = Field(0.1, description="Weight of the share of members sharing a device or IP prefix.")
 
 
-@functools.lru_cache(maxsize=64)
-def lsh_terms(platform: str, hexsig: str, rows: int) -> tuple[str, ...]:
-    """A signature's LSH bands on its platform. Cached: a new text looks its bands up, then
-    saving its ``sig`` record indexes it under the same ones."""
-    return tuple(record_key("lsh", platform, band) for band in bands(hexsig, rows))
+
+@functools.lru_cache(maxsize=4096)
+def signature(norm: str) -> str:
+    """A normalised text's MinHash signature as hex. Cached: campaigns repeat texts verbatim."""
+    return exact_key(minhash(norm))
+
+
+@functools.lru_cache(maxsize=8192)
+def _sig_values(hexsig: str) -> tuple[int, ...]:
+    return tuple(np.frombuffer(bytes.fromhex(hexsig), dtype=np.uint32).tolist())
+
+
+def part_id(event_id: str, part: str) -> str:
+    """The id of what a stage makes of one event's part (an object, an account): the event's
+    id, a NUL, the part, a NUL and its length. Unambiguous whatever the ids hold, and sorting
+    where the event did."""
+    return f"{event_id}\x00{part}\x00{len(part)}"
 
 
 def _decay(value: float, since: float, now: float, half_life: float) -> float:
@@ -116,20 +139,231 @@ def _aims(post: Post) -> list[str]:
                                  ("targeted", bool(post.targets))) if present]
 
 
+def _objects(post: Post) -> list[str]:
+    objs = []
+    if post.parent_id is not None:
+        objs.append(("rp:" if post.kind == "repost" else "re:") + post.parent_id)
+    objs += ["url:" + u for u in post.urls] + ["tag:" + h.strip("#").lower() for h in post.hashtags]
+    objs += ["tgt:" + t.id for t in post.targets]
+    return sorted(set(objs))
+
+
+def water_army_detectors(settings: WaterArmySettings | None = None) -> list:
+    """The water army's four stages, in the order they hand events on."""
+    s = settings or WaterArmySettings()
+    return [ArmyAccounts(s), ArmyObjects(s), ArmyPairs(s), WaterArmy(s)]
+
+
+class ArmyAccounts:
+    """Where a post enters: its author's decaying post count and profile (the ``card`` every
+    later stage reads), and its objects, a text as the bands of its signature, computed once."""
+
+    name: ClassVar[str] = "army_accounts"
+    raises: ClassVar[tuple[str, ...]] = ()
+    event_types: ClassVar[frozenset[str]] = frozenset({"post"})
+    ordered: ClassVar[bool] = True
+    emits: ClassVar[frozenset[str]] = frozenset({"army_objects"})
+
+    def __init__(self, settings: WaterArmySettings) -> None:
+        self.s = settings
+        self.keep_s = 4 * settings.half_life_s
+
+    def keys(self, event: AnyEvent) -> list[str]:
+        return [ids.key(event.platform, event.account_id)]
+
+    def on_timer(self, key: str, ctx: Context) -> list[Alert]:
+        return []
+
+    def on_event(self, event: AnyEvent, key: str, ctx: Context) -> list[Alert]:
+        if not isinstance(event, Post):  # event_types says posts only; a routing bug must not pass silently
+            raise TypeError(f"the water army takes posts, got {type(event).__name__}")
+        flags = _aggravating(event)
+        card = self._count_post(event, flags, ctx)
+        objects, sig = _objects(event), None
+        if event.kind != "repost":  # a repost carries its parent's text: its parent is the object
+            norm = normalise(event.text)
+            if len(norm) >= MIN_CHARS:
+                sig = signature(norm)
+                objects += [TEXT + band for band in bands(sig, self.s.lsh_rows)[:self.s.lsh_bands]]
+        if objects:
+            ctx.emit("army_objects", ArmyAct(
+                type="army_act", event_id=event.event_id, platform=event.platform, ts=event.ts,
+                post_id=event.post_id, account_id=event.account_id, objects=objects, sig=sig,
+                aims=_aims(event), flags=flags, card=card))
+        return []
+
+    def _count_post(self, post: Post, flags: list[str], ctx: Context) -> dict:
+        """Decayed post count of the author, and what the author's profile says (evidence)."""
+        t = post.epoch
+        rec = ctx.records.get("account", post.platform, post.account_id) or {"n": 0.0, "t": t}
+        rec["n"] = _decay(rec["n"], rec["t"], t, self.s.half_life_s) + 1.0
+        rec["t"] = t
+        acct = post.account
+        if acct is not None:
+            young = acct.created_at is not None and t - acct.created_at.timestamp() < self.s.young_account_days * 86400
+            rec["sig"] = [young, acct.followers < self.s.low_followers, acct.device_id, acct.ip_prefix]
+        if flags:
+            rec["flags"] = sorted(set(rec.get("flags", [])) | set(flags))
+        if acct is not None and acct.platform_operated:
+            rec["operated"] = True  # provider_organized needs it of a founder or the hub (see _provider)
+        ctx.records.save("account", post.platform, post.account_id, record=rec, until=t + self.keep_s)
+        return {k: v for k, v in rec.items() if k != "until"}
+
+
+class ArmyObjects:
+    """Co-action on one object: the accounts that acted on it within its window. Hands each
+    post's co-action (its most recent co-actors) to the pairs."""
+
+    name: ClassVar[str] = "army_objects"
+    raises: ClassVar[tuple[str, ...]] = ()
+    event_types: ClassVar[frozenset[str]] = frozenset()
+    receives: ClassVar[frozenset[str]] = frozenset({"army_act"})  # from ArmyAccounts only
+    ordered: ClassVar[bool] = True
+    emits: ClassVar[frozenset[str]] = frozenset({"army_pairs"})
+
+    def __init__(self, settings: WaterArmySettings) -> None:
+        self.s = settings
+
+    def keys(self, event: AnyEvent) -> list[str]:
+        return [ids.key(event.platform, obj) for obj in event.objects]
+
+    def on_timer(self, key: str, ctx: Context) -> list[Alert]:
+        return []
+
+    def on_event(self, event: AnyEvent, key: str, ctx: Context) -> list[Alert]:
+        s, t, me = self.s, event.epoch, event.account_id
+        platform, obj = ids.parts(key)
+        text = obj.startswith(TEXT)
+        window = s.text_window_s if text else s.object_window_s
+        entry = [t, event.post_id, event.aims, event.card, event.sig] if text else [t, event.post_id, event.aims, event.card]
+        rec = ctx.records.get("object", platform, obj)
+        if rec is None:  # most objects (a text's bands above all) are acted on once
+            ctx.records.save("object", platform, obj, record={"m": {me: entry}, "first": t}, until=t + window)
+            return []
+        members = rec["m"]
+        members.pop(me, None)
+        horizon = t - window
+        while members and next(iter(members.values()))[0] < horizon:  # insertion order = time order
+            del members[next(iter(members))]
+        if members and len(members) < s.max_pairing and t - rec["first"] <= s.young_object_s:
+            partners = self._similar(members, event.sig, int(obj[len(TEXT):].split(":", 1)[0])) if text else self._newest(members)
+            if partners:
+                ctx.emit("army_pairs", CoAction(
+                    type="co_action", event_id=part_id(event.event_id, obj), platform=platform, ts=event.ts,
+                    post_id=event.post_id, account_id=me, object=obj, weight=min(1.0, s.mass_accounts / (len(members) + 1)),
+                    aims=event.aims, flags=event.flags, card=event.card, partners=partners))
+        members[me] = entry
+        while len(members) > s.max_pairing + 1:  # crowded: keep the newest
+            del members[next(iter(members))]
+        ctx.records.save("object", platform, obj, record=rec, until=t + window)
+        return []
+
+    def _newest(self, members: dict) -> list[list]:
+        """The ``max_partners`` most recent co-actors (ties at the edge by account)."""
+        cap, taken, edge = self.s.max_partners, [], None
+        for other in reversed(members):
+            ts = members[other][0]
+            if len(taken) >= cap and ts != edge:
+                break
+            taken.append(other)
+            edge = ts
+        chosen = sorted(taken, key=lambda a: (-members[a][0], a))[:cap]
+        return [[a, *members[a][:4]] for a in sorted(chosen)]
+
+    def _similar(self, members: dict, sig: str, band: int) -> list[list]:
+        """Of the newest ``bucket_cap`` texts on this band, those similar to ``sig`` that share
+        no earlier band with it: two near-duplicates share several bands, and the first of
+        them alone hands the pair on (one co-action per pair and post, not one per band).
+        Plain Python: a band holds a few texts, where numpy's cost per call dominated."""
+        s = self.s
+        mine, rows, need = _sig_values(sig), s.lsh_rows, s.min_similarity * PERMUTATIONS
+        earlier = band * rows  # the values of the bands before this one
+        chosen = []
+        for a in list(members)[-s.bucket_cap:]:
+            other = members[a][4]
+            if other != sig:  # a verbatim repeat is similar, and shares every band
+                equal = list(map(int.__eq__, mine, _sig_values(other)))
+                if sum(equal) < need or any(all(equal[i:i + rows]) for i in range(0, earlier, rows)):
+                    continue
+            elif band:
+                continue
+            chosen.append(a)
+        return [[a, *members[a][:4]] for a in sorted(chosen)]
+
+
+class ArmyPairs:
+    """Repetition: a pair's decaying weight over distinct objects. Hands a pair that has just
+    become strong to the campaigns."""
+
+    name: ClassVar[str] = "army_pairs"
+    raises: ClassVar[tuple[str, ...]] = ()
+    event_types: ClassVar[frozenset[str]] = frozenset()
+    receives: ClassVar[frozenset[str]] = frozenset({"co_action"})  # from ArmyObjects only
+    ordered: ClassVar[bool] = True
+    emits: ClassVar[frozenset[str]] = frozenset({"water_army"})
+
+    def __init__(self, settings: WaterArmySettings) -> None:
+        self.s = settings
+        self.keep_s = 4 * settings.half_life_s
+
+    def keys(self, event: AnyEvent) -> list[str]:
+        me = event.account_id
+        return [ids.key(event.platform, *sorted((me, p[0]))) for p in event.partners]
+
+    def on_timer(self, key: str, ctx: Context) -> list[Alert]:
+        return []
+
+    def on_event(self, event: AnyEvent, key: str, ctx: Context) -> list[Alert]:
+        """Add one co-action to the pair. The objects of one occasion (this post) count once,
+        at the best weight among them, if any of them is new to the pair: repetition must be
+        over distinct objects."""
+        s, t, me = self.s, event.epoch, event.account_id
+        platform, a, b = ids.parts(key)
+        other = b if a == me else a
+        partner = next(p for p in event.partners if p[0] == other)
+        rec = ctx.records.get("pair", platform, a, b) or {"w": 0.0, "t": t, "o": [], "strong": False}
+        occ = rec.get("occ")
+        if occ is None or occ["post"] != event.post_id:  # a new occasion
+            occ = rec["occ"] = {"post": event.post_id, "best": 0.0, "added": 0.0, "new": False, "objs": [],
+                                "posts": [], "aims": list(event.aims)}
+        occ["best"] = max(occ["best"], event.weight)
+        occ["objs"] = (occ["objs"] + [event.object])[-s.objects_per_pair:]
+        if partner[2] not in occ["posts"]:
+            occ["posts"] = (occ["posts"] + [partner[2]])[-s.posts_kept:]
+        occ["aims"] = sorted(set(occ["aims"]) | set(partner[3] or ()))
+        if event.object not in rec["o"]:
+            occ["new"] = True
+            rec["o"] = (rec["o"] + [event.object])[-s.objects_per_pair:]
+        became = False
+        if occ["new"] and occ["best"] > occ["added"]:
+            rec["w"] = _decay(rec["w"], rec["t"], t, s.half_life_s) + occ["best"] - occ["added"]
+            rec["t"], occ["added"] = t, occ["best"]
+            if not rec["strong"] and rec["w"] >= s.min_pair_weight - 1e-9:  # decay leaves 1.9999... for 2
+                card = partner[4]
+                n_other = _decay(card["n"], card["t"], t, s.half_life_s)
+                if rec["w"] >= s.min_overlap * math.sqrt(event.card["n"] * n_other):
+                    rec["strong"] = became = True
+        ctx.records.save("pair", platform, a, b, record=rec, until=t + 4 * s.half_life_s)
+        if became:
+            ctx.emit("water_army", StrongPair(
+                type="strong_pair", event_id=part_id(event.event_id, other), platform=platform, ts=event.ts,
+                accounts=[me, other], objects=occ["objs"], posts=occ["posts"] + [event.post_id],
+                flags=event.flags, aims=occ["aims"], cards={me: event.card, other: partner[4]}))
+        return []
+
+
 class WaterArmy:
-    """Raises ``water_army_campaign`` alerts; see the module docstring for the rule."""
+    """Campaigns from strong pairs; raises ``water_army_campaign`` (see the module docstring)."""
 
     name: ClassVar[str] = "water_army"
     raises: ClassVar[tuple[str, ...]] = ("water_army_campaign",)
-    event_types: ClassVar[frozenset[str]] = frozenset({"post"})
+    event_types: ClassVar[frozenset[str]] = frozenset()
+    receives: ClassVar[frozenset[str]] = frozenset({"strong_pair"})  # from ArmyPairs only
     ordered: ClassVar[bool] = True
-    stage: ClassVar[str] = "platform"  # shares a Kafka stage with the other platform-keyed detectors
 
     def __init__(self, settings: WaterArmySettings | None = None) -> None:
         self.s = settings or WaterArmySettings()
-        self.keep_s = 4 * self.s.half_life_s  # pairs, accounts and campaigns: gone after four half-lives
-        # near-duplicate texts by LSH band (events.records), the bucket_cap findable longest per band
-        self.indexes = {"sig": Indexed(self._sig_terms, self.s.bucket_cap)}
+        self.keep_s = 4 * self.s.half_life_s  # accounts and campaigns: gone after four half-lives
 
     def keys(self, event: AnyEvent) -> list[str]:
         return [event.platform]
@@ -141,183 +375,16 @@ class WaterArmy:
             return []
         return [self._report(platform, cid, camp, camp["t"], ctx)]
 
-    # -- one post ---------------------------------------------------------------------------
-
     def on_event(self, event: AnyEvent, key: str, ctx: Context) -> list[Alert]:
-        if not isinstance(event, Post):  # event_types says posts only; a routing bug must not pass silently
-            raise TypeError(f"water army takes posts, got {type(event).__name__}")
-        t, me = event.epoch, event.account_id
-        flags = _aggravating(event)
-        n_me = self._count_post(key, event, flags, t, ctx)
-        pairing: list[tuple[str, float, dict]] = []  # (object, weight, its members) for objects that pair
-        for obj in self._objects(event):
-            self._co_act(key, obj, event, t, ctx, pairing)
-        self._co_text(key, event, t, ctx, pairing)
-        alerts: list[Alert] = []
-        for other in self._partners(me, pairing):
-            weight, objs, posts, aims = 0.0, [], [], set(_aims(event))
-            for obj, w, members in pairing:
-                seen = members.get(other)
-                if seen is not None:
-                    weight = max(weight, w)  # one occasion: the best-weighted object that links the two
-                    objs.append(obj)
-                    aims.update(seen[2] if len(seen) > 2 else ())  # the partner's post's aims
-                    if seen[1] not in posts:
-                        posts.append(seen[1])
-            if self._pair(key, me, other, weight, objs, posts, n_me, t, ctx):
-                alerts.extend(self._join(key, me, other, t, objs, posts + [event.post_id], flags, ctx, sorted(aims)))
-        return alerts
-
-    def _partners(self, me: str, pairing: list[tuple[str, float, dict]]) -> list[str]:
-        """The co-actors this post pairs with, sorted: all of them, or the ``max_partners`` most
-        recent (by their latest act on any shared object; ties by name).
-
-        Members are kept in time order, so only the newest ``max_partners`` of each object (and
-        any tied with the last of them) can be among the most recent overall: a crowded object
-        costs ``max_partners`` lookups, not one per member.
-        """
-        cap = self.s.max_partners
-        latest: dict[str, float] = {}
-        for _obj, _w, members in pairing:
-            taken, edge = 0, None
-            for other in reversed(members):
-                ts = members[other][0]
-                if other == me:
-                    continue
-                if taken >= cap and ts != edge:
-                    break
-                taken, edge = taken + 1, ts
-                if ts > latest.get(other, -math.inf):
-                    latest[other] = ts
-        if len(latest) > cap:
-            return sorted(sorted(latest, key=lambda a: (-latest[a], a))[:cap])
-        return sorted(latest)
-
-    @staticmethod
-    def _objects(post: Post) -> list[str]:
-        objs = []
-        if post.parent_id is not None:
-            objs.append(("rp:" if post.kind == "repost" else "re:") + post.parent_id)
-        objs += ["url:" + u for u in post.urls] + ["tag:" + h.strip("#").lower() for h in post.hashtags]
-        objs += ["tgt:" + t.id for t in post.targets]
-        return sorted(set(objs))
-
-    def _count_post(self, platform: str, post: Post, flags: list[str], t: float, ctx: Context) -> float:
-        """Decayed post count of the author, and what the author's profile says (evidence)."""
-        rec = ctx.records.get("account", platform, post.account_id) or {"n": 0.0, "t": t}
-        rec["n"] = _decay(rec["n"], rec["t"], t, self.s.half_life_s) + 1.0
-        rec["t"] = t
-        acct = post.account
-        if acct is not None:
-            young = acct.created_at is not None and t - acct.created_at.timestamp() < self.s.young_account_days * 86400
-            rec["sig"] = [young, acct.followers < self.s.low_followers, acct.device_id, acct.ip_prefix]
-        if flags:
-            rec["flags"] = sorted(set(rec.get("flags", [])) | set(flags))
-        if acct is not None and acct.platform_operated:
-            rec["operated"] = True  # provider_organized needs it of a founder or the hub (see _provider)
-        ctx.records.save("account", platform, post.account_id, record=rec, until=t + self.keep_s)
-        return rec["n"]
-
-    def _weight(self, accounts: int) -> float:
-        return min(1.0, self.s.mass_accounts / max(accounts, 1))
-
-    def _co_act(self, platform: str, obj: str, post: Post, t: float, ctx: Context,
-                pairing: list[tuple[str, float, dict]], window: float | None = None) -> None:
-        """Record this post's act on ``obj``; if the object still pairs, the accounts that acted
-        on it within the window co-act with this post's author (``pairing``)."""
-        window = self.s.object_window_s if window is None else window
-        rec = ctx.records.get("object", platform, obj) or {"m": {}, "first": t}
-        members = rec["m"]
-        members.pop(post.account_id, None)
-        horizon = t - window
-        while members and next(iter(members.values()))[0] < horizon:  # insertion order = time order
-            del members[next(iter(members))]
-        if members and len(members) < self.s.max_pairing and t - rec["first"] <= self.s.young_object_s:
-            pairing.append((obj, self._weight(len(members) + 1), members))
-        aims = _aims(post)
-        members[post.account_id] = [t, post.post_id, aims] if aims else [t, post.post_id]
-        while len(members) > self.s.max_pairing + 1:  # crowded: keep the newest
-            del members[next(iter(members))]
-        ctx.records.save("object", platform, obj, record=rec, until=t + window)
-
-    def _co_text(self, platform: str, post: Post, t: float, ctx: Context, pairing: list[tuple[str, float, dict]]) -> None:
-        """Near-duplicate texts (not reposts, which carry their parent's text) co-act.
-
-        A text joins a cluster: the cluster of an identical normalised text (one lookup, no
-        MinHash), or the cluster of the most similar recent text sharing an LSH band with it
-        (verified by estimated Jaccard similarity), or a new cluster of its own. The cluster is
-        then an object like any other, with the longer ``text_window_s``.
-        """
-        if post.kind == "repost":
-            return
-        norm = normalise(post.text)
-        if len(norm) < MIN_CHARS:
-            return
-        s = self.s
-        digest = text_key(norm)
-        exact = ctx.records.get("text", platform, digest)
-        if exact is None:
-            exact = {"c": self._cluster(platform, digest, post, minhash(norm), t, ctx)}
-        ctx.records.save("text", platform, digest, record=exact, until=t + s.text_window_s)
-        cluster = exact["c"]
-        self._co_act(platform, "text:" + cluster, post, t, ctx, pairing, s.text_window_s)
-
-    def _sig_terms(self, record_ids: list[str], record: dict) -> tuple[str, ...]:
-        """The terms of a ``sig`` record in ``indexes``: its signature's LSH bands, on its platform."""
-        return lsh_terms(record_ids[0], record["s"], self.s.lsh_rows)
-
-    def _cluster(self, platform: str, digest: str, post: Post, sig: np.ndarray, t: float, ctx: Context) -> str:
-        """The cluster of a text not seen verbatim before.
-
-        Each such text leaves a ``sig`` record (its signature and cluster), found by its LSH
-        bands through an in-memory index (``indexes``, see ``events.records``): one state write
-        per text where a record per band cost eight. It stays findable for ``text_window_s``
-        when the text joined a cluster, for ``object_window_s`` when it started one, since most
-        texts are never repeated. Of the texts sharing a band with this one (the ``bucket_cap``
-        that stay findable longest, per band), the most similar gives its cluster if similar
-        enough (estimated Jaccard); else the text starts its own."""
-        s = self.s
-        hexsig = exact_key(sig)
-        candidates: dict[str, tuple[str, str]] = {}  # text digest -> (its cluster, its signature)
-        for band in lsh_terms(platform, hexsig, s.lsh_rows):
-            for found, rec in ctx.records.find("sig", band):
-                if rec["until"] >= t:  # still findable (expiry is swept a minute at a time)
-                    candidates[found[1]] = (rec["c"], rec["s"])
-        cluster, several = post.post_id, False
-        if candidates:
-            ranked = sorted(candidates.values())  # by cluster, then signature: the first of equals wins
-            sigs = np.frombuffer(bytes.fromhex("".join(sig_hex for _c, sig_hex in ranked)), dtype=np.uint32)
-            same = np.count_nonzero(sigs.reshape(-1, PERMUTATIONS) == sig, axis=1)
-            best = int(same.argmax())
-            if same[best] >= s.min_similarity * PERMUTATIONS:
-                cluster, several = ranked[best][0], True
-        ctx.records.save("sig", platform, digest, record={"c": cluster, "s": hexsig},
-                         until=t + (s.text_window_s if several else s.object_window_s))
-        return cluster
-
-    # -- pairs and campaigns ----------------------------------------------------------------
-
-    def _pair(self, platform: str, me: str, other: str, weight: float, objs: list[str], posts: list[str],
-              n_me: float, t: float, ctx: Context) -> bool:
-        """Add one co-action to the pair; True when the pair has just become strong."""
-        s = self.s
-        a, b = sorted((me, other))
-        rec = ctx.records.get("pair", platform, a, b) or {"w": 0.0, "t": t, "o": [], "strong": False}
-        seen = rec["o"]
-        new = [o for o in objs if o not in seen]
-        if not new:
-            return False  # nothing new: repetition must be over distinct objects
-        rec["o"] = (seen + new)[-s.objects_per_pair:]
-        rec["w"] = _decay(rec["w"], rec["t"], t, s.half_life_s) + weight
-        rec["t"] = t
-        became = False
-        if not rec["strong"] and rec["w"] >= s.min_pair_weight - 1e-9:  # decay leaves 1.9999... for 2
-            other_rec = ctx.records.get("account", platform, other)
-            n_other = _decay(other_rec["n"], other_rec["t"], t, s.half_life_s) if other_rec else 1.0
-            if rec["w"] >= s.min_overlap * math.sqrt(n_me * n_other):
-                rec["strong"] = became = True
-        ctx.records.save("pair", platform, a, b, record=rec, until=t + self.keep_s)
-        return became
+        if not isinstance(event, StrongPair):
+            raise TypeError(f"campaigns take strong pairs, got {type(event).__name__}")
+        platform, t = event.platform, event.epoch
+        for account, card in sorted(event.cards.items()):  # the members' latest figures, for the report
+            known = ctx.records.get("account", platform, account)
+            if known is None or known["t"] <= card["t"]:
+                ctx.records.save("account", platform, account, record=dict(card), until=t + self.keep_s)
+        me, other = event.accounts
+        return self._join(platform, me, other, t, event.objects, event.posts, event.flags, ctx, event.aims)
 
     def _join(self, platform: str, me: str, other: str, t: float, objs: list[str], posts: list[str],
               flags: list[str], ctx: Context, aims: list[str] = ()) -> list[Alert]:

@@ -24,6 +24,9 @@ def esc(part: str) -> str:
 
 def key(*parts: str) -> str:
     """One state key from its parts (kind names and ids)."""
+    joined = SEP.join(parts)
+    if "\\" not in joined and joined.count(SEP) == len(parts) - 1:  # no part to escape (nearly always)
+        return joined
     return SEP.join(esc(p) for p in parts)
 
 
@@ -36,4 +39,4 @@ def parts(state_key: str) -> list[str]:
 def scoped(*parts_: str) -> str:
     """An unambiguous string for several ids where no separator is wanted (hash inputs, dict keys
     inside a record): each part prefixed with its length."""
-    return "".join(f"{len(p)}:{p}" for p in parts_)
+    return "".join([f"{len(p)}:{p}" for p in parts_])

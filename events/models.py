@@ -263,11 +263,63 @@ class CascadeFinding(Event):
     item: dict[str, Any]
 
 
+LongId = Annotated[str, Field(min_length=1, max_length=4096)]  # ids a stage builds from an event id and more
+
+
+class ArmyAct(Event):
+    """A post as the water army's object stage needs it (``detectors.water_army``): its objects
+    (a text as its LSH bands), its signature, aims and flags, and its author's figures (the
+    ``card``). Made by ``ArmyAccounts`` where the post enters; never an input. ``event_id``
+    is the post's."""
+
+    type: Literal["army_act"]
+    post_id: Id
+    account_id: Id
+    objects: list[str]
+    sig: str | None = None
+    aims: list[str] = Field(default_factory=list)
+    flags: list[str] = Field(default_factory=list)
+    card: dict[str, Any]
+
+
+class CoAction(Event):
+    """One post's act on one object and the accounts that acted on it shortly before
+    (``partners``: ``[account, ts, post_id, aims, card]``, the most recent), from the object
+    stage to the pair stage. ``event_id``: the post's, the object and its length
+    (``detectors.water_army.part_id``)."""
+
+    type: Literal["co_action"]
+    event_id: LongId
+    post_id: Id
+    account_id: Id
+    object: str
+    weight: float
+    aims: list[str] = Field(default_factory=list)
+    flags: list[str] = Field(default_factory=list)
+    card: dict[str, Any]
+    partners: list[list[Any]]
+
+
+class StrongPair(Event):
+    """Two accounts that have just become a strong pair, from the pair stage to the campaigns:
+    the occasion's objects and posts, and both accounts' figures (``cards``)."""
+
+    type: Literal["strong_pair"]
+    event_id: LongId
+    accounts: list[Id]
+    objects: list[str]
+    posts: list[str]
+    flags: list[str] = Field(default_factory=list)
+    aims: list[str] = Field(default_factory=list)
+    cards: dict[str, dict[str, Any]]
+
+
 InputEvent = Annotated[Union[Post, Engagement, Report, Order, PlatformAction, Case, Tick], Field(discriminator="type")]
 # What a stage topic carries: the inputs and the events one stage hands to another.
-StageEvent = Annotated[Union[Post, Engagement, Report, Order, PlatformAction, Case, Tick, CascadeFinding],
-                       Field(discriminator="type")]
-AnyEvent = Post | Engagement | Report | Order | PlatformAction | Case | Tick | CascadeFinding
+StageEvent = Annotated[Union[Post, Engagement, Report, Order, PlatformAction, Case, Tick, CascadeFinding, ArmyAct,
+                             CoAction, StrongPair], Field(discriminator="type")]
+AnyEvent = (Post | Engagement | Report | Order | PlatformAction | Case | Tick | CascadeFinding | ArmyAct | CoAction
+            | StrongPair)
 
 # The contract's input topics, by event type. Ticks may arrive on any topic.
 TOPIC_BY_TYPE: dict[str, str] = {

@@ -92,9 +92,10 @@ def _identity(event: AnyEvent, key: str) -> str:
     """The (platform, event id, key) an event was handed over as, unambiguous whatever the ids
     hold. An event a stage made (not an input type: a cascades finding) adds its type, so no
     input's id, whatever it holds, can pass for it in a seen-set that also takes inputs."""
+    platform, event_id = event.platform, event.event_id  # ids.scoped, spelt out: once per event and key
     if event.type in TOPIC_BY_TYPE:
-        return ids.scoped(event.platform, event.event_id, key)
-    return ids.scoped(event.platform, event.event_id, key, event.type)
+        return f"{len(platform)}:{platform}{len(event_id)}:{event_id}{len(key)}:{key}"
+    return f"{len(platform)}:{platform}{len(event_id)}:{event_id}{len(key)}:{key}{len(event.type)}:{event.type}"
 
 
 class LateEvent(Exception):
@@ -429,7 +430,8 @@ class Engine:
         record = stage.state.get(_seen_key(ctx.partition, int(event.epoch // SEEN_BUCKET_S)))
         return record is not None and identity in record["ids"]
 
-    def _mark_seen(self, stage: _Stage, ctx: _Context, event: AnyEvent, identity: str) -> None:
+    def _mark_seen(self, stage: _Stage, ctx: _Context, event: AnyEvent, identity: str) -> bool:
+        """Remember ``identity``; False when it was remembered already."""
         bucket = int(event.epoch // SEEN_BUCKET_S)
         skey = _seen_key(ctx.partition, bucket)
         record = stage.state.get(skey)
@@ -437,19 +439,16 @@ class Engine:
             record = {"until": (bucket + 1) * SEEN_BUCKET_S + self.dedupe_window, "ids": {}}
             ctx.expire(skey, record["until"])
         elif identity in record["ids"]:
-            return
+            return False
         record["ids"][identity] = 1
         stage.state[skey] = record
+        return True
 
     def _seen(self, stage: _Stage, ctx: _Context, event: AnyEvent, key: str) -> bool:
         """True when this engine already took this event (for this key, on Kafka); else remember
         it. Every detector that takes the event takes it in the same call, so one record serves
         them all: it lives in the state of the first of them (``stage``)."""
-        identity = _identity(event, key)
-        if self._was_seen(stage, ctx, event, identity):
-            return True
-        self._mark_seen(stage, ctx, event, identity)
-        return False
+        return not self._mark_seen(stage, ctx, event, _identity(event, key))
 
     def _buffer(self, ctx: _Context, event: AnyEvent, key: str) -> int:
         """Into the partition's heap; its durable record is the caller's (:meth:`_hold`)."""
@@ -563,7 +562,8 @@ class Engine:
             # records expire by the time of what is handed over, not by how far the watermark
             # jumped: one step over an hour (a source that was silent) or sixty of a minute give
             # the detector the same state
-            self._expire(stage, ctx, min(next_event, next_timer))
+            if (next_event if next_event <= next_timer else next_timer) // EXPIRY_STEP > ctx.part.swept:
+                self._expire(stage, ctx, min(next_event, next_timer))
             if next_event <= next_timer:
                 _ts, event_id, _type, key, seq, event = heapq.heappop(pending)
                 if self.buffers is not None and (self.write_buffers or seq < 0):

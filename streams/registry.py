@@ -9,7 +9,7 @@ from kafka.partitioner.default import murmur2
 from detectors.orders import ledger_detectors
 from detectors.cascades import cascade_detectors
 from detectors.targets import PostTargets, Targets
-from detectors.water_army import WaterArmy
+from detectors.water_army import water_army_detectors
 from events import ALERT_KINDS, TOPIC_BY_TYPE, AnyEvent, DeadLetter, Detector, raw_text
 from streams.settings import Settings
 
@@ -17,7 +17,7 @@ from streams.settings import Settings
 def build_detectors(settings: Settings) -> list[Detector]:
     detectors: list[Detector] = [
         *ledger_detectors(settings.ledger, settings.law),  # the watch, then the ledger it hands activity to
-        WaterArmy(settings.water_army),
+        *water_army_detectors(settings.water_army),  # accounts, objects, pairs, then the campaigns
         *cascade_detectors(settings.cascades, settings.law),  # the watch, then the author-keyed raiser
         PostTargets(settings.targets),  # before Targets: it hands reports on to it
         Targets(settings.targets),
@@ -32,9 +32,15 @@ def build_detectors(settings: Settings) -> list[Detector]:
     unknown = sorted(set(wanted) - set(names))
     if unknown:
         raise ValueError(f"STORMWATCH_DETECTORS names unknown detectors {unknown}; known: {names}")
-    # a detector that only filters for another (it raises nothing) comes with the one it feeds
-    feeders = {d.name for d in detectors if not d.raises and set(getattr(d, "emits", ())) & set(wanted)}
-    chosen = [d for d in detectors if d.name in wanted or d.name in feeders]
+    # a detector that only feeds another (it raises nothing) comes with the one it feeds, and
+    # so on up the chain (the water army's accounts feed its objects, which feed its pairs)
+    chosen_names = set(wanted)
+    while True:
+        feeders = {d.name for d in detectors if not d.raises and set(getattr(d, "emits", ())) & chosen_names}
+        if feeders <= chosen_names:
+            break
+        chosen_names |= feeders
+    chosen = [d for d in detectors if d.name in chosen_names]
     names = {d.name for d in chosen}
     for d in chosen:
         missing = sorted(set(getattr(d, "emits", ())) - names)

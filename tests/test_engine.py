@@ -157,22 +157,34 @@ def test_buffered_events_survive_a_restart_when_buffers_are_durable() -> None:
     assert not [k for k in tables["orders"].data if k.startswith("~buffered")]  # released, so forgotten
 
 
-def test_an_event_several_ordered_detectors_wait_for_is_kept_once_and_survives_restarts() -> None:
-    """The platform stage's ordered detectors buffer a post once between them (one record, naming
-    who still holds it): the same alerts as with no restart, however often it restarts."""
-    from commands.simulator import SimConfig, simulate_lines
+def posts_stage() -> list:
+    """The ``posts`` stage with cascades keyed by root: three ordered detectors sharing one key
+    (order watch, cascade watch, post targets), which hand events on rather than raise."""
+    from detectors.cascades import CascadeSettings
     from streams.registry import build_detectors, stages
     from streams.settings import Settings
 
-    def platform_stage():
-        return stages(build_detectors(Settings()))["platform"]
+    return stages(build_detectors(Settings(cascades=CascadeSettings(root_ids_given=["weibo"]))))["posts"]
 
+
+def outputs(engine: Engine, event, **how) -> list[bytes]:
+    """What one call gives: its alerts, then the events handed on to other stages."""
+    alerts = [a.to_json() for a in engine.process(event, **how)]
+    return alerts + [orjson.dumps([name, e.model_dump(mode="json")]) for name, e in engine.drain_emitted()]
+
+
+def test_an_event_several_ordered_detectors_wait_for_is_kept_once_and_survives_restarts() -> None:
+    """A stage's ordered detectors buffer a post once between them (one record, naming who
+    still holds it): the same output as with no restart, however often it restarts."""
+    from commands.simulator import SimConfig, simulate_lines
+
+    platform_stage = posts_stage
     first, holders = platform_stage()[0].name, len(platform_stage())
     assert holders >= 2
     events = [decode(line, "t") for line in simulate_lines(SimConfig(seed=3, minutes=8, organic_per_s=2))]
     sources = ["a", "b"]
     reference = Engine(platform_stage(), sources=sources)
-    expected = [a.to_json() for i, e in enumerate(events) for a in reference.process(e, source=sources[i % 2])]
+    expected = [out for i, e in enumerate(events) for out in outputs(reference, e, source=sources[i % 2])]
 
     tables: dict[str, TableLike] = {}
     factory = lambda name: tables.setdefault(name, TableLike())  # noqa: E731
@@ -184,14 +196,13 @@ def test_an_event_several_ordered_detectors_wait_for_is_kept_once_and_survives_r
             engine = Engine(platform_stage(), sources=sources, state_factory=factory, durable_buffers=True)
             engine.open(0)
             restored += engine.buffered(0)[1]
-        got += [a.to_json() for a in engine.process(event, source=sources[i % 2])]
+        got += outputs(engine, event, source=sources[i % 2])
         held = {name: [k for k in table.data if k.startswith("~buffered")] for name, table in tables.items()}
         assert not any(held[name] for name in held if name != first), "buffered events live in one table"
         shared_seen |= any(len(tables[first][k][2]) == holders for k in held.get(first, ()))
-    got += [a.to_json() for a in engine.process(decode(orjson.dumps(tick(10_000)), "t"), source="a")]
-    got += [a.to_json() for a in engine.process(decode(orjson.dumps(tick(10_000)), "t"), source="b")]
-    expected += [a.to_json() for a in reference.process(decode(orjson.dumps(tick(10_000)), "t"), source="a")]
-    expected += [a.to_json() for a in reference.process(decode(orjson.dumps(tick(10_000)), "t"), source="b")]
+    for source in sources:
+        got += outputs(engine, decode(orjson.dumps(tick(10_000)), "t"), source=source)
+        expected += outputs(reference, decode(orjson.dumps(tick(10_000)), "t"), source=source)
     assert expected and got == expected
     assert shared_seen, "a post waited for by all the stage's detectors is one record naming them"
     assert restored, "some restart found buffered events to read back"
@@ -211,14 +222,13 @@ def test_a_post_and_a_report_with_the_same_id_and_time_are_buffered_apart() -> N
               "reporter_id": "u9", "post_id": "p1", "category": "defamation"}
 
     def platform_engine() -> Engine:
-        return Engine(stages(build_detectors(Settings()))["platform"], sources=["a", "b"], state_factory=factory,
-                      durable_buffers=True)
+        return Engine(posts_stage(), sources=["a", "b"], state_factory=factory, durable_buffers=True)
 
     first = platform_engine()
     for event in (shared, report):  # source b is behind: both wait
         first.process(decode(orjson.dumps(event), "t"), source="a")
     held = first.buffered(0)[0]
-    assert held >= 3  # the post for the two detectors (water army, cascades), the report for at least one
+    assert held >= 3  # the post for two detectors at least (order watch, cascade watch), the report for one
     second = platform_engine()  # a restart
     second.open(0)
     assert second.buffered(0) == (held, held)  # both read back, for every detector holding them
@@ -234,18 +244,14 @@ def test_replayed_buffers_survive_restarts_by_reading_again_from_the_oldest_buff
     events released before are dropped as seen, the rest buffered again: the same alerts as
     with no restart, however often it restarts, and no buffer record in any table."""
     from commands.simulator import SimConfig, simulate_lines
-    from streams.registry import build_detectors, stages
-    from streams.settings import Settings
 
-    def platform_stage():
-        return stages(build_detectors(Settings()))["platform"]
-
+    platform_stage = posts_stage
     events = [decode(line, "t") for line in simulate_lines(SimConfig(seed=5, minutes=8, organic_per_s=2))]
     events.append(decode(orjson.dumps(tick(10_000)), "t"))
     sources = ["a", "b"]
     reference = Engine(platform_stage(), sources=sources)
-    expected = [a.to_json() for i, e in enumerate(events) for a in reference.process(e, source=sources[i % 2])]
-    expected += [a.to_json() for a in reference.process(events[-1], source="a")]
+    expected = [out for i, e in enumerate(events) for out in outputs(reference, e, source=sources[i % 2])]
+    expected += outputs(reference, events[-1], source="a")
 
     tables: dict[str, TableLike] = {}
     factory = lambda name: tables.setdefault(name, TableLike())  # noqa: E731
@@ -253,7 +259,7 @@ def test_replayed_buffers_survive_restarts_by_reading_again_from_the_oldest_buff
     engine = Engine(platform_stage(), sources=sources, state_factory=factory, replayed_buffers=True)
     i, steps, restarts, reread = 0, 0, 0, 0
     while i < len(events):
-        got += [a.to_json() for a in engine.process(events[i], source=sources[i % 2], offset=i)]
+        got += outputs(engine, events[i], source=sources[i % 2], offset=i)
         engine.settle()  # these tables store every change at once: nothing released is at risk
         i += 1
         steps += 1
@@ -263,7 +269,7 @@ def test_replayed_buffers_survive_restarts_by_reading_again_from_the_oldest_buff
             reread += i - oldest if oldest is not None else 0
             i = oldest if oldest is not None else i
             engine = Engine(platform_stage(), sources=sources, state_factory=factory, replayed_buffers=True)
-    got += [a.to_json() for a in engine.process(events[-1], source="a")]
+    got += outputs(engine, events[-1], source="a")
     assert expected and sorted(got) == sorted(expected)
     assert restarts >= 3 and reread > 0, "some restart read events again"
     assert engine.oldest_offset(0) is None and engine.buffered(0)[0] == 0

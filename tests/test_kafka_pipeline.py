@@ -198,7 +198,7 @@ def test_every_worker_answers_for_every_platform(kafka_broker, stormwatch_bin: s
     first = Worker(kafka_broker, stormwatch_bin, tmp_path).start()
     second = Worker(kafka_broker, stormwatch_bin, tmp_path, app_id=first.app_id).start()
     try:
-        # One platform on each partition of the platform stage (keyed by platform, Kafka's default partitioner).
+        # One platform on each partition of the ledger's stage (keyed by platform, Kafka's default partitioner).
         by_partition: dict[int, str] = {}
         for name in ("weibo", "douyin", "kuaishou", "bilibili", "xiaohongshu", "zhihu", "toutiao", "wechat"):
             by_partition.setdefault((murmur2(name.encode()) & 0x7FFFFFFF) % first.partitions, name)
@@ -212,7 +212,7 @@ def test_every_worker_answers_for_every_platform(kafka_broker, stormwatch_bin: s
         assert sorted(a["platform"] for a in first.read("alerts", until=len(platforms), settle=1)) == platforms
 
         def owned(worker: Worker) -> set[str]:
-            stage = f"{worker.app_id}.{worker.app_id}-stage-platform"
+            stage = f"{worker.app_id}.{worker.app_id}-stage-orders"
             return {sample.labels["partition"] for family in text_string_to_metric_families(worker.metrics())
                     if family.name == "stormwatch_consumer_lag" for sample in family.samples
                     if sample.labels["topic"] == stage}

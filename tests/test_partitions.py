@@ -67,8 +67,10 @@ def test_replay_partitions_writes_the_same_alerts_and_per_partition_stats(stormw
         if n is not None:
             figures = orjson.loads(stats.read_bytes())
             assert figures["partitions"] == n
-            assert set(figures["stages"]) == {"cascades", "orders", "platform", "posts", "targets"}
+            assert set(figures["stages"]) == {"cascades", "orders", "platform", "posts", "targets", "army_accounts",
+                                              "army_objects", "army_pairs", "water_army"}
             for stage in figures["stages"].values():
                 assert len(stage["events"]) == len(stage["cpu_s"]) == n
             assert sum(figures["stages"]["platform"]["events"]) > 1000
+            assert sum(figures["stages"]["army_objects"]["events"]) > sum(figures["stages"]["army_accounts"]["events"])
     assert outputs[None] and outputs[1] == outputs[4] == outputs[8] == outputs[None]

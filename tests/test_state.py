@@ -243,17 +243,20 @@ def test_a_dropped_batch_leaves_no_stale_encoding() -> None:
 
 
 def test_detectors_keyed_alike_share_one_stage() -> None:
-    """The cascade watch goes where its key is shared: the water army's platform key, or, with
-    cascades keyed by root, OrderWatch's post key."""
+    """The cascade watch goes where its key is shared: with cascades keyed by root, OrderWatch's
+    post key; keyed by platform, a stage of its own. The water army's four stages each have
+    their own key (account, object, pair, platform)."""
     from detectors.cascades import CascadeSettings
 
+    army = {"army_accounts": ["army_accounts"], "army_objects": ["army_objects"], "army_pairs": ["army_pairs"],
+            "water_army": ["water_army"]}
     groups = stages(build_detectors(Settings()))
     assert {name: [d.name for d in ds] for name, ds in groups.items()} == {
-        "posts": ["order_watch", "post_targets"], "orders": ["orders"], "platform": ["water_army", "cascade_watch"],
+        "posts": ["order_watch", "post_targets"], "orders": ["orders"], **army, "platform": ["cascade_watch"],
         "cascades": ["cascades"], "targets": ["targets"]}
     groups = stages(build_detectors(Settings(cascades=CascadeSettings(root_ids_given=["weibo"]))))
     assert {name: [d.name for d in ds] for name, ds in groups.items()} == {
-        "posts": ["order_watch", "cascade_watch", "post_targets"], "orders": ["orders"], "platform": ["water_army"],
+        "posts": ["order_watch", "cascade_watch", "post_targets"], "orders": ["orders"], **army,
         "cascades": ["cascades"], "targets": ["targets"]}
 
 
@@ -353,7 +356,8 @@ def test_a_detector_chosen_alone_brings_the_filter_that_feeds_it() -> None:
     """STORMWATCH_DETECTORS=orders runs the ledger with OrderWatch, which hands it its posts;
     OrderWatch raises nothing, so choosing it alone is choosing nothing the user can see."""
     assert [d.name for d in build_detectors(Settings(detectors="orders"))] == ["order_watch", "orders"]
-    assert [d.name for d in build_detectors(Settings(detectors="water_army"))] == ["water_army"]
+    assert [d.name for d in build_detectors(Settings(detectors="water_army"))] == [
+        "army_accounts", "army_objects", "army_pairs", "water_army"]  # the chain that feeds it, link by link
     assert [d.name for d in build_detectors(Settings(detectors="targets"))] == ["post_targets", "targets"]
     with pytest.raises(ValueError, match="order_watch hands events to \\['orders'\\]"):
         build_detectors(Settings(detectors="order_watch"))

@@ -6,7 +6,7 @@ import random
 
 import orjson
 
-from detectors.water_army import WaterArmy, WaterArmySettings
+from detectors.water_army import WaterArmySettings, water_army_detectors
 from events import decode, format_ts
 from events.records import Records
 from streams.engine import Engine
@@ -18,7 +18,7 @@ TARGET = {"id": "victim-1", "name": "林某"}
 
 
 def run(events: list[dict], settings: WaterArmySettings | None = None, engine: Engine | None = None) -> list[dict]:
-    return feed(engine or Engine([WaterArmy(settings)]), events)
+    return feed(engine or Engine(water_army_detectors(settings)), events)
 
 
 def campaigns(alerts: list[dict]) -> list[dict]:
@@ -155,7 +155,7 @@ def test_arrival_order_does_not_change_the_alerts() -> None:
     rng = random.Random(0)
     a = [e for i, e in enumerate(events) if i % 2 == 0]
     b = [e for i, e in enumerate(events) if i % 2 == 1]
-    engine = Engine([WaterArmy()], sources=["a", "b"], lateness=0, state_factory=lambda _n: TableLike())
+    engine = Engine(water_army_detectors(), sources=["a", "b"], lateness=0, state_factory=lambda _n: TableLike())
     got = []
     while a or b:
         source, queue = rng.choice([x for x in (("a", a), ("b", b)) if x[1]])
@@ -174,49 +174,42 @@ def test_state_is_bounded_by_the_horizon_not_the_stream_length() -> None:
         for day in range(days):
             s.organic(accounts=300, posts=1500, minutes=600, start=day * 1440, prefix=f"d{day}u")
             s.campaign(army(10, f"d{day}a"), waves=4, every_min=20, width_min=2, start=day * 1440, target=TARGET)
-        engine = Engine([WaterArmy(settings)])
+        engine = Engine(water_army_detectors(settings))
         events = s.sorted_events()[:-1]
         run(events + [{"type": "tick", "ts": events[-1]["ts"]}], engine=engine)
-        return len(engine.stages[0].state)
+        return sum(len(stage.state) for stage in engine.stages)
 
     one, four = state_after(1), state_after(4)
     assert 0.7 * one < four < 1.3 * one, (one, four)
 
 
-def test_a_text_is_findable_for_its_window_and_leaves_one_record_whatever_its_bands() -> None:
-    """A text no one repeated is findable for ``object_window_s``, one that joined a cluster
-    for ``text_window_s``: each leaves one ``sig`` record (not one per LSH band), and the
-    in-memory band index follows those records as they expire."""
+def test_a_text_is_an_object_per_lsh_band_for_its_window() -> None:
+    """A text acts on ``lsh_bands`` objects, one per band of its signature, each kept for
+    ``text_window_s`` after its last text; near-duplicates share some of them."""
     settings = WaterArmySettings(object_window_s=300, text_window_s=1800)
     s = Stream(seed=5)
     s.post(0, "solo", "这是一条只发了一次的普通微博内容没有人重复")
     s.post(0, "w1", "某某某是骗子大家不要相信他说的任何一句话")
     s.post(1, "w2", "某某某是骗子大家千万不要相信他说的任何一句话")
-    engine = Engine([WaterArmy(settings)])
+    engine = Engine(water_army_detectors(settings))
 
-    def sigs_at(minute: float) -> list[dict]:
+    def texts_at(minute: float) -> dict[str, list[str]]:
         run([{"type": "tick", "ts": format_ts(T0 + minute * 60)}], engine=engine)
-        index = engine.stages[0].contexts[0].records.indexes["sig"]
-        found = [v for _ids, v in records(engine).of_kind("sig")]
-        assert len(index.of_key) == len(found)  # the index holds exactly the live records
-        assert sum(len(keys) for keys in index.by_term.values()) == 8 * len(found)  # 8 bands each
-        return found
+        return {ids[1]: sorted(rec["m"]) for ids, rec in records(engine, "army_objects").of_kind("object")
+                if ids[1].startswith("text:")}
 
     run(s.sorted_events()[:-1], engine=engine)  # without the closing tick, a day later
-    all_three = sigs_at(2)
-    assert len(all_three) == 3 and not list(records(engine).of_kind("lsh"))
-    assert len({v["c"] for v in all_three}) == 2  # w2 joined w1's cluster, solo is alone
-    alive = sigs_at(8)  # the lone texts are past object_window_s (+ a minute of expiry steps)
-    assert [v["c"] for v in alive] == [v["c"] for v in all_three if v["c"] != "solo" and v["until"] > T0 + 600]
-    assert len(alive) == 1
-    assert sigs_at(29) == alive  # the text that joined a cluster stays for text_window_s
-    assert sigs_at(33) == []
+    live = texts_at(2)
+    by_account = {a: sum(a in m for m in live.values()) for a in ("solo", "w1", "w2")}
+    assert by_account == {a: settings.lsh_bands for a in by_account}
+    assert any(m == ["w1", "w2"] for m in live.values())  # a band the near-duplicates share
+    assert texts_at(29) == live  # within text_window_s of the last text on each band
+    assert texts_at(33) == {}
 
 
-def test_a_post_pairs_with_its_most_recent_co_actors_on_every_object_they_share() -> None:
-    """Past ``max_partners`` co-actors a post pairs with the most recent; a partner chosen for
-    a recent act on one object is credited with every other object the two share, even one
-    where 40 others acted after it."""
+def test_a_post_pairs_with_its_most_recent_co_actors_on_each_object() -> None:
+    """Past ``max_partners`` co-actors on one object a post pairs with the most recent there;
+    an older co-actor still pairs through another object the two share."""
     settings = WaterArmySettings(max_partners=32, max_pairing=150)
     s = Stream(seed=6)
     s.post(0.0, "x", urls=["https://a.example/1"])
@@ -224,31 +217,34 @@ def test_a_post_pairs_with_its_most_recent_co_actors_on_every_object_they_share(
         s.post((10 + i) / 60, f"crowd{i:02d}", urls=["https://a.example/1"])
     s.post(0.9, "x", hashtags=["b"])
     s.post(1.0, "me", urls=["https://a.example/1"], hashtags=["b"])
-    engine = Engine([WaterArmy(settings)])
+    engine = Engine(water_army_detectors(settings))
     run(s.sorted_events()[:-1] + [{"type": "tick", "ts": format_ts(T0 + 120)}], engine=engine)
-    with_me = {tuple(ids[1:]): v for ids, v in records(engine).of_kind("pair") if ids[0] == "weibo" and "me" in ids}
-    assert len(with_me) == 32  # the cap: x and the 31 most recent of the crowd
-    assert sorted(with_me[("me", "x")]["o"]) == ["tag:b", "url:https://a.example/1"]
-    assert ("crowd09", "me") in with_me and ("crowd08", "me") not in with_me
+    with_me = {tuple(ids[1:]): v for ids, v in records(engine, "army_pairs").of_kind("pair")
+               if ids[0] == "weibo" and "me" in ids}
+    assert len(with_me) == 33  # the 32 most recent of the url's crowd, and x through the hashtag
+    assert with_me[("me", "x")]["o"] == ["tag:b"]
+    assert ("crowd08", "me") in with_me and ("crowd07", "me") not in with_me
 
 
-def test_texts_equal_after_normalisation_share_one_cluster_without_lsh() -> None:
-    """Full-width forms, emoji, punctuation and @mentions fold away: one verbatim key, one cluster."""
+def test_texts_equal_after_normalisation_pair_once_per_post() -> None:
+    """Full-width forms, emoji, punctuation and @mentions fold away: the same bands, and one
+    co-action per pair and post (on the first band they share), not one per band."""
     s = Stream(seed=7)
     s.post(0, "a1", "某某某是骗子，大家不要相信他说的任何一句话！")
     s.post(1, "a2", "@路人 某某某是骗子!! 大家不要相信他说的任何一句话😡")
     s.post(2, "a3", "某某某是骗子 大家不要相信他说的 任何一句话 ")
-    engine = Engine([WaterArmy()])
+    engine = Engine(water_army_detectors())
     run(s.sorted_events()[:-1] + [{"type": "tick", "ts": format_ts(T0 + 240)}], engine=engine)
-    assert len(list(records(engine).of_kind("text"))) == 1
-    assert len(list(records(engine).of_kind("sig"))) == 1  # the first text's only: the others skipped LSH
-    pairs = {tuple(ids[1:]): v["o"] for ids, v in records(engine).of_kind("pair")}
-    assert pairs == {("a1", "a2"): ["text:p1"], ("a1", "a3"): ["text:p1"], ("a2", "a3"): ["text:p1"]}
+    texts = [ids[1] for ids, _rec in records(engine, "army_objects").of_kind("object")]
+    assert len(texts) == WaterArmySettings().lsh_bands
+    pairs = {tuple(ids[1:]): v["o"] for ids, v in records(engine, "army_pairs").of_kind("pair")}
+    assert pairs == {("a1", "a2"): [texts[0]], ("a1", "a3"): [texts[0]], ("a2", "a3"): [texts[0]]}
+    assert texts[0].startswith("text:0:")
 
 
-def records(engine: Engine) -> Records:
-    """The water army's records, read the way the detector writes them."""
-    return Records(engine.stages[0].state, lambda *_: None)
+def records(engine: Engine, detector: str) -> Records:
+    """One water-army stage's records, read the way the detector writes them."""
+    return Records(engine.by_name[detector].state, lambda *_: None)
 
 
 def lockstep(accounts: int = 8, waves: int = 4, operated: tuple[int, ...] = (), **content) -> list[dict]:

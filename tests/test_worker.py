@@ -136,8 +136,10 @@ def test_the_worker_builds_with_any_set_of_detectors(detectors: str, tmp_path) -
     settings = Settings(detectors=detectors, app_id=f"build-{len(detectors)}", data_dir=tmp_path, store="memory://")
     app = create_app(settings)
     stages = sorted(name.rsplit("-stage-", 1)[1] for name in topic_names(settings) if "-stage-" in name)
-    assert stages == {"": ["cascades", "orders", "platform", "posts", "targets"], "water_army": ["platform"],
-                      "post_targets,targets": ["posts", "targets"], "cascades": ["cascades", "platform"]}[detectors]
+    army = ["army_accounts", "army_objects", "army_pairs"]
+    assert stages == {"": [*army, "cascades", "orders", "platform", "posts", "targets", "water_army"],
+                      "water_army": [*army, "water_army"], "post_targets,targets": ["posts", "targets"],
+                      "cascades": ["cascades", "platform"]}[detectors]
     assert sorted(agent.split("-", 1)[1] for agent in app.agents if agent.startswith("stage-")) == stages
 
 

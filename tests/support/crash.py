@@ -175,13 +175,14 @@ class Pair:
         return f"{self.app_id}.{name}"
 
     def owner_of_busiest(self) -> int:
-        """The worker that owns the platform stage's partition of the simulator's platform (the
-        ordered, busiest work), by the lag gauge's labels; 0 when that is not known yet."""
+        """The worker that owns the ledger's partition of the simulator's platform (its orders,
+        actions and refusal history meet there), by the lag gauge's labels; 0 when that is not
+        known yet."""
         from kafka.partitioner.default import murmur2
         from prometheus_client.parser import text_string_to_metric_families
 
         partition = str((murmur2(b"weibo") & 0x7FFFFFFF) % PARTITIONS)
-        stage = self.topic(f"{self.app_id}-stage-platform")
+        stage = self.topic(f"{self.app_id}-stage-orders")
         for i, w in enumerate(self.workers):
             try:
                 families = list(text_string_to_metric_families(w.metrics()))
