@@ -67,14 +67,14 @@ class WaterArmySettings(BaseModel):
     lsh_rows: int = Field(3, ge=1, le=32, description="Rows (MinHash values) per LSH band.")
     lsh_bands: int = Field(4, ge=1, description="LSH bands of a text's signature (at most 32 // lsh_rows); each is "
                            "an object, so each costs a text one more co-action entry.")
-    bucket_cap: int = Field(16, description="Texts of an LSH band a new text is compared with: the newest (bounds "
-                            "the work of a crowded band).")
+    bucket_cap: int = Field(64, description="Texts of an LSH band a new text is compared with, the newest: it pairs "
+                            "with the near-duplicates among them (bounds the work of a crowded band).")
     young_object_s: float = Field(3600, description="Only objects first seen this recently pair accounts: "
                                   "a wave is new, a stock phrase or a steady news link is not.")
     mass_accounts: int = Field(50, description="An object weighs 1 up to this many accounts in its window, less after.")
     max_pairing: int = Field(150, description="An object with more accounts in its window pairs no more.")
-    max_partners: int = Field(32, description="On each object a post pairs with at most this many co-actors, the "
-                              "most recent: enough to connect a large wave, linear in its size.")
+    max_partners: int = Field(32, description="On each object but a text band a post pairs with at most this many "
+                              "co-actors, the most recent: enough to connect a large wave, linear in its size.")
     half_life_s: float = Field(86400, description="Pair weights and post counts halve over this.")
     min_pair_weight: float = Field(2.5, description="Decayed weight of distinct shared objects for a strong pair.")
     min_overlap: float = Field(0.1, description="Strong pair weight / geometric mean of the two accounts' posts.")
@@ -273,22 +273,29 @@ class ArmyObjects:
     def _similar(self, members: dict, sig: str, band: int) -> list[list]:
         """Of the newest ``bucket_cap`` texts on this band, those similar to ``sig`` that share
         no earlier band with it: two near-duplicates share several bands, and the first of
-        them alone hands the pair on (one co-action per pair and post, not one per band).
-        Plain Python: a band holds a few texts, where numpy's cost per call dominated."""
+        them alone hands the pair on (one co-action per pair and post, not one per band)."""
         s = self.s
-        mine, rows, need = _sig_values(sig), s.lsh_rows, s.min_similarity * PERMUTATIONS
-        earlier = band * rows  # the values of the bands before this one
-        chosen = []
-        for a in list(members)[-s.bucket_cap:]:
-            other = members[a][4]
-            if other != sig:  # a verbatim repeat is similar, and shares every band
-                equal = list(map(int.__eq__, mine, _sig_values(other)))
-                if sum(equal) < need or any(all(equal[i:i + rows]) for i in range(0, earlier, rows)):
+        newest = list(members)[-s.bucket_cap:]
+        if len(newest) <= 4:  # a few texts: plain Python, where numpy's cost per call dominates
+            mine, rows, need = _sig_values(sig), s.lsh_rows, s.min_similarity * PERMUTATIONS
+            chosen = []
+            for a in newest:
+                other = members[a][4]
+                if other == sig:  # a verbatim repeat is similar, and shares every band
+                    if band == 0:
+                        chosen.append(a)
                     continue
-            elif band:
-                continue
-            chosen.append(a)
-        return [[a, *members[a][:4]] for a in sorted(chosen)]
+                equal = list(map(int.__eq__, mine, _sig_values(other)))
+                if sum(equal) >= need and not any(all(equal[i:i + rows]) for i in range(0, band * rows, rows)):
+                    chosen.append(a)
+            return [[a, *members[a][:4]] for a in sorted(chosen)]
+        sigs = np.frombuffer(bytes.fromhex("".join(members[a][4] for a in newest)), dtype=np.uint32)
+        equal = sigs.reshape(len(newest), PERMUTATIONS) == np.frombuffer(bytes.fromhex(sig), dtype=np.uint32)
+        close = np.count_nonzero(equal, axis=1) >= s.min_similarity * PERMUTATIONS
+        if band:  # not if it shares an earlier band
+            earlier = equal[:, :band * s.lsh_rows].reshape(len(newest), band, s.lsh_rows).all(axis=2).any(axis=1)
+            close &= ~earlier
+        return [[a, *members[a][:4]] for a in sorted(a for a, near in zip(newest, close.tolist()) if near)]
 
 
 class ArmyPairs:
