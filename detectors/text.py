@@ -5,8 +5,7 @@ Shingles are character bigrams for mostly-Chinese text and 3-grams otherwise.
 Water armies post the same insult with small edits (a character swapped, full-width
 punctuation, an emoji, a @mention). Normalisation folds those away; MinHash over character
 shingles estimates the Jaccard similarity of what is left, and banding the signature gives
-LSH buckets where near-duplicates meet. Verbatim repeats (after normalisation) are found by
-:func:`text_key` without MinHash. Everything is deterministic across processes (no
+LSH buckets where near-duplicates meet. Everything is deterministic across processes (no
 Python ``hash()``), because Kafka workers and ``replay`` must agree.
 
 Measured on this machine: about 15 µs per text for normalise + MinHash (numpy, vectorised
@@ -16,7 +15,6 @@ over all permutations at once); a per-shingle Python loop costs several times th
 from __future__ import annotations
 
 import functools
-import hashlib
 import re
 import unicodedata
 
@@ -56,13 +54,8 @@ def minhash(norm: str) -> np.ndarray:
     return (np.minimum.reduce(hashed, axis=1) >> _SHIFT).astype(np.uint32)
 
 
-def text_key(norm: str) -> str:
-    """A short fixed-size key for a normalised text: verbatim repeats are found without MinHash."""
-    return hashlib.blake2b(norm.encode(), digest_size=16).hexdigest()
-
-
 def exact_key(sig: np.ndarray) -> str:
-    """A signature as hex: how a cluster's latest text is kept, and what bucket keys are cut from."""
+    """A signature as hex: how a text's signature travels and is kept, and what bands are cut from."""
     return sig.tobytes().hex()
 
 

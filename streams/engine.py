@@ -138,11 +138,10 @@ class _Context:
     partition: int
     watermark: float = -math.inf
     outbox: list[tuple[str, AnyEvent]] = field(default_factory=list)
-    indexes: dict | None = None  # the detector's ``indexes`` (see events.records)
     records: Records = field(init=False)
 
     def __post_init__(self) -> None:
-        self.records = Records(self.state, self.expire, self.indexes)
+        self.records = Records(self.state, self.expire)
 
     def set_timer(self, key: str, at: float) -> None:
         self.timer_state[key] = [at, self.partition]
@@ -160,7 +159,7 @@ class _Stage:
     detector: Detector
     state: MutableMapping[str, Any]
     timers: MutableMapping[str, Any]
-    contexts: dict[int, _Context] = field(default_factory=dict)  # per partition, with its indexes
+    contexts: dict[int, _Context] = field(default_factory=dict)  # per partition
     carried: dict[int, list] = field(default_factory=dict)  # buffered events kept across a re-index
     buffers: MutableMapping[str, Any] | None = None  # where its durable buffered events live (Engine)
 
@@ -171,16 +170,15 @@ class _Stage:
     def context(self, partition: int, watermark: float) -> _Context:
         ctx = self.contexts.get(partition)
         if ctx is None:
-            ctx = _Context(self.state, self.timers, _Partition([], {}), partition,
-                           indexes=getattr(self.detector, "indexes", None))
-            ctx.part = self._rebuild(partition, ctx.records)
+            ctx = _Context(self.state, self.timers, _Partition([], {}), partition)
+            ctx.part = self._rebuild(partition)
             self.contexts[partition] = ctx
         ctx.watermark = watermark
         return ctx
 
-    def _rebuild(self, partition: int, records: Records) -> _Partition:
+    def _rebuild(self, partition: int) -> _Partition:
         """First use of a partition since start: index the (possibly recovered) state (timers,
-        expiry, buffered events, and the detector's own ``indexes`` in ``records``)."""
+        expiry, buffered events)."""
         timers = [(at, key) for key, (at, part) in list(self.timers.items()) if part == partition]
         heapq.heapify(timers)
         part = _Partition(timers, {}, self.carried.pop(partition, []))
@@ -199,7 +197,6 @@ class _Stage:
         for key, rec in list(self.state.items()):
             if isinstance(rec, dict) and "until" in rec:
                 part.schedule(rec["until"], key)
-                records.restore(key, rec)
             elif key.startswith(prefix) and len(rec) == 2:  # this detector's own, from before records were shared
                 restore(rec)
         if self.buffers is not None:  # a buffered event from before a restart or a rebalance
@@ -599,11 +596,9 @@ class Engine:
             for key in part.expiry.pop(m):
                 record = state.get(key)
                 if not isinstance(record, dict):
-                    ctx.records.forget(key)  # gone already (another partition's sweep, in process)
-                    continue
+                    continue  # gone already (another partition's sweep, in process)
                 until = record.get("until", -math.inf)
                 if until > now:
                     part.schedule(until, key)  # moved later since scheduled
                 else:
                     del state[key]
-                    ctx.records.forget(key)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from events.records import Indexed, Records, parse, record_key
+from events.records import Records, parse, record_key
 from tests.test_engine import TableLike
 
 
@@ -37,45 +37,3 @@ def test_an_edit_is_written_back_even_to_a_table_that_copies_values() -> None:
         rec["hits"] += 1
     assert records.get("target", "x") == {"hits": 2, "until": 20.0}
     assert [ids for ids, _ in records.of_kind("target")] == [["x"]]
-
-
-def test_an_index_read_back_in_any_order_finds_what_the_saved_one_finds() -> None:
-    """``find`` answers from memory; rebuilt from the stored records (a restart, another worker
-    taking the partition, a store that iterates in key order) it finds the same records, also
-    for crowded terms, which keep only the records that live longest, and also after expiry
-    (records of an indexed kind are saved once and expire in ``until`` order)."""
-    import random
-
-    def terms(ids: list[str], record: dict) -> list[str]:
-        return [f"{ids[0]}:{t}" for t in record["t"]]
-
-    spec = {"doc": Indexed(terms, keep=5)}
-    rng = random.Random(4)
-    table = TableLike()
-    live = Records(table, lambda *_: None, spec)
-    everything: dict[str, list] = {}
-    for i in range(400):
-        ids = ("weibo" if i % 3 else "douyin", f"d{i}")
-        until = float(rng.randrange(1000))
-        live.save("doc", *ids, record={"t": rng.sample("abcdefgh", 3)}, until=until)
-        for term in table[record_key("doc", *ids)]["t"]:
-            everything.setdefault(f"{ids[0]}:{term}", []).append((until, record_key("doc", *ids)))
-    for now in (-1.0, 300.0, 700.0, 990.0):
-        for key in [k for k in table.data if table[k]["until"] <= now]:  # expiry, in until order
-            del table.data[key]
-            live.forget(key)
-        keys = list(table.data)
-        rng.shuffle(keys)
-        rebuilt = Records(table, lambda *_: None, spec)
-        for key in keys:
-            rebuilt.restore(key, table[key])
-        for term, entries in everything.items():
-            got = live.find("doc", term)
-            assert rebuilt.find("doc", term) == got
-            alive = sorted(e for e in entries if e[0] > now)
-            assert sorted(record_key("doc", *ids) for ids, _ in got) == sorted(k for _u, k in alive[-5:])
-    crowded = live.find("doc", "weibo:a")
-    assert 0 < len(crowded) <= 5 and all(ids[0] == "weibo" for ids, _rec in crowded)
-    for ids, _rec in crowded:  # a record gone is out of the index
-        live.forget(record_key("doc", *ids))
-    assert live.find("doc", "weibo:a") == []
