@@ -3,7 +3,8 @@
 For the same simulated stream (one platform) it measures:
 
 * ``replay`` in process: events per second (wall time of the subprocess; it runs on one core);
-* one worker, then two workers of one group (fresh topics each, memory store, 3 partitions):
+* one worker, then two workers of one group (fresh topics each, memory store, 3 partitions or
+  ``--partitions``):
   events per second from the start of ``produce`` to the broker's timestamp of the last alert
   record (the stream ends with a tick far ahead, which releases what the ordered stages hold,
   so the last alert comes at the end of the work), each worker's CPU seconds over that run
@@ -19,7 +20,7 @@ The simulator sends ``root_id`` on every repost, as a busy platform does, so its
 keyed by root (``STORMWATCH_CASCADES__ROOT_IDS_GIVEN``); ``--by-platform`` keys them by the
 platform instead, as for a platform that may leave ``root_id`` out.
 
-Run: ``python -m benchmarks.workers [--minutes 10] [--by-platform]`` (starts its own broker).
+Run: ``python -m benchmarks.workers [--minutes 10] [--by-platform] [--partitions 3]`` (starts its own broker).
 Figures only, no assertions; the alerts of each run are compared with replay's and the
 difference is printed.
 """
@@ -91,13 +92,13 @@ def alerts_of(broker: KafkaBroker, topic: str, until: int, timeout: float) -> tu
 
 
 def run_workers(broker: KafkaBroker, bin_: str, src: Path, events: int, expected: list[dict], n: int,
-                workdir: Path) -> dict:
+                workdir: Path, partitions: int = 3) -> dict:
     app_id = f"bench{n}-{os.getpid()}-{int(time.time())}"
     workers = []
     for i in range(n):
         home = workdir / f"{app_id}-w{i}"
         home.mkdir(parents=True)
-        workers.append(Worker(broker, bin_, home, app_id=app_id))
+        workers.append(Worker(broker, bin_, home, app_id=app_id, partitions=partitions))
     try:
         for w in workers:
             w.start(timeout=120)
@@ -130,6 +131,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=int, default=10, help="simulated minutes (default 10)")
     parser.add_argument("--by-platform", action="store_true", help="cascades keyed by platform, not by root")
+    parser.add_argument("--partitions", type=int, default=3, help="partitions of every topic (default 3; with 3, "
+                        "two workers split each stage 2:1 at best)")
     args = parser.parse_args()
     os.environ["STORMWATCH_CASCADES__ROOT_IDS_GIVEN"] = "[]" if args.by_platform else '["weibo"]'  # workers inherit it
     print("cascades keyed by " + ("platform" if args.by_platform else "root"))
@@ -138,7 +141,8 @@ def main() -> None:
         tmp_path = Path(tmp)
         src = tmp_path / "stream.jsonl"
         events = stream(src, args.minutes)
-        print(f"{events:,} events ({args.minutes} simulated minutes, one platform, then a tick an hour on)")
+        print(f"{events:,} events ({args.minutes} simulated minutes, one platform, then a tick an hour on), "
+              f"{args.partitions} partitions")
         started = time.monotonic()
         subprocess.run([bin_, "replay", str(src), "--alerts-out", str(tmp_path / "replay.jsonl")], check=True,
                        capture_output=True)
@@ -148,7 +152,7 @@ def main() -> None:
         print(f"replay in process: {replay_rate:,.0f} events/s ({replay_s:.1f} s, {len(expected)} alert versions)")
         broker = KafkaBroker().start()
         try:
-            results = [run_workers(broker, bin_, src, events, expected, n, tmp_path) for n in (1, 2)]
+            results = [run_workers(broker, bin_, src, events, expected, n, tmp_path, args.partitions) for n in (1, 2)]
         finally:
             broker.stop()
     for r in results:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import orjson
+import pytest
 
 from detectors.water_army import WaterArmySettings, water_army_detectors
 from events import decode, format_ts
@@ -287,3 +288,57 @@ def test_provider_organized_only_when_a_platform_run_account_initiated_the_campa
     assert founded["evidence"]["provider_organized_by"] == ["acc0"]
     [promo] = campaigns(run(lockstep(operated=(0,))))  # a platform's own promotion: no online violence
     assert promo["aggravating"] == []
+
+
+def test_hostile_ids_and_any_partition_count_give_the_same_campaigns() -> None:
+    """The four stages re-key every post by account, object and pair: with ids holding tabs,
+    NULs and backslashes (accounts, hashtags, targets), 3 or 8 partitions give exactly the
+    alerts of one engine, and the campaign names the hostile accounts as they were sent."""
+    from streams.local import LocalPipeline
+    from streams.partitioned import PartitionedPipeline
+    from streams.settings import Settings
+
+    s = Stream(seed=9)
+    s.organic(accounts=150, posts=900, minutes=200, prefix="u\t")
+    members = [f"army\t{i}\x00\\" for i in range(12)]
+    s.campaign(members, waves=5, every_min=30, width_min=3, start=10, target={"id": "v\t1\x00", "name": "林某"},
+               hashtag="tag\t\\x")
+    lines = [orjson.dumps(e) for e in s.sorted_events()]
+
+    def alerts(make) -> list[bytes]:
+        got: list[bytes] = []
+        pipeline = make(lambda a: got.append(a.to_json()), lambda d: pytest.fail(f"dead letter {d}"))
+        for n, line in enumerate(lines, 1):
+            pipeline.feed(line, f"t:{n}")
+        if hasattr(pipeline, "finish"):
+            pipeline.finish()
+        return got
+
+    one = alerts(lambda a, d: LocalPipeline(Settings(detectors="water_army"), a, d))
+    found = campaigns([orjson.loads(x) for x in one])
+    assert found and set(found[0]["evidence"]["accounts"]) <= set(members)
+    assert len(found[0]["evidence"]["accounts"]) >= 0.8 * len(members)
+    for n in (3, 8):
+        assert sorted(alerts(lambda a, d: PartitionedPipeline(Settings(detectors="water_army"), n, a, d))) == sorted(one)
+
+
+def test_the_stages_hand_on_events_no_input_can_carry() -> None:
+    """``army_act``, ``co_action`` and ``strong_pair`` are read from stage topics only: on an
+    input topic they are dead letters, so no platform can forge a strong pair."""
+    from events import DeadLetter
+
+    forged = {"type": "strong_pair", "event_id": "x", "platform": "weibo", "ts": format_ts(T0),
+              "accounts": ["a", "b"], "objects": [], "posts": [], "cards": {"a": {"n": 1, "t": T0}, "b": {"n": 1, "t": T0}}}
+    assert isinstance(decode(orjson.dumps(forged), "input"), DeadLetter)
+    assert decode(orjson.dumps(forged), "stage", stage=True).type == "strong_pair"
+
+
+def test_part_ids_are_unambiguous_and_sort_with_their_post() -> None:
+    """What a stage makes of one post's object or co-actor is named by the post's id, the part
+    and its length: no two (id, part) give one name, whatever NULs they hold, and a post's
+    parts sort after the post itself and before the next post's id."""
+    from detectors.water_army import part_id
+
+    pairs = [("e", "1\x00x"), ("e\x001", "x"), ("e\x00", "\x00"), ("e", "\x00\x00"), ("e1", "x")]
+    assert len({part_id(e, p) for e, p in pairs}) == len(pairs)
+    assert "e" < part_id("e", "tag:x") < part_id("e", "text:0:ab") < "e0"
