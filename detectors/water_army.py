@@ -95,7 +95,6 @@ class WaterArmySettings(BaseModel):
     score_shared: float = Field(0.1, description="Weight of the share of members sharing a device or IP prefix.")
 
 
-
 @functools.lru_cache(maxsize=4096)
 def signature(norm: str) -> str:
     """A normalised text's MinHash signature as hex. Cached: campaigns repeat texts verbatim."""
@@ -235,7 +234,9 @@ class ArmyObjects:
         platform, obj = ids.parts(key)
         text = obj.startswith(TEXT)
         window = s.text_window_s if text else s.object_window_s
-        entry = [t, event.post_id, event.aims, event.card, event.sig] if text else [t, event.post_id, event.aims, event.card]
+        entry = [t, event.post_id, event.aims, event.card]
+        if text:
+            entry.append(event.sig)
         rec = ctx.records.get("object", platform, obj)
         if rec is None:  # most objects (a text's bands above all) are acted on once
             ctx.records.save("object", platform, obj, record={"m": {me: entry}, "first": t}, until=t + window)
@@ -246,12 +247,15 @@ class ArmyObjects:
         while members and next(iter(members.values()))[0] < horizon:  # insertion order = time order
             del members[next(iter(members))]
         if members and len(members) < s.max_pairing and t - rec["first"] <= s.young_object_s:
-            partners = self._similar(members, event.sig, int(obj[len(TEXT):].split(":", 1)[0])) if text else self._newest(members)
+            if text:  # text:<band>:<hex>
+                partners = self._similar(members, event.sig, int(obj[len(TEXT):].split(":", 1)[0]))
+            else:
+                partners = self._newest(members)
             if partners:
                 ctx.emit("army_pairs", CoAction(
                     type="co_action", event_id=part_id(event.event_id, obj), platform=platform, ts=event.ts,
-                    post_id=event.post_id, account_id=me, object=obj, weight=min(1.0, s.mass_accounts / (len(members) + 1)),
-                    aims=event.aims, flags=event.flags, card=event.card, partners=partners))
+                    post_id=event.post_id, account_id=me, object=obj, aims=event.aims, flags=event.flags,
+                    weight=min(1.0, s.mass_accounts / (len(members) + 1)), card=event.card, partners=partners))
         members[me] = entry
         while len(members) > s.max_pairing + 1:  # crowded: keep the newest
             del members[next(iter(members))]
@@ -350,7 +354,7 @@ class ArmyPairs:
                 n_other = _decay(card["n"], card["t"], t, s.half_life_s)
                 if rec["w"] >= s.min_overlap * math.sqrt(event.card["n"] * n_other):
                     rec["strong"] = became = True
-        ctx.records.save("pair", platform, a, b, record=rec, until=t + 4 * s.half_life_s)
+        ctx.records.save("pair", platform, a, b, record=rec, until=t + self.keep_s)
         if became:
             ctx.emit("water_army", StrongPair(
                 type="strong_pair", event_id=part_id(event.event_id, other), platform=platform, ts=event.ts,

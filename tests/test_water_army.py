@@ -319,7 +319,8 @@ def test_hostile_ids_and_any_partition_count_give_the_same_campaigns() -> None:
     assert found and set(found[0]["evidence"]["accounts"]) <= set(members)
     assert len(found[0]["evidence"]["accounts"]) >= 0.8 * len(members)
     for n in (3, 8):
-        assert sorted(alerts(lambda a, d: PartitionedPipeline(Settings(detectors="water_army"), n, a, d))) == sorted(one)
+        many = alerts(lambda a, d: PartitionedPipeline(Settings(detectors="water_army"), n, a, d))
+        assert sorted(many) == sorted(one)
 
 
 def test_the_stages_hand_on_events_no_input_can_carry() -> None:
@@ -328,7 +329,8 @@ def test_the_stages_hand_on_events_no_input_can_carry() -> None:
     from events import DeadLetter
 
     forged = {"type": "strong_pair", "event_id": "x", "platform": "weibo", "ts": format_ts(T0),
-              "accounts": ["a", "b"], "objects": [], "posts": [], "cards": {"a": {"n": 1, "t": T0}, "b": {"n": 1, "t": T0}}}
+              "accounts": ["a", "b"], "objects": [], "posts": [],
+              "cards": {"a": {"n": 1, "t": T0}, "b": {"n": 1, "t": T0}}}
     assert isinstance(decode(orjson.dumps(forged), "input"), DeadLetter)
     assert decode(orjson.dumps(forged), "stage", stage=True).type == "strong_pair"
 
