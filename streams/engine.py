@@ -559,8 +559,9 @@ class Engine:
             # records expire by the time of what is handed over, not by how far the watermark
             # jumped: one step over an hour (a source that was silent) or sixty of a minute give
             # the detector the same state
-            if (next_event if next_event <= next_timer else next_timer) // EXPIRY_STEP > ctx.part.swept:
-                self._expire(stage, ctx, min(next_event, next_timer))
+            at = next_event if next_event <= next_timer else next_timer
+            if math.floor(at / EXPIRY_STEP) > ctx.part.swept:  # _expire's own test, without the call
+                self._expire(stage, ctx, at)
             if next_event <= next_timer:
                 _ts, event_id, _type, key, seq, event = heapq.heappop(pending)
                 if self.buffers is not None and (self.write_buffers or seq < 0):
