@@ -67,7 +67,9 @@ class WaterArmySettings(BaseModel):
     lsh_rows: int = Field(3, ge=1, le=32, description="Rows (MinHash values) per LSH band.")
     lsh_bands: int = Field(4, ge=1, description="LSH bands of a text's signature (at most 32 // lsh_rows); each is "
                            "an object, so each costs a text one more co-action entry.")
-    bucket_cap: int = Field(64, description="Texts of an LSH band a new text is compared with, the newest: it pairs "
+    max_objects: int = Field(16, ge=0, description="Objects a post acts on besides its text (the first by name): "
+                             "an honest post has a few; 300 URLs, hashtags and targets would cost 300 co-actions.")
+    bucket_cap: int = Field(64, ge=1, description="Texts of an LSH band a new text is compared with, the newest: it pairs "
                             "with the near-duplicates among them (bounds the work of a crowded band).")
     young_object_s: float = Field(3600, description="Only objects first seen this recently pair accounts: "
                                   "a wave is new, a stock phrase or a steady news link is not.")
@@ -108,9 +110,20 @@ def _sig_values(hexsig: str) -> tuple[int, ...]:
 
 def part_id(event_id: str, part: str) -> str:
     """The id of what a stage makes of one event's part (an object, an account): the event's
-    id, a NUL, the part, a NUL and its length. Unambiguous whatever the ids hold, and sorting
-    where the event did."""
-    return f"{event_id}\x00{part}\x00{len(part)}"
+    id with each NUL written as NUL SOH, two NULs, then the part. Unambiguous (the first two
+    NULs end the event's id) and sorting with the event whatever the ids hold: the parts of
+    one event sort together, in the order of the events' ids."""
+    return f"{event_id.replace(chr(0), chr(0) + chr(1))}\x00\x00{part}"
+
+
+MAX_NAME = 300  # characters of an object's name; a longer one (a hostile URL or hashtag) goes by its digest
+
+
+def _name(kind: str, value: str) -> str:
+    name = kind + value
+    if len(name) <= MAX_NAME:
+        return name
+    return kind + "~" + hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
 def _decay(value: float, since: float, now: float, half_life: float) -> float:
@@ -138,13 +151,15 @@ def _aims(post: Post) -> list[str]:
                                  ("targeted", bool(post.targets))) if present]
 
 
-def _objects(post: Post) -> list[str]:
+def _objects(post: Post, cap: int) -> list[str]:
+    """The post's objects besides its text, at most ``cap`` (the first by name), each named
+    in at most ``MAX_NAME`` characters: one hostile post's co-action work stays bounded."""
     objs = []
     if post.parent_id is not None:
-        objs.append(("rp:" if post.kind == "repost" else "re:") + post.parent_id)
-    objs += ["url:" + u for u in post.urls] + ["tag:" + h.strip("#").lower() for h in post.hashtags]
-    objs += ["tgt:" + t.id for t in post.targets]
-    return sorted(set(objs))
+        objs.append(_name("rp:" if post.kind == "repost" else "re:", post.parent_id))
+    objs += [_name("url:", u) for u in post.urls] + [_name("tag:", h.strip("#").lower()) for h in post.hashtags]
+    objs += [_name("tgt:", t.id) for t in post.targets]
+    return sorted(set(objs))[:cap]
 
 
 def water_army_detectors(settings: WaterArmySettings | None = None) -> list:
@@ -178,7 +193,7 @@ class ArmyAccounts:
             raise TypeError(f"the water army takes posts, got {type(event).__name__}")
         flags = _aggravating(event)
         card = self._count_post(event, flags, ctx)
-        objects, sig = _objects(event), None
+        objects, sig = _objects(event, self.s.max_objects), None
         if event.kind != "repost":  # a repost carries its parent's text: its parent is the object
             norm = normalise(event.text)
             if len(norm) >= MIN_CHARS:

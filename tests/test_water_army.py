@@ -336,11 +336,38 @@ def test_the_stages_hand_on_events_no_input_can_carry() -> None:
 
 
 def test_part_ids_are_unambiguous_and_sort_with_their_post() -> None:
-    """What a stage makes of one post's object or co-actor is named by the post's id, the part
-    and its length: no two (id, part) give one name, whatever NULs they hold, and a post's
-    parts sort after the post itself and before the next post's id."""
+    """What a stage makes of one post's object or co-actor is named by the post's id (its NULs
+    escaped), two NULs and the part: no two (id, part) give one name, whatever NULs they hold,
+    and one post's parts sort together, in the order of the posts' ids (``e`` and ``e\x00s``
+    at the same time: found by the session-14 review to interleave)."""
     from detectors.water_army import part_id
 
-    pairs = [("e", "1\x00x"), ("e\x001", "x"), ("e\x00", "\x00"), ("e", "\x00\x00"), ("e1", "x")]
+    pairs = [("e", "1\x00x"), ("e\x001", "x"), ("e\x00", "\x00"), ("e", "\x00\x00"), ("e1", "x"), ("e\x00\x00", "")]
     assert len({part_id(e, p) for e, p in pairs}) == len(pairs)
-    assert "e" < part_id("e", "tag:x") < part_id("e", "text:0:ab") < "e0"
+    posts = sorted(["e", "e\x00s", "e\x00", "e\x01", "f", "e\x00\x00"])
+    parts = ["rp:x", "tag:\x00", "url:z\x00\x00", "\x00"]
+    named = sorted((part_id(e, p), e) for e in posts for p in parts)
+    assert [e for _name, e in named] == [e for e in posts for _p in parts]
+    assert part_id(part_id("e\x00", "url:a"), "acct") < part_id(part_id("e\x00", "url:b"), "a")
+
+
+def test_a_hostile_post_acts_on_a_bounded_number_of_short_objects() -> None:
+    """300 URLs, hashtags and targets make ``max_objects`` objects, and a hashtag that grows
+    when lower-cased ("İ" is two characters then) goes by its digest: two accounts posting it
+    co-act instead of failing, and the ids built from it stay within the stage's bound."""
+    from detectors.water_army import MAX_NAME
+
+    s = Stream(seed=8)
+    huge = "İ" * 2047
+    many = {"urls": [f"https://x.example/{i}" for i in range(100)], "hashtags": [huge] + [f"t{i}" for i in range(99)],
+            "targets": [{"id": f"v{i}"} for i in range(100)]}
+    s.post(0, "a" * 256, **many, event_id="e" * 256)
+    s.post(1, "b" * 256, **many)
+    engine = Engine(water_army_detectors())
+    run(s.sorted_events()[:-1] + [{"type": "tick", "ts": format_ts(T0 + 150)}], engine=engine)
+    assert not engine.drain_failures()
+    objects = [ids[1] for ids, _rec in records(engine, "army_objects").of_kind("object")]
+    assert len(objects) == WaterArmySettings().max_objects
+    assert max(map(len, objects)) <= MAX_NAME
+    pairs = [rec for _ids, rec in records(engine, "army_pairs").of_kind("pair")]
+    assert len(pairs) == 1 and len(pairs[0]["o"]) == WaterArmySettings().max_objects
