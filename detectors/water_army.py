@@ -67,8 +67,9 @@ class WaterArmySettings(BaseModel):
     lsh_rows: int = Field(3, ge=1, le=32, description="Rows (MinHash values) per LSH band.")
     lsh_bands: int = Field(4, ge=1, description="LSH bands of a text's signature (at most 32 // lsh_rows); each is "
                            "an object, so each costs a text one more co-action entry.")
-    max_objects: int = Field(16, ge=0, description="Objects a post acts on besides its text (the first by name): "
-                             "an honest post has a few; 300 URLs, hashtags and targets would cost 300 co-actions.")
+    max_objects: int = Field(16, ge=0, description="Objects a post acts on besides its text (the first by "
+                             "name): an honest post has a few; 300 URLs, hashtags and targets would cost 300 "
+                             "co-actions.")
     bucket_cap: int = Field(64, ge=1, description="Texts of an LSH band a new text is compared with, the newest: it pairs "
                             "with the near-duplicates among them (bounds the work of a crowded band).")
     young_object_s: float = Field(3600, description="Only objects first seen this recently pair accounts: "
