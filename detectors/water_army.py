@@ -70,8 +70,8 @@ class WaterArmySettings(BaseModel):
     max_objects: int = Field(16, ge=0, description="Objects a post acts on besides its text (the first by "
                              "name): an honest post has a few; 300 URLs, hashtags and targets would cost 300 "
                              "co-actions.")
-    bucket_cap: int = Field(64, ge=1, description="Texts of an LSH band a new text is compared with, the newest: it pairs "
-                            "with the near-duplicates among them (bounds the work of a crowded band).")
+    bucket_cap: int = Field(64, ge=1, description="Texts of an LSH band a new text is compared with, the newest: it "
+                            "pairs with the near-duplicates among them (bounds the work of a crowded band).")
     young_object_s: float = Field(3600, description="Only objects first seen this recently pair accounts: "
                                   "a wave is new, a stock phrase or a steady news link is not.")
     mass_accounts: int = Field(50, description="An object weighs 1 up to this many accounts in its window, less after.")
