@@ -104,11 +104,6 @@ def signature(norm: str) -> str:
     return exact_key(minhash(norm))
 
 
-@functools.lru_cache(maxsize=8192)
-def _sig_values(hexsig: str) -> tuple[int, ...]:
-    return tuple(np.frombuffer(bytes.fromhex(hexsig), dtype=np.uint32).tolist())
-
-
 def part_id(event_id: str, part: str) -> str:
     """The id of what a stage makes of one event's part (an object, an account): the event's
     id with each NUL written as NUL SOH, two NULs, then the part. Unambiguous (the first two
@@ -296,19 +291,6 @@ class ArmyObjects:
         them alone hands the pair on (one co-action per pair and post, not one per band)."""
         s = self.s
         newest = list(members)[-s.bucket_cap:]
-        if len(newest) <= 4:  # a few texts: plain Python, where numpy's cost per call dominates
-            mine, rows, need = _sig_values(sig), s.lsh_rows, s.min_similarity * PERMUTATIONS
-            chosen = []
-            for a in newest:
-                other = members[a][4]
-                if other == sig:  # a verbatim repeat is similar, and shares every band
-                    if band == 0:
-                        chosen.append(a)
-                    continue
-                equal = list(map(int.__eq__, mine, _sig_values(other)))
-                if sum(equal) >= need and not any(all(equal[i:i + rows]) for i in range(0, band * rows, rows)):
-                    chosen.append(a)
-            return [[a, *members[a][:4]] for a in sorted(chosen)]
         sigs = np.frombuffer(bytes.fromhex("".join(members[a][4] for a in newest)), dtype=np.uint32)
         equal = sigs.reshape(len(newest), PERMUTATIONS) == np.frombuffer(bytes.fromhex(sig), dtype=np.uint32)
         close = np.count_nonzero(equal, axis=1) >= s.min_similarity * PERMUTATIONS

@@ -92,10 +92,9 @@ def _identity(event: AnyEvent, key: str) -> str:
     """The (platform, event id, key) an event was handed over as, unambiguous whatever the ids
     hold. An event a stage made (not an input type: a cascades finding) adds its type, so no
     input's id, whatever it holds, can pass for it in a seen-set that also takes inputs."""
-    platform, event_id = event.platform, event.event_id  # ids.scoped, spelt out: once per event and key
     if event.type in TOPIC_BY_TYPE:
-        return f"{len(platform)}:{platform}{len(event_id)}:{event_id}{len(key)}:{key}"
-    return f"{len(platform)}:{platform}{len(event_id)}:{event_id}{len(key)}:{key}{len(event.type)}:{event.type}"
+        return ids.scoped(event.platform, event.event_id, key)
+    return ids.scoped(event.platform, event.event_id, key, event.type)
 
 
 class LateEvent(Exception):
@@ -559,9 +558,7 @@ class Engine:
             # records expire by the time of what is handed over, not by how far the watermark
             # jumped: one step over an hour (a source that was silent) or sixty of a minute give
             # the detector the same state
-            at = next_event if next_event <= next_timer else next_timer
-            if math.floor(at / EXPIRY_STEP) > ctx.part.swept:  # _expire's own test, without the call
-                self._expire(stage, ctx, at)
+            self._expire(stage, ctx, min(next_event, next_timer))
             if next_event <= next_timer:
                 _ts, event_id, _type, key, seq, event = heapq.heappop(pending)
                 if self.buffers is not None and (self.write_buffers or seq < 0):
