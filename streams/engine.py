@@ -97,6 +97,12 @@ def _identity(event: AnyEvent, key: str) -> str:
     return ids.scoped(event.platform, event.event_id, key, event.type)
 
 
+def _emitted_identity(event: AnyEvent) -> str:
+    """An event emitted to a stage of the same engine, once for all its keys: five parts, so it
+    cannot pass for any identity :func:`_identity` makes (three or four)."""
+    return ids.scoped(event.platform, event.event_id, "", event.type, "emitted")
+
+
 class LateEvent(Exception):
     """An event too far behind event time to tell from a duplicate (see the module docstring)."""
 
@@ -275,6 +281,8 @@ class Engine:
             for etype in stage.detector.event_types | getattr(stage.detector, "receives", frozenset()):
                 self.by_handed_type.setdefault(etype, []).append(stage)
         self._handed: list[tuple[_Stage, _Context]] = []  # stages emitted to during one process()
+        self._keys_event: AnyEvent | None = None  # see _keys()
+        self._keys_by: dict[str, tuple[str, ...]] = {}
         self.sources = tuple(sources)
         self.lateness = lateness
         self.dedupe_window = dedupe_window
@@ -355,11 +363,11 @@ class Engine:
             offsets, holding = self.held.setdefault(partition, ({}, {}))
             if identity in holding or self._was_seen(first, first.context(partition, wm.value), event, identity):
                 return alerts
-        elif self._seen(first, first.context(partition, wm.value), event, key or ""):
+        elif not self._mark_seen(first, first.context(partition, wm.value), event, identity):
             return alerts
         routed: list[tuple[_Stage, _Context, tuple[str, ...]]] = []
         for stage in takers:
-            keys = tuple(stage.detector.keys(event))
+            keys = self._keys(stage, event)
             if key is not None:  # already routed to one key's partition (several detectors may share it)
                 keys = (key,) if key in keys else ()
             # the context first: opening it reads the durable buffers back, which _hold writes to
@@ -387,6 +395,16 @@ class Engine:
             if _due(ctx.part, wm.value):
                 alerts.extend(self._release(stage, ctx, wm.value))
         return alerts
+
+    def _keys(self, stage: _Stage, event: AnyEvent) -> tuple[str, ...]:
+        """The detector's keys for ``event``, remembered for the last event: a stage record
+        hands one event over once per key it was bound for (a co-action, once per partner)."""
+        if event is not self._keys_event:
+            self._keys_event, self._keys_by = event, {}
+        keys = self._keys_by.get(stage.detector.name)
+        if keys is None:
+            keys = self._keys_by[stage.detector.name] = tuple(stage.detector.keys(event))
+        return keys
 
     def _released(self, seq: int, event: AnyEvent, partition: int, now: float) -> None:
         """A buffered entry handed over (replayed buffers): seen from now on, no longer held."""
@@ -427,7 +445,9 @@ class Engine:
         return record is not None and identity in record["ids"]
 
     def _mark_seen(self, stage: _Stage, ctx: _Context, event: AnyEvent, identity: str) -> bool:
-        """Remember ``identity``; False when it was remembered already."""
+        """Remember ``identity``; False when it was remembered already. Every detector that
+        takes an event takes it in the same call, so one record serves them all: it lives in the
+        state of the first of them (``stage``)."""
         bucket = int(event.epoch // SEEN_BUCKET_S)
         skey = _seen_key(ctx.partition, bucket)
         record = stage.state.get(skey)
@@ -439,12 +459,6 @@ class Engine:
         record["ids"][identity] = 1
         stage.state[skey] = record
         return True
-
-    def _seen(self, stage: _Stage, ctx: _Context, event: AnyEvent, key: str) -> bool:
-        """True when this engine already took this event (for this key, on Kafka); else remember
-        it. Every detector that takes the event takes it in the same call, so one record serves
-        them all: it lives in the state of the first of them (``stage``)."""
-        return not self._mark_seen(stage, ctx, event, _identity(event, key))
 
     def _buffer(self, ctx: _Context, event: AnyEvent, key: str) -> int:
         """Into the partition's heap; its durable record is the caller's (:meth:`_hold`)."""
@@ -493,9 +507,12 @@ class Engine:
                 self.emitted.append((name, event))
                 continue
             target_ctx = target.context(ctx.partition, ctx.watermark)
-            # an event emitted more than once (by several keys of the emitter) is taken once per
-            # key of the receiver, as on Kafka, where the receiving engine's seen-set drops repeats
-            keys = tuple(k for k in target.detector.keys(event) if not self._seen(target, target_ctx, event, k))
+            # an event emitted more than once (by several keys of the emitter) is taken once, as
+            # on Kafka, where the receiving engine's seen-set drops the repeats key by key: here
+            # every key of the receiver takes it in this one call, so one mark serves them all
+            if not self._mark_seen(target, target_ctx, event, _emitted_identity(event)):
+                continue
+            keys = tuple(target.detector.keys(event))
             if not keys:
                 continue
             self._handed.append((target, target_ctx))

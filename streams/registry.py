@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from kafka.partitioner.default import murmur2
@@ -142,6 +143,7 @@ def placements(detectors: list[Detector], event: AnyEvent, partitions: int) -> l
     return sorted(placed, key=lambda pk: (pk[1], pk[0]))
 
 
+@functools.lru_cache(maxsize=65_536)  # kafka-python's murmur2 is pure Python; keys (accounts, objects) recur
 def partition_of(key: bytes, partitions: int) -> int:
     """The partition of a key: Kafka's default partitioner (kafka-python and aiokafka alike),
     so the worker's routing and ``replay --partitions`` agree."""

@@ -26,6 +26,37 @@ def test_keys_with_tabs_markup_and_newlines_survive() -> None:
     assert unpack(pack(entries)) == [("weibo\t<b>x</b>\n", b'{"type":"post"}\n{"x":1}'), (None, b'{"type":"tick"}')]
 
 
+def test_an_event_bound_for_several_keys_is_written_once_and_read_back_as_one_object() -> None:
+    event = b'{"type":"co_action","partners":[' + b"1" * 500 + b"]}"
+    entries = [(b"weibo\ta\tb", event), (b"weibo\ta\tc", event), (b"weibo\ta\td", bytes(event)),
+               (b"", b"tick"), (b"weibo\tx", event)]
+    record = pack(entries)
+    assert len(record) < 2 * len(event) + 100  # twice: once at first, once after the tick between
+    got = unpack(record)
+    assert got == [(k.decode() or None, v) for k, v in entries]
+    assert got[0][1] is got[1][1] is got[2][1] and got[4][1] is not got[0][1]  # the reader decodes it once
+
+
+def test_a_record_that_opens_with_a_repeat_is_refused() -> None:
+    record = batches._LENGTHS.pack(1, batches.REPEAT) + b"k"
+    with pytest.raises(ValueError, match="stage record: entry at byte 8 repeats .* none came before"):
+        unpack(record)
+
+
+def test_a_cut_record_starts_with_its_event_even_inside_a_run_of_repeats(monkeypatch) -> None:
+    monkeypatch.setattr(batches, "RECORD_BYTES", 120)
+    topics = {"army_pairs": _Topic()}
+    box = Outbox()
+    event = b"e" * 60
+    for i in range(30):
+        box.add("army_pairs", 0, "stage:army_objects/0", f"pair-{i:02}".encode(), event)
+    asyncio.run(box.send(topics, "stormwatch-source"))
+    sent = topics["army_pairs"].sent
+    assert len(sent) > 1 and all(len(rec) <= 120 for _p, _h, rec in sent)
+    got = [entry for _p, _h, rec in sent for entry in unpack(rec)]
+    assert got == [(f"pair-{i:02}", event) for i in range(30)]
+
+
 @pytest.mark.parametrize("cut", [1, 5, 9, 12])
 def test_a_truncated_record_is_refused_with_the_byte_where_it_broke(cut: int) -> None:
     record = pack([(b"k", b"0123456789")])

@@ -328,3 +328,52 @@ def test_a_watermark_that_jumps_gives_the_state_of_small_steps() -> None:
     two.process(events[-1], source="silent")  # everything is released in one step
     assert steps.found == [("p1", False), ("p2", True), ("p3", False)]  # p1's record expired after a minute
     assert jump.found == steps.found
+
+
+def test_an_event_emitted_twice_is_taken_once_per_key_and_never_passes_for_an_input() -> None:
+    """In one engine an emitted event goes to every key of its receiver in one call: emitted
+    again (here by both keys of the emitter), it is dropped, as the receiving stages' seen-sets
+    drop it on Kafka. Its seen mark cannot hide an input that shares its platform and id."""
+    from typing import ClassVar
+
+    class Emitter:
+        name: ClassVar[str] = "emitter"
+        raises: ClassVar[tuple[str, ...]] = ()
+        event_types: ClassVar[frozenset[str]] = frozenset({"post"})
+        ordered: ClassVar[bool] = True
+        emits: ClassVar[frozenset[str]] = frozenset({"receiver"})
+
+        def keys(self, event):  # noqa: ANN001, ANN201
+            return ["k1", "k2"] if event.event_id == "e1" else []
+
+        def on_event(self, event, key, ctx):  # noqa: ANN001, ANN201
+            ctx.emit("receiver", event)  # the same event from both keys
+            return []
+
+        def on_timer(self, key, ctx):  # noqa: ANN001, ANN201
+            return []
+
+    class Receiver:
+        name: ClassVar[str] = "receiver"
+        raises: ClassVar[tuple[str, ...]] = ()
+        event_types: ClassVar[frozenset[str]] = frozenset({"order"})
+        receives: ClassVar[frozenset[str]] = frozenset({"post"})
+        ordered: ClassVar[bool] = True
+        taken: ClassVar[list] = []
+
+        def keys(self, event):  # noqa: ANN001, ANN201
+            return ["a", "b", "c"] if event.type == "post" else ["a"]
+
+        def on_event(self, event, key, ctx):  # noqa: ANN001, ANN201
+            self.taken.append((event.type, event.event_id, key))
+            return []
+
+        def on_timer(self, key, ctx):  # noqa: ANN001, ANN201
+            return []
+
+    engine = Engine([Emitter(), Receiver()])
+    engine.process(decode(orjson.dumps({**post("p1", 0), "event_id": "e1"}), "t"))
+    engine.process(decode(orjson.dumps({**order("o1", 0, 30), "event_id": "e1"}), "t"))  # same platform, id, time
+    engine.process(decode(orjson.dumps(tick(1)), "t"))
+    assert sorted(Receiver.taken) == [("order", "e1", "a"), ("post", "e1", "a"), ("post", "e1", "b"),
+                                      ("post", "e1", "c")]

@@ -8,8 +8,11 @@ stays in the record's header, so a stage partition's watermark sees exactly what
 message per event; a record is handled whole, within one of the stage's batches.
 
 The framing is binary (a 4-byte length before each key and each event), not JSON: an input
-event is copied as it came, never parsed or serialised again on the way. Input topics keep one
-event per message: that is the contract.
+event is copied as it came, never parsed or serialised again on the way. An event bound for
+several keys on one partition (a co-action with its partners, each a pair) is written once:
+the entries after the first carry :data:`REPEAT` as their length and no event, and the reader
+hands back the same bytes object, so it decodes the event once. Input topics keep one event
+per message: that is the contract.
 """
 
 from __future__ import annotations
@@ -20,26 +23,44 @@ from collections.abc import Mapping
 BATCH_HEADER = "stormwatch-batch"  # present on a stage record with several entries
 RECORD_BYTES = 256_000  # a record is cut after this many bytes (Kafka's default limit is about 1 MB)
 _LENGTHS = struct.Struct(">II")
+REPEAT = 0xFFFF_FFFF  # an entry's event length meaning "the event of the entry before"
 
 
 def pack(entries: list[tuple[bytes, bytes]]) -> bytes:
-    """``(key, event)`` entries as one record value (an empty key: none, as for ticks)."""
-    return b"".join(_LENGTHS.pack(len(key), len(value)) + key + value for key, value in entries)
+    """``(key, event)`` entries as one record value (an empty key: none, as for ticks); an
+    event equal to the one before it is not written again (:data:`REPEAT`)."""
+    out, previous = [], None
+    for key, value in entries:
+        if value == previous:
+            out.append(_LENGTHS.pack(len(key), REPEAT) + key)
+        else:
+            out.append(_LENGTHS.pack(len(key), len(value)) + key + value)
+            previous = value
+    return b"".join(out)
 
 
 def unpack(record: bytes) -> list[tuple[str | None, bytes]]:
-    """The entries of :func:`pack`, keys decoded; ``ValueError`` when the framing is broken."""
+    """The entries of :func:`pack`, keys decoded, a repeated event as the same bytes object;
+    ``ValueError`` when the framing is broken."""
     entries: list[tuple[str | None, bytes]] = []
     view, at, end = memoryview(record), 0, len(record)
+    previous: bytes | None = None
     while at < end:
         if at + _LENGTHS.size > end:
             raise ValueError(f"stage record: truncated entry header at byte {at}")
         klen, vlen = _LENGTHS.unpack_from(view, at)
         at += _LENGTHS.size
+        repeat = vlen == REPEAT
+        if repeat:
+            vlen = 0
+            if previous is None:
+                raise ValueError(f"stage record: entry at byte {at} repeats the event before it, but none came before")
         if at + klen + vlen > end:
             raise ValueError(f"stage record: entry at byte {at} runs past the end ({klen} + {vlen} bytes)")
         key = bytes(view[at:at + klen]).decode() if klen else None
-        entries.append((key, bytes(view[at + klen:at + klen + vlen])))
+        if not repeat:
+            previous = bytes(view[at + klen:at + klen + vlen])
+        entries.append((key, previous))
         at += klen + vlen
     return entries
 
@@ -78,10 +99,12 @@ def _chunks(items: list[tuple[bytes, bytes]]) -> list[list[tuple[bytes, bytes]]]
     chunks: list[list[tuple[bytes, bytes]]] = [[]]
     size = 0
     for key, value in items:
-        length = _LENGTHS.size + len(key) + len(value)
+        repeat = bool(chunks[-1]) and value == chunks[-1][-1][1]  # as pack() will write it
+        length = _LENGTHS.size + len(key) + (0 if repeat else len(value))
         if chunks[-1] and size + length > RECORD_BYTES:
             chunks.append([])
             size = 0
+            length = _LENGTHS.size + len(key) + len(value)  # a record's first entry carries its event
         chunks[-1].append((key, value))
         size += length
     return chunks

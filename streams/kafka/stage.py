@@ -147,13 +147,13 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
     downstream = sorted({stage_of[name] for d in detectors for name in getattr(d, "emits", ()) if name in stage_of})
     forwarded: dict[int, float] = {}  # partition -> the source time last forwarded downstream
 
+    latency = metrics.LATENCY.labels(stage)
     outbox = Outbox()  # what this stage sends to later stages, sent once per batch
+    ticked: set[int] = set()  # partitions a tick reached in this batch (forward_time)
     out_sent: list = []  # futures of a batch's outputs (alerts, stage records), acknowledged first
 
-    def forward(partition: int, was_tick: bool) -> None:
-        """Emitted events to their stages, then this partition's source time (as a tick) to every
-        partition downstream: a downstream stage never passes a time before this one has. Both
-        go into ``outbox``, in that order, under this partition's source."""
+    def forward(partition: int) -> None:
+        """Emitted events to their stages, into ``outbox`` under this partition's source."""
         source = f"stage:{stage}/{partition}"
         for name, emitted in engine.drain_emitted():
             if name in stage_of:
@@ -161,16 +161,25 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
                 for key in by_name[name].keys(emitted):
                     raw_key = key.encode()
                     outbox.add(stage_of[name], partition_of(raw_key, settings.partitions), source, raw_key, value)
+
+    def forward_time(partition: int, was_tick: bool) -> None:
+        """This partition's source time, as a tick to every partition downstream, after what it
+        emitted: a downstream stage never passes a time before this one has. Once per batch:
+        its records leave together at its end, so a downstream stage gets the same events
+        either way, and the batch's last time is what lets it release them. For events at most
+        once per second of event time; ticks always."""
         if not downstream:
             return
+        source = f"stage:{stage}/{partition}"
         now = min(engine.watermark(partition).latest.values())
         last = forwarded.get(partition, -math.inf)
         if now == -math.inf or now <= last or (not was_tick and now < last + 1.0):
             return  # events forward at most once per second of event time; ticks always
         forwarded[partition] = now
+        tick = tick_json(now)
         for name in downstream:
             for p in range(settings.partitions):
-                outbox.add(name, p, source, None, tick_json(now))
+                outbox.add(name, p, source, None, tick)
 
     # partition -> {source: latest event time}: each stage partition's watermark sources, so a
     # worker that starts (after a kill) or takes a partition over goes on from them. Without
@@ -221,17 +230,22 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
         except ValueError as err:
             await dead_letter(DeadLetter(str(err), "worker_error", raw_text(message.value or b""), source))
             return
+        decoded: list = [None, None]  # the last event's bytes and what they decoded to: a repeat is decoded once
         for i, (key, value) in enumerate(entries):
             await handle_entry(key, value, source, message.partition, message.offset,
-                               f"{where}#{i}" if len(entries) > 1 else where)
+                               f"{where}#{i}" if len(entries) > 1 else where, decoded)
 
     async def handle_entry(key: str | None, value: bytes, source: str, partition: int, offset: int,
-                           where: str) -> None:
+                           where: str, decoded: list) -> None:
         started = time.perf_counter()
         try:
-            parsed = decode(value, where, stage=True)
+            fresh = value is not decoded[0]
+            if fresh:
+                decoded[:] = [value, decode(value, where, stage=True)]
+            parsed = decoded[1]
             if isinstance(parsed, DeadLetter):
-                await dead_letter(parsed)
+                if fresh:  # one dead letter per event, not per key it was bound for
+                    await dead_letter(parsed)
                 return
             alerts = engine.process(parsed, source=source, partition=partition, key=key, offset=offset)
             for alert in alerts:
@@ -239,7 +253,9 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
                 out_sent.append(await alerts_topic.send(key=alert.alert_id.encode(), value=alert.to_json()))
             for letter in detector_failures(engine, where):
                 await dead_letter(letter)
-            forward(partition, isinstance(parsed, Tick))
+            forward(partition)
+            if isinstance(parsed, Tick):
+                ticked.add(partition)
             if evidence is not None:  # alert versions and this partition's time, for the evidence log
                 evidence.stage_output(outbox, stage, partition, alerts, min(engine.watermark(partition).latest.values()),
                                       isinstance(parsed, Tick))
@@ -247,7 +263,7 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
             log.exception("stage %s failed", stage)
             await dead_letter(DeadLetter(f"stage {stage} failed: {err!r}", "detector_error", raw_text(value), source))
         finally:
-            metrics.LATENCY.labels(stage).observe(time.perf_counter() - started)
+            latency.observe(time.perf_counter() - started)
 
     # partition -> the state changes of the last batch that changed it, written (and acked)
     # before those changes go to the tables; applied again when a worker takes the partition.
@@ -337,6 +353,9 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
                         state.partition = partition
                     await admit.each(event.message, handled, handle)  # stopped within a record: it is read again
             finally:  # even when stopping (cancelled): Faust acks the batch's events anyway
+                for p in last:
+                    forward_time(p, p in ticked)
+                ticked.clear()
                 await finish_batch(app, admit, handled, (f"stage {stage}: a batch's outputs", out_sent, send_outputs),
                                    [(f"stage {stage}: a batch's redo record", redo_sent, lambda: write_redo_records(last)),
                                     (f"stage {stage}: a batch's state", sent, lambda: write_tables(last))],
