@@ -352,6 +352,21 @@ def test_iterating_a_memory_table_yields_the_keys_of_the_current_partition(tmp_p
     assert dict(state.items()) == {"recovered1": 2, "mine1": 3}
 
 
+def test_get_reads_pending_changes_then_the_store_and_gives_the_default_for_missing_or_deleted(tmp_path) -> None:
+    """``get`` (the records' hottest path) must answer as ``Mapping.get`` would, on Faust's
+    memory store (read through its dict) and on any other store (through its lookup)."""
+    _app, table = _faust_table("memory://", tmp_path)
+    table.data.data.update({"stored": {"n": 1}, "gone": {"n": 2}})
+    for state in (TableState(table), TableState(Table())):
+        if not isinstance(state.table, Table):
+            assert state.get("stored") == {"n": 1}
+        state["new"] = {"n": 3}
+        state["gone"] = {"n": 2}
+        del state["gone"]
+        assert state.get("new") == {"n": 3} and state.get("gone") is None and state.get("gone", 7) == 7
+        assert state.get("never") is None and state.get("never", 7) == 7
+
+
 def test_a_detector_chosen_alone_brings_the_filter_that_feeds_it() -> None:
     """STORMWATCH_DETECTORS=orders runs the ledger with OrderWatch, which hands it its posts;
     OrderWatch raises nothing, so choosing it alone is choosing nothing the user can see."""

@@ -106,6 +106,21 @@ class TableState(MutableMapping[str, Any]):
             raise KeyError(key)
         return hit[0]
 
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        """As ``Mapping.get``, without a ``KeyError`` raised and caught for each key not there:
+        most keys a detector asks for are new (an object, a pair), and this is its hottest path."""
+        hit = self.pending.get(key)
+        if hit is not None:
+            return default if hit[0] is _GONE else hit[0]
+        store = self.table.data
+        plain = getattr(store, "data", None)  # the memory store keeps a dict
+        if type(plain) is dict:
+            return plain.get(key, default)
+        try:
+            return store[key]
+        except KeyError:
+            return default
+
     def __setitem__(self, key: str, value: Any) -> None:
         self.pending[key] = (value, self.partition)
 
