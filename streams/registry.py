@@ -142,10 +142,21 @@ def placements(detectors: list[Detector], event: AnyEvent, partitions: int) -> l
     return sorted(placed, key=lambda pk: (pk[1], pk[0]))
 
 
-@functools.lru_cache(maxsize=65_536)  # keys (accounts, objects) recur
+CACHED_KEY_BYTES = 128  # keys up to this long have their partition cached: at most 16,384 of them, about 4 MB
+
+
 def partition_of(key: bytes, partitions: int) -> int:
     """The partition of a key: Kafka's default partitioner (kafka-python and aiokafka alike),
-    so the worker's routing and ``replay --partitions`` agree."""
+    so the worker's routing and ``replay --partitions`` agree. Remembered for short keys
+    (accounts, objects and pairs recur); a long one (up to 3 kB: a pair of 256-character ids)
+    is hashed each time, so hostile ids cannot fill the cache with big keys."""
+    if len(key) > CACHED_KEY_BYTES:
+        return (murmur2(key) & 0x7FFFFFFF) % partitions
+    return _partition_cached(key, partitions)
+
+
+@functools.lru_cache(maxsize=16_384)
+def _partition_cached(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 

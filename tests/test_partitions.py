@@ -32,7 +32,8 @@ def test_keys_go_to_the_partition_the_workers_producer_picks() -> None:
     from aiokafka.partitioner import DefaultPartitioner
 
     for n in (1, 4, 8):
-        for key in (b"weibo", "用户-林".encode(), b"order\t1", *(f"k{i}".encode() for i in range(100))):
+        for key in (b"weibo", "用户-林".encode(), b"order\t1", *(f"k{i}".encode() for i in range(100)),
+                    b"x" * 129, ("林" * 256 + "\t" + "用" * 256).encode()):  # long keys: not cached
             expected = DefaultPartitioner()(key, list(range(n)), list(range(n)))
             assert partition_of(key, n) == expected
 
