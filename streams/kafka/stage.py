@@ -150,6 +150,7 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
     latency = metrics.LATENCY.labels(stage)
     outbox = Outbox()  # what this stage sends to later stages, sent once per batch
     ticked: set[int] = set()  # partitions a tick reached in this batch (forward_time)
+    entries = [0]  # entries handled in this batch: a busy batch lingers before the next (run)
     out_sent: list = []  # futures of a batch's outputs (alerts, stage records), acknowledged first
 
     def forward(partition: int) -> None:
@@ -226,14 +227,15 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
         source = _header(message.headers, SOURCE_HEADER) or "unknown"
         where = f"{message.topic}/{message.partition}@{message.offset}"
         try:
-            entries = record_entries(message, message.key.decode() if message.key else None)
+            items = record_entries(message, message.key.decode() if message.key else None)
         except ValueError as err:
             await dead_letter(DeadLetter(str(err), "worker_error", raw_text(message.value or b""), source))
             return
+        entries[0] += len(items)
         decoded: list = [None, None]  # the last event's bytes and what they decoded to: a repeat is decoded once
-        for i, (key, value) in enumerate(entries):
+        for i, (key, value) in enumerate(items):
             await handle_entry(key, value, source, message.partition, message.offset,
-                               f"{where}#{i}" if len(entries) > 1 else where, decoded)
+                               f"{where}#{i}" if len(items) > 1 else where, decoded)
 
     async def handle_entry(key: str | None, value: bytes, source: str, partition: int, offset: int,
                            where: str, decoded: list) -> None:
@@ -361,6 +363,12 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
                                     (f"stage {stage}: a batch's state", sent, lambda: write_tables(last))],
                                    drop=drop_batch)
             engine.settle()  # the batch's state is stored: its released events need not be read again
+            busy, entries[0] = entries[0] >= settings.stage_batch, 0
+            if busy and settings.stage_busy_linger_s > 0:
+                # Under load, let records gather so the next batch is bigger: a hot key's record is
+                # then written (encoded, copied into the redo record, sent) once for more events.
+                # A quiet stage never waits here, so low-rate latency keeps the short batch wait.
+                await asyncio.sleep(settings.stage_busy_linger_s)
 
     def drop_batch() -> None:
         outbox.entries.clear()
