@@ -14,8 +14,8 @@ the latency: it is set to 0 here (one in-order source).
 Through Kafka, time also moves by the worker's wall-clock ticks (every 0.2 s here).
 Probes sent in the first ``--warmup`` seconds (default 5) are reported apart (their count and
 slowest) and left out of p50 / p99: a worker that has just started opens each stage's partitions
-and tables at its first batches, and with eight stages that held the first refusals up to 2 s,
-which a 10-second run's median then measured (session 15).
+and tables at its first batches, and with eight stages the first refusals waited up to 4.6 s,
+which made a 10-second run's median about 2 s (session 15).
 
 Run: ``python -m benchmarks.delivery`` (starts its own Kafka broker for the Kafka figures).
 """

@@ -512,7 +512,7 @@ class Engine:
             # every key of the receiver takes it in this one call, so one mark serves them all
             if not self._mark_seen(target, target_ctx, event, _emitted_identity(event)):
                 continue
-            keys = tuple(target.detector.keys(event))
+            keys = tuple(dict.fromkeys(target.detector.keys(event)))  # a key listed twice takes it once, as on Kafka
             if not keys:
                 continue
             self._handed.append((target, target_ctx))

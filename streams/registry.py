@@ -142,7 +142,7 @@ def placements(detectors: list[Detector], event: AnyEvent, partitions: int) -> l
     return sorted(placed, key=lambda pk: (pk[1], pk[0]))
 
 
-CACHED_KEY_BYTES = 128  # keys up to this long have their partition cached: at most 16,384 of them, about 4 MB
+CACHED_KEY_BYTES = 128  # keys up to this long have their partition cached: at most 16,384 of them, about 5 MB
 
 
 def partition_of(key: bytes, partitions: int) -> int:

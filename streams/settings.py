@@ -50,12 +50,13 @@ class Settings(BaseSettings):
         "Turn it off when feeding historical data through Kafka.",
     )
 
-    stage_batch: int = Field(500, ge=1, description="Worker: most events a stage handles before it writes its "
-                             "state changes to the changelog (one write per changed key per batch).")
+    stage_batch: int = Field(500, ge=1, description="Worker: most stage records (each holds many events) a stage "
+                             "takes in one batch, after which it writes its state changes to the changelog (one "
+                             "write per changed key per batch).")
     stage_batch_wait_s: float = Field(0.05, gt=0, description="Worker: longest a stage waits to fill a batch.")
-    stage_busy_linger_s: float = Field(0.2, ge=0, description="Worker: after a batch of at least `stage_batch` "
-                                       "events, how long a stage lets records gather before the next (bigger "
-                                       "batches under load; 0 = never).")
+    stage_busy_linger_s: float = Field(0.2, ge=0, description="Worker: after a batch that held at least "
+                                       "`stage_batch` events but fewer records, how long a stage lets records "
+                                       "gather before the next (bigger batches under load; 0 = never).")
     producer_linger_s: float = Field(0.01, ge=0, description="Worker: how long the Kafka producer gathers messages "
                                      "into one request (Faust's default, 0, sends tiny requests: about 30% slower).")
 

@@ -362,7 +362,7 @@ def test_an_event_emitted_twice_is_taken_once_per_key_and_never_passes_for_an_in
         taken: ClassVar[list] = []
 
         def keys(self, event):  # noqa: ANN001, ANN201
-            return ["a", "b", "c"] if event.type == "post" else ["a"]
+            return ["a", "b", "a", "c"] if event.type == "post" else ["a"]  # a key listed twice: taken once
 
         def on_event(self, event, key, ctx):  # noqa: ANN001, ANN201
             self.taken.append((event.type, event.event_id, key))

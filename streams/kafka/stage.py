@@ -255,7 +255,6 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
                 out_sent.append(await alerts_topic.send(key=alert.alert_id.encode(), value=alert.to_json()))
             for letter in detector_failures(engine, where):
                 await dead_letter(letter)
-            forward(partition)
             if isinstance(parsed, Tick):
                 ticked.add(partition)
             if evidence is not None:  # alert versions and this partition's time, for the evidence log
@@ -265,6 +264,9 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
             log.exception("stage %s failed", stage)
             await dead_letter(DeadLetter(f"stage {stage} failed: {err!r}", "detector_error", raw_text(value), source))
         finally:
+            # what the engine emitted leaves under this partition's source even when a send
+            # above failed: the batch-end tick of this partition must never overtake it
+            forward(partition)
             latency.observe(time.perf_counter() - started)
 
     # partition -> the state changes of the last batch that changed it, written (and acked)
@@ -363,11 +365,12 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
                                     (f"stage {stage}: a batch's state", sent, lambda: write_tables(last))],
                                    drop=drop_batch)
             engine.settle()  # the batch's state is stored: its released events need not be read again
-            busy, entries[0] = entries[0] >= settings.stage_batch, 0
+            # Under load, let records gather so the next batch is bigger: a hot key's record is then
+            # written (encoded, copied into the redo record, sent) once for more events. Not after
+            # a batch full of records (the next one is waiting already), nor after a light one, so
+            # low-rate latency keeps the short batch wait.
+            busy, entries[0] = entries[0] >= settings.stage_batch and len(batch) < settings.stage_batch, 0
             if busy and settings.stage_busy_linger_s > 0:
-                # Under load, let records gather so the next batch is bigger: a hot key's record is
-                # then written (encoded, copied into the redo record, sent) once for more events.
-                # A quiet stage never waits here, so low-rate latency keeps the short batch wait.
                 await asyncio.sleep(settings.stage_busy_linger_s)
 
     def drop_batch() -> None:
