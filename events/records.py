@@ -14,22 +14,19 @@ from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
 from typing import Any
 
-from events.keys import SEP, esc, parts
+from events.keys import SEP, key, parts
 
 Expire = Callable[[str, float], None]
 
 
 def record_key(kind: str, *ids: str) -> str:
-    """The state key of one record: its kind, then its ids, escaped."""
-    key = kind + SEP + SEP.join(ids) if ids else kind
-    if "\\" in key or key.count(SEP) != len(ids):  # some id holds a tab or a backslash (rare)
-        return SEP.join([kind, *[esc(i) for i in ids]])
-    return key
+    """The state key of one record: its kind, then its ids, escaped (:func:`events.keys.key`)."""
+    return key(kind, *ids)
 
 
-def parse(key: str) -> tuple[str, list[str]]:
+def parse(state_key: str) -> tuple[str, list[str]]:
     """(kind, ids) of a key :func:`record_key` built."""
-    kind, *ids = parts(key)
+    kind, *ids = parts(state_key)
     return kind, ids
 
 
@@ -45,20 +42,20 @@ class Records:
 
     def get(self, kind: str, *ids: str) -> dict | None:
         """The record, or None. Changes to it count only once it is saved."""
-        return self._get(record_key(kind, *ids))
+        return self._get(key(kind, *ids))
 
     def has(self, kind: str, *ids: str) -> bool:
-        return record_key(kind, *ids) in self.state
+        return key(kind, *ids) in self.state
 
     def save(self, kind: str, *ids: str, record: dict, until: float) -> None:
         """Write ``record`` back; it is deleted once event time passes ``until`` (which may move
         later with each save; a record never saved before is scheduled)."""
-        key = record_key(kind, *ids)
+        state_key = key(kind, *ids)
         before = record.get("until")
         if before is None or until < before:
-            self._expire(key, until)
+            self._expire(state_key, until)
         record["until"] = until
-        self.state[key] = record
+        self.state[state_key] = record
 
     @contextmanager
     def edit(self, kind: str, *ids: str, until: float, new: Callable[[], dict]) -> Iterator[dict]:
@@ -70,11 +67,11 @@ class Records:
         self.save(kind, *ids, record=record, until=until)
 
     def delete(self, kind: str, *ids: str) -> None:
-        self.state.pop(record_key(kind, *ids), None)
+        self.state.pop(key(kind, *ids), None)
 
     def of_kind(self, kind: str) -> Iterator[tuple[list[str], dict]]:
         """(ids, record) of every record of one kind (the API's read model; not for hot paths)."""
         prefix = kind + SEP
-        for key, record in list(self.state.items()):
-            if key.startswith(prefix):
-                yield parse(key)[1], record
+        for state_key, record in list(self.state.items()):
+            if state_key.startswith(prefix):
+                yield parse(state_key)[1], record

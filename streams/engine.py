@@ -397,13 +397,14 @@ class Engine:
         return alerts
 
     def _keys(self, stage: _Stage, event: AnyEvent) -> tuple[str, ...]:
-        """The detector's keys for ``event``, remembered for the last event: a stage record
-        hands one event over once per key it was bound for (a co-action, once per partner)."""
+        """The detector's keys for ``event``, each once (as on Kafka, where a key's seen-set
+        drops a second copy), remembered for the last event: a stage record hands one event
+        over once per key it was bound for (a co-action, once per partner)."""
         if event is not self._keys_event:
             self._keys_event, self._keys_by = event, {}
         keys = self._keys_by.get(stage.detector.name)
         if keys is None:
-            keys = self._keys_by[stage.detector.name] = tuple(stage.detector.keys(event))
+            keys = self._keys_by[stage.detector.name] = tuple(dict.fromkeys(stage.detector.keys(event)))
         return keys
 
     def _released(self, seq: int, event: AnyEvent, partition: int, now: float) -> None:
@@ -512,7 +513,7 @@ class Engine:
             # every key of the receiver takes it in this one call, so one mark serves them all
             if not self._mark_seen(target, target_ctx, event, _emitted_identity(event)):
                 continue
-            keys = tuple(dict.fromkeys(target.detector.keys(event)))  # a key listed twice takes it once, as on Kafka
+            keys = self._keys(target, event)
             if not keys:
                 continue
             self._handed.append((target, target_ctx))

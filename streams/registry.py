@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import functools
-import struct
 from collections.abc import Callable
+
+from kafka.partitioner.default import murmur2
 
 from detectors.orders import ledger_detectors
 from detectors.cascades import cascade_detectors
@@ -145,40 +146,17 @@ def placements(detectors: list[Detector], event: AnyEvent, partitions: int) -> l
 CACHED_KEY_BYTES = 128  # keys up to this long have their partition cached: at most 16,384 of them, about 5 MB
 
 
-def partition_of(key: bytes, partitions: int) -> int:
-    """The partition of a key: Kafka's default partitioner (kafka-python and aiokafka alike),
-    so the worker's routing and ``replay --partitions`` agree. Remembered for short keys
-    (accounts, objects and pairs recur); a long one (up to 3 kB: a pair of 256-character ids)
-    is hashed each time, so hostile ids cannot fill the cache with big keys."""
-    if len(key) > CACHED_KEY_BYTES:
-        return (murmur2(key) & 0x7FFFFFFF) % partitions
-    return _partition_cached(key, partitions)
-
-
-@functools.lru_cache(maxsize=16_384)
-def _partition_cached(key: bytes, partitions: int) -> int:
+def _partition(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
-_M = 0x5BD1E995
+_partition_cached = functools.lru_cache(maxsize=16_384)(_partition)
 
 
-def murmur2(data: bytes) -> int:
-    """Kafka's murmur2, as ``kafka.partitioner.default.murmur2`` computes it byte by byte, here
-    four bytes at a time: routing every stage entry, the byte loop cost 2% of a worker's CPU."""
-    length = len(data)
-    h = 0x9747B28C ^ length
-    whole = length & ~3
-    for (k,) in struct.iter_unpack("<I", data[:whole]):
-        k = (k * _M) & 0xFFFFFFFF
-        k = ((k ^ (k >> 24)) * _M) & 0xFFFFFFFF
-        h = ((h * _M) & 0xFFFFFFFF) ^ k
-    extra = length - whole
-    if extra == 3:
-        h ^= data[whole + 2] << 16
-    if extra >= 2:
-        h ^= data[whole + 1] << 8
-    if extra >= 1:
-        h = ((h ^ data[whole]) * _M) & 0xFFFFFFFF
-    h = ((h ^ (h >> 13)) * _M) & 0xFFFFFFFF
-    return h ^ (h >> 15)
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition of a key: Kafka's default partitioner (kafka-python and aiokafka alike),
+    so the worker's routing and ``replay --partitions`` agree. Remembered for short keys
+    (accounts, objects and pairs recur; kafka-python's murmur2 is pure Python); a long one (up
+    to 3 kB: a pair of 256-character ids) is hashed each time, so hostile ids cannot fill the
+    cache with big keys."""
+    return _partition(key, partitions) if len(key) > CACHED_KEY_BYTES else _partition_cached(key, partitions)

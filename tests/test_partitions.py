@@ -38,15 +38,6 @@ def test_keys_go_to_the_partition_the_workers_producer_picks() -> None:
             assert partition_of(key, n) == expected
 
 
-@given(st.binary(max_size=80))
-def test_murmur2_by_words_equals_kafka_pythons_byte_by_byte(data: bytes) -> None:
-    from kafka.partitioner.default import murmur2 as by_bytes
-
-    from streams.registry import murmur2
-
-    assert murmur2(data) == by_bytes(data)
-
-
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000), partitions=st.integers(1, 8), duplicates=st.booleans(), by_root=st.booleans())
 def test_the_partition_count_changes_no_alert(seed: int, partitions: int, duplicates: bool, by_root: bool) -> None:

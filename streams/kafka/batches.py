@@ -17,6 +17,7 @@ per message: that is the contract.
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Mapping
 
@@ -27,16 +28,33 @@ REPEAT = 0xFFFF_FFFF  # an entry's event length meaning "the event of the entry 
 
 
 def pack(entries: list[tuple[bytes, bytes]]) -> bytes:
-    """``(key, event)`` entries as one record value (an empty key: none, as for ticks); an
-    event equal to the one before it is not written again (:data:`REPEAT`)."""
-    out, previous = [], None
+    """``(key, event)`` entries as one record value (an empty key: none, as for ticks)."""
+    return b"".join(records(entries, limit=math.inf))
+
+
+def records(entries: list[tuple[bytes, bytes]], limit: float | None = None) -> list[bytes]:
+    """``(key, event)`` entries as record values in order, each cut after ``limit`` bytes
+    (:data:`RECORD_BYTES`; one entry alone may be larger). An event equal to the one before it
+    in the same record is not written again (:data:`REPEAT`)."""
+    limit = RECORD_BYTES if limit is None else limit
+    out: list[bytes] = []
+    parts: list[bytes] = []
+    size, previous = 0, None
     for key, value in entries:
         if value == previous:
-            out.append(_LENGTHS.pack(len(key), REPEAT) + key)
+            part = _LENGTHS.pack(len(key), REPEAT) + key
         else:
-            out.append(_LENGTHS.pack(len(key), len(value)) + key + value)
-            previous = value
-    return b"".join(out)
+            part = _LENGTHS.pack(len(key), len(value)) + key + value
+        if parts and size + len(part) > limit:  # cut: the next record's first entry carries its event
+            out.append(b"".join(parts))
+            parts, size = [], 0
+            part = _LENGTHS.pack(len(key), len(value)) + key + value
+        parts.append(part)
+        size += len(part)
+        previous = value
+    if parts:
+        out.append(b"".join(parts))
+    return out
 
 
 def unpack(record: bytes) -> list[tuple[str | None, bytes]]:
@@ -82,29 +100,15 @@ class Outbox:
         """Send what was added (to ``topics[stage]``, Faust topics) and empty the outbox;
         returns the number of records sent. The future of each goes to ``sent``, for the caller
         to wait for Kafka's acknowledgement (``streams.kafka.state.delivered``)."""
-        records = 0
+        count = 0
         entries, self.entries = self.entries, {}
         for (stage, partition, source), items in entries.items():
             headers = {source_header: source.encode(), BATCH_HEADER: b"1"}
-            for chunk in _chunks(items):
-                future = await topics[stage].send(value=pack(chunk), partition=partition,  # type: ignore[attr-defined]
+            for value in records(items):
+                future = await topics[stage].send(value=value, partition=partition,  # type: ignore[attr-defined]
                                                   headers=headers)
                 if sent is not None:
                     sent.append(future)
-                records += 1
-        return records
+                count += 1
+        return count
 
-
-def _chunks(items: list[tuple[bytes, bytes]]) -> list[list[tuple[bytes, bytes]]]:
-    chunks: list[list[tuple[bytes, bytes]]] = [[]]
-    size = 0
-    for key, value in items:
-        repeat = bool(chunks[-1]) and value == chunks[-1][-1][1]  # as pack() will write it
-        length = _LENGTHS.size + len(key) + (0 if repeat else len(value))
-        if chunks[-1] and size + length > RECORD_BYTES:
-            chunks.append([])
-            size = 0
-            length = _LENGTHS.size + len(key) + len(value)  # a record's first entry carries its event
-        chunks[-1].append((key, value))
-        size += length
-    return chunks

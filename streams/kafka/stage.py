@@ -150,7 +150,8 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
     latency = metrics.LATENCY.labels(stage)
     outbox = Outbox()  # what this stage sends to later stages, sent once per batch
     ticked: set[int] = set()  # partitions a tick reached in this batch (forward_time)
-    entries = [0]  # entries handled in this batch: a busy batch lingers before the next (run)
+    entries = 0  # entries handled in this batch: a busy batch lingers before the next (run)
+    last_decoded: tuple[bytes | None, object] = (None, None)  # see decode_once
     out_sent: list = []  # futures of a batch's outputs (alerts, stage records), acknowledged first
 
     def forward(partition: int) -> None:
@@ -231,20 +232,26 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
         except ValueError as err:
             await dead_letter(DeadLetter(str(err), "worker_error", raw_text(message.value or b""), source))
             return
-        entries[0] += len(items)
-        decoded: list = [None, None]  # the last event's bytes and what they decoded to: a repeat is decoded once
+        nonlocal entries
+        entries += len(items)
         for i, (key, value) in enumerate(items):
             await handle_entry(key, value, source, message.partition, message.offset,
-                               f"{where}#{i}" if len(items) > 1 else where, decoded)
+                               f"{where}#{i}" if len(items) > 1 else where)
+
+    def decode_once(value: bytes, where: str) -> tuple[object, bool]:
+        """The entry's event, and whether it was decoded now: the entries of one event bound
+        for several keys (``REPEAT``) share one bytes object, decoded once."""
+        nonlocal last_decoded
+        if value is last_decoded[0]:
+            return last_decoded[1], False
+        last_decoded = (value, decode(value, where, stage=True))
+        return last_decoded[1], True
 
     async def handle_entry(key: str | None, value: bytes, source: str, partition: int, offset: int,
-                           where: str, decoded: list) -> None:
+                           where: str) -> None:
         started = time.perf_counter()
         try:
-            fresh = value is not decoded[0]
-            if fresh:
-                decoded[:] = [value, decode(value, where, stage=True)]
-            parsed = decoded[1]
+            parsed, fresh = decode_once(value, where)
             if isinstance(parsed, DeadLetter):
                 if fresh:  # one dead letter per event, not per key it was bound for
                     await dead_letter(parsed)
@@ -337,6 +344,7 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
         for them). Faust acks the batch's events only after that. So after a kill the state
         holds whole batches (the last one completed from its redo record) whose outputs are all
         out: the seen-set may then skip re-read events safely (issue 13)."""
+        nonlocal entries
         async for batch in stream.take_events(settings.stage_batch, within=settings.stage_batch_wait_s):
             last: dict[int, faust.EventT] = {}  # partition -> its latest event in this batch
             handled: list = []  # the batch's messages the stage handled (a hole read back included)
@@ -369,7 +377,7 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
             # written (encoded, copied into the redo record, sent) once for more events. Not after
             # a batch full of records (the next one is waiting already), nor after a light one, so
             # low-rate latency keeps the short batch wait.
-            busy, entries[0] = entries[0] >= settings.stage_batch and len(batch) < settings.stage_batch, 0
+            busy, entries = entries >= settings.stage_batch and len(batch) < settings.stage_batch, 0
             if busy and settings.stage_busy_linger_s > 0:
                 await asyncio.sleep(settings.stage_busy_linger_s)
 
