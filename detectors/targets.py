@@ -135,7 +135,8 @@ class Targets:
         self.classifier = classifier or AbuseClassifier.load()
 
     def keys(self, event: AnyEvent) -> list[str]:
-        return sorted({t.id for t in getattr(event, "targets", [])})
+        targets = getattr(event, "targets", None)
+        return sorted({t.id for t in targets}) if targets else []  # most posts name no target
 
     def on_timer(self, key: str, ctx: Context) -> list[Alert]:
         return []

@@ -12,7 +12,6 @@ hostile event can neither move event time by years nor grow detector state witho
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from functools import cached_property
 from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import (
@@ -56,8 +55,22 @@ ActionKind = Literal[
 ]
 
 
+class once:
+    """``functools.cached_property`` without its lock: Python 3.11 takes an RLock on every first
+    read, and ``epoch`` is read first once per event. Models are frozen and read by one thread."""
+
+    def __init__(self, fn: Any) -> None:
+        self.fn, self.name, self.__doc__ = fn, fn.__name__, fn.__doc__
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        value = obj.__dict__[self.name] = self.fn(obj)  # the instance's copy hides this from now on
+        return value
+
+
 class Model(BaseModel):
-    model_config = ConfigDict(strict=True, extra="allow", frozen=True)
+    model_config = ConfigDict(strict=True, extra="allow", frozen=True, ignored_types=(once,))
 
 
 class Target(Model):
@@ -107,7 +120,7 @@ class Event(Model):
     platform: Id
     ts: Timestamp
 
-    @cached_property  # read several times per event by the engine and detectors
+    @once  # read several times per event by the engine and detectors
     def epoch(self) -> float:
         return self.ts.timestamp()
 
@@ -170,7 +183,7 @@ class Order(Event):
             raise ValueError("a deadline is at most 10 years (3653 days) after ts")
         return deadline
 
-    @cached_property
+    @once
     def deadline_epoch(self) -> float:
         return self.deadline.timestamp()
 
@@ -236,13 +249,13 @@ class Case(Event):
 class Tick(BaseModel):
     """Advances event time with no data. Only ``ts`` is required."""
 
-    model_config = ConfigDict(strict=True, extra="allow", frozen=True)
+    model_config = ConfigDict(strict=True, extra="allow", frozen=True, ignored_types=(once,))
     type: Literal["tick"]
     ts: Timestamp
     event_id: Id | None = None
     platform: Id | None = None
 
-    @cached_property  # read several times per event by the engine and detectors
+    @once  # read several times per event by the engine and detectors
     def epoch(self) -> float:
         return self.ts.timestamp()
 

@@ -167,10 +167,10 @@ class _Stage:
     contexts: dict[int, _Context] = field(default_factory=dict)  # per partition
     carried: dict[int, list] = field(default_factory=dict)  # buffered events kept across a re-index
     buffers: MutableMapping[str, Any] | None = None  # where its durable buffered events live (Engine)
+    ordered: bool = field(init=False)  # the detector's ``ordered``, read once per event and stage
 
-    @property
-    def ordered(self) -> bool:
-        return getattr(self.detector, "ordered", False)
+    def __post_init__(self) -> None:
+        self.ordered = getattr(self.detector, "ordered", False)
 
     def context(self, partition: int, watermark: float) -> _Context:
         ctx = self.contexts.get(partition)
@@ -404,7 +404,8 @@ class Engine:
             self._keys_event, self._keys_by = event, {}
         keys = self._keys_by.get(stage.detector.name)
         if keys is None:
-            keys = self._keys_by[stage.detector.name] = tuple(dict.fromkeys(stage.detector.keys(event)))
+            found = stage.detector.keys(event)
+            keys = self._keys_by[stage.detector.name] = tuple(dict.fromkeys(found) if len(found) > 1 else found)
         return keys
 
     def _released(self, seq: int, event: AnyEvent, partition: int, now: float) -> None:
