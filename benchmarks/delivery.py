@@ -13,9 +13,10 @@ Ordered stages release an event once event time passes it, so the allowed latene
 the latency: it is set to 0 here (one in-order source).
 Through Kafka, time also moves by the worker's wall-clock ticks (every 0.2 s here).
 Probes sent in the first ``--warmup`` seconds (default 5) are reported apart (their count and
-slowest) and left out of p50 / p99: a worker that has just started opens each stage's partitions
-and tables at its first batches, and with eight stages the first refusals waited up to 4.6 s,
-which made a 10-second run's median about 2 s (session 15).
+slowest) and left out of p50 / p99. In session 15 the first refusals waited up to 4.6 s, which
+made a 10-second run's median about 2 s: the harness fed the worker once ``/healthz`` answered,
+seconds before the worker had joined its group and recovered its tables. ``/healthz`` now
+answers 503 until then (session 16), so the first seconds measure a worker that runs.
 
 Run: ``python -m benchmarks.delivery`` (starts its own Kafka broker for the Kafka figures).
 """

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from types import SimpleNamespace
 
+import orjson
 import pytest
 from faust.types import TP
 
@@ -484,3 +485,29 @@ def test_an_agent_given_a_message_past_a_hole_gets_the_hole_from_kafka_first(kaf
     assert given[10] == [f"v{i}".encode() for i in range(10, 51)]  # the hole, in order, then 50
     assert given[11:] == [[], [b"v51"]]  # Faust's late copy of 20: handled already
     assert seeks == [] and progress.commit_cap(TP(topic, 0)) == 52
+
+
+def test_the_worker_is_healthy_only_once_ready(tmp_path) -> None:
+    """The contract's ``/healthz`` is "200 when ready". A worker's web server answers seconds
+    before its first partitions are assigned and their tables recovered (a first start creates
+    some forty topics), and events fed on its word waited that long. Once ready, it stays so
+    through later rebalances: a liveness probe must not restart a worker for one."""
+    import asyncio
+
+    from streams.kafka.app import create_app
+    from streams.settings import Settings
+
+    app = create_app(Settings(app_id="ready", data_dir=tmp_path, store="memory://"))
+    healthz = next(route.handler for route in app.web.web_app.router.routes()
+                   if route.resource is not None and route.resource.canonical == "/healthz")
+
+    def answer() -> tuple[int, str]:
+        response = asyncio.run(healthz(None))
+        return response.status, orjson.loads(response.body)["status"]
+
+    assert answer() == (503, "starting")
+    app.tables.recovery.completed.set()
+    assert answer() == (200, "ok")
+    app.tables.recovery.completed.clear()  # a rebalance begins
+    assert answer() == (200, "ok")
+

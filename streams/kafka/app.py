@@ -25,6 +25,7 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Callable
 
 import faust
 import orjson
@@ -212,6 +213,22 @@ def create_app(settings: Settings | None = None) -> faust.App:
         consumed.add(alerts_topic.get_topic_name())
 
     export = (lambda alert_id: export_from_kafka(settings, alert_id)) if evidence is not None else None
-    app.web.web_app.router.add_routes(route_table(settings.api_tokens, sources, health=dict, export=export))
+    app.web.web_app.router.add_routes(route_table(settings.api_tokens, sources, health=_readiness(app), export=export))
 
     return app
+
+
+def _readiness(app: faust.App) -> Callable[[], dict]:
+    """``/healthz``'s report: ready once the worker's first partitions are assigned and their
+    tables recovered (Faust's "Worker ready"), and from then on. Its web server answers about
+    three seconds before that on a first start (it creates some forty topics), and events sent
+    meanwhile waited that long (session 15's "warm-up"). A later rebalance does not make it
+    unready: it is brief, and a liveness probe must not restart a worker for it."""
+    ready = False
+
+    def report() -> dict:
+        nonlocal ready
+        ready = ready or app.tables.recovery.completed.is_set()
+        return {"ready": ready}
+
+    return report

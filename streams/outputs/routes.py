@@ -32,7 +32,12 @@ def route_table(tokens: dict[str, dict[str, str]], sources: Sources | None, heal
         return web.Response(body=metrics.exposition(), headers={"Content-Type": metrics.CONTENT_TYPE})
 
     async def healthz(_request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", **health()})
+        # "200 when ready" (the contract): a health that says ``ready: False`` (a worker before its
+        # first partitions and tables) is a 503, so a probe or a harness does not feed it too soon
+        report = health()
+        if report.get("ready", True):
+            return web.json_response({"status": "ok", **report})
+        return web.json_response({"status": "starting", **report}, status=503)
 
     async def dashboard(_request: web.Request) -> web.Response:
         return web.Response(body=DASHBOARD.read_bytes(), content_type="text/html", charset="utf-8")
