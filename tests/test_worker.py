@@ -511,3 +511,24 @@ def test_the_worker_is_healthy_only_once_ready(tmp_path) -> None:
     app.tables.recovery.completed.clear()  # a rebalance begins
     assert answer() == (200, "ok")
 
+
+def test_the_inputs_a_worker_decoded_are_kept_within_bounds() -> None:
+    """Stages take the ingest's event for the same bytes; the newest messages up to a budget of
+    bytes are kept, none over ``max_bytes``, so large or many posts cannot grow the worker."""
+    from events import decode
+    from streams.kafka.stage import Decoded
+
+    def post(i: int, text: str = "") -> bytes:
+        return orjson.dumps({"type": "post", "event_id": f"e{i}", "platform": "weibo", "ts": "2026-01-01T00:00:00Z",
+                             "post_id": f"p{i}", "account_id": "a", "kind": "original", "text": text})
+
+    lines = [post(i) for i in range(5)]
+    decoded = Decoded(budget=3 * len(lines[0]), max_bytes=400)
+    for line in lines + lines[4:]:  # the last twice: kept once
+        decoded.put(line, decode(line, "test"))
+    assert [decoded.get(bytes(line)) is not None for line in lines] == [False, False, True, True, True]
+    assert decoded.get(bytes(lines[4])).post_id == "p4"  # equal bytes, not the same object
+    assert decoded.size == 3 * len(lines[0])
+    big = post(9, "x" * 500)
+    decoded.put(big, decode(big, "test"))
+    assert decoded.get(big) is None and len(decoded.events) == 3

@@ -40,7 +40,7 @@ from streams.outputs.delivery import make_delivery
 from streams.registry import build_detectors, placements, refuser, routes, stages
 from streams.settings import Settings, bootstrap_servers
 from streams.kafka.batches import Outbox
-from streams.kafka.stage import RAW_BYTES, SOURCE_HEADER, persist, stage_agent, tick_json
+from streams.kafka.stage import RAW_BYTES, SOURCE_HEADER, Decoded, persist, stage_agent, tick_json
 from streams.kafka.watchdog import watch
 from streams.kafka.view import ClusterView
 
@@ -108,6 +108,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
     targets = {**stage_topics, **({EVIDENCE: evidence.topic} if evidence is not None else {})}  # for outboxes
 
     counted: dict[str, object] = {}  # input topic -> its events counter (labels() per event cost 1% of a worker)
+    decoded = Decoded()  # events this worker validated or made, for its stages (see Decoded)
 
     @app.agent(inputs, name="ingest")
     async def ingest(stream: faust.StreamT) -> None:
@@ -145,6 +146,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
                 if evidence is not None:
                     evidence.input_tick(outbox, message.value, source)
                 return
+            decoded.put(raw, parsed)
             for name, members in takers.get(parsed.type, {}).items():
                 for partition, key in placements(members, parsed, settings.partitions):
                     outbox.add(name, partition, source, key.encode(), message.value)
@@ -155,8 +157,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
             await dead_letter(DeadLetter(f"ingest failed: {err!r}", "worker_error", raw_text(message.value or b""),
                                          source))
 
-    engines = {name: stage_agent(app, settings, name, groups, targets, alerts_topic, dead_letter, admit, evidence)
-               for name in groups}
+    engines = {name: stage_agent(app, settings, name, groups, targets, alerts_topic, dead_letter, admit, evidence,
+                                 decoded) for name in groups}
     orders = next((engine for engine in engines.values() if "orders" in engine.by_name), None)
     view = ClusterView(settings.view_horizon_s)
 
