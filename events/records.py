@@ -19,9 +19,7 @@ from events.keys import SEP, key, parts
 Expire = Callable[[str, float], None]
 
 
-def record_key(kind: str, *ids: str) -> str:
-    """The state key of one record: its kind, then its ids, escaped (:func:`events.keys.key`)."""
-    return key(kind, *ids)
+record_key = key  # the state key of one record: its kind, then its ids, escaped (events.keys.key)
 
 
 def parse(state_key: str) -> tuple[str, list[str]]:
@@ -42,15 +40,15 @@ class Records:
 
     def get(self, kind: str, *ids: str) -> dict | None:
         """The record, or None. Changes to it count only once it is saved."""
-        return self._get(key(kind, *ids))
+        return self._get(record_key(kind, *ids))
 
     def has(self, kind: str, *ids: str) -> bool:
-        return key(kind, *ids) in self.state
+        return record_key(kind, *ids) in self.state
 
     def save(self, kind: str, *ids: str, record: dict, until: float) -> None:
         """Write ``record`` back; it is deleted once event time passes ``until`` (which may move
         later with each save; a record never saved before is scheduled)."""
-        state_key = key(kind, *ids)
+        state_key = record_key(kind, *ids)
         before = record.get("until")
         if before is None or until < before:
             self._expire(state_key, until)
@@ -67,7 +65,7 @@ class Records:
         self.save(kind, *ids, record=record, until=until)
 
     def delete(self, kind: str, *ids: str) -> None:
-        self.state.pop(key(kind, *ids), None)
+        self.state.pop(record_key(kind, *ids), None)
 
     def of_kind(self, kind: str) -> Iterator[tuple[list[str], dict]]:
         """(ids, record) of every record of one kind (the API's read model; not for hot paths)."""

@@ -36,7 +36,7 @@ def records(entries: list[tuple[bytes, bytes]], limit: float | None = None) -> l
     """``(key, event)`` entries as record values in order, each cut after ``limit`` bytes
     (:data:`RECORD_BYTES`; one entry alone may be larger). An event equal to the one before it
     in the same record is not written again (:data:`REPEAT`)."""
-    limit = RECORD_BYTES if limit is None else limit
+    limit = RECORD_BYTES if limit is None else limit  # read at each call, not bound as a default: tests lower it
     out: list[bytes] = []
     parts: list[bytes] = []
     size, previous = 0, None
