@@ -32,7 +32,10 @@ class Receiver:
                 pass
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                length = int(self.headers.get("content-length", 0))
+                body = self.rfile.read(length)
+                if len(body) < length:  # the sender died mid-request (a killed worker): nothing was delivered
+                    return
                 record = {"headers": {k.lower(): v for k, v in self.headers.items()}, "body": body, "path": self.path,
                           "received": time.time()}
                 if receiver.delay_s:
