@@ -172,8 +172,11 @@ class OrderWatch:
                 ctx.records.save("watch", here, p, item, record=index or {}, until=until)
             return []
         get, ts = ctx.records.get, event.epoch
-        if any(watched(get("watch", here, p, item), ts) for item in _touched(event)):
-            ctx.emit("orders", event)
+        for item in _touched(event):  # a loop, not any(watched(...)): this runs for every post
+            index = get("watch", here, p, item)
+            if index is not None and index["until"] >= ts:  # watched(index, ts)
+                ctx.emit("orders", event)
+                break
         return []
 
     def on_timer(self, key: str, ctx: Context) -> list[Alert]:

@@ -32,6 +32,8 @@ def key(*parts: str) -> str:
 
 def parts(state_key: str) -> list[str]:
     """The parts :func:`key` was given."""
+    if "\\" not in state_key:  # nothing escaped (nearly always)
+        return state_key.split(SEP)
     return [_ESCAPED.sub(lambda m: SEP if m.group(1) == "t" else m.group(1), p) if "\\" in p else p
             for p in state_key.split(SEP)]
 

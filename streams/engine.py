@@ -97,12 +97,6 @@ def _identity(event: AnyEvent, key: str) -> str:
     return ids.scoped(event.platform, event.event_id, key, event.type)
 
 
-def _emitted_identity(event: AnyEvent) -> str:
-    """An event emitted to a stage of the same engine, once for all its keys: five parts, so it
-    cannot pass for any identity :func:`_identity` makes (three or four)."""
-    return ids.scoped(event.platform, event.event_id, "", event.type, "emitted")
-
-
 class LateEvent(Exception):
     """An event too far behind event time to tell from a duplicate (see the module docstring)."""
 
@@ -119,8 +113,12 @@ class _Partition:
     pending: list[tuple[float, str, str, str, int, AnyEvent]] = field(default_factory=list)
     swept: int = -(2**62)  # last minute swept
     restored: int = 0  # buffered events read back from the state when rebuilt (a restart, a takeover)
+    # events emitted to this stage by another of the same engine: second of event time ->
+    # (platform, event id, type) of each; in memory, as nothing outlives one process there
+    emitted: dict[int, set[tuple[str, str, str]]] = field(default_factory=dict)
 
-    def schedule(self, until: float, key: str) -> None:
+    def schedule(self, key: str, until: float) -> None:
+        """Check ``key`` for expiry in the first minute after ``until`` (the ``Expire`` of its records)."""
         if until == math.inf:
             return  # configured never to expire
         minute = int(until // EXPIRY_STEP) + 1
@@ -131,6 +129,28 @@ class _Partition:
             self.expiry[minute] = [key]
         else:
             keys.append(key)
+
+    def first_emission(self, event: AnyEvent, window: float) -> bool:
+        """Whether ``event``, emitted to this stage, is new here: an event emitted more than
+        once (by several keys of the emitter) is taken once, as on Kafka, where the receiving
+        engine's seen-set drops the repeats key by key. Marks are kept ``window`` seconds of
+        event time, as a seen-set's are."""
+        bucket = int(event.epoch // SEEN_BUCKET_S)
+        identity = (event.platform, event.event_id, event.type)
+        marks = self.emitted.get(bucket)
+        if marks is None:
+            emitted = self.emitted
+            while emitted:  # oldest first: buckets come in event time (ordered stages emit in it)
+                old = next(iter(emitted))
+                if (old + 1) * SEEN_BUCKET_S + window >= event.epoch:
+                    break
+                del emitted[old]
+            emitted[bucket] = {identity}
+            return True
+        if identity in marks:
+            return False
+        marks.add(identity)
+        return True
 
 
 @dataclass
@@ -146,14 +166,14 @@ class _Context:
     records: Records = field(init=False)
 
     def __post_init__(self) -> None:
-        self.records = Records(self.state, self.expire)
+        self.records = Records(self.state, self.part.schedule)  # self.expire, one call less per save
 
     def set_timer(self, key: str, at: float) -> None:
         self.timer_state[key] = [at, self.partition]
         heapq.heappush(self.part.timers, (at, key))
 
     def expire(self, key: str, until: float) -> None:
-        self.part.schedule(until, key)
+        self.part.schedule(key, until)
 
     def emit(self, detector: str, event: AnyEvent) -> None:
         self.outbox.append((detector, event))
@@ -175,8 +195,7 @@ class _Stage:
     def context(self, partition: int, watermark: float) -> _Context:
         ctx = self.contexts.get(partition)
         if ctx is None:
-            ctx = _Context(self.state, self.timers, _Partition([], {}), partition)
-            ctx.part = self._rebuild(partition)
+            ctx = _Context(self.state, self.timers, self._rebuild(partition), partition)
             self.contexts[partition] = ctx
         ctx.watermark = watermark
         return ctx
@@ -201,7 +220,7 @@ class _Stage:
 
         for key, rec in list(self.state.items()):
             if isinstance(rec, dict) and "until" in rec:
-                part.schedule(rec["until"], key)
+                part.schedule(key, rec["until"])
             elif key.startswith(prefix) and len(rec) == 2:  # this detector's own, from before records were shared
                 restore(rec)
         if self.buffers is not None:  # a buffered event from before a restart or a rebalance
@@ -341,7 +360,7 @@ class Engine:
         to the partition of one of the event's keys (a detector without that key skips it).
         ``offset``: where it was read (replayed buffers: see :meth:`oldest_offset`).
         """
-        wm = self.watermark(partition)
+        wm = self.watermarks.get(partition) or self.watermark(partition)
         advanced = wm.observe(source or self.sources[0], event.epoch)
         alerts: list[Alert] = []
         if advanced:
@@ -386,8 +405,9 @@ class Engine:
             else:
                 for k in keys:
                     alerts.extend(self._call(stage, event, k, ctx))
-            if _due(ctx.part, wm.value):  # and timers the detector set already due
-                alerts.extend(self._release(stage, ctx, wm.value))
+            part, now = ctx.part, wm.value
+            if part.pending and part.pending[0][0] <= now or part.timers and part.timers[0][0] <= now:
+                alerts.extend(self._release(stage, ctx, now))  # and timers the detector set already due
         if self.replayed and identity not in holding:  # no detector had a key for it: nothing waits
             self._mark_seen(first, first.context(partition, wm.value), event, identity)
         while self._handed:  # stages that events were emitted to, which may take none of this type
@@ -508,16 +528,19 @@ class Engine:
             if target is None:
                 self.emitted.append((name, event))
                 continue
-            target_ctx = target.context(ctx.partition, ctx.watermark)
-            # an event emitted more than once (by several keys of the emitter) is taken once, as
-            # on Kafka, where the receiving engine's seen-set drops the repeats key by key: here
+            target_ctx = target.contexts.get(ctx.partition)
+            if target_ctx is None:
+                target_ctx = target.context(ctx.partition, ctx.watermark)
+            else:
+                target_ctx.watermark = ctx.watermark
             # every key of the receiver takes it in this one call, so one mark serves them all
-            if not self._mark_seen(target, target_ctx, event, _emitted_identity(event)):
+            if not target_ctx.part.first_emission(event, self.dedupe_window):
                 continue
             keys = self._keys(target, event)
             if not keys:
                 continue
-            self._handed.append((target, target_ctx))
+            if not self._handed or self._handed[-1][1] is not target_ctx:
+                self._handed.append((target, target_ctx))
             if self.write_buffers:
                 self._hold(ctx.partition, event, [(name, keys)])
             for k in keys:
@@ -555,10 +578,15 @@ class Engine:
         alerts: list[Alert] = []
         minute = math.floor(now / EXPIRY_STEP) if now > -math.inf else None
         for stage in self.stages:
-            ctx = stage.context(partition, now)
-            if _due(ctx.part, now):  # most advances release nothing: skip the call
-                alerts.extend(self._release(stage, ctx, now))
-            if minute is not None and minute > ctx.part.swept:
+            ctx = stage.contexts.get(partition)
+            if ctx is None:
+                ctx = stage.context(partition, now)
+            else:
+                ctx.watermark = now
+            part = ctx.part
+            if part.pending and part.pending[0][0] <= now or part.timers and part.timers[0][0] <= now:
+                alerts.extend(self._release(stage, ctx, now))  # most advances release nothing: no call
+            if minute is not None and minute > part.swept:
                 self._expire(stage, ctx, now)
         return alerts
 
@@ -568,21 +596,26 @@ class Engine:
         An event at exactly a timer's time goes first: an action at the deadline is on time.
         """
         alerts: list[Alert] = []
-        pending, timers = ctx.part.pending, ctx.part.timers
+        part = ctx.part
+        pending, timers = part.pending, part.timers
+        unhold = self.buffers is not None
+        held = self.held_entries
         while True:
             next_event = pending[0][0] if pending else math.inf
             next_timer = timers[0][0] if timers else math.inf
-            if min(next_event, next_timer) > now:
+            first = next_event if next_event <= next_timer else next_timer
+            if first > now:
                 return alerts
             # records expire by the time of what is handed over, not by how far the watermark
             # jumped: one step over an hour (a source that was silent) or sixty of a minute give
             # the detector the same state
-            self._expire(stage, ctx, min(next_event, next_timer))
+            if first >= (part.swept + 1) * EXPIRY_STEP - 1e-3:  # maybe a minute not yet swept: _expire decides
+                self._expire(stage, ctx, first)
             if next_event <= next_timer:
                 _ts, event_id, _type, key, seq, event = heapq.heappop(pending)
-                if self.buffers is not None and (self.write_buffers or seq < 0):
+                if unhold and (self.write_buffers or seq < 0):
                     self._unhold(stage, ctx.partition, event, event_id, key, restored=seq < 0)
-                if seq in self.held_entries:
+                if held and seq in held:
                     self._released(seq, event, ctx.partition, now)
                 alerts.extend(self._call(stage, event, key, ctx))
             else:
@@ -616,6 +649,6 @@ class Engine:
                     continue  # gone already (another partition's sweep, in process)
                 until = record.get("until", -math.inf)
                 if until > now:
-                    part.schedule(until, key)  # moved later since scheduled
+                    part.schedule(key, until)  # moved later since scheduled
                 else:
                     del state[key]

@@ -377,3 +377,17 @@ def test_an_event_emitted_twice_is_taken_once_per_key_and_never_passes_for_an_in
     engine.process(decode(orjson.dumps(tick(1)), "t"))
     assert sorted(Receiver.taken) == [("order", "e1", "a"), ("post", "e1", "a"), ("post", "e1", "b"),
                                       ("post", "e1", "c")]
+
+
+def test_the_marks_of_emitted_events_last_the_duplicate_window_and_no_longer() -> None:
+    """An emitted event's mark (in memory: nothing outlives one process there) drops a repeat
+    within the duplicate window; older marks go, so their memory does not grow with the stream."""
+    from streams.engine import _Partition
+
+    part, window = _Partition([], {}), 600.0
+    first = decode(orjson.dumps(post("p0", 0)), "t")
+    assert part.first_emission(first, window) and not part.first_emission(first, window)
+    for minute in range(1, 120):  # two hours, one emitted event a minute
+        assert part.first_emission(decode(orjson.dumps(post(f"p{minute}", minute)), "t"), window)
+    assert len(part.emitted) <= window / 60 + 2  # a second's marks each minute, the last ten minutes'
+    assert part.first_emission(first, window)  # two hours on, a repeat is no longer told apart

@@ -155,7 +155,6 @@ def test_a_bounded_action_list_gives_the_same_alerts_and_figures_as_an_unbounded
 def test_the_ledger_takes_only_activity_on_ordered_items_and_each_post_once() -> None:
     """OrderWatch (keyed by item) hands the ledger the posts touching an ordered item, once per
     item; the ledger takes each once, and posts elsewhere never reach it."""
-    from events.keys import scoped
     from tests.support.events import post
 
     order_items = [{"post_id": "p1"}, {"account_id": "a7"}]
@@ -166,8 +165,8 @@ def test_the_ledger_takes_only_activity_on_ordered_items_and_each_post_once() ->
     after = record(engine, "o1")["after"]
     assert after["items"] == 2 and after["reposts"] == 1 and after["spread"] == 1  # r1 once, per item it touches
     assert kinds(alerts) == ["order_overdue"] + ["continued_dissemination"] * 2  # 1 item, then 2 (doubled)
-    handed = [rec["ids"] for key, rec in engine.by_name["orders"].state.items() if key.startswith("~seen")]
-    assert [sorted(ids) for ids in handed] == [[scoped("weibo", events[1]["event_id"], "", "post", "emitted")]]
+    handed = engine.by_name["orders"].contexts[0].part.emitted  # what OrderWatch handed it, once
+    assert [sorted(marks) for marks in handed.values()] == [[("weibo", events[1]["event_id"], "post")]]
 
 
 def test_an_input_post_is_not_taken_by_a_detector_that_only_receives_posts() -> None:
