@@ -220,7 +220,7 @@ def worker(broker: str | None, web_port: int | None, loglevel: str) -> None:
     settings = Settings(**overrides)
     ensure_topics(settings, topic_names(settings))
     app = create_app(settings)
-    tune_gc(settings.gc_threshold)
+    tune_gc(settings.gc_threshold, settings.gc_middle_passes)
     sys.argv = ["stormwatch", "worker", "--loglevel", loglevel, "--web-port", str(settings.web_port),
                 "--web-host", settings.web_host]
     app.main()

@@ -30,7 +30,7 @@ class LocalPipeline:
     def __init__(self, settings: Settings, on_alert: AlertSink, on_deadletter: DeadLetterSink,
                  recorder: EvidenceRecorder | None = None) -> None:
         """``recorder``, when given, keeps the raw events each alert version cites (``evidence/``)."""
-        tune_gc(settings.gc_threshold)
+        tune_gc(settings.gc_threshold, settings.gc_middle_passes)
         detectors = build_detectors(settings)
         self.routable = refuser(detectors)
         self.engine = Engine(detectors, lateness=settings.allowed_lateness_s,

@@ -127,9 +127,12 @@ def test_the_pipeline_sets_the_cycle_collector_from_settings() -> None:
              "LocalPipeline(Settings(), print, print); print(*gc.get_threshold())")
     seen = {}
     for value in ("12345", "0"):
-        env = {**os.environ, "STORMWATCH_GC_THRESHOLD": value}
+        env = {**os.environ, "STORMWATCH_GC_THRESHOLD": value, "STORMWATCH_GC_MIDDLE_PASSES": value[:2]}
         done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True,
                               timeout=60)
         seen[value] = done.stdout.split()
-    assert seen["12345"] == ["12345", "10", "10"]
+    assert seen["12345"] == ["12345", "12", "10"]
     assert seen["0"] == ["700", "10", "10"]
+    default = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60,
+                             env={k: v for k, v in os.environ.items() if not k.startswith("STORMWATCH_GC")})
+    assert default.stdout.split()[-3:] == ["50000", "100", "10"]
