@@ -20,15 +20,18 @@ The simulator sends ``root_id`` on every repost, as a busy platform does, so its
 keyed by root (``STORMWATCH_CASCADES__ROOT_IDS_GIVEN``); ``--by-platform`` keys them by the
 platform instead, as for a platform that may leave ``root_id`` out.
 
-Run: ``python -m benchmarks.workers [--minutes 10] [--by-platform] [--partitions 3]`` (starts its own broker).
-Figures only, no assertions; the alerts of each run are compared with replay's and the
-difference is printed.
+Run: ``python -m benchmarks.workers [--minutes 10] [--by-platform] [--partitions 3] [--repeat 1]``
+(starts its own broker). Figures only, no assertions; the alerts of each run are compared with
+replay's and the difference is printed. On a shared machine one run's CPU figures vary by 10-20%:
+``--repeat K`` runs one worker then two, K times in turn on the same broker, and prints the
+median and range of each figure and of the ratio, pair by pair.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import shutil
 import subprocess
 import sys
@@ -133,6 +136,7 @@ def main() -> None:
     parser.add_argument("--by-platform", action="store_true", help="cascades keyed by platform, not by root")
     parser.add_argument("--partitions", type=int, default=3, help="partitions of every topic (default 3; with 3, "
                         "two workers split each stage 2:1 at best)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of one then two workers, in turn (default 1)")
     args = parser.parse_args()
     os.environ["STORMWATCH_CASCADES__ROOT_IDS_GIVEN"] = "[]" if args.by_platform else '["weibo"]'  # workers inherit it
     print("cascades keyed by " + ("platform" if args.by_platform else "root"))
@@ -152,9 +156,18 @@ def main() -> None:
         print(f"replay in process: {replay_rate:,.0f} events/s ({replay_s:.1f} s, {len(expected)} alert versions)")
         broker = KafkaBroker().start()
         try:
-            results = [run_workers(broker, bin_, src, events, expected, n, tmp_path, args.partitions) for n in (1, 2)]
+            pairs = []
+            for _ in range(max(1, args.repeat)):
+                pairs.append([run_workers(broker, bin_, src, events, expected, n, tmp_path, args.partitions)
+                              for n in (1, 2)])
+                report(pairs[-1], replay_rate)
         finally:
             broker.stop()
+    if len(pairs) > 1:
+        summary(pairs, replay_rate)
+
+
+def report(results: list[dict], replay_rate: float) -> None:
     for r in results:
         print(f"{r['workers']} worker(s): {r['events_per_s']:,.0f} events/s to the last alert ({r['seconds']:.1f} s; "
               f"drain / replay {r['events_per_s'] / replay_rate:.3f}); CPU s per worker "
@@ -165,7 +178,23 @@ def main() -> None:
               f"per 10k events; busier worker {r['busy_busier_share']:.0%}")
     one, two = results
     print(f"two workers' CPU per event / one worker's: {two['cpu_s_per_10k'] / one['cpu_s_per_10k']:.2f} "
-          f"(without the quiet tail: {two['busy_cpu_s_per_10k'] / one['busy_cpu_s_per_10k']:.2f})")
+          f"(without the quiet tail: {two['busy_cpu_s_per_10k'] / one['busy_cpu_s_per_10k']:.2f})", flush=True)
+
+
+def summary(pairs: list[list[dict]], replay_rate: float) -> None:
+    """Median and range over the runs: one run on a shared machine does not tell 15%."""
+    def line(name: str, values: list[float], fmt: str = ".2f") -> None:
+        print(f"  {name}: median {statistics.median(values):{fmt}} (range {min(values):{fmt}} to {max(values):{fmt}}; "
+              f"runs {', '.join(f'{v:{fmt}}' for v in values)})")
+
+    print(f"over {len(pairs)} runs of one then two workers:")
+    line("one worker, drain / replay", [one["events_per_s"] / replay_rate for one, _ in pairs], ".3f")
+    line("one worker, CPU s per 10k events", [one["cpu_s_per_10k"] for one, _ in pairs])
+    line("two workers, CPU s per 10k events", [two["cpu_s_per_10k"] for _, two in pairs])
+    line("two / one, run by run", [two["cpu_s_per_10k"] / one["cpu_s_per_10k"] for one, two in pairs])
+    line("two / one without the quiet tail", [two["busy_cpu_s_per_10k"] / one["busy_cpu_s_per_10k"] for one, two in pairs])
+    line("busier of two workers", [two["busier_share"] for _, two in pairs], ".0%")
+    print(f"  alerts differing from replay in any run: {sum(len(r['alerts_differing']) for p in pairs for r in p)}")
 
 
 if __name__ == "__main__":
