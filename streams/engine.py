@@ -92,9 +92,10 @@ def _identity(event: AnyEvent, key: str) -> str:
     """The (platform, event id, key) an event was handed over as, unambiguous whatever the ids
     hold. An event a stage made (not an input type: a cascades finding) adds its type, so no
     input's id, whatever it holds, can pass for it in a seen-set that also takes inputs."""
+    platform, event_id = event.platform, event.event_id  # ids.scoped's form, inline: once per event
     if event.type in TOPIC_BY_TYPE:
-        return ids.scoped(event.platform, event.event_id, key)
-    return ids.scoped(event.platform, event.event_id, key, event.type)
+        return f"{len(platform)}:{platform}{len(event_id)}:{event_id}{len(key)}:{key}"
+    return ids.scoped(platform, event_id, key, event.type)
 
 
 class LateEvent(Exception):
@@ -390,7 +391,12 @@ class Engine:
             if key is not None:  # already routed to one key's partition (several detectors may share it)
                 keys = (key,) if key in keys else ()
             # the context first: opening it reads the durable buffers back, which _hold writes to
-            routed.append((stage, stage.context(partition, wm.value), keys))
+            ctx = stage.contexts.get(partition)
+            if ctx is None:
+                ctx = stage.context(partition, wm.value)
+            else:
+                ctx.watermark = wm.value
+            routed.append((stage, ctx, keys))
         if self.write_buffers:
             self._hold(partition, event, [(stage.detector.name, keys) for stage, _ctx, keys in routed if stage.ordered])
         for stage, ctx, keys in routed:
