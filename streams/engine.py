@@ -301,7 +301,7 @@ class Engine:
             for etype in stage.detector.event_types | getattr(stage.detector, "receives", frozenset()):
                 self.by_handed_type.setdefault(etype, []).append(stage)
         self._handed: list[tuple[_Stage, _Context]] = []  # stages emitted to during one process()
-        self._keys_event: AnyEvent | None = None  # see _keys()
+        self._keys_event: AnyEvent | None = None  # see _keys_once()
         self._keys_by: dict[str, tuple[str, ...]] = {}
         self.sources = tuple(sources)
         self.lateness = lateness
@@ -387,9 +387,10 @@ class Engine:
             return alerts
         routed: list[tuple[_Stage, _Context, tuple[str, ...]]] = []
         for stage in takers:
-            keys = self._keys(stage, event)
             if key is not None:  # already routed to one key's partition (several detectors may share it)
-                keys = (key,) if key in keys else ()
+                keys = (key,) if key in self._keys_once(stage, event) else ()
+            else:
+                keys = self._keys(stage, event)
             # the context first: opening it reads the durable buffers back, which _hold writes to
             ctx = stage.contexts.get(partition)
             if ctx is None:
@@ -422,16 +423,21 @@ class Engine:
                 alerts.extend(self._release(stage, ctx, wm.value))
         return alerts
 
-    def _keys(self, stage: _Stage, event: AnyEvent) -> tuple[str, ...]:
+    @staticmethod
+    def _keys(stage: _Stage, event: AnyEvent) -> tuple[str, ...]:
         """The detector's keys for ``event``, each once (as on Kafka, where a key's seen-set
-        drops a second copy), remembered for the last event: a stage record hands one event
-        over once per key it was bound for (a co-action, once per partner)."""
+        drops a second copy)."""
+        found = stage.detector.keys(event)
+        return tuple(dict.fromkeys(found) if len(found) > 1 else found)
+
+    def _keys_once(self, stage: _Stage, event: AnyEvent) -> tuple[str, ...]:
+        """:meth:`_keys`, remembered for the last event: a stage record hands one event over
+        once per key it was bound for (a co-action, once per partner)."""
         if event is not self._keys_event:
             self._keys_event, self._keys_by = event, {}
         keys = self._keys_by.get(stage.detector.name)
         if keys is None:
-            found = stage.detector.keys(event)
-            keys = self._keys_by[stage.detector.name] = tuple(dict.fromkeys(found) if len(found) > 1 else found)
+            keys = self._keys_by[stage.detector.name] = self._keys(stage, event)
         return keys
 
     def _released(self, seq: int, event: AnyEvent, partition: int, now: float) -> None:
