@@ -211,9 +211,9 @@ class ArmyAccounts:
         acct = post.account
         if acct is not None:
             young = acct.created_at is not None and t - acct.created_at.timestamp() < self.s.young_account_days * 86400
-            rec["sig"] = [young, acct.followers < self.s.low_followers, acct.device_id, acct.ip_prefix]
+            rec["sig"] = (young, acct.followers < self.s.low_followers, acct.device_id, acct.ip_prefix)
         if flags:
-            rec["flags"] = sorted(set(rec.get("flags", [])) | set(flags))
+            rec["flags"] = tuple(sorted(set(rec.get("flags", [])) | set(flags)))
         if acct is not None and acct.platform_operated:
             rec["operated"] = True  # provider_organized needs it of a founder or the hub (see _provider)
         ctx.records.save("account", post.platform, post.account_id, record=rec, until=t + self.keep_s)
@@ -245,9 +245,10 @@ class ArmyObjects:
         platform, obj = ids.parts(key)
         text = obj.startswith(TEXT)
         window = s.text_window_s if text else s.object_window_s
-        entry = [t, event.post_id, event.aims, event.card]
-        if text:
-            entry.append(event.sig)
+        # tuples, and a card of tuples (ArmyAccounts): Python's cycle collector stops scanning a
+        # container of plain values, and these live a window, by the hundred thousand
+        aims = tuple(event.aims)
+        entry = (t, event.post_id, aims, event.card, event.sig) if text else (t, event.post_id, aims, event.card)
         rec = ctx.records.get("object", platform, obj)
         if rec is None:  # most objects (a text's bands above all) are acted on once
             ctx.records.save("object", platform, obj, record={"m": {me: entry}, "first": t}, until=t + window)
