@@ -172,9 +172,8 @@ class OrderWatch:
                 ctx.records.save("watch", here, p, item, record=index or {}, until=until)
             return []
         get, ts = ctx.records.get, event.epoch
-        for item in _touched(event):  # a loop, not any(watched(...)): this runs for every post
-            index = get("watch", here, p, item)
-            if index is not None and index["until"] >= ts:  # watched(index, ts)
+        for item in _touched(event):  # a loop, not any() over a generator: this runs for every post
+            if watched(get("watch", here, p, item), ts):
                 ctx.emit("orders", event)
                 break
         return []

@@ -412,9 +412,8 @@ class Engine:
             else:
                 for k in keys:
                     alerts.extend(self._call(stage, event, k, ctx))
-            part, now = ctx.part, wm.value
-            if part.pending and part.pending[0][0] <= now or part.timers and part.timers[0][0] <= now:
-                alerts.extend(self._release(stage, ctx, now))  # and timers the detector set already due
+            if _due(ctx.part, wm.value):  # and timers the detector set already due
+                alerts.extend(self._release(stage, ctx, wm.value))
         if self.replayed and identity not in holding:  # no detector had a key for it: nothing waits
             self._mark_seen(first, first.context(partition, wm.value), event, identity)
         while self._handed:  # stages that events were emitted to, which may take none of this type
@@ -540,11 +539,7 @@ class Engine:
             if target is None:
                 self.emitted.append((name, event))
                 continue
-            target_ctx = target.contexts.get(ctx.partition)
-            if target_ctx is None:
-                target_ctx = target.context(ctx.partition, ctx.watermark)
-            else:
-                target_ctx.watermark = ctx.watermark
+            target_ctx = target.context(ctx.partition, ctx.watermark)
             # every key of the receiver takes it in this one call, so one mark serves them all
             if not target_ctx.part.first_emission(event, self.dedupe_window):
                 continue
@@ -595,7 +590,7 @@ class Engine:
                 ctx = stage.context(partition, now)
             else:
                 ctx.watermark = now
-            part = ctx.part
+            part = ctx.part  # _due and context(), inline: this runs for every stage at every advance
             if part.pending and part.pending[0][0] <= now or part.timers and part.timers[0][0] <= now:
                 alerts.extend(self._release(stage, ctx, now))  # most advances release nothing: no call
             if minute is not None and minute > part.swept:
