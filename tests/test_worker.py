@@ -514,7 +514,8 @@ def test_the_worker_is_healthy_only_once_ready(tmp_path) -> None:
 
 def test_the_inputs_a_worker_decoded_are_kept_within_bounds() -> None:
     """Stages take the ingest's event for the same bytes; the newest messages up to a budget of
-    bytes are kept, none over ``max_bytes``, so large or many posts cannot grow the worker."""
+    bytes are kept, none over ``max_bytes``, so large or many posts cannot grow the worker; an
+    event leaves once each stage record it went into has read it."""
     from events import decode
     from streams.kafka.stage import Decoded
 
@@ -524,11 +525,20 @@ def test_the_inputs_a_worker_decoded_are_kept_within_bounds() -> None:
 
     lines = [post(i) for i in range(5)]
     decoded = Decoded(budget=3 * len(lines[0]), max_bytes=400)
-    for line in lines + lines[4:]:  # the last twice: kept once
-        decoded.put(line, decode(line, "test"))
+    for line in lines:
+        decoded.put(line, decode(line, "test"), readers=2)
+    decoded.put(lines[4], decode(lines[4], "test"))  # the same bytes again: one reader more, kept once
+    assert list(decoded.events) == lines[2:] and decoded.size == 3 * len(lines[0])  # the oldest went
     assert [decoded.get(bytes(line)) is not None for line in lines] == [False, False, True, True, True]
     assert decoded.get(bytes(lines[4])).post_id == "p4"  # equal bytes, not the same object
-    assert decoded.size == 3 * len(lines[0])
+    assert decoded.get(bytes(lines[3])) is not None  # its second reader: then it is gone
+    assert decoded.get(bytes(lines[3])) is None and lines[3] not in decoded.events
+    assert decoded.get(bytes(lines[4])) is not None and decoded.get(bytes(lines[4])) is None  # three readers
+    assert list(decoded.events) == [lines[2]] and decoded.size == len(lines[0])
     big = post(9, "x" * 500)
     decoded.put(big, decode(big, "test"))
-    assert decoded.get(big) is None and len(decoded.events) == 3
+    assert decoded.get(big) is None and len(decoded.events) == 1
+    many = [post(100 + i) for i in range(2000)]  # evicting the oldest stays cheap however many went
+    for line in many:
+        decoded.put(line, None)
+    assert decoded.size <= decoded.budget and list(decoded.events)[-1] == many[-1] and lines[2] not in decoded.events

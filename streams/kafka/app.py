@@ -146,10 +146,13 @@ def create_app(settings: Settings | None = None) -> faust.App:
                 if evidence is not None:
                     evidence.input_tick(outbox, message.value, source)
                 return
-            decoded.put(raw, parsed)
+            into = set()  # the stage records it goes into: each reads it once (Decoded)
             for name, members in takers.get(parsed.type, {}).items():
                 for partition, key in placements(members, parsed, settings.partitions):
+                    into.add((name, partition))
                     outbox.add(name, partition, source, key.encode(), message.value)
+            if into:
+                decoded.put(raw, parsed, len(into))
             if evidence is not None:
                 evidence.input_event(outbox, parsed, message.value, source)
         except Exception as err:  # a bad message must never stop the agent
