@@ -542,3 +542,9 @@ def test_the_inputs_a_worker_decoded_are_kept_within_bounds() -> None:
     for line in many:
         decoded.put(line, None)
     assert decoded.size <= decoded.budget and list(decoded.events)[-1] == many[-1] and lines[2] not in decoded.events
+    again = Decoded(budget=2 * len(lines[0]), max_bytes=400)
+    again.put(lines[0], "first")
+    again.put(lines[1], "second")
+    again.put(lines[0], "ignored")  # a duplicate's readers come later: it is the newest now
+    again.put(lines[2], "third")  # so the budget takes lines[1]
+    assert list(again.events) == [lines[0], lines[2]] and again.get(lines[0]) == "first"

@@ -146,7 +146,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
                 if evidence is not None:
                     evidence.input_tick(outbox, message.value, source)
                 return
-            into = set()  # the stage records it goes into: each reads it once (Decoded)
+            into = set()  # the stage partitions it goes into: a record each, which reads it once (Decoded)
             for name, members in takers.get(parsed.type, {}).items():
                 for partition, key in placements(members, parsed, settings.partitions):
                     into.add((name, partition))

@@ -121,8 +121,9 @@ async def finish_batch(app: faust.App, admit, handled: list, outputs: Step, stat
 
 
 class Decoded:
-    """The events this worker wrote to its stage records, by their bytes (the newest ``budget``
-    bytes of them): each input the ingest validated, each event a stage emitted.
+    """The events this worker wrote to its stage records and its stages have yet to read, by
+    their bytes (at most ``budget`` bytes of them): each input the ingest validated, each event
+    a stage emitted.
 
     The ingest hands an input's own bytes to every stage it feeds, and a stage hands what it
     emits (a post's act, a co-action, with the author's card) to the next as JSON; each stage
@@ -131,13 +132,15 @@ class Decoded:
     An event is frozen, and the same bytes decode to an equal one, so sharing it changes
     nothing; one from another worker, or read back after a restart, is decoded as before.
 
-    An event leaves once as many stage records as it went into (``readers``) have taken it:
-    a worker that owns every partition reads each one back, so the budget holds what is still
-    to come rather than what was read (one worker decoded 30k of 74k co-action entries again,
-    session 18, when the oldest simply went first). Messages over ``max_bytes`` are not kept,
-    and the oldest go once the kept ones pass ``budget`` bytes (those whose readers are on other
-    workers end so), so memory stays bounded (an event takes a few times its message's size)
-    whatever the posts hold."""
+    An event leaves once it was read as often as the stage partitions it went into
+    (``readers``: a record each, which reads it once): a worker that owns every partition reads
+    each one back, so the budget holds what is still to come rather than what was read (one
+    worker decoded 30k of 74k co-action entries again, session 18, when the oldest simply went
+    first). A read more (a record cut in two, one read again) only makes a later read decode; a
+    read fewer leaves the event to the budget. Messages over ``max_bytes`` are not kept, and the
+    oldest go once the kept ones pass ``budget`` bytes (those whose readers are on other workers
+    end so), so memory stays bounded (an event takes a few times its message's size) whatever
+    the posts hold."""
 
     def __init__(self, budget: int = 8_000_000, max_bytes: int = 16_384) -> None:
         self.budget, self.max_bytes, self.size = budget, max_bytes, 0
@@ -147,8 +150,9 @@ class Decoded:
         if len(raw) > self.max_bytes:
             return
         kept = self.events.get(raw)
-        if kept is not None:  # the same bytes again (a duplicate): read as often again
+        if kept is not None:  # the same bytes again (a duplicate): read as often again, from now
             kept[1] += readers
+            self.events.move_to_end(raw)
             return
         self.events[raw] = [event, readers]
         self.size += len(raw)
@@ -212,9 +216,9 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
                 into = set()  # the partitions it goes to: one stage record each reads it
                 for key in by_name[name].keys(emitted):
                     raw_key = key.encode()
-                    partition = partition_of(raw_key, settings.partitions)
-                    into.add(partition)
-                    outbox.add(stage_of[name], partition, source, raw_key, value)
+                    target = partition_of(raw_key, settings.partitions)
+                    into.add(target)
+                    outbox.add(stage_of[name], target, source, raw_key, value)
                 if decoded is not None and into:
                     decoded.put(value, emitted, len(into))
 
