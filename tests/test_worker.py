@@ -515,7 +515,7 @@ def test_the_worker_is_healthy_only_once_ready(tmp_path) -> None:
 def test_the_inputs_a_worker_decoded_are_kept_within_bounds() -> None:
     """Stages take the ingest's event for the same bytes; the newest messages up to a budget of
     bytes are kept, none over ``max_bytes``, so large or many posts cannot grow the worker; an
-    event leaves once each stage record it went into has read it."""
+    event leaves once each stage partition it went into has read it."""
     from events import decode
     from streams.kafka.stage import Decoded
 
@@ -538,7 +538,7 @@ def test_the_inputs_a_worker_decoded_are_kept_within_bounds() -> None:
     big = post(9, "x" * 500)
     decoded.put(big, decode(big, "test"))
     assert decoded.get(big) is None and len(decoded.events) == 1
-    many = [post(100 + i) for i in range(2000)]  # evicting the oldest stays cheap however many went
+    many = [post(100 + i) for i in range(2000)]  # far more than the budget: the newest stay
     for line in many:
         decoded.put(line, None)
     assert decoded.size <= decoded.budget and list(decoded.events)[-1] == many[-1] and lines[2] not in decoded.events
