@@ -38,8 +38,31 @@ from typing import Any
 
 import orjson
 from faust.serializers import codecs
+from faust.utils import json as faust_json
 
 _GONE = object()
+
+
+def table_json(value: Any) -> bytes:
+    """``value`` in the bytes Faust's ``json`` codec writes, without the codec's chain of calls:
+    Faust encodes with orjson (``OPT_NON_STR_KEYS | OPT_UTC_Z``, its ``on_default`` for other
+    types), and for string keys (every record's) that option changes nothing but the speed.
+    The chain cost three times orjson itself on a worker's changelog, about 10 µs per event of
+    the 13 that encoding took in process (session 19). A key that is not a string takes
+    Faust's options, so the bytes are always Faust's."""
+    try:
+        return orjson.dumps(value, default=faust_json.on_default, option=orjson.OPT_UTC_Z)
+    except TypeError:  # orjson.JSONEncodeError: a key that is not a string (or what Faust fails on too)
+        return orjson.dumps(value, default=faust_json.on_default,
+                            option=orjson.OPT_NON_STR_KEYS | orjson.OPT_UTC_Z)
+
+
+def _encoder(serializer: Any) -> Callable[[Any], bytes]:
+    """How a table's key or value is encoded for its changelog: :func:`table_json` where Faust's
+    ``json`` codec is orjson (the same bytes), Faust's codec otherwise."""
+    if serializer == "json" and getattr(faust_json, "orjson", None) is orjson:
+        return table_json
+    return lambda value: codecs.dumps(serializer, value)
 
 
 def track_changelog(table: Any, sent: list) -> None:
@@ -97,6 +120,8 @@ class TableState(MutableMapping[str, Any]):
         self.outgoing: dict[int, list[tuple[bytes, bytes | None]]] = {}
         # key -> (value, its changelog key, value) from encode(), for the flush that follows it
         self.encoded: dict[str, tuple[Any, bytes, bytes | None]] = {}
+        self._dump_key = _encoder(getattr(table, "key_serializer", None))
+        self._dump_value = _encoder(getattr(table, "value_serializer", None))
 
     def __getitem__(self, key: str) -> Any:
         hit = self.pending.get(key)
@@ -192,9 +217,8 @@ class TableState(MutableMapping[str, Any]):
         return messages
 
     def _message(self, key: str, value: Any) -> tuple[bytes, bytes | None]:
-        """A change as its changelog message, in the table's codecs (as Faust encodes it)."""
-        return (codecs.dumps(self.table.key_serializer, key),
-                None if value is _GONE else codecs.dumps(self.table.value_serializer, value))
+        """A change as its changelog message, in the table's codecs (the bytes Faust writes)."""
+        return self._dump_key(key), None if value is _GONE else self._dump_value(value)
 
     def drop(self) -> None:
         """Forget the batch's pending changes (its outputs did not all go out)."""
