@@ -646,3 +646,30 @@ def test_the_demo_refuses_a_used_evidence_folder_with_a_clear_error(tmp_path: Pa
     result = CliRunner().invoke(main, ["demo", "--port", "0"], env={"STORMWATCH_EVIDENCE__DIR": str(used)})
     assert result.exit_code == 1 and "is not empty" in result.output, result.output
     assert (used / "notes.txt").read_text() == "someone else's file" and len(list(used.iterdir())) == 1
+
+
+def test_the_worker_holds_two_platforms_events_apart_whatever_their_ids_hold() -> None:
+    """The worker's evidence stage holds each raw event once per (platform, event_id): platform
+    ``a`` with event ``b<TAB>c`` and platform ``a<TAB>b`` with event ``c`` are two events, both
+    logged, and letting one go keeps the other (the rows were once joined with plain tabs)."""
+    import types
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from streams.kafka.evidence import EvidenceStage, _Partition
+    from streams.settings import Settings
+
+    held: dict = {}
+    part = _Partition(0, Settings(), Ed25519PrivateKey.generate(), ["src"], held, {}, [])
+    stage = types.SimpleNamespace(held=held)
+
+    def post(platform: str, event_id: str) -> bytes:
+        return orjson.dumps({"type": "post", "event_id": event_id, "platform": platform, "ts": "2026-11-30T00:00:00Z",
+                             "post_id": "p", "account_id": "u", "kind": "original"})
+
+    EvidenceStage._handle(stage, part, "event", "src", post("a", "b\tc"))
+    EvidenceStage._handle(stage, part, "event", "src", post("a\tb", "c"))
+    assert len(held) == 2
+    assert sorted((key[2], key[3]) for key, _ in part.sequencer.heap) == [("a", "b\tc"), ("a\tb", "c")]
+    part.evicted(("a", "b\tc"))
+    assert [orjson.loads(base64.b64decode(raw))["platform"] for raw in held.values()] == ["a\tb"]

@@ -29,7 +29,7 @@ import faust
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from events import INPUT_TOPICS, Alert, DeadLetter, decode
+from events import INPUT_TOPICS, Alert, DeadLetter, decode, keys
 from evidence.bundle import export
 from evidence.log import EvidenceLog, PlatformLogs, signing_key
 from evidence.recorder import EvidenceRecorder
@@ -56,6 +56,13 @@ def evidence_topic_names(settings: Settings) -> list[str]:
     return [settings.topic(f"{settings.app_id}-stage-evidence"), settings.topic("evidence-log")]
 
 
+def held_event(platform: str, event_id: str) -> str:
+    """The ``evidence-held`` row of one platform's event, its ids escaped (:func:`events.keys.key`):
+    joined plainly, platform ``a`` with event ``b<TAB>c`` and platform ``a<TAB>b`` with event
+    ``c`` shared a row, so the second was taken for a redelivery and never logged."""
+    return keys.key("event", platform, event_id)
+
+
 class _Partition:
     """One evidence partition: its recorder, trees and sequencer, rebuilt from the tables."""
 
@@ -80,7 +87,7 @@ class _Partition:
         return tree
 
     def evicted(self, key: tuple[str, str]) -> None:
-        self.held.pop(f"event\t{key[0]}\t{key[1]}", None)
+        self.held.pop(held_event(*key), None)
 
     def released(self, kind: str, item) -> None:  # noqa: ANN001 - an event or an alert
         if kind != "alert":
@@ -274,7 +281,7 @@ class EvidenceStage:
         if kind == "tick" or parsed.type == "tick":
             seq.tick(source, parsed.epoch)
             return
-        row = f"event\t{parsed.platform}\t{parsed.event_id}"
+        row = held_event(parsed.platform, parsed.event_id)
         if row not in self.held:  # a redelivery is held once
             self.held[row] = base64.b64encode(value).decode()
             seq.event(value, parsed, source)
