@@ -17,6 +17,7 @@ Nothing here imports Faust: ``streams.kafka.evidence`` wires it to topics and ta
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -139,7 +140,8 @@ class Sequencer:
         self.latest: dict[str, float] = {s: -math.inf for s in sources}
         self.margin_s = margin_s
         self.frontier = -math.inf
-        self.heap: list[tuple] = []
+        self.heap: list[tuple] = []  # (key, arrival, item): equal keys leave in the order they came
+        self._arrivals = itertools.count()
         self.recorded: dict[str, int] = {}  # alert id -> the latest version recorded
         self.late = 0
         self.on_release: Callable[[str, Any], None] | None = None  # what was handed over (Kafka: table rows)
@@ -179,7 +181,7 @@ class Sequencer:
     def _push(self, key: tuple, item: tuple) -> None:
         if key[0] <= self.frontier:
             self.late += 1
-        heapq.heappush(self.heap, (key, item))
+        heapq.heappush(self.heap, (key, next(self._arrivals), item))
 
     def tick(self, source: str, t: float) -> None:
         """``source`` has delivered everything up to ``t``."""
@@ -194,7 +196,7 @@ class Sequencer:
         """Hand over what the watermark passed (``everything``: the end of a finite input)."""
         heap = self.heap
         while heap and (everything or heap[0][0][0] <= self.frontier):
-            key, item = heapq.heappop(heap)
+            _key, _arrival, item = heapq.heappop(heap)
             if item[0] == "event":
                 self.recorder.observe(item[1], item[2])
             else:

@@ -670,6 +670,32 @@ def test_the_worker_holds_two_platforms_events_apart_whatever_their_ids_hold() -
     EvidenceStage._handle(stage, part, "event", "src", post("a", "b\tc"))
     EvidenceStage._handle(stage, part, "event", "src", post("a\tb", "c"))
     assert len(held) == 2
-    assert sorted((key[2], key[3]) for key, _ in part.sequencer.heap) == [("a", "b\tc"), ("a\tb", "c")]
+    assert sorted((key[2], key[3]) for key, *_ in part.sequencer.heap) == [("a", "b\tc"), ("a\tb", "c")]
     part.evicted(("a", "b\tc"))
     assert [orjson.loads(base64.b64decode(raw))["platform"] for raw in held.values()] == ["a\tb"]
+
+
+def test_the_sequencer_hands_over_the_first_copy_of_an_event_and_takes_an_alert_twice() -> None:
+    """Copies of one event (same platform, event_id and ts) leave the sequencer in the order
+    they came, so the log keeps the first as the worker does (a later copy whose bytes sort
+    first, "completed" before "refused", once replaced it in the signed log); a version of an
+    alert sent twice while it waits no longer makes the heap compare two alerts (TypeError)."""
+    from events import Alert, decode
+    from evidence.stream import Sequencer
+
+    observed: list[bytes] = []
+    recorder = SimpleNamespace(observe=lambda raw, event: observed.append(raw), record=lambda alert: None)
+    sequencer = Sequencer(recorder, ["file"], margin_s=0.0)
+    first = (b'{"type":"platform_action","event_id":"e2","platform":"weibo","ts":"2026-11-30T08:05:00+08:00",'
+             b'"action_id":"a1","order_id":"o1","action":"refused"}')
+    again = first.replace(b"refused", b"completed")
+    assert again < first  # the copy that sorts first by its bytes comes second
+    for raw in (first, again):
+        sequencer.hold(raw, decode(raw, "test"))
+    alert = Alert(alert_id="a-1", version=1, kind="order_refused", severity="critical", platform="weibo",
+                  ts="2026-11-30T08:06:00+08:00", first_ts="2026-11-30T08:06:00+08:00", summary="s",
+                  subject={"type": "order", "id": "o1"})
+    sequencer.alert(alert, None)
+    sequencer.alert(alert.model_copy(update={"summary": "sent again"}), None)
+    sequencer.flush()
+    assert observed == [first, again]
