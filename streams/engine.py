@@ -117,6 +117,9 @@ class _Partition:
     # events emitted to this stage by another of the same engine: second of event time ->
     # (platform, event id, type) of each; in memory, as nothing outlives one process there
     emitted: dict[int, set[tuple[str, str, str]]] = field(default_factory=dict)
+    # identity -> the second of event time whose ``~seen`` record holds it (this stage's
+    # seen-set, indexed): a copy stamped with another ``ts`` is found in its original's second
+    seen: dict[str, int] = field(default_factory=dict)
 
     def schedule(self, key: str, until: float) -> None:
         """Check ``key`` for expiry in the first minute after ``until`` (the ``Expire`` of its records)."""
@@ -219,9 +222,13 @@ class _Stage:
                 part.pending.append((*entry, -1, event))
                 part.restored += 1
 
+        seen_prefix = f"{SEEN}{partition}\t"
         for key, rec in list(self.state.items()):
             if isinstance(rec, dict) and "until" in rec:
                 part.schedule(key, rec["until"])
+                if key.startswith(seen_prefix):
+                    bucket = int(key[len(seen_prefix):])
+                    part.seen.update(dict.fromkeys(rec["ids"], bucket))
             elif key.startswith(prefix) and len(rec) == 2:  # this detector's own, from before records were shared
                 restore(rec)
         if self.buffers is not None:  # a buffered event from before a restart or a rebalance
@@ -362,29 +369,35 @@ class Engine:
         ``offset``: where it was read (replayed buffers: see :meth:`oldest_offset`).
         """
         wm = self.watermarks.get(partition) or self.watermark(partition)
+        tick = isinstance(event, Tick)
+        if not tick:
+            handed = source is not None and source.startswith(STAGE_SOURCE)
+            takers = (self.by_handed_type if handed else self.by_type).get(event.type, ())
+            if takers:
+                first = takers[0]
+                identity = _identity(event, key or "")
+                if self.replayed:  # seen once released (_released); until then, held in memory
+                    offsets, holding = self.held.setdefault(partition, ({}, {}))
+                    if identity in holding or self._was_seen(first, first.context(partition, wm.value), event,
+                                                             identity):
+                        return []
+                elif self._was_seen(first, first.context(partition, wm.value), event, identity):
+                    return []  # a copy changes nothing, not even event time (its ts may be another)
         advanced = wm.observe(source or self.sources[0], event.epoch)
         alerts: list[Alert] = []
         if advanced:
             alerts.extend(self._advance(partition, wm.value))
-        if isinstance(event, Tick):
+        if tick:
             return alerts
         if event.epoch < wm.value - self.dedupe_window:
             self.failures.append(("engine", LateEvent(
                 f"ts: {event.ts.isoformat()} is more than {self.dedupe_window:g} s behind event time "
                 "(the duplicate window): too late to tell from a duplicate"), event))
             return alerts
-        handed = source is not None and source.startswith(STAGE_SOURCE)
-        takers = (self.by_handed_type if handed else self.by_type).get(event.type, ())
         if not takers:
             return alerts
-        first = takers[0]
-        identity = _identity(event, key or "")
-        if self.replayed:  # seen once released (_released); until then, held in memory
-            offsets, holding = self.held.setdefault(partition, ({}, {}))
-            if identity in holding or self._was_seen(first, first.context(partition, wm.value), event, identity):
-                return alerts
-        elif not self._mark_seen(first, first.context(partition, wm.value), event, identity):
-            return alerts
+        if not self.replayed and not self._mark_seen(first, first.context(partition, wm.value), event, identity):
+            return alerts  # (replayed: marked seen once released, see _released)
         routed: list[tuple[_Stage, _Context, tuple[str, ...]]] = []
         for stage in takers:
             if key is not None:  # already routed to one key's partition (several detectors may share it)
@@ -473,23 +486,26 @@ class Engine:
         batch's state was written and acknowledged): commits may pass those events now."""
         self.unsettled.clear()
 
-    def _was_seen(self, stage: _Stage, ctx: _Context, event: AnyEvent, identity: str) -> bool:
-        record = stage.state.get(_seen_key(ctx.partition, int(event.epoch // SEEN_BUCKET_S)))
-        return record is not None and identity in record["ids"]
+    @staticmethod
+    def _was_seen(stage: _Stage, ctx: _Context, event: AnyEvent, identity: str) -> bool:
+        return identity in ctx.part.seen
 
     def _mark_seen(self, stage: _Stage, ctx: _Context, event: AnyEvent, identity: str) -> bool:
-        """Remember ``identity``; False when it was remembered already. Every detector that
-        takes an event takes it in the same call, so one record serves them all: it lives in the
-        state of the first of them (``stage``)."""
+        """Remember ``identity``; False when it was remembered already, whatever the ``ts`` of
+        either copy (the partition's index of its seen records). Every detector that takes an
+        event takes it in the same call, so one record serves them all: it lives in the state of
+        the first of them (``stage``)."""
+        seen = ctx.part.seen
+        if identity in seen:
+            return False
         bucket = int(event.epoch // SEEN_BUCKET_S)
         skey = _seen_key(ctx.partition, bucket)
         record = stage.state.get(skey)
         if record is None:
             record = {"until": (bucket + 1) * SEEN_BUCKET_S + self.dedupe_window, "ids": {}}
             ctx.expire(skey, record["until"])
-        elif identity in record["ids"]:
-            return False
         record["ids"][identity] = 1
+        seen[identity] = bucket
         stage.state[skey] = record
         return True
 
@@ -659,3 +675,8 @@ class Engine:
                     part.schedule(key, until)  # moved later since scheduled
                 else:
                     del state[key]
+                    if key.startswith(SEEN):  # its events leave the index (a later copy is new, or late)
+                        seen, bucket = part.seen, int(key.rsplit("\t", 1)[1])
+                        for identity in record["ids"]:
+                            if seen.get(identity) == bucket:
+                                del seen[identity]
