@@ -28,6 +28,15 @@ on two platforms alone are not evidence of organisation). The water-army detecto
 not used: they live in the platform-keyed stage's state, and reaching this stage would need a new
 internal event type on the stage topics. ``provider_organized`` needs a platform-run account that
 started the wave (its harmful post came with no other attacker in the window), not one of many.
+
+Platforms that do not trust each other (docs/CONTRACT.md, Tenancy): while a target's record holds
+one platform's events it is that platform's own, as it always was. Once another platform's event
+names the target, each platform's part becomes a record of its own (``target_part``), fed only
+that platform's events: its alerts (whether and when, versions, thresholds, severity, aggravating,
+figures, evidence) are those it would get alone, and of the other platforms it learns only how
+many are involved (``evidence.cross_platform``). Reports count for the platform that sent them.
+The whole record goes on for the regulator: with harmful posts or reports from two platforms or
+more, its finding is raised as ``platform: "*"``, ``audience: "regulator"``, versions of its own.
 """
 
 from __future__ import annotations
@@ -35,13 +44,14 @@ from __future__ import annotations
 import math
 from typing import ClassVar
 
+import orjson
 from pydantic import BaseModel, Field
 
 from detectors import roles
 from detectors.abuse import AbuseClassifier
 from detectors.text import text_bands
 from events import Alert, AnyEvent, Context, Post, Report, Target, keys as ids, raise_alert
-from events.alerts import REGULATOR
+from events.alerts import REGULATOR, alert_id
 
 TARGET_FIELDS = frozenset(Target.model_fields)
 HARMFUL = {"insult", "defamation", "doxxing", "sexual_rumor", "threat", "incitement"}
@@ -142,18 +152,70 @@ class Targets:
         return []
 
     def on_event(self, event: AnyEvent, key: str, ctx: Context) -> list[Alert]:
-        t, s = event.epoch, self.s
+        t, s, platform = event.epoch, self.s, event.platform
+        until = t + s.window_s * 24
         rec = ctx.records.get("target", key)
         if rec is None:
-            rec = {"attackers": {}, "victims": {}, "posts": [], "reports": {}, "past": 0.0, "base_t": t, "flags": {},
-                   "labels": {}, "scene": {}, "fired": [], "reported_attackers": 0, "alerts": {}, "self": False,
-                   "classified": 0}
+            rec = _new_record(t, platform)
+        tenant = rec.get("tenant") or _tenant(rec, platform)
+        if not rec.get("split") and (tenant != platform or len(_involved(rec)) > 1):
+            self._split(key, rec, tenant, ctx)
+        if not rec.get("split"):  # one platform's events only: the record is that platform's own
+            rec["tenant"] = tenant
+            self._take(key, rec, event, t)
+            alerts = self._judge(key, rec, t, tenant)
+            ctx.records.save("target", key, record=rec, until=until)
+            return alerts
+        # Several platforms: each platform's part is a record of its own, fed only its own events,
+        # exactly the record it would have alone; its alert depends on nothing else (of the others
+        # it learns only how many are involved). The whole record is the regulator's.
+        verdict = self._verdict(event)
+        own = ctx.records.get("target_part", key, platform) or _new_record(t)
+        self._take(key, own, event, t, verdict)
+        self._take(key, rec, event, t, verdict)
+        involved = _involved(rec)
+        alerts = []
+        if len(involved) >= 2:
+            alerts = self._judge(key, rec, t, "*", involved)
+        cross = ({"alert_id": alert_id("violence_surge", "target", key, "", "*", REGULATOR),
+                  "platforms": len(involved)} if len(involved) >= 2 else None)
+        alerts += self._judge(key, own, t, platform, cross=cross)
+        ctx.records.save("target_part", key, platform, record=own, until=until)
+        ctx.records.save("target", key, record=rec, until=until)
+        return alerts
+
+    def _split(self, key: str, rec: dict, tenant: str, ctx: Context) -> None:
+        """A second platform's event reaches a target's record: from now on each platform's part
+        is a record of its own. Until now the record held only ``tenant``'s events, so it is
+        exactly that platform's part; the whole goes on as the regulator's, whose cross-platform
+        alert is a new finding (its doubling counts from its own first version)."""
+        if len(_involved(rec)) <= 1:
+            own = orjson.loads(orjson.dumps({k: v for k, v in rec.items() if k not in ("until", "tenant")}))
+            ctx.records.save("target_part", key, tenant, record=own, until=rec.get("until", rec["base_t"]))
+            rec["fired"], rec["reported_attackers"] = [], 0
+        else:  # a record kept before parts existed, already mixed: parts start afresh, versions go on
+            for platform in _involved(rec):
+                own = _new_record(rec["base_t"])
+                own["alerts"] = dict(rec["alerts"])
+                ctx.records.save("target_part", key, platform, record=own, until=rec.get("until", rec["base_t"]))
+        rec["split"] = True
+        rec.pop("tenant", None)
+
+    def _verdict(self, event: AnyEvent) -> float | None:
+        """Stormwatch's classifier on an unlabelled harmful-candidate post (None: not asked)."""
+        if isinstance(event, Post) and not event.labels and event.text:
+            return self.classifier.probability(event.text)
+        return None
+
+    def _take(self, key: str, rec: dict, event: AnyEvent, t: float, verdict: float | None = None) -> None:
+        """One event into a target's record (the whole one, or one platform's part)."""
+        s = self.s
         target = next(tg for tg in event.targets if tg.id == key)
         for flag in ("minor", "disabled", "public_figure"):
             rec["flags"][flag] = rec["flags"].get(flag, False) or getattr(target, flag)
         horizon = t - s.window_s
         if isinstance(event, Post):
-            self._post(key, rec, event, t)
+            self._post(key, rec, event, t, verdict)
         elif isinstance(event, Report):
             item = f"post:{event.post_id}" if event.post_id else f"account:{event.account_id}" if event.account_id else key
             # the same reporter, item: once (ids are a platform's own: scoped by it)
@@ -171,15 +233,12 @@ class Targets:
         aged = _drop_older(rec["reports"], horizon, lambda v: v)
         rec["past"] = rec["past"] * math.exp2(-(t - rec["base_t"]) / s.baseline_half_life_s) + aged
         rec["base_t"] = t
-        alerts = self._judge(key, rec, t)
-        ctx.records.save("target", key, record=rec, until=t + s.window_s * 24)
-        return alerts
 
-    def _post(self, key: str, rec: dict, post: Post, t: float) -> None:
+    def _post(self, key: str, rec: dict, post: Post, t: float, p: float | None = None) -> None:
         labels = HARMFUL & set(post.labels)
         verdict = None
         if not labels and post.text and not post.labels:
-            p = self.classifier.probability(post.text)
+            p = self.classifier.probability(post.text) if p is None else p
             if p >= self.s.classifier_confidence:
                 verdict = round(p, 3)
                 rec["classified"] += 1
@@ -245,7 +304,11 @@ class Targets:
             while len(texts) > MAX_TEXT_BANDS:
                 del texts[next(iter(texts))]
 
-    def _judge(self, key: str, rec: dict, t: float) -> list[Alert]:
+    def _judge(self, key: str, rec: dict, t: float, platform: str, involved: list[str] | None = None,
+               cross: dict | None = None) -> list[Alert]:
+        """The next ``violence_surge`` of a record, if its finding is new or has grown: ``platform``'s
+        own (its record, and ``cross``, the regulator's alert and how many platforms, when the attack
+        spans several), or the regulator's (``platform`` "*", the whole record, ``involved``)."""
         s = self.s
         baseline = rec["past"] * s.window_s / (s.baseline_half_life_s / math.log(2))
         vulnerable = rec["flags"].get("minor") or rec["flags"].get("disabled")
@@ -303,34 +366,25 @@ class Targets:
                    + (f"; candidate public-prosecution factors: {', '.join(factors)}." if factors else "."))
         # The accounts this alert names (as its evidence lists them): harmful posts after it repeat.
         roles.note_named(rec, sorted(rec["attackers"], key=lambda k: (rec["attackers"][k][3], k))[:200], t)
-        if len(platforms) <= 1:  # one platform's finding: its alert, as it always was
-            platform = platforms[0] if platforms else _report_platform(rec) or "unknown"
+        if platform != "*":  # one platform's finding: its alert, as it always was
+            if cross:
+                figures["cross_platform"] = cross
             return [self._raise(key, rec, t, platform, "", summary, common, figures, repeaters)]
-        # Across platforms: the regulator gets the whole finding; each platform involved gets an
-        # alert of its own with only its own accounts, posts, threads and hashtags in it.
-        alerts = [self._raise(key, rec, t, "*", REGULATOR, summary, common, figures, repeaters)]
-        full_id = alerts[0].alert_id
-        for platform in platforms:
-            own = _own(rec, platform)
-            own_summary = (f"The target is under a concentrated attack across {len(platforms)} platforms: "
-                           f"{len(own['attackers'])} of the accounts, {len(own['reports'])} of the reports are on "
-                           f"{platform}.")
-            alerts.append(self._raise(key, own, t, platform, "", own_summary, common,
-                                      {**figures, "cross_platform": {"alert_id": full_id, "platforms": len(platforms)}},
-                                      {a: n for a, n in repeaters.items() if a in own["attackers"]}, book=rec["alerts"]))
-        return alerts
+        # Across platforms: the regulator gets the whole finding (each platform gets its own
+        # part, judged on its own record).
+        return [self._raise(key, rec, t, "*", REGULATOR, summary, common, figures, repeaters, involved)]
 
     def _raise(self, key: str, rec: dict, t: float, platform: str, audience: str, summary: str, common: dict,
-               figures: dict, repeaters: dict, book: dict | None = None) -> Alert:
+               figures: dict, repeaters: dict, involved: list[str] | None = None) -> Alert:
         """One ``violence_surge`` from ``rec`` (the whole record, or one platform's part of it)."""
         attackers = rec["attackers"]
         return raise_alert(
-            rec["alerts"] if book is None else book, kind="violence_surge", subject=("target", key), ts=t,
+            rec["alerts"], kind="violence_surge", subject=("target", key), ts=t,
             platform=platform, audience=audience, summary=summary, **common,
             evidence={"target_id": key, "accounts": sorted(v[3] for v in attackers.values())[:200],
                       "account_count": len(attackers), "reports": len(rec["reports"]),
                       "labels": _by_label(rec["labels"], None if audience else platform),
-                      "platforms": sorted(rec["scene"].get("platform", {})),
+                      "platforms": involved or sorted(rec["scene"].get("platform", {})),
                       "threads": _ids(rec["scene"].get("thread", {}))[:20],
                       "hashtags": _ids(rec["scene"].get("hashtag", {}))[:20],
                       "classifier_flagged": rec["classified"],
@@ -344,20 +398,22 @@ class Targets:
             shadow=self.s.shadow)
 
 
-def _own(rec: dict, platform: str) -> dict:
-    """One platform's part of a target's record: what that platform may be shown."""
-    mine = lambda k: ids.parts(k)[0] == platform  # noqa: E731 - keys are (platform, ...)
-    return {"attackers": {k: v for k, v in rec["attackers"].items() if v[1] == platform},
-            "reports": {k: v for k, v in rec["reports"].items() if mine(k)},
-            "labels": {k: v for k, v in rec["labels"].items() if mine(k)},
-            "posts": [p for p in rec["posts"] if p[2] == platform],
-            "scene": {"platform": {platform: rec["scene"].get("platform", {}).get(platform, 0)},
-                      **{kind: {k: v for k, v in rec["scene"].get(kind, {}).items() if mine(k)}
-                         for kind in ("thread", "hashtag")}},
-            "verdicts": [v for v in rec.get("verdicts", []) if v.get("platform") == platform],
-            "classified": sum(1 for v in rec.get("verdicts", []) if v.get("platform") == platform),
-            "victims": {k: v for k, v in rec["victims"].items() if mine(k)}, "alerts": rec["alerts"],
-            "named": {k: v for k, v in rec.get("named", {}).items() if mine(k)}}
+def _new_record(t: float, tenant: str | None = None) -> dict:
+    """A target's record; ``tenant``: the one platform whose events it holds (until another's come)."""
+    return {"attackers": {}, "victims": {}, "posts": [], "reports": {}, "past": 0.0, "base_t": t, "flags": {},
+            "labels": {}, "scene": {}, "fired": [], "reported_attackers": 0, "alerts": {}, "self": False,
+            "classified": 0, **({"tenant": tenant} if tenant else {})}
+
+
+def _involved(rec: dict) -> list[str]:
+    """The platforms a target's record has harmful posts or reports (in the window) from."""
+    return sorted(set(rec["scene"].get("platform", {})) | {ids.parts(k)[0] for k in rec["reports"]})
+
+
+def _tenant(rec: dict, platform: str) -> str:
+    """The platform of a record kept before records named it: of its posts or reports, else ``platform``."""
+    involved = _involved(rec)
+    return involved[0] if involved else rec["posts"][0][2] if rec["posts"] else platform
 
 
 def _by_label(labels: dict[str, int], platform: str | None) -> dict[str, int]:
@@ -373,12 +429,6 @@ def _by_label(labels: dict[str, int], platform: str | None) -> dict[str, int]:
 def _ids(keyed: dict) -> list[str]:
     """The ids of a (platform, id)-keyed dict, sorted."""
     return sorted({ids.parts(k)[1] for k in keyed})
-
-
-def _report_platform(rec: dict) -> str | None:
-    """The platform the reports came from, when there were no harmful posts (reports alone)."""
-    platforms = sorted({ids.parts(k)[0] for k in rec["reports"]})
-    return platforms[0] if len(platforms) == 1 else None
 
 
 def _drop_older(window: dict, horizon: float, time_of) -> int:

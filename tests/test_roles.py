@@ -129,7 +129,7 @@ def test_posting_again_after_an_alert_named_you_repeats(after: int, repeats: boo
 
 def test_each_platforms_alert_names_only_its_own_accounts_in_roles() -> None:
     f = TargetFeed()
-    for n in range(6):
+    for n in range(10):  # enough on each platform alone: each platform's alert is judged on its own posts
         f.post(1 + n, f"w{n}", ADULT, labels=["insult"])
         f.post(1.5 + n, f"d{n}", ADULT, labels=["insult"], platform="douyin")
     f.post(1.2, "w0", ADULT, labels=["insult"])
@@ -235,7 +235,7 @@ def test_a_case_alert_names_the_penalised_account_a_repeat_offender() -> None:
 def test_summaries_do_not_name_the_target_subject_and_evidence_do() -> None:
     person = {"id": "victim-林某-13800000000"}
     f = TargetFeed()
-    for n in range(6):
+    for n in range(10):  # enough on each platform alone, as above
         f.post(1 + n, f"w{n}", person, labels=["insult"])
         f.post(1.5 + n, f"d{n}", person, labels=["insult"], platform="douyin")
     alerts = f.run()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import orjson
 
+from events import format_ts
 from events.keys import key, parts
 from streams.outputs.api import Sources, handle
 from commands.simulator import SimConfig, simulate
@@ -56,6 +57,9 @@ def test_a_stream_copied_for_two_platforms_gives_each_exactly_its_own_alerts() -
     surges = [a for a in both_latest.values() if a["kind"] == "violence_surge"]
     assert sorted((a["platform"], a.get("audience")) for a in surges) == [
         ("*", "regulator"), ("douyin", None), ("weibo", None)]
+    # and each platform's own violence_surge versions are those it gets alone (plus the count)
+    surges_of = lambda alerts: [a for a in map(orjson.loads, alerts) if a["kind"] == "violence_surge"]  # noqa: E731
+    assert _own(surges_of(both), "weibo") == _own(surges_of(alone), "weibo") != []
 
 
 def test_every_alert_version_of_both_platforms_reaches_the_webhook(stormwatch_bin: str, tmp_path: Path) -> None:
@@ -180,3 +184,100 @@ def test_a_platforms_webhook_never_gets_the_regulators_cross_platform_alert() ->
     assert {a["platform"] for a in alerts if weibo_hook.wants(a)} == {"weibo"}
     assert not any(a.get("audience") for a in alerts if weibo_hook.wants(a))
     assert sum(1 for a in alerts if regulator_hook.wants(a)) == len(alerts)
+
+
+# -- violence_surge: a target attacked on several platforms ------------------------------------------
+# Each platform's own alert is judged on that platform's events alone: the same alerts (versions,
+# times, severity, aggravating, figures, evidence) as if no other platform existed, apart from
+# evidence.cross_platform (the regulator's alert and how many platforms are involved).
+
+
+def _surge_event(kind: str, n: int, minute: float, platform: str, target: dict | None = None, **fields) -> dict:
+    event = {"type": kind, "event_id": f"{platform}-{kind}-{n}", "platform": platform,
+             "ts": format_ts(T0 + minute * 60), "targets": [target or {"id": "T"}], **fields}
+    if kind == "post":
+        event = {"post_id": f"{platform}-p{n}", "account_id": f"{platform}-u{n}", "kind": "original",
+                 "labels": ["insult"], **event}
+    else:
+        event = {"report_id": f"{platform}-r{n}", "reporter_id": f"{platform}-reporter{n}",
+                 "post_id": f"{platform}-secret-post", "category": "insult", **event}
+    return event
+
+
+def _surges(events: list[dict]) -> list[dict]:
+    from detectors.targets import PostTargets, Targets
+    from events import decode
+    from streams.engine import Engine
+
+    engine = Engine([PostTargets(), Targets()])
+    out = []
+    for raw in sorted(events, key=lambda e: (e["ts"], e["event_id"])) + [
+            {"type": "tick", "ts": format_ts(T0 + 30 * 86400)}]:
+        out.extend(a.model_dump(mode="json") for a in engine.process(decode(orjson.dumps(raw), "t")))
+    assert not engine.failures
+    return [a for a in out if a["kind"] == "violence_surge"]
+
+
+def _own(alerts: list[dict], platform: str) -> list[dict]:
+    """A platform's violence_surge versions, less what may tell it of other platforms."""
+    return [{**a, "evidence": {k: v for k, v in a["evidence"].items() if k != "cross_platform"}}
+            for a in alerts if a["platform"] == platform]
+
+
+def _assert_isolated(mine: list[dict], others: list[dict], platform: str) -> list[dict]:
+    """``platform``'s alerts are the same with and without the other platform's events."""
+    alone, both = _surges(mine), _surges(mine + others)
+    assert _own(both, platform) == _own(alone, platform)
+    assert all(a["platform"] != "unknown" for a in both)
+    return both
+
+
+def test_an_earlier_attack_on_another_platform_hides_nothing() -> None:
+    """T1: douyin's 20 attackers made the next version need 40; weibo's 10 raised nothing."""
+    douyin = [_surge_event("post", n, n / 2, "douyin") for n in range(20)]
+    weibo = [_surge_event("post", n, 30 + n, "weibo") for n in range(10)]
+    both = _assert_isolated(weibo, douyin, "weibo")
+    assert [a["version"] for a in both if a["platform"] == "weibo"] == [1]
+    assert _own(both, "douyin") == _own(_surges(douyin), "douyin")
+    regulator = [a for a in both if a["platform"] == "*"]
+    assert regulator and regulator[-1]["audience"] == "regulator"
+    assert regulator[-1]["evidence"]["platforms"] == ["douyin", "weibo"]
+    assert {a["evidence"]["cross_platform"]["platforms"] for a in both if a["platform"] == "weibo"} == {2}
+
+
+def test_reports_count_for_the_platform_that_sent_them() -> None:
+    """T2: weibo's reports (naming weibo's own post) went into douyin's alert, and weibo got none."""
+    douyin = [_surge_event("post", n, n / 2, "douyin") for n in range(10)]
+    weibo = [_surge_event("report", n, 1 + n / 10, "weibo") for n in range(10)]
+    both = _assert_isolated(douyin, weibo, "douyin")
+    assert not any("weibo" in orjson.dumps(a).decode() for a in both if a["platform"] == "douyin")
+    _assert_isolated(weibo, douyin, "weibo")
+    assert [a["evidence"]["reports_by_item"] for a in both if a["platform"] == "weibo"] == [
+        {"post:weibo-secret-post": 10}]
+
+
+def test_reports_from_two_platforms_never_make_an_alert_for_platform_unknown() -> None:
+    """T3: five reports each from weibo and douyin were raised for a platform "unknown" (one a real
+    platform could be named); neither platform alone has a surge, the regulator sees the whole."""
+    weibo = [_surge_event("report", n, 1 + n / 10, "weibo") for n in range(5)]
+    douyin = [_surge_event("report", n, 1.05 + n / 10, "douyin") for n in range(5)]
+    both = _assert_isolated(weibo, douyin, "weibo")
+    _assert_isolated(douyin, weibo, "douyin")
+    assert [(a["platform"], a.get("audience")) for a in both] == [("*", "regulator")]
+    assert both[0]["evidence"]["reports"] == 10
+    unknown = [{**e, "platform": "unknown"} for e in douyin]  # a platform that is named "unknown"
+    assert _own(_surges(weibo + unknown), "unknown") == []
+
+
+def test_another_platforms_circumstances_stay_out_of_a_platforms_alert() -> None:
+    """T4: douyin's claim that the target is a minor, its sexual rumour and its platform-run account
+    made weibo's alert critical, halved weibo's thresholds and named douyin's aggravations."""
+    minor = {"id": "T", "minor": True}
+    douyin = [_surge_event("post", 0, 1, "douyin", minor, labels=["sexual_rumor"],
+                           account={"platform_operated": True})]
+    weibo = [_surge_event("post", n, 10 + n, "weibo") for n in range(10)]
+    both = _assert_isolated(weibo, douyin, "weibo")
+    [own] = [a for a in both if a["platform"] == "weibo"]
+    assert own["severity"] == "warning" and own["aggravating"] == [] and own["evidence"]["account_count"] == 10
+    regulator = [a for a in both if a["platform"] == "*"]  # the regulator's whole finding keeps them
+    assert regulator and {"minor_target", "sexual_topic", "provider_organized"} <= set(regulator[-1]["aggravating"])
