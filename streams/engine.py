@@ -21,8 +21,9 @@ Duplicates. Kafka delivers at least once, and platforms resend: the same event (
 ``platform`` and ``event_id``; on Kafka, for the same key) may reach an engine twice, at once or
 much later. The engine remembers which events it took, in one record per second of event time
 (``~seen`` keys in the state of the first detector taking that type) that expires
-``dedupe_window`` after that second: a duplicate within the window is dropped before any
-detector sees it, so every detector is idempotent without counting distinct things itself. An
+``dedupe_window`` after that second, and indexed by identity in memory, so a duplicate within
+the window is dropped before any detector sees it whatever ``ts`` it carries (a copy moves no
+event time either), and every detector is idempotent without counting distinct things itself. An
 event older than the watermark less the window cannot be told from a duplicate any more; it is
 *late*, and goes to the caller as a failure to dead-letter. Cost: a few dict operations per
 event in process; on Kafka one changelog write per second of event time per partition per
