@@ -320,6 +320,7 @@ class Engine:
         self.failures: list[tuple[str, Exception, AnyEvent | None]] = []
         # Events emitted to detectors this engine does not run (on Kafka: another stage's topic).
         self.emitted: list[tuple[str, AnyEvent]] = []
+        self.copies = 0  # events dropped as copies of one taken before (the evidence log skips them)
 
     def open(self, partition: int) -> None:
         """Index ``partition``'s state now (timers, expiry, buffered events) rather than at its
@@ -381,8 +382,10 @@ class Engine:
                     offsets, holding = self.held.setdefault(partition, ({}, {}))
                     if identity in holding or self._was_seen(first, first.context(partition, wm.value), event,
                                                              identity):
+                        self.copies += 1
                         return []
                 elif self._was_seen(first, first.context(partition, wm.value), event, identity):
+                    self.copies += 1
                     return []  # a copy changes nothing, not even event time (its ts may be another)
         advanced = wm.observe(source or self.sources[0], event.epoch)
         alerts: list[Alert] = []

@@ -58,9 +58,13 @@ class LocalPipeline:
             self.on_deadletter(event)
             return
         self.events += 1
+        copies = self.engine.copies
         alerts = self.engine.process(event)
         letters = detector_failures(self.engine, source)
-        if self.recorder is not None and not any(letter.reason == "late" for letter in letters):
+        # Not a copy the engine dropped: the log keeps the copy that counted (a later one may
+        # carry another ts and so come first), as the worker's does; nor a late event.
+        if (self.recorder is not None and self.engine.copies == copies
+                and not any(letter.reason == "late" for letter in letters)):
             self.recorder.observe(raw, event)  # before its alerts, which may cite it
         for alert in alerts:
             self.alerts += 1

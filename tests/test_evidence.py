@@ -699,3 +699,18 @@ def test_the_sequencer_hands_over_the_first_copy_of_an_event_and_takes_an_alert_
     sequencer.alert(alert.model_copy(update={"summary": "sent again"}), None)
     sequencer.flush()
     assert observed == [first, again]
+
+
+def test_the_log_keeps_the_copy_that_counted_not_a_later_one_stamped_earlier() -> None:
+    """A copy of an event the engine dropped never reaches the evidence log in process: stamped
+    earlier, it would be handed over first and kept in place of the copy that counted (the
+    worker logs the first arrival)."""
+    observed: list[bytes] = []
+    recorder = SimpleNamespace(observe=lambda raw, event: observed.append(raw), record=lambda alert: None)
+    pipeline = LocalPipeline(Settings(), lambda a: None, lambda _l: None, recorder)
+    first = orjson.dumps({"type": "post", "event_id": "e1", "platform": "weibo", "ts": "2026-11-30T00:10:00Z",
+                          "post_id": "p1", "account_id": "u1", "kind": "original", "text": "first"})
+    copy = first.replace(b"00:10:00Z", b"00:09:00Z").replace(b'"first"', b'"edited"')
+    for n, line in enumerate((first, copy), 1):
+        pipeline.feed(line, f"t:{n}")
+    assert observed == [first]
