@@ -651,8 +651,10 @@ def test_the_demo_refuses_a_used_evidence_folder_with_a_clear_error(tmp_path: Pa
 def test_the_worker_holds_two_platforms_events_apart_whatever_their_ids_hold() -> None:
     """The worker's evidence stage holds each raw event once per (platform, event_id): platform
     ``a`` with event ``b<TAB>c`` and platform ``a<TAB>b`` with event ``c`` are two events, both
-    logged, and letting one go keeps the other (the rows were once joined with plain tabs)."""
+    logged, and letting one go keeps the other (the rows were once joined with plain tabs). A
+    copy stamped later moves no time (it released everything waiting, out of turn)."""
     import types
+    from datetime import datetime, timezone
 
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -670,6 +672,10 @@ def test_the_worker_holds_two_platforms_events_apart_whatever_their_ids_hold() -
     EvidenceStage._handle(stage, part, "event", "src", post("a", "b\tc"))
     EvidenceStage._handle(stage, part, "event", "src", post("a\tb", "c"))
     assert len(held) == 2
+    copy = orjson.loads(post("a", "b\tc"))
+    EvidenceStage._handle(stage, part, "event", "src", orjson.dumps({**copy, "ts": "2026-12-30T00:00:00Z"}))
+    assert len(held) == 2 and len(part.sequencer.heap) == 2  # a copy: not held again
+    assert part.sequencer.latest["src"] == datetime(2026, 11, 30, tzinfo=timezone.utc).timestamp()  # not the copy's
     assert sorted((key[2], key[3]) for key, *_ in part.sequencer.heap) == [("a", "b\tc"), ("a\tb", "c")]
     part.evicted(("a", "b\tc"))
     assert [orjson.loads(base64.b64decode(raw))["platform"] for raw in held.values()] == ["a\tb"]

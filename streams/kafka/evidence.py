@@ -282,11 +282,9 @@ class EvidenceStage:
             seq.tick(source, parsed.epoch)
             return
         row = held_event(parsed.platform, parsed.event_id)
-        if row not in self.held:  # a redelivery is held once
+        if row not in self.held:  # a redelivery is held once, and moves no time: a copy may carry another ts
             self.held[row] = base64.b64encode(value).decode()
             seq.event(value, parsed, source)
-        else:
-            seq.tick(source, parsed.epoch)
 
     # -- reading the log back ------------------------------------------------------------------
 
