@@ -226,10 +226,11 @@ class _Stage:
         seen_prefix = f"{SEEN}{partition}\t"
         for key, rec in list(self.state.items()):
             if isinstance(rec, dict) and "until" in rec:
+                if key.startswith(SEEN):
+                    if not key.startswith(seen_prefix):
+                        continue  # another partition's (in process they share a dict): its sweep prunes its index
+                    part.seen.update(dict.fromkeys(rec["ids"], int(key[len(seen_prefix):])))
                 part.schedule(key, rec["until"])
-                if key.startswith(seen_prefix):
-                    bucket = int(key[len(seen_prefix):])
-                    part.seen.update(dict.fromkeys(rec["ids"], bucket))
             elif key.startswith(prefix) and len(rec) == 2:  # this detector's own, from before records were shared
                 restore(rec)
         if self.buffers is not None:  # a buffered event from before a restart or a rebalance

@@ -81,17 +81,23 @@ class PartitionedPipeline:
             self.on_deadletter(event)
             return
         self.events += 1
-        self.latest_ts = max(self.latest_ts, event.epoch)
         if isinstance(event, Tick):
+            self.latest_ts = max(self.latest_ts, event.epoch)
             self._tick(event.epoch, source)
             return
         topic = self.settings.topic(TOPIC_BY_TYPE[event.type])
         routed = route(raw)
         key = routed[1] if routed else None
         origin = f"{topic}/{partition_of(key, self.n) if key else 0}"
+        placed = taken = False
         for name, members in self.takers.get(event.type, {}).items():
+            engine = self.engines[name]
             for partition, stage_key in placements(members, event, self.n):
+                copies, placed = engine.copies, True
                 self._stage(name, event, origin, partition, stage_key, source)
+                taken = taken or engine.copies == copies
+        if taken or not placed:  # a copy every stage dropped moves no time, as in one engine
+            self.latest_ts = max(self.latest_ts, event.epoch)
 
     def finish(self) -> None:
         """End of the input: every source reaches the latest event time seen, so what one

@@ -75,3 +75,33 @@ def test_replay_partitions_writes_the_same_alerts_and_per_partition_stats(stormw
             assert sum(figures["stages"]["platform"]["events"]) > 1000
             assert sum(figures["stages"]["army_objects"]["events"]) > sum(figures["stages"]["army_accounts"]["events"])
     assert outputs[None] and outputs[1] == outputs[4] == outputs[8] == outputs[None]
+
+
+def test_a_copy_stamped_later_at_the_end_moves_no_time_on_any_partition_count() -> None:
+    """The input's end takes every partition to the latest time seen, as far as one source got:
+    a copy the engines dropped is not a time seen (it once fired an overdue order with
+    partitions and not without)."""
+    lines = [orjson.dumps(e) for e in (
+        {"type": "order", "event_id": "e8", "platform": "weibo", "ts": "2026-11-30T08:00:00+08:00",
+         "order_id": "o1", "regulator": "cac", "deadline": "2026-11-30T08:10:00+08:00",
+         "legal_basis": "规定 第20条", "measures": ["remove_content"], "items": [{"post_id": "p1"}]},
+        {"type": "post", "event_id": "e9", "platform": "weibo", "ts": "2026-11-30T08:01:00+08:00", "post_id": "px",
+         "account_id": "a1", "kind": "original"},
+        {"type": "post", "event_id": "e9", "platform": "weibo", "ts": "2026-11-30T08:20:00+08:00", "post_id": "px",
+         "account_id": "a1", "kind": "original"})]
+    for partitions in (1, 4):
+        alerts, letters = alerts_of(lambda a, d: PartitionedPipeline(Settings(), partitions, a, d), lines)
+        assert (alerts, letters) == ([], [])
+
+
+def test_each_partition_sweeps_and_indexes_only_its_own_seen_records() -> None:
+    """In process the partitions of a stage share one dict: a partition opened later must not
+    sweep the others' seen records (their indexes would keep the events, and a late copy would
+    be dropped as a copy instead of dead-lettered as late, as on one partition)."""
+    post = {"type": "post", "event_id": "e2", "platform": "weibo", "ts": "2026-11-30T08:00:00+08:00",
+            "post_id": "p2", "account_id": "acc-p2", "kind": "original"}
+    lines = [orjson.dumps(e) for e in (post, {"type": "tick", "ts": "2026-11-30T08:01:00+08:00"},
+                                       {"type": "tick", "ts": "2026-11-30T09:10:00+08:00"}, post)]
+    for partitions in (1, 4):
+        _alerts, letters = alerts_of(lambda a, d: PartitionedPipeline(Settings(), partitions, a, d), lines)
+        assert letters and all(letter.reason == "late" for letter in letters), (partitions, letters)
