@@ -154,6 +154,7 @@ class Targets:
     def on_event(self, event: AnyEvent, key: str, ctx: Context) -> list[Alert]:
         t, s, platform = event.epoch, self.s, event.platform
         until = t + s.window_s * 24
+        verdict = self._verdict(event)  # once, whichever records take the event
         rec = ctx.records.get("target", key)
         if rec is None:
             rec = _new_record(t, platform)
@@ -162,23 +163,22 @@ class Targets:
             self._split(key, rec, tenant, ctx)
         if not rec.get("split"):  # one platform's events only: the record is that platform's own
             rec["tenant"] = tenant
-            self._take(key, rec, event, t)
+            self._take(key, rec, event, t, verdict)
             alerts = self._judge(key, rec, t, tenant)
             ctx.records.save("target", key, record=rec, until=until)
             return alerts
         # Several platforms: each platform's part is a record of its own, fed only its own events,
         # exactly the record it would have alone; its alert depends on nothing else (of the others
         # it learns only how many are involved). The whole record is the regulator's.
-        verdict = self._verdict(event)
         own = ctx.records.get("target_part", key, platform) or _new_record(t)
         self._take(key, own, event, t, verdict)
         self._take(key, rec, event, t, verdict)
         involved = _involved(rec)
-        alerts = []
+        alerts, cross = [], None
         if len(involved) >= 2:
             alerts = self._judge(key, rec, t, "*", involved)
-        cross = ({"alert_id": alert_id("violence_surge", "target", key, "", "*", REGULATOR),
-                  "platforms": len(involved)} if len(involved) >= 2 else None)
+            cross = {"alert_id": alert_id("violence_surge", "target", key, "", "*", REGULATOR),
+                     "platforms": len(involved)}
         alerts += self._judge(key, own, t, platform, cross=cross)
         ctx.records.save("target_part", key, platform, record=own, until=until)
         ctx.records.save("target", key, record=rec, until=until)
@@ -207,7 +207,7 @@ class Targets:
             return self.classifier.probability(event.text)
         return None
 
-    def _take(self, key: str, rec: dict, event: AnyEvent, t: float, verdict: float | None = None) -> None:
+    def _take(self, key: str, rec: dict, event: AnyEvent, t: float, verdict: float | None) -> None:
         """One event into a target's record (the whole one, or one platform's part)."""
         s = self.s
         target = next(tg for tg in event.targets if tg.id == key)
@@ -234,18 +234,17 @@ class Targets:
         rec["past"] = rec["past"] * math.exp2(-(t - rec["base_t"]) / s.baseline_half_life_s) + aged
         rec["base_t"] = t
 
-    def _post(self, key: str, rec: dict, post: Post, t: float, p: float | None = None) -> None:
+    def _post(self, key: str, rec: dict, post: Post, t: float, p: float | None) -> None:
+        """``p``: the classifier's probability (:meth:`_verdict`), None for a post it was not asked about."""
         labels = HARMFUL & set(post.labels)
         verdict = None
-        if not labels and post.text and not post.labels:
-            p = self.classifier.probability(post.text) if p is None else p
-            if p >= self.s.classifier_confidence:
-                verdict = round(p, 3)
-                rec["classified"] += 1
-                rec.setdefault("verdicts", []).append(
-                    {"post_id": post.post_id, "label": "offensive", "confidence": verdict, "source": "stormwatch",
-                     "platform": post.platform})
-                rec["verdicts"] = rec["verdicts"][-10:]
+        if p is not None and p >= self.s.classifier_confidence:
+            verdict = round(p, 3)
+            rec["classified"] += 1
+            rec.setdefault("verdicts", []).append(
+                {"post_id": post.post_id, "label": "offensive", "confidence": verdict, "source": "stormwatch",
+                 "platform": post.platform})
+            rec["verdicts"] = rec["verdicts"][-10:]
         if not labels and verdict is None:
             return
         # [latest ts, platform, harmful posts about the target with no gap longer than the window,

@@ -379,13 +379,12 @@ class Engine:
             if takers:
                 first = takers[0]
                 identity = _identity(event, key or "")
+                seen_in = first.context(partition, wm.value)  # the first taker keeps the seen-set
+                copy = identity in seen_in.part.seen
                 if self.replayed:  # seen once released (_released); until then, held in memory
                     offsets, holding = self.held.setdefault(partition, ({}, {}))
-                    if identity in holding or self._was_seen(first, first.context(partition, wm.value), event,
-                                                             identity):
-                        self.copies += 1
-                        return []
-                elif self._was_seen(first, first.context(partition, wm.value), event, identity):
+                    copy = copy or identity in holding
+                if copy:
                     self.copies += 1
                     return []  # a copy changes nothing, not even event time (its ts may be another)
         advanced = wm.observe(source or self.sources[0], event.epoch)
@@ -401,7 +400,7 @@ class Engine:
             return alerts
         if not takers:
             return alerts
-        if not self.replayed and not self._mark_seen(first, first.context(partition, wm.value), event, identity):
+        if not self.replayed and not self._mark_seen(first, seen_in, event, identity):
             return alerts  # (replayed: marked seen once released, see _released)
         routed: list[tuple[_Stage, _Context, tuple[str, ...]]] = []
         for stage in takers:
@@ -490,10 +489,6 @@ class Engine:
         """The state of everything released so far is stored (the worker calls it after a
         batch's state was written and acknowledged): commits may pass those events now."""
         self.unsettled.clear()
-
-    @staticmethod
-    def _was_seen(stage: _Stage, ctx: _Context, event: AnyEvent, identity: str) -> bool:
-        return identity in ctx.part.seen
 
     def _mark_seen(self, stage: _Stage, ctx: _Context, event: AnyEvent, identity: str) -> bool:
         """Remember ``identity``; False when it was remembered already, whatever the ``ts`` of

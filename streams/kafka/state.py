@@ -47,11 +47,9 @@ def table_json(value: Any) -> bytes:
     """``value`` in the bytes Faust's ``json`` codec writes, without the codec's chain of calls:
     Faust encodes with orjson (``OPT_NON_STR_KEYS | OPT_UTC_Z``, its ``on_default`` for other
     types), and for string keys (every record's) that option changes nothing but the speed.
-    Encoding the records a replay of the simulator changes took 13 µs per event through the
-    chain, 3.5 with orjson alone; in a worker, where the same calls take several times longer,
-    building the redo records went from 1.38 to 1.20 s of a one-worker run's 17 CPU s
-    (session 19). A key that is not a string takes Faust's options, so the bytes are always
-    Faust's."""
+    The chain cost more than orjson itself (13 against 3.5 µs per event in process; figures in
+    docs/BENCHMARKS.md, session 19). A key that is not a string takes Faust's options, so the
+    bytes are always Faust's."""
     try:
         return orjson.dumps(value, default=faust_json.on_default, option=orjson.OPT_UTC_Z)
     except TypeError:  # orjson.JSONEncodeError: a key that is not a string (or what Faust fails on too)
