@@ -20,7 +20,8 @@ that depend on the order of events are the same on one worker, on three, and in 
 Duplicates. Kafka delivers at least once, and platforms resend: the same event (same
 ``platform`` and ``event_id``; on Kafka, for the same key) may reach an engine twice, at once or
 much later. The engine remembers which events it took, in one record per second of event time
-(``~seen`` keys in the state of the first detector taking that type) that expires
+(``~seen`` keys in the state of the first detector taking that type: the second of the event's
+``ts``, or of the partition's event time when the event came behind it) that expires
 ``dedupe_window`` after that second, and indexed by identity in memory, so a duplicate within
 the window is dropped before any detector sees it whatever ``ts`` it carries (a copy moves no
 event time either), and every detector is idempotent without counting distinct things itself. An
@@ -498,7 +499,9 @@ class Engine:
         seen = ctx.part.seen
         if identity in seen:
             return False
-        bucket = int(event.epoch // SEEN_BUCKET_S)
+        # Remembered a window after it arrived: an event taken late (behind event time, within
+        # the window) filed under its own ts would be forgotten sooner, and a copy counted again.
+        bucket = int(max(event.epoch, ctx.watermark) // SEEN_BUCKET_S)
         skey = _seen_key(ctx.partition, bucket)
         record = stage.state.get(skey)
         if record is None:

@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -15,7 +16,7 @@ from streams.engine import SEEN, Engine
 from streams.local import LocalPipeline
 from streams.settings import Settings
 from commands.simulator import SimConfig, redeliver, simulate_lines
-from tests.support.events import order, tick
+from tests.support.events import at, order, tick
 from tests.test_engine import TableLike
 
 
@@ -135,3 +136,33 @@ def test_a_copy_with_another_ts_changes_nothing(seed: int, shift: tuple[float, f
     assert clean
     assert copies == clean
     assert letters == []
+
+
+def _replay_events(events: list[dict], partitions: int | None) -> tuple[list[bytes], list[dict]]:
+    from streams.partitioned import PartitionedPipeline
+    alerts, letters = [], []
+    sinks = (lambda a: alerts.append(a.to_json()), lambda d: letters.append(d.to_record()))
+    pipeline = LocalPipeline(Settings(), *sinks) if partitions is None else PartitionedPipeline(Settings(), partitions,
+                                                                                                 *sinks)
+    for n, event in enumerate(events, 1):
+        pipeline.feed(orjson.dumps(event), f"t:{n}")
+    pipeline.finish()
+    return sorted(alerts), letters
+
+
+@pytest.mark.parametrize("partitions", [None, 4, 8])
+def test_a_copy_of_an_event_taken_late_is_remembered_a_window_after_it_came(partitions: int | None) -> None:
+    """A repost of an ordered post comes 50 minutes behind event time (inside the window, so
+    taken) and is counted against the order; its copy comes 12 minutes later, stamped 59 min 50 s
+    after the original. Filed under its own ts, the first copy was forgotten 10 minutes after it
+    came and the copy counted again (a review's reproducer, session 20)."""
+    from tests.support.events import post
+    late = post("r1", 70, account="u1", kind="repost", parent_id="p1", root_id="p1")
+    copy = {**late, "ts": at(129 + 50 / 60)}
+    events = [order("o1", 0, 10), post("x0", 120), tick(120), late, post("x1", 132), tick(132)]
+    clean, letters = _replay_events([*events, tick(140)], None)
+    assert letters == []
+    assert [orjson.loads(a)["kind"] for a in clean] == ["continued_dissemination", "order_overdue"]
+    doubled, letters = _replay_events([*events, copy, tick(140)], partitions)
+    assert letters == []
+    assert doubled == clean
