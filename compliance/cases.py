@@ -35,6 +35,10 @@ def note_case(records: Records, platform: str, case: Case, keep_s: float = TWO_Y
         return None
     bisect.insort(rec["cases"], entry)
     del rec["cases"][:-MAX_CASES]
+    if entry not in rec["cases"]:
+        # Older than the newest MAX_CASES: it moves nothing (``handled`` is already later), and
+        # it may be a repeat of one trimmed before, which must change nothing either.
+        return None
     rec["handled"] = max(rec["handled"] if rec["handled"] is not None else entry[0], entry[0])
     until = max(rec.get("until", 0.0), rec["cases"][-1][0] + keep_s)
     records.save("case", platform, kind, subject, record=rec, until=until)

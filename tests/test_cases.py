@@ -335,3 +335,28 @@ def test_cases_on_kafka_give_the_same_alerts_as_replay(kafka_broker, stormwatch_
     finally:
         worker.stop()
     assert canonical(got) == canonical(expected_alerts)
+
+
+@pytest.mark.parametrize("n_cases", [1, 20, 21])
+def test_the_same_case_sent_again_changes_nothing_past_the_cases_kept(n_cases: int) -> None:
+    """A subject keeps its newest 20 cases (``MAX_CASES``); the 21st oldest, sent again under
+    another event id, was no longer recognised: it reset the platform's Art. 16 sum and raised an
+    extra ``duty_refusal`` version (a review's reproducer, session 20)."""
+    def stream(resend: bool) -> list[dict]:
+        events = []
+        for n in range(4):  # four orders, each refused at once
+            events += [order(f"o{n}", n, 10 + n, items=[{"post_id": f"p{n}"}]),
+                       action(f"a{n}", f"o{n}", n + 0.5, "refused")]
+        events += [case(20 * 60, "weibo", "penalty", "duty_refusal", kind="platform", decided=60, case_id=f"k{k:02d}")
+                   for k in range(n_cases)]  # dealing with o0's refusal
+        for minute in range(30, 60):  # the ordered posts are still viewed after their deadlines
+            events += [{**views(minute * 60, f"p{n}", 1000 * (minute - 29)), "reposts": 0, "comments": 0, "likes": 0,
+                        "reach_accounts": 100 * (minute - 29)} for n in range(4)]
+            if resend and minute == 45:
+                events.append(case(45 * 60, "weibo", "penalty", "duty_refusal", kind="platform", decided=60,
+                                   case_id="k00"))
+        return sorted(events, key=when) + [{"type": "tick", "ts": format_ts(START + 70 * 60)}]
+
+    alerts = run(ledger_detectors(), stream(resend=False))
+    assert aggregated(alerts)
+    assert run(ledger_detectors(), stream(resend=True)) == alerts
