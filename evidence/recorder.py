@@ -6,12 +6,16 @@ object with no Faust import, so ``replay``, ``demo`` and the Kafka worker can al
 it. Why beside: detectors keep ids and counters, not bytes; holding raw bytes in their state
 would multiply changelog traffic for the rare event an alert cites.
 
-**Bounded.** Raw events wait in a rolling index for ``retention_s`` of event time (and at most
-``max_held_bytes``), looked up by the ids alerts cite: a post's versions, its engagement
-observations and the reposts and comments under it, an account's posts, the reports about a post,
-an account or a target. Orders, their actions and the activity after their deadline are held
-apart (``max_orders`` orders, ``series_cap`` events after each deadline) since deadlines can be
-days away. Only events an alert cites reach the log, and each at most once per alert.
+**Bounded, per platform.** Raw events wait in a rolling index for ``retention_s`` of the
+platform's event time (the latest ``ts`` of its own events, or of a tick) and at most
+``max_held_bytes`` of the platform's bytes, looked up by the ids alerts cite: a post's versions,
+its engagement observations and the reposts and comments under it, an account's posts, the
+reports about a post, an account or a target. Orders, their actions and the activity after their
+deadline are held apart (``max_orders`` orders per platform, ``series_cap`` events after each
+deadline) since deadlines can be days away. Every bound is the platform's own, so another
+platform's flood, clock or orders never let a platform's evidence go, and what a platform holds
+depends on its own input alone (the worker's recorder per partition and replay's one hold the
+same). Only events an alert cites reach the log, and each at most once per alert.
 
 **Per alert version** at most ``max_entries_per_version`` events: those always kept (the post,
 the crossing event, the order and its actions, the posts the alert names) and then an evenly
@@ -46,6 +50,7 @@ alert of the same finding is.
 from __future__ import annotations
 
 import base64
+import math
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from datetime import datetime
@@ -67,11 +72,13 @@ class EvidenceSettings(BaseModel):
 
     dir: Path | None = Field(None, description="demo: where the evidence log goes (default: a new temporary folder).")
     retention_s: float = Field(86400.0, gt=0, description="Raw events wait this long (event time) to be cited.")
-    max_held_bytes: int = Field(128 * 2**20, gt=0, description="At most this many raw bytes wait to be cited "
-                                "(resident memory: about 2-3 times that, with the index).")
+    max_held_bytes: int = Field(128 * 2**20, gt=0, description="At most this many raw bytes of each platform "
+                                "wait to be cited (resident memory: about 2-3 times that per platform, with the "
+                                "index).")
     max_entries_per_version: int = Field(300, ge=10, description="Events logged per alert version, at most.")
     series_cap: int = Field(2000, ge=1, description="Observations kept per post, account, target or order deadline.")
-    max_orders: int = Field(10_000, ge=1, description="Orders whose order, actions and late activity are held.")
+    max_orders: int = Field(10_000, ge=1, description="Orders per platform whose order, actions and late "
+                            "activity are held.")
     order_margin_s: float = Field(300.0, ge=0, description="Raw events and alert versions are logged in event-time "
                                   "order once every source is this far past them (replay and worker alike), so the "
                                   "worker's log equals replay's; an alert raised later than that behind the stream "
@@ -108,16 +115,19 @@ class EvidenceRecorder:
         self.logs = logs
         self.on_evict: Callable[[tuple[str, str]], None] | None = None  # a held event is let go (Kafka: its table row)
         self.s = settings or EvidenceSettings()
-        # Held raw events by (platform, event_id), and their keys in arrival order (oldest first).
-        # Plain dicts, lists and a deque: the index costs a few hundred bytes per event beyond its bytes.
+        # Held raw events by (platform, event_id), and per platform their keys in arrival order
+        # (oldest first), bytes and event time. Plain dicts, lists and deques: the index costs a
+        # few hundred bytes per event beyond its bytes.
         self.held: dict[tuple[str, str], Held] = {}
-        self.arrival: deque[tuple[str, str]] = deque()
-        self.held_bytes = 0
+        self.arrival: dict[str, deque[tuple[str, str]]] = {}
+        self.platform_bytes: dict[str, int] = {}
+        self.clock: dict[str, float] = {}
+        self.held_bytes = 0  # all platforms
         self.refs: dict[tuple, list] = {}  # (what, platform, id) -> held keys, oldest first
-        self.orders: OrderedDict[tuple[str, str], dict] = OrderedDict()
+        self.orders: dict[str, OrderedDict[str, dict]] = {}  # platform -> order id -> its held events, oldest first
         self.watch: dict[tuple[str, str], list[str]] = {}  # (platform, item) -> order ids watching it
         self.logged: dict[str, dict[tuple, int]] = {}  # alert id -> event key -> entry index
-        self.now = 0.0
+        self.now = 0.0  # the latest ts of any input
 
     # -- input --------------------------------------------------------------------------------
 
@@ -126,10 +136,15 @@ class EvidenceRecorder:
         t = event.epoch
         if t > self.now:
             self.now = t
-        if event.type == "tick":
-            self._evict()
+        if event.type == "tick":  # time for every platform
+            for p, at in self.clock.items():
+                if t > at:
+                    self.clock[p] = t
+                    self._evict(p)
             return
         p = event.platform
+        if t > self.clock.get(p, -math.inf):
+            self.clock[p] = t
         if isinstance(event, (Order, PlatformAction)):
             self._order_event(raw, event)
             return
@@ -158,8 +173,12 @@ class EvidenceRecorder:
         else:
             refs = ()
         self.held[key] = Held(raw, event, t, refs)
-        self.arrival.append(key)
+        arrival = self.arrival.get(p)
+        if arrival is None:
+            arrival = self.arrival[p] = deque()
+        arrival.append(key)
         self.held_bytes += len(raw)
+        self.platform_bytes[p] = self.platform_bytes.get(p, 0) + len(raw)
         cap = self.s.series_cap
         for ref in refs:
             series = self.refs.get(ref)
@@ -169,21 +188,23 @@ class EvidenceRecorder:
                 series.append(key)
                 if len(series) > (4 if ref[0] == "post" else cap):
                     del series[0]
-        self._evict()
+        self._evict(p)
 
-    def _evict(self) -> None:
-        """Drop the oldest held events past the retention or over the byte bound."""
-        horizon = self.now - self.s.retention_s
-        while self.arrival:
-            key = self.arrival[0]
+    def _evict(self, platform: str) -> None:
+        """Drop the platform's oldest held events past its retention or over its byte bound."""
+        arrival = self.arrival.get(platform)
+        horizon = self.clock[platform] - self.s.retention_s
+        while arrival:
+            key = arrival[0]
             oldest = self.held[key]
-            if oldest.ts >= horizon and self.held_bytes <= self.s.max_held_bytes:
+            if oldest.ts >= horizon and self.platform_bytes[platform] <= self.s.max_held_bytes:
                 return
-            self.arrival.popleft()
+            arrival.popleft()
             del self.held[key]
             if self.on_evict is not None:
                 self.on_evict(key)
             self.held_bytes -= len(oldest.raw)
+            self.platform_bytes[platform] -= len(oldest.raw)
             for ref in oldest.refs:
                 series = self.refs.get(ref)
                 if series and series[0] == key:
@@ -194,14 +215,21 @@ class EvidenceRecorder:
     def _order_event(self, raw: bytes, event: Order | PlatformAction) -> None:
         if event.order_id is None:
             return
-        rec = self.orders.get((event.platform, event.order_id))
+        p = event.platform
+        orders = self.orders.get(p)
+        if orders is None:
+            orders = self.orders[p] = OrderedDict()
+        rec = orders.get(event.order_id)
         if rec is None:
-            rec = self.orders[(event.platform, event.order_id)] = {"deadline": None, "order": [], "actions": [],
-                                                                   "after": []}
-            if len(self.orders) > self.s.max_orders:
-                _old, dropped = self.orders.popitem(last=False)
-                for item in dropped.get("items", []):
-                    self.watch.pop((event.platform, item), None)
+            rec = orders[event.order_id] = {"deadline": None, "order": [], "actions": [], "after": []}
+            if len(orders) > self.s.max_orders:
+                old, dropped = orders.popitem(last=False)
+                for item in dropped.get("items", []):  # only the dropped order stops watching it
+                    watching = [o for o in self.watch.get((p, item), ()) if o != old]
+                    if watching:
+                        self.watch[(p, item)] = watching
+                    else:
+                        self.watch.pop((p, item), None)
                 if self.on_evict is not None:
                     for gone in dropped["order"] + dropped["actions"]:
                         self.on_evict(gone.key)
@@ -221,7 +249,7 @@ class EvidenceRecorder:
         """Activity on an ordered item after the order's deadline: the first ``series_cap`` per order."""
         for item in items:
             for order_id in self.watch.get((event.platform, item), ()):
-                rec = self.orders.get((event.platform, order_id))
+                rec = self.orders.get(event.platform, {}).get(order_id)
                 if rec is None or rec["deadline"] is None or t <= rec["deadline"]:
                     continue
                 after = rec["after"]
@@ -319,7 +347,7 @@ class EvidenceRecorder:
         series += [("report", h, "") for h in self._held(("report", p, "post", post_id), t)]
 
     def _order_cites(self, p: str, order_id: str, t: float, must: list, series: list) -> None:
-        rec = self.orders.get((p, order_id))
+        rec = self.orders.get(p, {}).get(order_id)
         if rec is None or not rec["order"]:
             must.append(("order", None, f"order:{order_id}"))
             return

@@ -720,3 +720,68 @@ def test_the_log_keeps_the_copy_that_counted_not_a_later_one_stamped_earlier() -
     for n, line in enumerate((first, copy), 1):
         pipeline.feed(line, f"t:{n}")
     assert observed == [first]
+
+
+# -- bounds are each platform's own ---------------------------------------------------------------
+
+def _leaves(logs, platform: str) -> list[bytes]:
+    return list(logs.logs[platform].leaves)
+
+
+def test_another_platforms_flood_lets_none_of_a_platforms_evidence_go(tmp_path: Path) -> None:
+    """The byte bound is per platform: Douyin sending 2 KB posts beside Weibo's stream (5 MB in
+    all, over ten times the bound) leaves Weibo's log byte for byte what it is alone. With one bound
+    for all, the flood pushed Weibo's held events out before its alerts cited them."""
+    settings = EvidenceSettings(max_held_bytes=300_000)
+    weibo = list(simulate_lines(SIM))
+    flooded = []
+    for n, line in enumerate(weibo):
+        flooded.append(line)
+        event = orjson.loads(line)
+        if n % 2 and "ts" in event:  # at the time of the line before it: moves no one's time
+            flooded.append(orjson.dumps({"type": "post", "event_id": f"flood{n}", "platform": "douyin",
+                                         "ts": event["ts"], "post_id": f"f{n}", "account_id": f"u{n % 50}",
+                                         "kind": "original", "text": f"{n} " + "水" * 700}))
+    assert sum(len(line) for line in flooded) - sum(len(line) for line in weibo) > 10 * settings.max_held_bytes
+    alone, alerts_alone = _replay(weibo, tmp_path / "alone", settings)
+    beside, alerts_beside = _replay(flooded, tmp_path / "beside", settings)
+    assert [a for a in alerts_beside if a.platform == "weibo"] == alerts_alone
+    assert any(b'"retained":false' in leaf for leaf in _leaves(alone, "weibo"))  # the bound is reached alone too
+    assert _leaves(beside, "weibo") == _leaves(alone, "weibo")
+
+
+def _recorder_fed(settings: EvidenceSettings):
+    from events import decode
+    recorder, _ = new_recorder(None, KEY, settings)
+
+    def feed(raw: dict) -> None:
+        line = orjson.dumps(raw)
+        recorder.observe(line, decode(line, "t"))
+
+    return recorder, feed
+
+
+def test_retention_goes_by_each_platforms_own_event_time() -> None:
+    """Douyin's events a day ahead of Weibo's let none of Weibo's held events go."""
+    recorder, feed = _recorder_fed(EvidenceSettings(retention_s=600))
+    feed(post("p1", 0))
+    feed({**post("b1", 0), "platform": "douyin", "ts": "2026-12-01T09:00:00+08:00"})
+    feed(post("p2", 5))
+    assert sorted(orjson.loads(h.raw)["post_id"] for h in recorder.held.values()) == ["b1", "p1", "p2"]
+    feed(post("p3", 11))  # Weibo's own time: p1 is now past its retention
+    assert sorted(orjson.loads(h.raw)["post_id"] for h in recorder.held.values()) == ["b1", "p2", "p3"]
+
+
+def test_orders_held_are_counted_per_platform_and_a_dropped_one_stops_only_its_own_watch() -> None:
+    """``max_orders`` counts each platform's orders, so Douyin's new orders drop none of Weibo's;
+    when Weibo's oldest order goes, another order of Weibo's on the same post keeps watching it
+    (the whole watch of the item went, and with another platform's order, that platform's)."""
+    recorder, feed = _recorder_fed(EvidenceSettings(max_orders=2))
+    feed(order("o1", 0, 5, items=[{"post_id": "p1"}]))
+    feed(order("o2", 1, 5, items=[{"post_id": "p1"}]))
+    for n in range(3):
+        feed({**order(f"d{n}", 2, 5, items=[{"post_id": "p1"}]), "platform": "douyin"})
+    feed(order("o3", 3, 5, items=[{"post_id": "p3"}]))  # drops o1
+    feed(post("r1", 10, parent_id="p1", kind="repost"))  # after o2's deadline
+    assert list(recorder.orders["weibo"]) == ["o2", "o3"] and list(recorder.orders["douyin"]) == ["d1", "d2"]
+    assert [orjson.loads(h.raw)["post_id"] for h in recorder.orders["weibo"]["o2"]["after"]] == ["r1"]
