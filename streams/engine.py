@@ -295,9 +295,10 @@ class Engine:
         if replayed_buffers and not all(stage.ordered for stage in self.stages):
             raise ValueError("replayed buffers need every detector of the engine ordered")
         # With replayed buffers, per partition: buffered entries by source offset and by identity;
-        # and per buffered entry (by seq): its identity, offset and the stage holding its seen-set.
+        # and per buffered entry (by seq): its identity, offset, the stage holding its seen-set and
+        # the event time when it came (its seen record's second, as in process: see _mark_seen).
         self.held: dict[int, tuple[dict[int, int], dict[str, int]]] = {}
-        self.held_entries: dict[int, tuple[str, int | None, _Stage]] = {}
+        self.held_entries: dict[int, tuple[str, int | None, _Stage, float]] = {}
         # partition -> the oldest offset released since the caller last settled (see settle())
         self.unsettled: dict[int, int] = {}
         # Who takes an event: from the input, the detectors of its type; from another stage
@@ -401,7 +402,7 @@ class Engine:
             return alerts
         if not takers:
             return alerts
-        if not self.replayed and not self._mark_seen(first, seen_in, event, identity):
+        if not self.replayed and not self._mark_seen(first, seen_in, event, identity, wm.value):
             return alerts  # (replayed: marked seen once released, see _released)
         routed: list[tuple[_Stage, _Context, tuple[str, ...]]] = []
         for stage in takers:
@@ -423,7 +424,7 @@ class Engine:
                 for k in keys:
                     seq = self._buffer(ctx, event, k)
                     if self.replayed:
-                        self.held_entries[seq] = (identity, offset, first)
+                        self.held_entries[seq] = (identity, offset, first, wm.value)
                         holding[identity] = holding.get(identity, 0) + 1
                         if offset is not None:
                             offsets[offset] = offsets.get(offset, 0) + 1
@@ -433,7 +434,7 @@ class Engine:
             if _due(ctx.part, wm.value):  # and timers the detector set already due
                 alerts.extend(self._release(stage, ctx, wm.value))
         if self.replayed and identity not in holding:  # no detector had a key for it: nothing waits
-            self._mark_seen(first, first.context(partition, wm.value), event, identity)
+            self._mark_seen(first, first.context(partition, wm.value), event, identity, wm.value)
         while self._handed:  # stages that events were emitted to, which may take none of this type
             stage, ctx = self._handed.pop(0)
             if _due(ctx.part, wm.value):
@@ -459,9 +460,9 @@ class Engine:
 
     def _released(self, seq: int, event: AnyEvent, partition: int, now: float) -> None:
         """A buffered entry handed over (replayed buffers): seen from now on, no longer held."""
-        identity, offset, first = self.held_entries.pop(seq)
+        identity, offset, first, came = self.held_entries.pop(seq)
         offsets, holding = self.held[partition]
-        self._mark_seen(first, first.context(partition, now), event, identity)
+        self._mark_seen(first, first.context(partition, now), event, identity, came)
         if holding[identity] == 1:
             del holding[identity]
         else:
@@ -491,7 +492,7 @@ class Engine:
         batch's state was written and acknowledged): commits may pass those events now."""
         self.unsettled.clear()
 
-    def _mark_seen(self, stage: _Stage, ctx: _Context, event: AnyEvent, identity: str) -> bool:
+    def _mark_seen(self, stage: _Stage, ctx: _Context, event: AnyEvent, identity: str, came: float) -> bool:
         """Remember ``identity``; False when it was remembered already, whatever the ``ts`` of
         either copy (the partition's index of its seen records). Every detector that takes an
         event takes it in the same call, so one record serves them all: it lives in the state of
@@ -499,9 +500,11 @@ class Engine:
         seen = ctx.part.seen
         if identity in seen:
             return False
-        # Remembered a window after it arrived: an event taken late (behind event time, within
-        # the window) filed under its own ts would be forgotten sooner, and a copy counted again.
-        bucket = int(max(event.epoch, ctx.watermark) // SEEN_BUCKET_S)
+        # Remembered a window after it came (``came``: the partition's event time then): an event
+        # taken late (behind event time, within the window) filed under its own ts would be
+        # forgotten sooner, and a copy counted again. Not the time it is marked: with replayed
+        # buffers that is its release, later than replay's arrival, and the two would differ.
+        bucket = int(max(event.epoch, came) // SEEN_BUCKET_S)
         skey = _seen_key(ctx.partition, bucket)
         record = stage.state.get(skey)
         if record is None:

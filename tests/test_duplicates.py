@@ -166,3 +166,51 @@ def test_a_copy_of_an_event_taken_late_is_remembered_a_window_after_it_came(part
     doubled, letters = _replay_events([*events, copy, tick(140)], partitions)
     assert letters == []
     assert doubled == clean
+
+
+def test_with_replayed_buffers_an_event_is_remembered_from_when_it_came_as_in_process() -> None:
+    """On Kafka (replayed buffers) an ordered stage marks an event seen when it releases it,
+    later than replay marks it; filed by the event time then, a restamped copy was dropped on
+    Kafka and counted in process (a review's reproducer, session 20)."""
+    from tests.support.events import post
+
+    class Counter:
+        name, event_types, raises, ordered = "counter", frozenset({"post"}), (), True
+
+        def __init__(self) -> None:
+            self.taken: list[str] = []
+
+        def keys(self, event):  # noqa: ANN001, ANN201
+            return [event.post_id]
+
+        def on_event(self, event, key, ctx):  # noqa: ANN001, ANN201
+            self.taken.append(event.event_id)
+            return []
+
+        def on_timer(self, key, ctx):  # noqa: ANN001, ANN201
+            return []
+
+    first = post("p1", 0)
+
+    def run(replayed: bool) -> list[str]:
+        counter = Counter()
+        engine = Engine([counter], sources=["a", "b"], lateness=300, dedupe_window=3600, replayed_buffers=replayed)
+        offsets = iter(range(1000))
+
+        def feed(raw: dict, source: str) -> None:
+            engine.process(decode(orjson.dumps(raw), "t"), source=source, offset=next(offsets))
+
+        feed(first, "a")
+        for minute in [0, *range(20, 68)]:  # released at 20 min less the lateness (900 s)
+            feed(tick(minute), "a")
+            feed(tick(minute), "b")
+        feed({**first, "ts": at(67.5)}, "a")  # a window after it came, not after it was released
+        for minute in (68, 70, 80):
+            feed(tick(minute), "a")
+            feed(tick(minute), "b")
+        engine.settle()
+        return counter.taken
+
+    in_process = run(replayed=False)
+    assert in_process == [first["event_id"]] * 2  # the copy came more than a window after: new
+    assert run(replayed=True) == in_process
