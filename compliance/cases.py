@@ -26,8 +26,8 @@ PENALTIES = frozenset({"penalty", "warning"})  # administrative penalties (a war
 
 
 def note_case(records: Records, platform: str, case: Case, keep_s: float = TWO_YEARS) -> dict | None:
-    """Record ``case`` under its subject; the subject's record, or None for a duplicate (the
-    same case id and action again changes nothing)."""
+    """Record ``case`` under its subject; the subject's record, or None when it changes nothing:
+    a duplicate (the same case id and action again) or a case older than the newest kept."""
     kind, subject = case.subject.type, case.subject.id
     rec = records.get("case", platform, kind, subject) or {"cases": [], "handled": None}
     entry = [case.decided_epoch, case.case_id, case.action, case.conduct]

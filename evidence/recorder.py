@@ -6,16 +6,17 @@ object with no Faust import, so ``replay``, ``demo`` and the Kafka worker can al
 it. Why beside: detectors keep ids and counters, not bytes; holding raw bytes in their state
 would multiply changelog traffic for the rare event an alert cites.
 
-**Bounded, per platform.** Raw events wait in a rolling index for ``retention_s`` of the
-platform's event time (the latest ``ts`` of its own events, or of a tick) and at most
-``max_held_bytes`` of the platform's bytes, looked up by the ids alerts cite: a post's versions,
-its engagement observations and the reposts and comments under it, an account's posts, the
-reports about a post, an account or a target. Orders, their actions and the activity after their
-deadline are held apart (``max_orders`` orders per platform, ``series_cap`` events after each
-deadline) since deadlines can be days away. Every bound is the platform's own, so another
-platform's flood, clock or orders never let a platform's evidence go, and what a platform holds
-depends on its own input alone (the worker's recorder per partition and replay's one hold the
-same). Only events an alert cites reach the log, and each at most once per alert.
+**Bounded, fairly between platforms.** Raw events wait in a rolling index for ``retention_s``
+of their platform's own event time (the latest ``ts`` of its events: another platform's clock
+ages nothing of it), looked up by the ids alerts cite: a post's versions, its engagement
+observations and the reposts and comments under it, an account's posts, the reports about a
+post, an account or a target. Orders, their actions and the activity after their deadline are
+held apart (``series_cap`` events after each deadline) since deadlines can be days away. At most
+``max_held_bytes`` raw bytes and ``max_orders`` orders are held in all (platform names are
+strings anyone may send, so no bound is per platform); over either, the oldest of the platform
+holding most goes first. So a platform flooding the recorder lets its own events go, and a
+platform holding less than an even share keeps what it would keep alone. Only events an alert
+cites reach the log, and each at most once per alert.
 
 **Per alert version** at most ``max_entries_per_version`` events: those always kept (the post,
 the crossing event, the order and its actions, the posts the alert names) and then an evenly
@@ -72,13 +73,13 @@ class EvidenceSettings(BaseModel):
 
     dir: Path | None = Field(None, description="demo: where the evidence log goes (default: a new temporary folder).")
     retention_s: float = Field(86400.0, gt=0, description="Raw events wait this long (event time) to be cited.")
-    max_held_bytes: int = Field(128 * 2**20, gt=0, description="At most this many raw bytes of each platform "
-                                "wait to be cited (resident memory: about 2-3 times that per platform, with the "
-                                "index).")
+    max_held_bytes: int = Field(128 * 2**20, gt=0, description="At most this many raw bytes wait to be cited "
+                                "(resident memory: about 2-3 times that, with the index); over it, the oldest of "
+                                "the platform holding most goes first.")
     max_entries_per_version: int = Field(300, ge=10, description="Events logged per alert version, at most.")
     series_cap: int = Field(2000, ge=1, description="Observations kept per post, account, target or order deadline.")
-    max_orders: int = Field(10_000, ge=1, description="Orders per platform whose order, actions and late "
-                            "activity are held.")
+    max_orders: int = Field(10_000, ge=1, description="Orders whose order, actions and late activity are held; "
+                            "over it, the oldest of the platform holding most goes first.")
     order_margin_s: float = Field(300.0, ge=0, description="Raw events and alert versions are logged in event-time "
                                   "order once every source is this far past them (replay and worker alike), so the "
                                   "worker's log equals replay's; an alert raised later than that behind the stream "
@@ -125,6 +126,7 @@ class EvidenceRecorder:
         self.held_bytes = 0  # all platforms
         self.refs: dict[tuple, list] = {}  # (what, platform, id) -> held keys, oldest first
         self.orders: dict[str, OrderedDict[str, dict]] = {}  # platform -> order id -> its held events, oldest first
+        self.order_count = 0
         self.watch: dict[tuple[str, str], list[str]] = {}  # (platform, item) -> order ids watching it
         self.logged: dict[str, dict[tuple, int]] = {}  # alert id -> event key -> entry index
         self.now = 0.0  # the latest ts of any input
@@ -191,26 +193,28 @@ class EvidenceRecorder:
         self._evict(p)
 
     def _evict(self, platform: str) -> None:
-        """Drop the platform's oldest held events past its retention or over its byte bound."""
+        """Drop the platform's held events past its retention (its own event time), then, while
+        all platforms together hold over the byte bound, the oldest of whichever holds most."""
         arrival = self.arrival.get(platform)
         horizon = self.clock[platform] - self.s.retention_s
-        while arrival:
-            key = arrival[0]
-            oldest = self.held[key]
-            if oldest.ts >= horizon and self.platform_bytes[platform] <= self.s.max_held_bytes:
-                return
-            arrival.popleft()
-            del self.held[key]
-            if self.on_evict is not None:
-                self.on_evict(key)
-            self.held_bytes -= len(oldest.raw)
-            self.platform_bytes[platform] -= len(oldest.raw)
-            for ref in oldest.refs:
-                series = self.refs.get(ref)
-                if series and series[0] == key:
-                    del series[0]
-                if series is not None and not series:
-                    del self.refs[ref]
+        while arrival and self.held[arrival[0]].ts < horizon:
+            self._drop_oldest(platform)
+        while self.held_bytes > self.s.max_held_bytes:
+            self._drop_oldest(max(self.platform_bytes, key=lambda q: (self.platform_bytes[q], q)))
+
+    def _drop_oldest(self, platform: str) -> None:
+        key = self.arrival[platform].popleft()
+        oldest = self.held.pop(key)
+        if self.on_evict is not None:
+            self.on_evict(key)
+        self.held_bytes -= len(oldest.raw)
+        self.platform_bytes[platform] -= len(oldest.raw)
+        for ref in oldest.refs:
+            series = self.refs.get(ref)
+            if series and series[0] == key:
+                del series[0]
+            if series is not None and not series:
+                del self.refs[ref]
 
     def _order_event(self, raw: bytes, event: Order | PlatformAction) -> None:
         if event.order_id is None:
@@ -222,17 +226,27 @@ class EvidenceRecorder:
         rec = orders.get(event.order_id)
         if rec is None:
             rec = orders[event.order_id] = {"deadline": None, "order": [], "actions": [], "after": []}
-            if len(orders) > self.s.max_orders:
-                old, dropped = orders.popitem(last=False)
-                for item in dropped.get("items", []):  # only the dropped order stops watching it
-                    watching = [o for o in self.watch.get((p, item), ()) if o != old]
-                    if watching:
-                        self.watch[(p, item)] = watching
-                    else:
-                        self.watch.pop((p, item), None)
-                if self.on_evict is not None:
-                    for gone in dropped["order"] + dropped["actions"]:
-                        self.on_evict(gone.key)
+            self.order_count += 1
+            if self.order_count > self.s.max_orders:  # the oldest of the platform holding most (not this one)
+                q = max((q for q in self.orders if q != p or len(self.orders[q]) > 1),
+                        key=lambda q: (len(self.orders[q]), q))
+                self._drop_order(q)
+        self._order_held(raw, event, rec)
+
+    def _drop_order(self, p: str) -> None:
+        old, dropped = self.orders[p].popitem(last=False)
+        self.order_count -= 1
+        for item in dropped.get("items", []):  # only the dropped order stops watching it
+            watching = [o for o in self.watch.get((p, item), ()) if o != old]
+            if watching:
+                self.watch[(p, item)] = watching
+            else:
+                self.watch.pop((p, item), None)
+        if self.on_evict is not None:
+            for gone in dropped["order"] + dropped["actions"]:
+                self.on_evict(gone.key)
+
+    def _order_held(self, raw: bytes, event: Order | PlatformAction, rec: dict) -> None:
         if any(h.event_id == event.event_id for h in rec["order"] + rec["actions"]):
             return  # a duplicate delivery
         held = Held(raw, event, event.epoch, ())

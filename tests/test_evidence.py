@@ -729,11 +729,12 @@ def _leaves(logs, platform: str) -> list[bytes]:
 
 
 def test_another_platforms_flood_lets_none_of_a_platforms_evidence_go(tmp_path: Path) -> None:
-    """The byte bound is per platform: Douyin sending 2 KB posts beside Weibo's stream (5 MB in
-    all, over ten times the bound) leaves Weibo's log byte for byte what it is alone. With one bound
-    for all, the flood pushed Weibo's held events out before its alerts cited them."""
-    settings = EvidenceSettings(max_held_bytes=300_000)
+    """Over the byte bound the platform holding most lets its oldest go: Douyin sending 3 KB posts
+    beside Weibo's stream (three times the bound) leaves Weibo, which holds under half of it, its
+    log byte for byte as alone. With the oldest of all going first, the flood pushed Weibo's held
+    events out before its alerts cited them."""
     weibo = list(simulate_lines(SIM))
+    settings = EvidenceSettings(max_held_bytes=2 * sum(len(line) for line in weibo) + 10_000)
     flooded = []
     for n, line in enumerate(weibo):
         flooded.append(line)
@@ -741,13 +742,27 @@ def test_another_platforms_flood_lets_none_of_a_platforms_evidence_go(tmp_path: 
         if n % 2 and "ts" in event:  # at the time of the line before it: moves no one's time
             flooded.append(orjson.dumps({"type": "post", "event_id": f"flood{n}", "platform": "douyin",
                                          "ts": event["ts"], "post_id": f"f{n}", "account_id": f"u{n % 50}",
-                                         "kind": "original", "text": f"{n} " + "水" * 700}))
-    assert sum(len(line) for line in flooded) - sum(len(line) for line in weibo) > 10 * settings.max_held_bytes
+                                         "kind": "original", "text": f"{n} " + "水" * 1000}))
+    assert sum(len(line) for line in flooded) - sum(len(line) for line in weibo) > 3 * settings.max_held_bytes
     alone, alerts_alone = _replay(weibo, tmp_path / "alone", settings)
     beside, alerts_beside = _replay(flooded, tmp_path / "beside", settings)
     assert [a for a in alerts_beside if a.platform == "weibo"] == alerts_alone
-    assert any(b'"retained":false' in leaf for leaf in _leaves(alone, "weibo"))  # the bound is reached alone too
     assert _leaves(beside, "weibo") == _leaves(alone, "weibo")
+
+
+def test_the_recorder_is_bounded_whatever_platform_names_come() -> None:
+    """Platform names are strings anyone may send: 200 of them, 2 KB each, hold no more than the
+    bound (a review's reproducer against a bound per platform)."""
+    from events import decode
+    from evidence.stream import Sequencer
+    recorder, _ = new_recorder(None, KEY, EvidenceSettings(max_held_bytes=10_000))
+    sequencer = Sequencer(recorder, ["file"], 300.0)
+    for n in range(200):
+        line = orjson.dumps({**post(f"x{n}", n), "platform": f"p{n}", "text": "x" * 2000})
+        sequencer.observe(line, decode(line, "t"))
+        assert recorder.held_bytes <= 10_000
+    sequencer.release(everything=True)
+    assert 0 < recorder.held_bytes <= 10_000
 
 
 def _recorder_fed(settings: EvidenceSettings):
@@ -772,16 +787,18 @@ def test_retention_goes_by_each_platforms_own_event_time() -> None:
     assert sorted(orjson.loads(h.raw)["post_id"] for h in recorder.held.values()) == ["b1", "p2", "p3"]
 
 
-def test_orders_held_are_counted_per_platform_and_a_dropped_one_stops_only_its_own_watch() -> None:
-    """``max_orders`` counts each platform's orders, so Douyin's new orders drop none of Weibo's;
-    when Weibo's oldest order goes, another order of Weibo's on the same post keeps watching it
-    (the whole watch of the item went, and with another platform's order, that platform's)."""
-    recorder, feed = _recorder_fed(EvidenceSettings(max_orders=2))
+def test_over_max_orders_the_platform_holding_most_lets_its_oldest_go_and_only_its_watch() -> None:
+    """Over ``max_orders`` the oldest order of the platform holding most goes: Douyin's three new
+    orders drop Douyin's oldest, not Weibo's. When Weibo's oldest order goes, another order of
+    Weibo's on the same post keeps watching it (the whole watch of the item went, under the new
+    order's platform)."""
+    recorder, feed = _recorder_fed(EvidenceSettings(max_orders=4))
     feed(order("o1", 0, 5, items=[{"post_id": "p1"}]))
     feed(order("o2", 1, 5, items=[{"post_id": "p1"}]))
     for n in range(3):
         feed({**order(f"d{n}", 2, 5, items=[{"post_id": "p1"}]), "platform": "douyin"})
-    feed(order("o3", 3, 5, items=[{"post_id": "p3"}]))  # drops o1
+    assert list(recorder.orders["weibo"]) == ["o1", "o2"] and list(recorder.orders["douyin"]) == ["d1", "d2"]
+    feed(order("o3", 3, 5, items=[{"post_id": "p3"}]))  # Weibo now holds most: its o1 goes
     feed(post("r1", 10, parent_id="p1", kind="repost"))  # after o2's deadline
     assert list(recorder.orders["weibo"]) == ["o2", "o3"] and list(recorder.orders["douyin"]) == ["d1", "d2"]
     assert [orjson.loads(h.raw)["post_id"] for h in recorder.orders["weibo"]["o2"]["after"]] == ["r1"]
