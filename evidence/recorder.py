@@ -139,20 +139,22 @@ class EvidenceRecorder:
         if t > self.now:
             self.now = t
         if event.type == "tick":  # time for every platform
-            for p, at in self.clock.items():
+            for p, at in list(self.clock.items()):
                 if t > at:
                     self.clock[p] = t
                     self._evict(p)
             return
         p = event.platform
-        if t > self.clock.get(p, -math.inf):
-            self.clock[p] = t
         if isinstance(event, (Order, PlatformAction)):
             self._order_event(raw, event)
             return
         key = (p, event.event_id)
         if key in self.held:
             return
+        # The platform's clock: the latest ts of the events it holds, so a restarted worker
+        # rebuilding them from its table gets the same clock back.
+        if t > self.clock.get(p, -math.inf):
+            self.clock[p] = t
         refs: tuple
         if isinstance(event, Post):
             refs = (("post", p, event.post_id), ("acct", p, event.account_id))
@@ -203,12 +205,15 @@ class EvidenceRecorder:
             self._drop_oldest(max(self.platform_bytes, key=lambda q: (self.platform_bytes[q], q)))
 
     def _drop_oldest(self, platform: str) -> None:
-        key = self.arrival[platform].popleft()
+        arrival = self.arrival[platform]
+        key = arrival.popleft()
         oldest = self.held.pop(key)
         if self.on_evict is not None:
             self.on_evict(key)
         self.held_bytes -= len(oldest.raw)
         self.platform_bytes[platform] -= len(oldest.raw)
+        if not arrival:  # a platform holding nothing leaves no trace: names are anyone's strings
+            del self.arrival[platform], self.platform_bytes[platform], self.clock[platform]
         for ref in oldest.refs:
             series = self.refs.get(ref)
             if series and series[0] == key:
@@ -236,6 +241,8 @@ class EvidenceRecorder:
     def _drop_order(self, p: str) -> None:
         old, dropped = self.orders[p].popitem(last=False)
         self.order_count -= 1
+        if not self.orders[p]:
+            del self.orders[p]
         for item in dropped.get("items", []):  # only the dropped order stops watching it
             watching = [o for o in self.watch.get((p, item), ()) if o != old]
             if watching:

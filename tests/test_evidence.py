@@ -763,6 +763,8 @@ def test_the_recorder_is_bounded_whatever_platform_names_come() -> None:
         assert recorder.held_bytes <= 10_000
     sequencer.release(everything=True)
     assert 0 < recorder.held_bytes <= 10_000
+    holding = {platform for platform, _event_id in recorder.held}
+    assert set(recorder.arrival) == set(recorder.clock) == holding and len(holding) <= 5  # no trace of the rest
 
 
 def _recorder_fed(settings: EvidenceSettings):
@@ -802,3 +804,30 @@ def test_over_max_orders_the_platform_holding_most_lets_its_oldest_go_and_only_i
     feed(post("r1", 10, parent_id="p1", kind="repost"))  # after o2's deadline
     assert list(recorder.orders["weibo"]) == ["o2", "o3"] and list(recorder.orders["douyin"]) == ["d1", "d2"]
     assert [orjson.loads(h.raw)["post_id"] for h in recorder.orders["weibo"]["o2"]["after"]] == ["r1"]
+
+
+def test_a_restarted_recorder_gets_each_platforms_clock_back_from_what_it_holds() -> None:
+    """A restarted worker rebuilds the recorder from the events it holds. An action with no
+    order (never held) moved the platform's clock in the uninterrupted run only, so a late event
+    after the restart let fewer events go (a review's reproducer, session 20): the clock now goes
+    by the events the recorder takes, which it holds."""
+    from events import decode
+    settings = EvidenceSettings(retention_s=600)
+
+    def ev(raw: dict):  # noqa: ANN202
+        line = orjson.dumps(raw)
+        return line, decode(line, "t")
+
+    first = ev(post("p0", 0))
+    no_order = ev({"type": "platform_action", "event_id": "a-none", "platform": "weibo", "ts": post("x", 11)["ts"],
+                   "action_id": "a1", "action": "content_removed"})
+    live, _ = new_recorder(None, KEY, settings)
+    for raw, event in (first, no_order):
+        live.observe(raw, event)
+    again, _ = new_recorder(None, KEY, settings)
+    for held in sorted(live.held.values(), key=lambda h: h.order):
+        again.observe(*ev(orjson.loads(held.raw)))
+    late = ev(post("p1", 1))
+    live.observe(*late)
+    again.observe(*late)
+    assert sorted(again.held) == sorted(live.held) and len(live.held) == 2
