@@ -129,15 +129,12 @@ class EvidenceRecorder:
         self.order_count = 0
         self.watch: dict[tuple[str, str], list[str]] = {}  # (platform, item) -> order ids watching it
         self.logged: dict[str, dict[tuple, int]] = {}  # alert id -> event key -> entry index
-        self.now = 0.0  # the latest ts of any input
 
     # -- input --------------------------------------------------------------------------------
 
     def observe(self, raw: bytes, event: AnyEvent) -> None:
         """One decoded input event and its bytes as received (duplicates keep the first copy)."""
         t = event.epoch
-        if t > self.now:
-            self.now = t
         if event.type == "tick":  # time for every platform
             for p, at in list(self.clock.items()):
                 if t > at:

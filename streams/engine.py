@@ -90,6 +90,11 @@ def _seen_key(partition: int, bucket: int) -> str:
     return f"{SEEN}{partition}\t{bucket}"
 
 
+def _seen_bucket(key: str) -> int:
+    """The second of event time a ``~seen`` key (:func:`_seen_key`) holds the events of."""
+    return int(key.rsplit("\t", 1)[1])
+
+
 def _identity(event: AnyEvent, key: str) -> str:
     """The (platform, event id, key) an event was handed over as, unambiguous whatever the ids
     hold. An event a stage made (not an input type: a cascades finding) adds its type, so no
@@ -230,7 +235,7 @@ class _Stage:
                 if key.startswith(SEEN):
                     if not key.startswith(seen_prefix):
                         continue  # another partition's (in process they share a dict): its sweep prunes its index
-                    part.seen.update(dict.fromkeys(rec["ids"], int(key[len(seen_prefix):])))
+                    part.seen.update(dict.fromkeys(rec["ids"], _seen_bucket(key)))
                 part.schedule(key, rec["until"])
             elif key.startswith(prefix) and len(rec) == 2:  # this detector's own, from before records were shared
                 restore(rec)
@@ -434,7 +439,7 @@ class Engine:
             if _due(ctx.part, wm.value):  # and timers the detector set already due
                 alerts.extend(self._release(stage, ctx, wm.value))
         if self.replayed and identity not in holding:  # no detector had a key for it: nothing waits
-            self._mark_seen(first, first.context(partition, wm.value), event, identity, wm.value)
+            self._mark_seen(first, seen_in, event, identity, wm.value)
         while self._handed:  # stages that events were emitted to, which may take none of this type
             stage, ctx = self._handed.pop(0)
             if _due(ctx.part, wm.value):
@@ -682,7 +687,7 @@ class Engine:
                 else:
                     del state[key]
                     if key.startswith(SEEN):  # its events leave the index (a later copy is new, or late)
-                        seen, bucket = part.seen, int(key.rsplit("\t", 1)[1])
+                        seen, bucket = part.seen, _seen_bucket(key)
                         for identity in record["ids"]:
                             if seen.get(identity) == bucket:
                                 del seen[identity]
