@@ -136,7 +136,7 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> int:
     pipeline = LocalPipeline(settings, on_alert, on_deadletter, recorder)
     # Without the order ledger (STORMWATCH_DETECTORS without "orders") the API shows no orders.
     ledger = next((stage.state for stage in pipeline.engine.stages if stage.detector.name == "orders"), {})
-    sources = Sources(alerts=latest, ledger=ledger, now=lambda: pipeline.engine.watermark().value, versions=versions)
+    sources = Sources(alerts=latest, ledger=ledger, now=lambda platform: pipeline.engine.watermark().of(platform), versions=versions)
     tokens, one_time = demo_tokens(settings)
     runner = await serve(_web_app(state, settings, sources, export=lambda aid: export(recorder.logs, aid), tokens=tokens),
                          settings.web_host, options.port, options.http_timeout_s or settings.web_timeout_s)

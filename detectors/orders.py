@@ -49,6 +49,7 @@ from compliance.law import LawSettings
 from events import Alert, AnyEvent, Case, Context, Engagement, Order, PlatformAction, Post, format_ts, raise_alert
 from events import keys as ids
 from events.models import HARMFUL_LABELS
+from events.records import parse
 
 MEASURE_BY_ACTION = {
     "content_removed": "remove_content",
@@ -153,6 +154,13 @@ class OrderWatch:
 
     def __init__(self, settings: LedgerSettings | None = None) -> None:
         self.settings = settings or LedgerSettings()
+
+    @staticmethod
+    def platform_of(state_key: str) -> str:
+        """The platform a record belongs to (the engine's lanes): a ``watch`` record's second id,
+        after the partition's."""
+        kind, found = parse(state_key)
+        return found[1] if kind == "watch" and len(found) > 1 else found[0] if found else ""
 
     def keys(self, event: AnyEvent) -> list[str]:
         if isinstance(event, Order):

@@ -139,6 +139,10 @@ class Targets:
     raises: ClassVar[tuple[str, ...]] = ("violence_surge",)
     event_types: ClassVar[frozenset[str]] = frozenset({"post", "report"})
     ordered: ClassVar[bool] = True
+    # A target's whole record takes every platform's events in one event-time order, so this
+    # stage goes by the earliest platform's time (streams.engine): a platform whose clock runs
+    # ahead moves nothing here; one that lags delays this stage's alerts, never changes them.
+    spans_platforms: ClassVar[bool] = True
 
     def __init__(self, settings: TargetSettings | None = None, classifier: AbuseClassifier | None = None) -> None:
         self.s = settings or TargetSettings()

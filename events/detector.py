@@ -21,7 +21,7 @@ class Context(Protocol):
 
     records: Records  # its state as typed records: the way to read and write it
     state: MutableMapping[str, Any]  # the same state as raw keys (the engine's own bookkeeping)
-    watermark: float  # event time (Unix s) up to which the input is taken as complete
+    watermark: float  # event time (Unix s) up to which the input is taken as complete: the platform's own
     partition: int  # the stage partition: records of ``broadcast`` events are kept per partition
 
     def set_timer(self, key: str, at: float) -> None:
@@ -67,6 +67,11 @@ class Detector(Protocol):
     # events that all the others are checked against (orders, for OrderWatch). Records made
     # from them carry ``ctx.partition``: each partition keeps its own copy.
     # broadcast: ClassVar[frozenset[str]]
+    # Optional: True when its records mix platforms (the targets' whole record). Its events are
+    # handed over by the earliest platform's time rather than each by its own (streams.engine).
+    # spans_platforms: ClassVar[bool]
+    # Optional: platform_of(state_key) -> str, the platform a record belongs to, whose time it
+    # expires by, when that is not the record's first id (events.records).
     # Optional: event types it takes only when another detector emits them to it, never
     # from the input (the ledger's posts come from OrderWatch).
     # receives: ClassVar[frozenset[str]]

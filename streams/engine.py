@@ -4,14 +4,24 @@
 Kafka worker runs one per stage (one or more detectors with the same key) with Faust tables
 as state. Same code, same verdicts.
 
-Event time. Each partition of a stage has a :class:`Watermark`: the minimum, over the input
-sources that feed it, of the latest event time each has delivered, less an allowed lateness.
-In process there is one source (the file), so it is simply "latest ts seen - lateness". On
-Kafka the sources are the input topic partitions, whose events reach a stage partition
-interleaved in no fixed order; taking the minimum means a deadline fires only once every
-source has moved past it, so the outcome does not depend on that interleaving. Ticks
-(``type: tick``) move a source's time forward with no data; ``stormwatch produce`` and the
-worker's wall-clock ticker send them to every partition.
+Event time. Each partition of a stage has a :class:`Watermark`, and in it one time per
+platform (a *lane*): the minimum, over the input sources that feed the partition, of the latest
+event time each has delivered for that platform, less an allowed lateness. In process there is
+one source (the file), so it is simply "the platform's latest ts - lateness". On Kafka the
+sources are the input topic partitions, whose events reach a stage partition interleaved in no
+fixed order; taking the minimum means a deadline fires only once every source has moved past
+it, so the outcome does not depend on that interleaving. Ticks (``type: tick``) move a source's
+time forward with no data, for every platform; ``stormwatch produce`` and the worker's
+wall-clock ticker send them to every partition. A tick naming a platform moves that platform's
+lane only: stages forward each platform's time downstream that way.
+
+One time per platform because platforms do not trust each other: a platform stamping its events
+a day ahead must not fire another's deadlines, expire its records or make its on-time events
+late. Each lane has its own timers, expiry and buffered events, and a platform's events are
+judged late by its own time. A detector whose records mix platforms (``spans_platforms``: the
+targets' whole record) goes by the earliest lane instead, so that every platform's events reach
+it in one event-time order: a lagging platform delays its alerts but changes none, and at the
+end of a finite input (:meth:`Engine.finish`) each platform's events go as far as its own time.
 
 Ordered detectors (``ordered = True``) go one step further: their events wait in a buffer and
 are handed over in ``(ts, event_id)`` order once the watermark passes them, so even verdicts
@@ -20,12 +30,12 @@ that depend on the order of events are the same on one worker, on three, and in 
 Duplicates. Kafka delivers at least once, and platforms resend: the same event (same
 ``platform`` and ``event_id``; on Kafka, for the same key) may reach an engine twice, at once or
 much later. The engine remembers which events it took, in one record per second of event time
-(``~seen`` keys in the state of the first detector taking that type: the second of the event's
-``ts``, or of the partition's event time when the event came behind it) that expires
-``dedupe_window`` after that second, and indexed by identity in memory, so a duplicate within
+(``~seen`` keys in the state of the first detector taking that type, one per lane: the second
+of the event's ``ts``, or of its platform's event time when the event came behind it) that
+expires ``dedupe_window`` after that second, and indexed by identity in memory, so a duplicate within
 the window is dropped before any detector sees it whatever ``ts`` it carries (a copy moves no
 event time either), and every detector is idempotent without counting distinct things itself. An
-event older than the watermark less the window cannot be told from a duplicate any more; it is
+event older than its platform's time less the window cannot be told from a duplicate any more; it is
 *late*, and goes to the caller as a failure to dead-letter. Cost: a few dict operations per
 event in process; on Kafka one changelog write per second of event time per partition per
 batch, not one per event (see ``streams.kafka.state``).
@@ -41,29 +51,140 @@ from typing import Any
 
 from events import TOPIC_BY_TYPE, Alert, AnyEvent, Detector, Tick, decode
 from events import keys as ids
-from events.records import Records
+from events.records import Records, parse
 
 StateFactory = Callable[[str], MutableMapping[str, Any]]
 
 
 class Watermark:
-    """Event time of one stage partition: min over sources of their latest ts, less lateness."""
+    """Event time of one stage partition, one per platform (a *lane*), so that no platform's
+    events move another's time.
+
+    A lane's time is the minimum, over the sources that feed the partition, of the later of
+    the source's last tick and the platform's latest event from it, less the allowed lateness.
+    A tick with no ``platform`` moves every lane (a file's ticks, the worker's wall-clock
+    ticker); one naming a platform (what a stage forwards downstream, a finished input) moves
+    that lane only. ``floor`` is the time of a platform not seen here yet (ticks only), and
+    :meth:`least`, the earliest lane, the time of a stage that spans platforms.
+    """
 
     def __init__(self, sources: Iterable[str], lateness: float = 0.0) -> None:
-        self.latest: dict[str, float] = {s: -math.inf for s in sources}
+        self.ticks: dict[str, float] = {s: -math.inf for s in sources}
+        self.latest = dict(self.ticks)  # per source, the latest ts of anything from it (the evidence log's time)
+        self.own: dict[str, dict[str, float]] = {}  # platform -> source -> its latest ts there
+        self.values: dict[str, float] = {}  # platform -> its lane's time
+        self.floor = -math.inf
         self.lateness = lateness
-        self.value = -math.inf
 
-    def observe(self, source: str, ts: float) -> bool:
-        """Record ``ts`` from ``source``; return True when the watermark moved forward."""
-        if ts <= self.latest.get(source, -math.inf):
-            return False
-        self.latest[source] = ts
-        value = min(self.latest.values()) - self.lateness
-        if value > self.value:
-            self.value = value
-            return True
-        return False
+    @property
+    def value(self) -> float:
+        """The most advanced lane (a platform's own time is :meth:`of`)."""
+        return max(self.floor, max(self.values.values(), default=-math.inf))
+
+    def of(self, platform: str | None) -> float:
+        """``platform``'s time here (``None``: the floor)."""
+        return self.floor if platform is None else self.values.get(platform, self.floor)
+
+    def least(self) -> float:
+        """The earliest lane: no platform seen here is behind it."""
+        return min(self.values.values(), default=self.floor)
+
+    def source_time(self, platform: str | None) -> float:
+        """What the sources delivered for ``platform`` (``None``: ticks only), without lateness:
+        what a stage forwards downstream."""
+        own = self.own.get(platform, {}) if platform is not None else {}
+        return min((max(t, own.get(s, -math.inf)) for s, t in self.ticks.items()), default=-math.inf)
+
+    def observe(self, source: str, ts: float, platform: str | None = None) -> list[str | None]:
+        """Record ``ts`` from ``source`` (an event or tick of ``platform``, or a tick of all);
+        return the lanes that moved forward (``None`` standing for the floor)."""
+        if source not in self.ticks:
+            self.ticks[source] = self.latest[source] = -math.inf
+        if ts > self.latest[source]:
+            self.latest[source] = ts
+        if platform is None:
+            return self._tick(source, ts)
+        own = self.own.get(platform)
+        if own is None:
+            own = self.own[platform] = {}
+            self.values[platform] = self.floor
+        if ts <= own.get(source, -math.inf):
+            return []
+        own[source] = ts
+        if ts <= self.ticks[source]:
+            return []
+        ticks = self.ticks
+        if len(ticks) == 1:  # one source (replay, demo): the lane is the platform's latest
+            value = ts - self.lateness
+        else:
+            value = min(max(t, own.get(s, -math.inf)) for s, t in ticks.items()) - self.lateness
+        if value > self.values[platform]:
+            self.values[platform] = value
+            return [platform]
+        return []
+
+    def _tick(self, source: str, ts: float) -> list[str | None]:
+        if ts <= self.ticks[source]:
+            return []
+        self.ticks[source] = ts
+        moved: list[str | None] = []
+        floor = min(self.ticks.values()) - self.lateness
+        if floor > self.floor:
+            self.floor = floor
+            moved.append(None)
+        for platform, own in self.own.items():
+            if own.get(source, -math.inf) >= ts:
+                continue  # its own events there were later than the tick
+            value = min(max(t, own.get(s, -math.inf)) for s, t in self.ticks.items()) - self.lateness
+            if value > self.values[platform]:
+                self.values[platform] = value
+                moved.append(platform)
+        return moved
+
+    def dump(self) -> dict:
+        """What a worker stores (its ``watermarks`` table), for :meth:`restore`."""
+        ticks = {s: t for s, t in self.ticks.items() if t > -math.inf}
+        own = {p: {s: t for s, t in times.items() if t > -math.inf} for p, times in self.own.items()}
+        return {"ticks": ticks, "platforms": own}
+
+    def restore(self, stored: dict) -> None:
+        """Merge what :meth:`dump` stored (the later of each time). A record of before lanes
+        (``{source: ts}``, the latest of anything per source) is read as ticks: time goes on
+        from where it was, for every platform."""
+        if "ticks" not in stored or not isinstance(stored.get("platforms"), dict):
+            stored = {"ticks": stored, "platforms": {}}
+        for source, ts in stored["ticks"].items():
+            if source in self.ticks and isinstance(ts, (int, float)):
+                self._tick(source, float(ts))
+        for platform, times in stored["platforms"].items():
+            for source, ts in times.items():
+                if source in self.ticks and isinstance(ts, (int, float)):
+                    self.observe(source, float(ts), platform)
+
+
+def moved_times(wm: Watermark, platforms: Iterable[str | None], was_tick: bool,
+                forwarded: dict, where: tuple) -> list[tuple[str | None, float]]:
+    """The source times a stage partition sends downstream as ticks, each ``(platform, time)``
+    (``None``: the ticks' time, for every platform): those of ``platforms`` that moved since
+    last sent (``forwarded``, keyed by ``where`` and the platform); after events, at most once
+    per second of event time."""
+    out: list[tuple[str | None, float]] = []
+    for platform in platforms:
+        now = wm.source_time(platform)
+        last = forwarded.get((*where, platform), -math.inf)
+        if now == -math.inf or now <= last or (not was_tick and now < last + 1.0):
+            continue
+        forwarded[(*where, platform)] = now
+        out.append((platform, now))
+    return out
+
+
+def touched(wm: Watermark, event: AnyEvent) -> list[str | None]:
+    """The platforms whose source time ``event`` may have moved: its own, or after a tick for
+    every platform, every platform and the ticks' own (``None``)."""
+    if not isinstance(event, Tick) or event.platform is not None:
+        return [event.platform]
+    return [None, *wm.own]
 
 
 BUFFER = "~buffered\t"  # state keys of ordered stages' buffered events (durable_buffers)
@@ -86,13 +207,20 @@ SEEN = "~seen\t"  # state keys of the events each detector was handed, one recor
 SEEN_BUCKET_S = 1.0
 
 
-def _seen_key(partition: int, bucket: int) -> str:
-    return f"{SEEN}{partition}\t{bucket}"
+def _seen_key(partition: int, bucket: int, lane: str) -> str:
+    """One lane's seen record for one second (lanes expire by their own time: one record each)."""
+    return f"{SEEN}{partition}\t{bucket}\t{ids.esc(lane)}"
 
 
 def _seen_bucket(key: str) -> int:
     """The second of event time a ``~seen`` key (:func:`_seen_key`) holds the events of."""
-    return int(key.rsplit("\t", 1)[1])
+    return int(key.split("\t", 3)[2])
+
+
+def _platform_of_identity(identity: str) -> str:
+    """The platform an identity (:func:`_identity`) begins with: its first length-prefixed part."""
+    size, _, rest = identity.partition(":")
+    return rest[:int(size)]
 
 
 def _identity(event: AnyEvent, key: str) -> str:
@@ -176,11 +304,13 @@ class _Context:
     outbox: list[tuple[str, AnyEvent]] = field(default_factory=list)
     records: Records = field(init=False)
 
+    lane: str = ""  # the platform whose time this context goes by ("" for a stage spanning platforms)
+
     def __post_init__(self) -> None:
         self.records = Records(self.state, self.part.schedule)  # self.expire, one call less per save
 
     def set_timer(self, key: str, at: float) -> None:
-        self.timer_state[key] = [at, self.partition]
+        self.timer_state[key] = [at, self.partition, self.lane]
         heapq.heappush(self.part.timers, (at, key))
 
     def expire(self, key: str, until: float) -> None:
@@ -195,29 +325,66 @@ class _Stage:
     detector: Detector
     state: MutableMapping[str, Any]
     timers: MutableMapping[str, Any]
-    contexts: dict[int, _Context] = field(default_factory=dict)  # per partition
-    carried: dict[int, list] = field(default_factory=dict)  # buffered events kept across a re-index
+    # partition -> lane -> context: a lane is a platform, whose time its timers, expiry and
+    # buffered events go by; a stage spanning platforms also has the lane "" for all of those
+    contexts: dict[int, dict[str, _Context]] = field(default_factory=dict)
+    carried: dict[tuple[int, str], list] = field(default_factory=dict)  # buffered events kept across a re-index
     buffers: MutableMapping[str, Any] | None = None  # where its durable buffered events live (Engine)
     ordered: bool = field(init=False)  # the detector's ``ordered``, read once per event and stage
+    spans: bool = field(init=False)  # the detector's ``spans_platforms`` (see Engine)
 
     def __post_init__(self) -> None:
         self.ordered = getattr(self.detector, "ordered", False)
+        self.spans = getattr(self.detector, "spans_platforms", False)
 
-    def context(self, partition: int, watermark: float) -> _Context:
-        ctx = self.contexts.get(partition)
+    def lane(self, platform: str) -> str:
+        """The lane an event of ``platform`` is handed over in."""
+        return "" if self.spans else platform
+
+    def context(self, partition: int, lane: str, watermark: float) -> _Context:
+        lanes = self.contexts.get(partition)
+        if lanes is None:
+            lanes = self.contexts[partition] = self._rebuild(partition)
+        ctx = lanes.get(lane)
         if ctx is None:
-            ctx = _Context(self.state, self.timers, self._rebuild(partition), partition)
-            self.contexts[partition] = ctx
+            seen = next(iter(lanes.values())).part.seen if lanes else {}
+            part = _Partition([], {}, self.carried.pop((partition, lane), []), seen=seen)
+            heapq.heapify(part.pending)
+            ctx = lanes[lane] = _Context(self.state, self.timers, part, partition, lane=lane)
         ctx.watermark = watermark
         return ctx
 
-    def _rebuild(self, partition: int) -> _Partition:
+    def _lane_of_record(self, key: str) -> str:
+        """The platform a record belongs to: its first id (:mod:`events.records`), unless the
+        detector says otherwise (``platform_of``)."""
+        if self.spans:
+            return ""
+        own = getattr(self.detector, "platform_of", None)
+        if own is not None:
+            return own(key)
+        found = parse(key)[1]
+        return found[0] if found else ""
+
+    def _rebuild(self, partition: int) -> dict[str, _Context]:
         """First use of a partition since start: index the (possibly recovered) state (timers,
-        expiry, buffered events)."""
-        timers = [(at, key) for key, (at, part) in list(self.timers.items()) if part == partition]
-        heapq.heapify(timers)
-        part = _Partition(timers, {}, self.carried.pop(partition, []))
-        buffered = {(ts, eid, etype, key) for ts, eid, etype, key, _seq, _event in part.pending}
+        expiry, buffered events), each in its lane."""
+        seen: dict[str, int] = {}  # one index for all lanes: an identity names its platform
+        parts: dict[str, _Partition] = {}
+
+        def part_of(lane: str) -> _Partition:
+            part = parts.get(lane)
+            if part is None:
+                part = parts[lane] = _Partition([], {}, self.carried.pop((partition, lane), []), seen=seen)
+            return part
+
+        for (p, lane) in [k for k in self.carried if k[0] == partition]:
+            part_of(lane)
+        for key, rec in list(self.timers.items()):
+            if rec[1] == partition:  # [at, partition, lane]; before lanes [at, partition]: the key's platform
+                lane = rec[2] if len(rec) > 2 else self._lane_of_record(f"timer\t{key}")
+                part_of(lane).timers.append((rec[0], key))
+        buffered = {(ts, eid, etype, key) for part in parts.values()
+                    for ts, eid, etype, key, _seq, _event in part.pending}
         prefix = f"{BUFFER}{partition}\t"
         name = self.detector.name
 
@@ -226,6 +393,7 @@ class _Stage:
             event = decode(raw.encode(), "buffer", stage=True)
             entry = (event.epoch, getattr(event, "event_id", ""), event.type, routed)
             if entry not in buffered:
+                part = part_of(self.lane(event.platform))
                 part.pending.append((*entry, -1, event))
                 part.restored += 1
 
@@ -235,16 +403,27 @@ class _Stage:
                 if key.startswith(SEEN):
                     if not key.startswith(seen_prefix):
                         continue  # another partition's (in process they share a dict): its sweep prunes its index
-                    part.seen.update(dict.fromkeys(rec["ids"], _seen_bucket(key)))
-                part.schedule(key, rec["until"])
+                    seen.update(dict.fromkeys(rec["ids"], _seen_bucket(key)))
+                    fields = key.split("\t", 3)
+                    if len(fields) > 3:
+                        lane = ids.parts(fields[3])[0]
+                    else:  # before lanes: the platform of its first event
+                        lane = _platform_of_identity(next(iter(rec["ids"]), "0:"))
+                else:
+                    lane = self._lane_of_record(key)
+                part_of(lane).schedule(key, rec["until"])
             elif key.startswith(prefix) and len(rec) == 2:  # this detector's own, from before records were shared
                 restore(rec)
         if self.buffers is not None:  # a buffered event from before a restart or a rebalance
             for key, rec in list(self.buffers.items()):
                 if key.startswith(prefix) and len(rec) == 3 and name in rec[2]:
                     restore(rec)
-        heapq.heapify(part.pending)
-        return part
+        lanes = {}
+        for lane, part in parts.items():
+            heapq.heapify(part.timers)
+            heapq.heapify(part.pending)
+            lanes[lane] = _Context(self.state, self.timers, part, partition, lane=lane)
+        return lanes
 
 
 def _due(part: _Partition, now: float) -> bool:
@@ -289,6 +468,7 @@ class Engine:
         for stage in self.stages:
             stage.buffers = self.buffers
         self.by_name = {stage.detector.name: stage for stage in self.stages}
+        self.spanning = any(stage.spans for stage in self.stages)
         for i, stage in enumerate(self.stages):
             for name in getattr(stage.detector, "emits", ()):
                 target = self.by_name.get(name)
@@ -334,12 +514,21 @@ class Engine:
         """Index ``partition``'s state now (timers, expiry, buffered events) rather than at its
         first use: the worker does it when it takes a partition, so what it read back can be logged."""
         for stage in self.stages:
-            stage.context(partition, self.watermark(partition).value)
+            if partition not in stage.contexts:
+                stage.contexts[partition] = stage._rebuild(partition)
+            for ctx in stage.contexts[partition].values():
+                ctx.watermark = self._time(stage, partition, ctx.lane)
+
+    def _time(self, stage: _Stage, partition: int, lane: str) -> float:
+        """The event time a lane of ``stage`` goes by: its platform's, or for the lane of a
+        stage spanning platforms, the earliest platform's."""
+        wm = self.watermark(partition)
+        return wm.least() if lane == "" and stage.spans else wm.of(lane)
 
     def buffered(self, partition: int) -> tuple[int, int]:
         """(events buffered now, of which read back from the state) over the ordered stages of
         ``partition``: for the worker's gauge and its restart log."""
-        parts = [s.contexts[partition].part for s in self.stages if s.ordered and partition in s.contexts]
+        parts = [ctx.part for s in self.stages if s.ordered for ctx in s.contexts.get(partition, {}).values()]
         return sum(len(p.pending) for p in parts), sum(p.restored for p in parts)
 
     def watermark(self, partition: int = 0) -> Watermark:
@@ -361,8 +550,9 @@ class Engine:
         """
         for stage in self.stages:
             if self.buffers is None:
-                for partition, ctx in stage.contexts.items():
-                    stage.carried[partition] = ctx.part.pending
+                for partition, lanes in stage.contexts.items():
+                    for lane, ctx in lanes.items():
+                        stage.carried[(partition, lane)] = ctx.part.pending
             stage.contexts.clear()
         self.held.clear()
         self.held_entries.clear()
@@ -380,13 +570,16 @@ class Engine:
         """
         wm = self.watermarks.get(partition) or self.watermark(partition)
         tick = isinstance(event, Tick)
+        platform = event.platform
         if not tick:
             handed = source is not None and source.startswith(STAGE_SOURCE)
             takers = (self.by_handed_type if handed else self.by_type).get(event.type, ())
             if takers:
                 first = takers[0]
                 identity = _identity(event, key or "")
-                seen_in = first.context(partition, wm.value)  # the first taker keeps the seen-set
+                # the first taker keeps the seen-set, in the event's platform's lane (a stage
+                # spanning platforms too: each platform's records expire by its own time)
+                seen_in = first.context(partition, platform, wm.of(platform))
                 copy = identity in seen_in.part.seen
                 if self.replayed:  # seen once released (_released); until then, held in memory
                     offsets, holding = self.held.setdefault(partition, ({}, {}))
@@ -394,56 +587,65 @@ class Engine:
                 if copy:
                     self.copies += 1
                     return []  # a copy changes nothing, not even event time (its ts may be another)
-        advanced = wm.observe(source or self.sources[0], event.epoch)
+        moved = wm.observe(source or self.sources[0], event.epoch, platform)
         alerts: list[Alert] = []
-        if advanced:
-            alerts.extend(self._advance(partition, wm.value))
+        if moved:
+            alerts.extend(self._advance(partition, moved))
         if tick:
             return alerts
-        if event.epoch < wm.value - self.dedupe_window:
+        now = wm.of(platform)
+        if event.epoch < now - self.dedupe_window:
             self.failures.append(("engine", LateEvent(
                 f"ts: {event.ts.isoformat()} is more than {self.dedupe_window:g} s behind event time "
                 "(the duplicate window): too late to tell from a duplicate"), event))
             return alerts
         if not takers:
             return alerts
-        if not self.replayed and not self._mark_seen(first, seen_in, event, identity, wm.value):
+        if not self.replayed and not self._mark_seen(first, seen_in, event, identity, now):
             return alerts  # (replayed: marked seen once released, see _released)
-        routed: list[tuple[_Stage, _Context, tuple[str, ...]]] = []
+        routed: list[tuple[_Stage, _Context, tuple[str, ...], float]] = []
         for stage in takers:
             if key is not None:  # already routed to one key's partition (several detectors may share it)
                 keys = (key,) if key in self._keys_once(stage, event) else ()
             else:
                 keys = self._keys(stage, event)
             # the context first: opening it reads the durable buffers back, which _hold writes to
-            ctx = stage.contexts.get(partition)
-            if ctx is None:
-                ctx = stage.context(partition, wm.value)
+            if stage.spans:
+                at = wm.least()
+                ctx = stage.context(partition, "", at)
             else:
-                ctx.watermark = wm.value
-            routed.append((stage, ctx, keys))
+                at = now
+                lanes = stage.contexts.get(partition)
+                ctx = lanes.get(platform) if lanes is not None else None
+                if ctx is None:
+                    ctx = stage.context(partition, platform, now)
+                else:
+                    ctx.watermark = now
+            routed.append((stage, ctx, keys, at))
         if self.write_buffers:
-            self._hold(partition, event, [(stage.detector.name, keys) for stage, _ctx, keys in routed if stage.ordered])
-        for stage, ctx, keys in routed:
+            self._hold(partition, event, [(stage.detector.name, keys) for stage, _ctx, keys, _at in routed
+                                          if stage.ordered])
+        for stage, ctx, keys, at in routed:
             if stage.ordered:
                 for k in keys:
                     seq = self._buffer(ctx, event, k)
                     if self.replayed:
-                        self.held_entries[seq] = (identity, offset, first, wm.value)
+                        self.held_entries[seq] = (identity, offset, first, now)
                         holding[identity] = holding.get(identity, 0) + 1
                         if offset is not None:
                             offsets[offset] = offsets.get(offset, 0) + 1
             else:
                 for k in keys:
                     alerts.extend(self._call(stage, event, k, ctx))
-            if _due(ctx.part, wm.value):  # and timers the detector set already due
-                alerts.extend(self._release(stage, ctx, wm.value))
+            if _due(ctx.part, at):  # and timers the detector set already due
+                alerts.extend(self._release(stage, ctx, at))
         if self.replayed and identity not in holding:  # no detector had a key for it: nothing waits
-            self._mark_seen(first, seen_in, event, identity, wm.value)
+            self._mark_seen(first, seen_in, event, identity, now)
         while self._handed:  # stages that events were emitted to, which may take none of this type
             stage, ctx = self._handed.pop(0)
-            if _due(ctx.part, wm.value):
-                alerts.extend(self._release(stage, ctx, wm.value))
+            at = self._time(stage, partition, ctx.lane)
+            if _due(ctx.part, at):
+                alerts.extend(self._release(stage, ctx, at))
         return alerts
 
     @staticmethod
@@ -467,7 +669,8 @@ class Engine:
         """A buffered entry handed over (replayed buffers): seen from now on, no longer held."""
         identity, offset, first, came = self.held_entries.pop(seq)
         offsets, holding = self.held[partition]
-        self._mark_seen(first, first.context(partition, now), event, identity, came)
+        lane = event.platform  # seen records go by the platform's own time (see process)
+        self._mark_seen(first, first.context(partition, lane, self.watermark(partition).of(lane)), event, identity, came)
         if holding[identity] == 1:
             del holding[identity]
         else:
@@ -505,12 +708,12 @@ class Engine:
         seen = ctx.part.seen
         if identity in seen:
             return False
-        # Remembered a window after it came (``came``: the partition's event time then): an event
+        # Remembered a window after it came (``came``: the platform's event time then): an event
         # taken late (behind event time, within the window) filed under its own ts would be
         # forgotten sooner, and a copy counted again. Not the time it is marked: with replayed
         # buffers that is its release, later than replay's arrival, and the two would differ.
         bucket = int(max(event.epoch, came) // SEEN_BUCKET_S)
-        skey = _seen_key(ctx.partition, bucket)
+        skey = _seen_key(ctx.partition, bucket, ctx.lane)
         record = stage.state.get(skey)
         if record is None:
             record = {"until": (bucket + 1) * SEEN_BUCKET_S + self.dedupe_window, "ids": {}}
@@ -566,7 +769,8 @@ class Engine:
             if target is None:
                 self.emitted.append((name, event))
                 continue
-            target_ctx = target.context(ctx.partition, ctx.watermark)
+            lane = target.lane(event.platform)
+            target_ctx = target.context(ctx.partition, lane, self._time(target, ctx.partition, lane))
             # every key of the receiver takes it in this one call, so one mark serves them all
             if not target_ctx.part.first_emission(event, self.dedupe_window):
                 continue
@@ -608,20 +812,63 @@ class Engine:
         failures, self.failures = self.failures, []
         return failures
 
-    def _advance(self, partition: int, now: float) -> list[Alert]:
+    def _advance(self, partition: int, moved: list[str | None]) -> list[Alert]:
+        """Hand over what the lanes that ``moved`` now pass (``None``: the floor, for lanes
+        read back from the state whose platform has sent nothing here since), stage by stage:
+        what one stage emits to a later one is released in the same pass."""
         alerts: list[Alert] = []
-        minute = math.floor(now / EXPIRY_STEP) if now > -math.inf else None
+        wm = self.watermarks[partition]
+        floor = None in moved
+        least = wm.least() if self.spanning else -math.inf
         for stage in self.stages:
-            ctx = stage.contexts.get(partition)
-            if ctx is None:
-                ctx = stage.context(partition, now)
-            else:
+            lanes = stage.contexts.get(partition)
+            if lanes is None:
+                lanes = stage.contexts[partition] = stage._rebuild(partition)
+            todo = [(ctx, wm.values[lane]) for lane in moved if lane is not None
+                    and (ctx := lanes.get(lane)) is not None]
+            if floor:
+                todo += [(ctx, wm.floor) for lane, ctx in lanes.items()
+                         if lane not in wm.values and not (stage.spans and lane == "")]
+            if stage.spans and "" in lanes:
+                todo.append((lanes[""], least))
+            for ctx, now in todo:
                 ctx.watermark = now
-            part = ctx.part  # _due and context(), inline: this runs for every stage at every advance
-            if part.pending and part.pending[0][0] <= now or part.timers and part.timers[0][0] <= now:
-                alerts.extend(self._release(stage, ctx, now))  # most advances release nothing: no call
-            if minute is not None and minute > part.swept:
-                self._expire(stage, ctx, now)
+                part = ctx.part  # _due, inline: this runs for every stage at every advance
+                if part.pending and part.pending[0][0] <= now or part.timers and part.timers[0][0] <= now:
+                    alerts.extend(self._release(stage, ctx, now))  # most advances release nothing: no call
+                if now > -math.inf and math.floor(now / EXPIRY_STEP) > part.swept:
+                    self._expire(stage, ctx, now)
+        return alerts
+
+    def finish(self) -> list[Alert]:
+        """End of a finite input (replay): a stage spanning platforms hands over what each
+        platform's own time has passed, as it would with that platform alone; what waited only
+        for a slower platform would otherwise never leave."""
+        alerts: list[Alert] = []
+        for stage in self.stages:
+            if not stage.spans:
+                continue
+            for partition, lanes in stage.contexts.items():
+                ctx = lanes.get("")
+                if ctx is None or not ctx.part.pending:
+                    continue
+                wm = self.watermarks[partition]
+                pending, kept = sorted(ctx.part.pending), []
+                ctx.part.pending = []
+                for entry in pending:
+                    ts, event_id, _type, key, seq, event = entry
+                    if ts > wm.of(event.platform):
+                        kept.append(entry)
+                        continue
+                    if ts >= (ctx.part.swept + 1) * EXPIRY_STEP - 1e-3:
+                        self._expire(stage, ctx, ts)
+                    if self.buffers is not None and (self.write_buffers or seq < 0):
+                        self._unhold(stage, partition, event, event_id, key, restored=seq < 0)
+                    if self.held_entries and seq in self.held_entries:
+                        self._released(seq, event, partition, ts)
+                    alerts.extend(self._call(stage, event, key, ctx))
+                ctx.part.pending = kept + ctx.part.pending  # kept is sorted: a heap; emitted ones after it
+                heapq.heapify(ctx.part.pending)
         return alerts
 
     def _release(self, stage: _Stage, ctx: _Context, now: float) -> list[Alert]:

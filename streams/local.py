@@ -66,6 +66,10 @@ class LocalPipeline:
         if (self.recorder is not None and self.engine.copies == copies
                 and not any(letter.reason == "late" for letter in letters)):
             self.recorder.observe(raw, event)  # before its alerts, which may cite it
+        self._emit(alerts, letters)
+        self._latency.observe(time.perf_counter() - started)
+
+    def _emit(self, alerts: list[Alert], letters: list[DeadLetter]) -> None:
         for alert in alerts:
             self.alerts += 1
             metrics.ALERTS.labels(alert.kind).inc()
@@ -76,10 +80,11 @@ class LocalPipeline:
             self.deadletters += 1
             metrics.DEADLETTERS.labels(letter.reason).inc()
             self.on_deadletter(letter)
-        self._latency.observe(time.perf_counter() - started)
 
     def finish(self) -> None:
-        """End of the input: nothing to hand over, one source is always as far as it got."""
+        """End of the input: each platform's time is as far as its events got (one source), but
+        a stage spanning platforms still holds what only a slower platform kept back."""
+        self._emit(self.engine.finish(), detector_failures(self.engine, "end of input"))
 
 
 def detector_failures(engine: Engine, source: str) -> list[DeadLetter]:

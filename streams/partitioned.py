@@ -10,7 +10,8 @@ tested in seconds:
 * it reaches every stage that takes its type once per stage key, on the partition of that key;
 * ticks reach every partition of every input topic;
 * events a stage emits go to their stage's partition with ``stage:<name>/<p>`` as source,
-  followed by that partition's source time as a tick, as the worker's ``forward`` does.
+  followed by that partition's source time as a tick, one per platform whose time moved (and
+  one without a platform when the ticks moved), as the worker's ``forward_time`` does.
 
 Per stage and partition it counts the events handled (emitted ones included) and the CPU
 seconds spent, less the garbage collector's pauses (they land on whichever call is running:
@@ -26,7 +27,7 @@ from datetime import datetime, timezone
 
 from events import TOPIC_BY_TYPE, Alert, AnyEvent, DeadLetter, Tick, decode
 from events.decode import route
-from streams.engine import Engine
+from streams.engine import Engine, moved_times, touched
 from streams.local import detector_failures
 from streams.registry import build_detectors, partition_of, placements, refuser, routes, stage_sources, stages
 from streams.settings import Settings
@@ -71,8 +72,9 @@ class PartitionedPipeline:
         self.events = self.deadletters = self.alerts = 0
         self.handled = {name: [0] * partitions for name in self.groups}
         self.cpu_s = {name: [0.0] * partitions for name in self.groups}
-        self.latest_ts = float("-inf")
-        self.forwarded: dict[tuple[str, int], float] = {}  # (stage, partition) -> source time last sent on
+        self.latest: dict[str, float] = {}  # platform -> the latest ts of its events taken
+        # (stage, partition, platform or None) -> the source time last sent on
+        self.forwarded: dict[tuple[str, int, str | None], float] = {}
 
     def feed(self, raw: bytes, source: str) -> None:
         event = self.routable(decode(raw, source), raw, source)
@@ -82,8 +84,7 @@ class PartitionedPipeline:
             return
         self.events += 1
         if isinstance(event, Tick):
-            self.latest_ts = max(self.latest_ts, event.epoch)
-            self._tick(event.epoch, source)
+            self._tick(event.epoch, source, event.platform)
             return
         topic = self.settings.topic(TOPIC_BY_TYPE[event.type])
         routed = route(raw)
@@ -97,17 +98,26 @@ class PartitionedPipeline:
                 self._stage(name, event, origin, partition, stage_key, source)
                 taken = taken or engine.copies == copies
         if taken or not placed:  # a copy every stage dropped moves no time, as in one engine
-            self.latest_ts = max(self.latest_ts, event.epoch)
+            self.latest[event.platform] = max(self.latest.get(event.platform, float("-inf")), event.epoch)
 
     def finish(self) -> None:
-        """End of the input: every source reaches the latest event time seen, so what one
-        partition still holds for want of another source's progress is handed over, exactly as
-        far as a single source would have got (no deadline after the input's end fires)."""
-        if self.latest_ts > float("-inf"):
-            self._tick(self.latest_ts, "end of input")
+        """End of the input: every source reaches each platform's latest event time, so what
+        one partition still holds for want of another source's progress is handed over, exactly
+        as far as a single source would have got (no deadline after the input's end fires); then
+        what a stage spanning platforms kept back for a slower platform (as in one engine)."""
+        for platform, latest in self.latest.items():
+            self._tick(latest, "end of input", platform)
+        for name, engine in self.engines.items():
+            alerts = engine.finish()
+            for alert in alerts:
+                self.alerts += 1
+                self.on_alert(alert)
+            for letter in detector_failures(engine, "end of input"):
+                self.deadletters += 1
+                self.on_deadletter(letter)
 
-    def _tick(self, epoch: float, source: str) -> None:
-        tick = Tick(type="tick", ts=datetime.fromtimestamp(epoch, timezone.utc))
+    def _tick(self, epoch: float, source: str, platform: str | None = None) -> None:
+        tick = Tick(type="tick", ts=datetime.fromtimestamp(epoch, timezone.utc), platform=platform)
         for topic, names in sorted(self.fed_by.items()):
             for p_in in range(self.n):
                 for name in names:
@@ -129,10 +139,10 @@ class PartitionedPipeline:
         for letter in detector_failures(engine, source):
             self.deadletters += 1
             self.on_deadletter(letter)
-        self._forward(name, partition, source, isinstance(event, Tick))
+        self._forward(name, partition, source, event)
 
-    def _forward(self, name: str, partition: int, source: str, was_tick: bool) -> None:
-        """Emitted events to their stages, then this partition's source time downstream (at
+    def _forward(self, name: str, partition: int, source: str, event: AnyEvent) -> None:
+        """Emitted events to their stages, then this partition's source times downstream (at
         most once per second of event time for events; always for ticks), as the worker does."""
         engine = self.engines[name]
         origin = f"stage:{name}/{partition}"
@@ -143,15 +153,12 @@ class PartitionedPipeline:
                 self._stage(stage, emitted, origin, partition_of(k.encode(), self.n), k, source)
         if not self.downstream[name]:
             return
-        now = min(engine.watermark(partition).latest.values())
-        last = self.forwarded.get((name, partition), float("-inf"))
-        if now == float("-inf") or now <= last or (not was_tick and now < last + 1.0):
-            return
-        self.forwarded[(name, partition)] = now
-        tick = Tick(type="tick", ts=datetime.fromtimestamp(now, timezone.utc))
-        for target in self.downstream[name]:
-            for p in range(self.n):
-                self._stage(target, tick, origin, p, None, source)
+        wm = engine.watermark(partition)
+        for platform, now in moved_times(wm, touched(wm, event), isinstance(event, Tick), self.forwarded, (name, partition)):
+            tick = Tick(type="tick", ts=datetime.fromtimestamp(now, timezone.utc), platform=platform)
+            for target in self.downstream[name]:
+                for p in range(self.n):
+                    self._stage(target, tick, origin, p, None, source)
 
     def stats(self) -> dict:
         """Per stage and partition: events handled and CPU seconds (the ``--stats-out`` file)."""

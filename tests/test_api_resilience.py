@@ -37,7 +37,7 @@ def sources() -> Sources:
             alerts[alert.alert_id] = alert.model_dump()
     ledger = engine.by_name["orders"].state
     ledger[record_key("order", "weibo", "refusals")] = {"refusals": [[YEAR_0, "x1"]], "alerts": {}, "reported": 1}
-    return Sources(alerts=alerts, ledger=ledger, now=lambda: engine.watermark().value)
+    return Sources(alerts=alerts, ledger=ledger, now=lambda platform: engine.watermark().of(platform))
 
 
 def get(sources: Sources, path: str, token: str = "reg", **query) -> tuple[int, object]:
@@ -66,7 +66,7 @@ def test_an_action_in_year_0_or_10000_shows_the_order_without_that_time(sources:
 
 
 def test_a_scorecard_as_of_year_10000_is_served(sources: Sources) -> None:
-    sources.now = lambda: YEAR_10000
+    sources.now = lambda _platform: YEAR_10000
     status, card = get(sources, "/api/platforms/weibo/scorecard")
     assert status == 200 and card["as_of"] is None and card["orders_received"] == 2
     assert card["open_past_deadline"] == 2 and card["median_seconds_to_acknowledge"] == 300

@@ -56,6 +56,30 @@ def test_kafka_pipeline_gives_the_same_alerts_as_replay(worker: Worker, kafka_br
     assert worker.api("/api/orders", "nobody").status_code == 401
 
 
+def test_a_platform_stamping_a_day_ahead_changes_no_other_platforms_alert_on_kafka(
+        worker: Worker, stormwatch_bin: str, tmp_path: Path) -> None:
+    """Each platform's own event time on a real broker (three partitions): the simulated stream for
+    weibo, and the same ids for douyin stamped a day ahead, arriving together. The worker's
+    alerts equal replay's, whose weibo alerts are weibo's alone (tests/test_platform_time.py);
+    the API's order states go by each platform's own time. The file ends with a tick past both:
+    the targets stage goes by the earliest platform, and a broker has no end of input."""
+    from tests.test_platform_time import as_platform, interleaved, own, run
+
+    weibo, douyin = as_platform("weibo", 0), as_platform("douyin", 86_000)
+    end = {"type": "tick", "ts": douyin[-1]["ts"]}
+    src = tmp_path / "two-clocks.jsonl"
+    src.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in interleaved(weibo, douyin) + [end]))
+    expected, letters, done = replay(stormwatch_bin, src, tmp_path, "replay")
+    assert done.returncode == 0 and letters == []
+    expected_alerts = [orjson.loads(line) for line in expected.splitlines()]
+    assert own(expected_alerts, "weibo") == own(run(weibo + [end], None)[0], "weibo") != []
+    worker.produce(src)
+    got = worker.read("alerts", until=len(expected_alerts))
+    assert canonical(got) == canonical(expected_alerts)
+    states = {(o["platform"], o["state"]) for o in worker.api("/api/orders", "reg").json()}
+    assert ("weibo", "overdue") in states and ("douyin", "overdue") in states
+
+
 def test_malformed_messages_never_stop_the_worker(kafka_broker, stormwatch_bin: str, tmp_path: Path) -> None:
     """Also a valid post its platform may not send: weibo promises every root_id (cascades keyed
     by root), so a repost without one is a dead letter naming the field, as in replay."""

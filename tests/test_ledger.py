@@ -165,7 +165,7 @@ def test_the_ledger_takes_only_activity_on_ordered_items_and_each_post_once() ->
     after = record(engine, "o1")["after"]
     assert after["items"] == 2 and after["reposts"] == 1 and after["spread"] == 1  # r1 once, per item it touches
     assert kinds(alerts) == ["order_overdue"] + ["continued_dissemination"] * 2  # 1 item, then 2 (doubled)
-    handed = engine.by_name["orders"].contexts[0].part.emitted  # what OrderWatch handed it, once
+    handed = engine.by_name["orders"].contexts[0]["weibo"].part.emitted  # what OrderWatch handed it, once
     assert [sorted(marks) for marks in handed.values()] == [[("weibo", events[1]["event_id"], "post")]]
 
 

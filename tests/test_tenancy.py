@@ -88,7 +88,7 @@ def test_every_alert_version_of_both_platforms_reaches_the_webhook(stormwatch_bi
 def test_each_role_reads_only_what_it_may() -> None:
     both, _ = replay_in_process(copied_for("weibo", "douyin"))
     alerts = latest(both)
-    sources = Sources(alerts=alerts, ledger={}, now=lambda: T0)
+    sources = Sources(alerts=alerts, ledger={}, now=lambda _platform: T0)
     seen = {}
     for token in TOKENS:
         status, body = handle("/api/alerts", {}, f"Bearer {token}", TOKENS, sources)

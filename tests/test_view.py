@@ -62,13 +62,13 @@ def test_pruning_drops_only_alerts_older_than_the_horizon_and_the_latest_version
     view.apply_alert(alert("kept", 2, ts=at(50)))  # a newer version with a newer ts keeps it in
     view.apply_alert(alert("edge", 1, ts=at(20)))  # exactly the horizon before the newest: kept
     view.apply_alert(alert("new", 1, ts=at(120)))
-    view.prune()
+    view.prune("weibo")
     assert {k: v["version"] for k, v in view.alerts.items()} == {"kept": 2, "edge": 1, "new": 1}
     view.apply_alert(alert("kept", 1, ts=at(60)))  # an older version never replaces the latest
     view.apply_alert(alert("late", 1, ts=at(10)))  # arrives already past the horizon
     assert {k: v["version"] for k, v in view.alerts.items()} == {"kept": 2, "edge": 1, "new": 1}
     view.apply_alert(alert("new", 2, ts=at(200)))  # newest ts 200: "kept" (50) and "edge" (20) are out
-    view.prune()
+    view.prune("weibo")
     assert {k: v["version"] for k, v in view.alerts.items()} == {"new": 2}
 
 
@@ -115,3 +115,16 @@ def test_on_start_the_view_reads_alerts_from_the_horizon_not_from_offset_0(kafka
             await asyncio.gather(task, return_exceptions=True)
 
     assert asyncio.run(follow_until_both_partitions_are_read()) == {"new-0", "old-1"}
+
+
+def test_another_platforms_alerts_stamped_ahead_push_none_of_a_platforms_out() -> None:
+    """Each platform's alerts are kept for the horizon of its own newest alert: douyin's alerts
+    stamped a week ahead leave weibo's where they were (the view once kept one horizon for all)."""
+    view = ClusterView(horizon_s=3600)
+    view.apply_alert(alert("w1", 1, ts=at(0)))
+    for i in range(20):
+        view.apply_alert(orjson.dumps({"alert_id": f"d{i}", "version": 1, "platform": "douyin",
+                                       "ts": at(7 * 86400 + i * 600)}))
+    view.apply_alert(alert("w2", 1, ts=at(60)))
+    assert {"w1", "w2"} <= set(view.alerts) and len(view.alerts) == 2 + 7  # douyin's own hour and a tenth
+    assert view.now("weibo") == 1_800_000_060 and view.now("douyin") == 1_800_000_000 + 7 * 86400 + 19 * 600

@@ -28,7 +28,7 @@ def demo_server(timeout_s: float) -> Iterator[int]:
     """The demo's web app on 127.0.0.1, served from a thread as ``run_demo`` serves it."""
     loop = asyncio.new_event_loop()
     port = free_port()
-    sources = Sources(alerts={}, ledger={}, now=lambda: 0.0)
+    sources = Sources(alerts={}, ledger={}, now=lambda _platform: 0.0)
     settings = Settings(api_tokens={"reg": {"role": "regulator"}})
     runner = loop.run_until_complete(serve(_web_app({"fed": True}, settings, sources), "127.0.0.1", port, timeout_s))
     thread = threading.Thread(target=loop.run_forever, daemon=True)

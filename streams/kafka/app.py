@@ -165,10 +165,11 @@ def create_app(settings: Settings | None = None) -> faust.App:
     orders = next((engine for engine in engines.values() if "orders" in engine.by_name), None)
     view = ClusterView(settings.view_horizon_s)
 
-    def now() -> float:
-        """The ledger's event time here; a worker that owns none of its partitions goes by the alerts."""
-        local = max((w.value for w in orders.watermarks.values()), default=-math.inf) if orders else -math.inf
-        return local if local > -math.inf else view.latest_ts
+    def now(platform: str) -> float:
+        """The platform's event time at the ledger here; a worker that owns none of the ledger's
+        partitions (or none where the platform's time moved) goes by the alerts."""
+        local = max((w.of(platform) for w in orders.watermarks.values()), default=-math.inf) if orders else -math.inf
+        return local if local > -math.inf else view.now(platform)
 
     sources = Sources(alerts=view.alerts, ledger=view.ledger, now=now)
 

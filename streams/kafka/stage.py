@@ -24,7 +24,7 @@ from faust.streams import _current_event
 
 from events import DeadLetter, Detector, Tick, decode, format_ts, raw_text
 from streams import metrics
-from streams.engine import Engine
+from streams.engine import Engine, moved_times, touched
 from streams.kafka.batches import BATCH_HEADER, Outbox, unpack
 from streams.kafka.state import (TableState, delivered, kafka_producer, redo_changes, redo_parts, track_changelog,
                                  write_back)
@@ -172,8 +172,11 @@ class Decoded:
         return kept[0]
 
 
-def tick_json(epoch: float) -> bytes:
-    return orjson.dumps({"type": "tick", "ts": format_ts(epoch)})
+def tick_json(epoch: float, platform: str | None = None) -> bytes:
+    """A tick; naming a platform, it moves that platform's time only (streams.engine.Watermark)."""
+    if platform is None:
+        return orjson.dumps({"type": "tick", "ts": format_ts(epoch)})
+    return orjson.dumps({"type": "tick", "ts": format_ts(epoch), "platform": platform})
 
 
 def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str, list[Detector]],
@@ -198,11 +201,13 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
     stage_of = {d.name: name for name, members in groups.items() for d in members}
     by_name = {d.name: d for members in groups.values() for d in members}
     downstream = sorted({stage_of[name] for d in detectors for name in getattr(d, "emits", ()) if name in stage_of})
-    forwarded: dict[int, float] = {}  # partition -> the source time last forwarded downstream
+    forwarded: dict[tuple, float] = {}  # (partition, platform or None) -> the source time last forwarded downstream
 
     latency = metrics.LATENCY.labels(stage)
     outbox = Outbox()  # what this stage sends to later stages, sent once per batch
     ticked: set[int] = set()  # partitions a tick reached in this batch (forward_time)
+    # partition -> the platforms whose time this batch may have moved there (None: the ticks')
+    touched_here: dict[int, dict[str | None, None]] = {}
     entries = 0  # entries handled in this batch: a busy batch lingers before the next (run)
     last_decoded: tuple[bytes | None, object] = (None, None)  # see decode_once
     out_sent: list = []  # futures of a batch's outputs (alerts, stage records), acknowledged first
@@ -223,23 +228,22 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
                     decoded.put(value, emitted, len(into))
 
     def forward_time(partition: int, was_tick: bool) -> None:
-        """This partition's source time, as a tick to every partition downstream, after what it
-        emitted: a downstream stage never passes a time before this one has. Once per batch:
-        its records leave together at its end, so a downstream stage gets the same events
-        either way, and the batch's last time is what lets it release them. For events at most
-        once per second of event time; ticks always."""
+        """This partition's source times, as ticks to every partition downstream, after what it
+        emitted: a downstream stage never passes a time before this one has. One per platform
+        whose time the batch moved (a platform's time is its own: streams.engine.Watermark),
+        and one without a platform when its ticks moved. Once per batch: its records leave
+        together at its end, so a downstream stage gets the same events either way, and the
+        batch's last time is what lets it release them. For events at most once per second of
+        event time; ticks always."""
+        platforms = touched_here.pop(partition, {})
         if not downstream:
             return
         source = f"stage:{stage}/{partition}"
-        now = min(engine.watermark(partition).latest.values())
-        last = forwarded.get(partition, -math.inf)
-        if now == -math.inf or now <= last or (not was_tick and now < last + 1.0):
-            return  # events forward at most once per second of event time; ticks always
-        forwarded[partition] = now
-        tick = tick_json(now)
-        for name in downstream:
-            for p in range(settings.partitions):
-                outbox.add(name, p, source, None, tick)
+        for platform, now in moved_times(engine.watermark(partition), platforms, was_tick, forwarded, (partition,)):
+            tick = tick_json(now, platform)
+            for name in downstream:
+                for p in range(settings.partitions):
+                    outbox.add(name, p, source, None, tick)
 
     # partition -> {source: latest event time}: each stage partition's watermark sources, so a
     # worker that starts (after a kill) or takes a partition over goes on from them. Without
@@ -253,21 +257,16 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
     def restore_watermark(partition: int) -> None:
         """Merge the stored source times into this partition's watermark (the later of each).
         Whatever was due at the stored time was released before it was stored (in the same
-        batch), so the value can simply be recomputed."""
+        batch), so the lanes' times can simply be recomputed."""
         restored.add(partition)
         stored = watermarks.get(str(partition))
-        if not stored:
-            return
-        wm = engine.watermark(partition)
-        for source, ts in stored.items():
-            if source in wm.latest and ts > wm.latest[source]:
-                wm.latest[source] = ts
-        wm.value = max(wm.value, min(wm.latest.values()) - wm.lateness)
+        if stored:
+            engine.watermark(partition).restore(stored)
 
     def save_watermark(partition: int) -> None:
-        latest = {source: ts for source, ts in engine.watermark(partition).latest.items() if ts > -math.inf}
-        if latest:
-            watermarks[str(partition)] = latest
+        stored = engine.watermark(partition).dump()
+        if stored["ticks"] or stored["platforms"]:
+            watermarks[str(partition)] = stored
 
     @app.on_partitions_revoked.connect
     async def forget_partitions(*_args, **_kwargs) -> None:
@@ -323,6 +322,7 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
                 await dead_letter(letter)
             if isinstance(parsed, Tick):
                 ticked.add(partition)
+            touched_here.setdefault(partition, {}).update(dict.fromkeys(touched(engine.watermark(partition), parsed)))
             if evidence is not None:  # alert versions and this partition's time, for the evidence log
                 evidence.stage_output(outbox, stage, partition, alerts, min(engine.watermark(partition).latest.values()),
                                       isinstance(parsed, Tick))

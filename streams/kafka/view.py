@@ -9,7 +9,8 @@ the stages: the changelog is written at the end of each stage batch.
 Both stay bounded. Ledger records expire through the changelog's deletes, and the changelog
 (compacted) is read from its start. Alerts are kept for a **horizon** (``view_horizon_s``,
 default seven days) of event time: the latest version of each alert whose ``ts`` is within the
-horizon of the newest alert's ``ts``. On start the alerts topic is read from the first message
+horizon of the newest ``ts`` of its platform's alerts (each platform's time is its own: one
+stamping its alerts' events days ahead must not push another's out of the view). On start the alerts topic is read from the first message
 produced within the horizon of the wall clock (Kafka's timestamps are produce time), not from
 offset 0; a partition with nothing that recent is read from its start, so a quiet topic still
 shows its last alerts.
@@ -38,9 +39,19 @@ class ClusterView:
         self.horizon_s = horizon_s
         self.alerts: dict[str, dict] = {}  # the API holds this very dict: changed in place, never replaced
         self.alert_ts: dict[str, float] = {}  # event time of each kept alert, for pruning
+        self.kept: dict[str, dict[str, float]] = {}  # platform -> its kept alerts' event times
         self.ledger: dict[str, Any] = {}
-        self.latest_ts = -math.inf  # event time of the newest alert seen: "now" for a worker with no ledger partition
-        self.pruned_at = -math.inf  # latest_ts at the last prune
+        # platform -> event time of its newest alert: "now" for a worker with no ledger partition
+        self.latest: dict[str, float] = {}
+        self.pruned_at: dict[str, float] = {}  # platform -> its latest at its last prune
+
+    @property
+    def latest_ts(self) -> float:
+        """The newest alert's event time, any platform's."""
+        return max(self.latest.values(), default=-math.inf)
+
+    def now(self, platform: str) -> float:
+        return self.latest.get(platform, -math.inf)
 
     def apply_alert(self, value: bytes) -> None:
         try:
@@ -51,27 +62,31 @@ class ClusterView:
             return
         if alert.get("shadow"):
             return  # shadow alerts are recorded on the topic, not shown
-        self.latest_ts = max(self.latest_ts, ts)
+        platform = str(alert.get("platform"))
+        latest = self.latest[platform] = max(self.latest.get(platform, -math.inf), ts)
         current = self.alerts.get(alert_id)
         if current is not None and current["version"] > version:
             return
-        if ts < self.latest_ts - self.horizon_s:  # the latest version is already past the horizon
+        kept = self.kept.setdefault(platform, {})
+        if ts < latest - self.horizon_s:  # the latest version is already past the horizon
             self.alerts.pop(alert_id, None)
             self.alert_ts.pop(alert_id, None)
+            kept.pop(alert_id, None)
         else:
             self.alerts[alert_id] = alert
-            self.alert_ts[alert_id] = ts
-        if self.latest_ts - self.pruned_at >= self.horizon_s / 10:
-            self.prune()
+            self.alert_ts[alert_id] = kept[alert_id] = ts
+        if latest - self.pruned_at.get(platform, -math.inf) >= self.horizon_s / 10:
+            self.prune(platform)
 
-    def prune(self) -> None:
-        """Drop the alerts older than the horizon. Run each time the newest ts moves on by a tenth of
-        the horizon: the view holds at most 1.1 horizons of alerts, and each prune's scan is paid
-        for by the alerts of a tenth of a horizon."""
-        cutoff = self.latest_ts - self.horizon_s
-        for alert_id in [a for a, ts in self.alert_ts.items() if ts < cutoff]:
-            del self.alerts[alert_id], self.alert_ts[alert_id]
-        self.pruned_at = self.latest_ts
+    def prune(self, platform: str) -> None:
+        """Drop the platform's alerts older than its horizon. Run each time its newest ts moves on
+        by a tenth of the horizon: the view holds at most 1.1 horizons of each platform's alerts,
+        and each prune's scan is paid for by the alerts of a tenth of a horizon."""
+        latest, kept = self.latest[platform], self.kept[platform]
+        cutoff = latest - self.horizon_s
+        for alert_id in [a for a, ts in kept.items() if ts < cutoff]:
+            del self.alerts[alert_id], self.alert_ts[alert_id], kept[alert_id]
+        self.pruned_at[platform] = latest
 
     def apply_ledger(self, key: bytes | None, value: bytes | None) -> None:
         """One changelog record (JSON key and value, as Faust writes them); no value deletes."""

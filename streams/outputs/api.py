@@ -58,13 +58,13 @@ def authenticate(tokens: Mapping[str, Mapping[str, str]], authorization: str | N
 
 @dataclass
 class Sources:
-    """Where the API reads from: the latest alert versions, the ledger state, and event time now.
-    ``versions``: earlier versions of each alert, oldest first, where the server keeps them (the
+    """Where the API reads from: the latest alert versions, the ledger state, and event time now
+    (``now(platform)``: each platform's own, see streams.engine.Watermark). ``versions``: earlier versions of each alert, oldest first, where the server keeps them (the
     demo does; the worker's view keeps the latest only)."""
 
     alerts: Mapping[str, dict]
     ledger: MutableMapping[str, Any]
-    now: Callable[[], float]
+    now: Callable[[str], float]
     versions: Mapping[str, list[dict]] | None = None
 
 
@@ -173,12 +173,15 @@ def handle(path: str, query: Mapping[str, str], authorization: str | None,
         _each("cascades", list(sources.alerts.values()), cascade)
         return 200, sorted(cascades.values(), key=lambda r: (-r["reposts"], r["post_id"]))
     if parts == ["api", "orders"]:
-        now = sources.now()
+        times: dict[str, float] = {}
 
         def order(row: tuple[str, str, dict]) -> dict | None:
             platform, order_id, record = row
             if record["order"] is None or not caller.may_see(platform):
                 return None
+            now = times.get(platform)
+            if now is None:
+                now = times[platform] = sources.now(platform)
             if query.get("state") and ledger_state(record, now) != query["state"]:
                 return None
             return describe(order_id, record, now)
@@ -187,7 +190,7 @@ def handle(path: str, query: Mapping[str, str], authorization: str | None,
     if len(parts) == 4 and parts[:2] == ["api", "platforms"] and parts[3] == "scorecard":
         if not caller.may_see(parts[2]):
             return 403, {"error": f"this token may not read platform {parts[2]!r}"}
-        return 200, scorecard(sources.ledger, parts[2], sources.now(), lambda: skipped("scorecard"))
+        return 200, scorecard(sources.ledger, parts[2], sources.now(parts[2]), lambda: skipped("scorecard"))
     return 404, {"error": "no such endpoint"}
 
 

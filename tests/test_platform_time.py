@@ -1,0 +1,119 @@
+"""One event time per platform: no platform's clock moves another's alerts (CONTRACT, Tenancy).
+
+A platform may stamp its events ahead of the others (up to ``STORMWATCH_MAX_FUTURE_S``) or
+behind them. Each platform's deadlines, expiry, ordering and lateness go by its own events (and
+by ticks, which carry no platform); the targets stage, whose whole record spans platforms, goes
+by the earliest platform, so a lagging platform delays its alerts and changes none.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+
+import orjson
+import pytest
+
+from commands.simulator import SimConfig, simulate
+from events import format_ts
+from streams.engine import Watermark
+from streams.local import LocalPipeline
+from streams.partitioned import PartitionedPipeline
+from streams.settings import Settings
+from tests.support.scenarios import T0
+
+SIM = SimConfig(minutes=20, organic_per_s=3)
+
+
+def as_platform(platform: str, shift_s: float) -> list[dict]:
+    """The simulated stream as ``platform``, its clock ``shift_s`` off; its ticks name it."""
+    out = []
+    for event in simulate(SIM):
+        ts = datetime.fromisoformat(event["ts"].replace("Z", "+00:00")).timestamp() + shift_s
+        out.append({**event, "platform": platform, "ts": format_ts(ts)})
+    return out
+
+
+def run(events: list[dict], partitions: int | None) -> tuple[list[dict], list[dict]]:
+    alerts, letters = [], []
+    on_alert, on_letter = (lambda a: alerts.append(orjson.loads(a.to_json()))), (lambda d: letters.append(d.to_record()))
+    pipeline = (LocalPipeline(Settings(), on_alert, on_letter) if partitions is None
+                else PartitionedPipeline(Settings(), partitions, on_alert, on_letter))
+    for n, event in enumerate(events, 1):
+        pipeline.feed(orjson.dumps(event), f"t:{n}")
+    pipeline.finish()
+    return alerts, letters
+
+
+def own(alerts: list[dict], platform: str) -> list[bytes]:
+    """A platform's alert versions, less what tells it how many other platforms share a target."""
+    return sorted(orjson.dumps({**a, "evidence": {k: v for k, v in a["evidence"].items() if k != "cross_platform"}},
+                               option=orjson.OPT_SORT_KEYS) for a in alerts if a["platform"] == platform)
+
+
+def interleaved(*streams: list[dict]) -> list[dict]:
+    """The streams as they would arrive together: one event of each in turn, whatever its ts."""
+    out = []
+    for n in range(max(map(len, streams))):
+        out.extend(stream[n] for stream in streams if n < len(stream))
+    return out
+
+
+@pytest.mark.parametrize("partitions", [None, 4])
+@pytest.mark.parametrize("shift_s", [23 * 3600, 95, -3 * 3600])
+def test_another_platforms_clock_changes_none_of_a_platforms_alerts(shift_s: float, partitions: int | None) -> None:
+    """The simulated stream for weibo, and the same stream (same ids) for douyin with its clock
+    off by ``shift_s`` (a day ahead, a minute and a half ahead, hours behind), arriving
+    together: each platform's alerts are those it gets alone, in process and on four partitions."""
+    weibo, douyin = as_platform("weibo", 0), as_platform("douyin", shift_s)
+    both, letters = run(interleaved(weibo, douyin), partitions)
+    assert letters == []
+    for platform, stream in (("weibo", weibo), ("douyin", douyin)):  # the one whose clock is off too
+        alone, letters = run(stream, partitions)
+        assert letters == [] and alone
+        assert own(both, platform) == own(alone, platform)
+
+
+def test_a_platform_stamping_ahead_fires_no_deadline_of_another_nor_makes_its_action_late() -> None:
+    """KNOWN-PROBLEMS' reproducer (session 20): douyin's posts stamped 23 hours ahead came
+    between weibo's order and weibo's on-time action; weibo's order went overdue and its
+    action was dead-lettered as late."""
+    def at(minutes: float) -> str:
+        return format_ts(T0 + minutes * 60)
+
+    weibo = [{"type": "order", "event_id": "o", "platform": "weibo", "ts": at(0), "order_id": "o1",
+              "regulator": "cac", "deadline": at(60), "measures": ["remove_content"],
+              "items": [{"post_id": "p1"}]},
+             {"type": "platform_action", "event_id": "a", "platform": "weibo", "ts": at(50), "action_id": "a1",
+              "order_id": "o1", "action": "content_removed"},
+             {"type": "platform_action", "event_id": "c", "platform": "weibo", "ts": at(55), "action_id": "a2",
+              "order_id": "o1", "action": "completed"}]
+    douyin = [{"type": "post", "event_id": f"d{n}", "platform": "douyin", "ts": at(23 * 60 + n), "post_id": f"p{n}",
+               "account_id": "u", "kind": "original", "text": ""} for n in range(3)]
+    for partitions in (None, 4):
+        alone, letters = run(weibo, partitions)
+        assert letters == []
+        both, letters = run([weibo[0], douyin[0], douyin[1], weibo[1], douyin[2], weibo[2]], partitions)
+        assert letters == []
+        assert own(both, "weibo") == own(alone, "weibo")
+        assert not any(a["kind"] == "order_overdue" for a in both)
+
+
+def test_each_platform_has_its_own_time_and_ticks_move_them_all() -> None:
+    wm = Watermark(["a", "b"], lateness=10)
+    assert wm.observe("a", 100, "weibo") == [] and wm.of("weibo") == -math.inf  # b has said nothing for it
+    assert wm.observe("b", 500, "douyin") == []
+    assert wm.observe("b", 50, "weibo") == ["weibo"] and wm.of("weibo") == 40
+    assert wm.of("douyin") == -math.inf  # weibo's events moved only weibo
+    assert wm.least() == -math.inf
+    assert wm.observe("a", 1000) == ["douyin"]  # a tick from a: every lane it holds back (weibo waits for b)
+    assert wm.of("weibo") == 40 and wm.of("douyin") == 490 and wm.floor == -math.inf
+    assert wm.observe("b", 2000, "weibo") == ["weibo"] and wm.of("weibo") == 990  # a platform's tick: its lane
+    assert wm.observe("b", 3000) == [None, "douyin"]  # the floor (platforms not seen yet) and douyin
+    assert wm.floor == 990 and wm.least() == 990 and wm.of("kuaishou") == 990
+    restored = Watermark(["a", "b"], lateness=10)
+    restored.restore(orjson.loads(orjson.dumps(wm.dump())))
+    assert restored.values == wm.values and restored.floor == wm.floor
+    before_lanes = Watermark(["a", "b"], lateness=10)
+    before_lanes.restore({"a": 100.0, "b": 70.0})  # what a worker stored before lanes: read as ticks
+    assert before_lanes.floor == 60 and before_lanes.of("weibo") == 60
