@@ -98,10 +98,13 @@ class Watermark:
     def observe(self, source: str, ts: float, platform: str | None = None) -> list[str | None]:
         """Record ``ts`` from ``source`` (an event or tick of ``platform``, or a tick of all);
         return the lanes that moved forward (``None`` standing for the floor)."""
-        if source not in self.ticks:
-            self.ticks[source] = self.latest[source] = -math.inf
-        if ts > self.latest[source]:
-            self.latest[source] = ts
+        latest = self.latest
+        last = latest.get(source)
+        if last is None:
+            self.ticks[source] = -math.inf
+            latest[source] = ts
+        elif ts > last:
+            latest[source] = ts
         if platform is None:
             return self._tick(source, ts)
         own = self.own.get(platform)
@@ -111,9 +114,9 @@ class Watermark:
         if ts <= own.get(source, -math.inf):
             return []
         own[source] = ts
-        if ts <= self.ticks[source]:
-            return []
         ticks = self.ticks
+        if ts <= ticks[source]:
+            return []
         if len(ticks) == 1:  # one source (replay, demo): the lane is the platform's latest
             value = ts - self.lateness
         else:
@@ -579,7 +582,10 @@ class Engine:
                 identity = _identity(event, key or "")
                 # the first taker keeps the seen-set, in the event's platform's lane (a stage
                 # spanning platforms too: each platform's records expire by its own time)
-                seen_in = first.context(partition, platform, wm.of(platform))
+                lanes = first.contexts.get(partition)
+                seen_in = lanes.get(platform) if lanes is not None else None
+                if seen_in is None:
+                    seen_in = first.context(partition, platform, wm.of(platform))
                 copy = identity in seen_in.part.seen
                 if self.replayed:  # seen once released (_released); until then, held in memory
                     offsets, holding = self.held.setdefault(partition, ({}, {}))
@@ -819,25 +825,36 @@ class Engine:
         alerts: list[Alert] = []
         wm = self.watermarks[partition]
         floor = None in moved
+        times = [(lane, wm.values[lane]) for lane in moved if lane is not None]  # usually one: an event's platform
+        times = [(lane, now, math.floor(now / EXPIRY_STEP) if now > -math.inf else None) for lane, now in times]
         least = wm.least() if self.spanning else -math.inf
         for stage in self.stages:
             lanes = stage.contexts.get(partition)
             if lanes is None:
                 lanes = stage.contexts[partition] = stage._rebuild(partition)
-            todo = [(ctx, wm.values[lane]) for lane in moved if lane is not None
-                    and (ctx := lanes.get(lane)) is not None]
-            if floor:
-                todo += [(ctx, wm.floor) for lane, ctx in lanes.items()
-                         if lane not in wm.values and not (stage.spans and lane == "")]
-            if stage.spans and "" in lanes:
-                todo.append((lanes[""], least))
-            for ctx, now in todo:
+            for lane, now, minute in times:
+                ctx = lanes.get(lane)
+                if ctx is None:
+                    continue
                 ctx.watermark = now
                 part = ctx.part  # _due, inline: this runs for every stage at every advance
                 if part.pending and part.pending[0][0] <= now or part.timers and part.timers[0][0] <= now:
                     alerts.extend(self._release(stage, ctx, now))  # most advances release nothing: no call
-                if now > -math.inf and math.floor(now / EXPIRY_STEP) > part.swept:
+                if minute is not None and minute > part.swept:
                     self._expire(stage, ctx, now)
+            if floor or stage.spans:
+                for lane, ctx in list(lanes.items()):
+                    if lane == "" and stage.spans:
+                        now = least
+                    elif floor and lane not in wm.values:
+                        now = wm.floor
+                    else:
+                        continue
+                    ctx.watermark = now
+                    if _due(ctx.part, now):
+                        alerts.extend(self._release(stage, ctx, now))
+                    if now > -math.inf and math.floor(now / EXPIRY_STEP) > ctx.part.swept:
+                        self._expire(stage, ctx, now)
         return alerts
 
     def finish(self) -> list[Alert]:
