@@ -16,7 +16,7 @@ import pytest
 
 from commands.simulator import SimConfig, simulate
 from events import format_ts
-from streams.engine import Watermark
+from streams.watermark import Watermark
 from streams.local import LocalPipeline
 from streams.partitioned import PartitionedPipeline
 from streams.settings import Settings

@@ -24,13 +24,14 @@ from faust.streams import _current_event
 
 from events import DeadLetter, Detector, Tick, decode, format_ts, raw_text
 from streams import metrics
-from streams.engine import Engine, moved_times, touched
+from streams.engine import Engine
 from streams.kafka.batches import BATCH_HEADER, Outbox, unpack
 from streams.kafka.state import (TableState, delivered, kafka_producer, redo_changes, redo_parts, track_changelog,
                                  write_back)
 from streams.local import detector_failures
 from streams.registry import partition_of, stage_sources
 from streams.settings import Settings
+from streams.watermark import moved_times, touched
 
 if TYPE_CHECKING:
     from streams.kafka.evidence import EvidenceStage

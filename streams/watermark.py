@@ -1,0 +1,149 @@
+"""Event time per platform: a stage partition's :class:`Watermark`, and what a stage forwards.
+
+Platforms do not trust each other, so each has its own event time (a *lane*) in every stage
+partition: a platform stamping its events a day ahead moves only its own deadlines, expiry and
+lateness. :mod:`streams.engine` keeps one watermark per partition and hands each lane's time
+to the detectors; a stage forwards each platform's time downstream as a tick naming it
+(:func:`moved_times`), in ``replay --partitions`` and on Kafka alike.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from events import AnyEvent, Tick
+
+
+class Watermark:
+    """Event time of one stage partition, one per platform (a *lane*), so that no platform's
+    events move another's time.
+
+    A lane's time is the minimum, over the sources that feed the partition, of the later of
+    the source's last tick and the platform's latest event from it, less the allowed lateness.
+    A tick with no ``platform`` moves every lane (a file's ticks, the worker's wall-clock
+    ticker); one naming a platform (what a stage forwards downstream, a finished input) moves
+    that lane only. ``floor`` is the time of a platform not seen here yet (ticks only), and
+    :meth:`least`, the earliest lane, the time of a stage that spans platforms.
+    """
+
+    def __init__(self, sources: Iterable[str], lateness: float = 0.0) -> None:
+        self.ticks: dict[str, float] = {s: -math.inf for s in sources}
+        self.latest = dict(self.ticks)  # per source, the latest ts of anything from it (the evidence log's time)
+        self.own: dict[str, dict[str, float]] = {}  # platform -> source -> its latest ts there
+        self.values: dict[str, float] = {}  # platform -> its lane's time
+        self.floor = -math.inf
+        self.lateness = lateness
+
+    @property
+    def value(self) -> float:
+        """The most advanced lane (a platform's own time is :meth:`of`)."""
+        return max(self.floor, max(self.values.values(), default=-math.inf))
+
+    def of(self, platform: str | None) -> float:
+        """``platform``'s time here (``None``: the floor)."""
+        return self.floor if platform is None else self.values.get(platform, self.floor)
+
+    def least(self) -> float:
+        """The earliest lane: no platform seen here is behind it."""
+        return min(self.values.values(), default=self.floor)
+
+    def source_time(self, platform: str | None) -> float:
+        """What the sources delivered for ``platform`` (``None``: ticks only), without lateness:
+        what a stage forwards downstream."""
+        own = self.own.get(platform, {}) if platform is not None else {}
+        return min((max(t, own.get(s, -math.inf)) for s, t in self.ticks.items()), default=-math.inf)
+
+    def observe(self, source: str, ts: float, platform: str | None = None) -> list[str | None]:
+        """Record ``ts`` from ``source`` (an event or tick of ``platform``, or a tick of all);
+        return the lanes that moved forward (``None`` standing for the floor)."""
+        latest = self.latest
+        last = latest.get(source)
+        if last is None:
+            self.ticks[source] = -math.inf
+            latest[source] = ts
+        elif ts > last:
+            latest[source] = ts
+        if platform is None:
+            return self._tick(source, ts)
+        own = self.own.get(platform)
+        if own is None:
+            own = self.own[platform] = {}
+            self.values[platform] = self.floor
+        if ts <= own.get(source, -math.inf):
+            return []
+        own[source] = ts
+        ticks = self.ticks
+        if ts <= ticks[source]:
+            return []
+        if len(ticks) == 1:  # one source (replay, demo): the lane is the platform's latest
+            value = ts - self.lateness
+        else:
+            value = min(max(t, own.get(s, -math.inf)) for s, t in ticks.items()) - self.lateness
+        if value > self.values[platform]:
+            self.values[platform] = value
+            return [platform]
+        return []
+
+    def _tick(self, source: str, ts: float) -> list[str | None]:
+        if ts <= self.ticks[source]:
+            return []
+        self.ticks[source] = ts
+        moved: list[str | None] = []
+        floor = min(self.ticks.values()) - self.lateness
+        if floor > self.floor:
+            self.floor = floor
+            moved.append(None)
+        for platform, own in self.own.items():
+            if own.get(source, -math.inf) >= ts:
+                continue  # its own events there were later than the tick
+            value = min(max(t, own.get(s, -math.inf)) for s, t in self.ticks.items()) - self.lateness
+            if value > self.values[platform]:
+                self.values[platform] = value
+                moved.append(platform)
+        return moved
+
+    def dump(self) -> dict:
+        """What a worker stores (its ``watermarks`` table), for :meth:`restore`."""
+        ticks = {s: t for s, t in self.ticks.items() if t > -math.inf}
+        own = {p: {s: t for s, t in times.items() if t > -math.inf} for p, times in self.own.items()}
+        return {"ticks": ticks, "platforms": own}
+
+    def restore(self, stored: dict) -> None:
+        """Merge what :meth:`dump` stored (the later of each time). A record of before lanes
+        (``{source: ts}``, the latest of anything per source) is read as ticks: time goes on
+        from where it was, for every platform."""
+        if "ticks" not in stored or not isinstance(stored.get("platforms"), dict):
+            stored = {"ticks": stored, "platforms": {}}
+        for source, ts in stored["ticks"].items():
+            if source in self.ticks and isinstance(ts, (int, float)):
+                self._tick(source, float(ts))
+        for platform, times in stored["platforms"].items():
+            for source, ts in times.items():
+                if source in self.ticks and isinstance(ts, (int, float)):
+                    self.observe(source, float(ts), platform)
+
+
+def moved_times(wm: Watermark, platforms: Iterable[str | None], was_tick: bool,
+                forwarded: dict, where: tuple) -> list[tuple[str | None, float]]:
+    """The source times a stage partition sends downstream as ticks, each ``(platform, time)``
+    (``None``: the ticks' time, for every platform): those of ``platforms`` that moved since
+    last sent (``forwarded``, keyed by ``where`` and the platform); after events, at most once
+    per second of event time."""
+    out: list[tuple[str | None, float]] = []
+    for platform in platforms:
+        now = wm.source_time(platform)
+        last = forwarded.get((*where, platform), -math.inf)
+        if now == -math.inf or now <= last or (not was_tick and now < last + 1.0):
+            continue
+        forwarded[(*where, platform)] = now
+        out.append((platform, now))
+    return out
+
+
+def touched(wm: Watermark, event: AnyEvent) -> list[str | None]:
+    """The platforms whose source time ``event`` may have moved: its own, or after a tick for
+    every platform, every platform and the ticks' own (``None``)."""
+    if not isinstance(event, Tick) or event.platform is not None:
+        return [event.platform]
+    return [None, *wm.own]
