@@ -235,6 +235,19 @@ class _Stage:
         found = parse(key)[1]
         return found[0] if found else ""
 
+    def _split_seen(self, key: str, rec: dict, partition: int, bucket: int) -> dict[str, str]:
+        """A seen record written before lanes (every platform's ids in one) as one record per
+        platform, each expiring by that platform's time; returns lane -> its record's key."""
+        by_lane: dict[str, dict] = {}
+        for identity in rec["ids"]:
+            by_lane.setdefault(_platform_of_identity(identity), {})[identity] = 1
+        del self.state[key]
+        keys = {}
+        for lane, found in by_lane.items():
+            keys[lane] = _seen_key(partition, bucket, lane)
+            self.state[keys[lane]] = {"until": rec["until"], "ids": found}
+        return keys
+
     def _rebuild(self, partition: int) -> dict[str, _Context]:
         """First use of a partition since start: index the (possibly recovered) state (timers,
         expiry, buffered events), each in its lane."""
@@ -273,12 +286,14 @@ class _Stage:
                 if key.startswith(SEEN):
                     if not key.startswith(seen_prefix):
                         continue  # another partition's (in process they share a dict): its sweep prunes its index
-                    seen.update(dict.fromkeys(rec["ids"], _seen_bucket(key)))
+                    bucket = _seen_bucket(key)
+                    seen.update(dict.fromkeys(rec["ids"], bucket))
                     fields = key.split("\t", 3)
-                    if len(fields) > 3:
-                        lane = ids.parts(fields[3])[0]
-                    else:  # before lanes: the platform of its first event
-                        lane = _platform_of_identity(next(iter(rec["ids"]), "0:"))
+                    if len(fields) <= 3:  # one record for every platform, from before lanes: one per lane now
+                        for lane, lane_key in self._split_seen(key, rec, partition, bucket).items():
+                            part_of(lane).schedule(lane_key, rec["until"])
+                        continue
+                    lane = ids.parts(fields[3])[0]
                 else:
                     lane = self._lane_of_record(key)
                 part_of(lane).schedule(key, rec["until"])
@@ -713,6 +728,11 @@ class Engine:
                 for lane, ctx in list(lanes.items()):
                     if lane == "" and stage.spans:
                         now = least
+                        if now > -math.inf and math.floor(now / EXPIRY_STEP) < ctx.part.swept:
+                            # A platform first seen here behind the others pulled the earliest
+                            # time back: what it saves must expire by that time, not be filed
+                            # after minutes swept by a platform that ran ahead.
+                            ctx.part.swept = math.floor(now / EXPIRY_STEP)
                     elif floor and lane not in wm.values:
                         now = wm.floor
                     else:
@@ -727,7 +747,8 @@ class Engine:
     def finish(self) -> list[Alert]:
         """End of a finite input (replay): a stage spanning platforms hands over what each
         platform's own time has passed, as it would with that platform alone; what waited only
-        for a slower platform would otherwise never leave."""
+        for a slower platform would otherwise never leave. Buffered events only: a spanning
+        detector's timers and emissions are not handed over here (the targets set neither)."""
         alerts: list[Alert] = []
         for stage in self.stages:
             if not stage.spans:

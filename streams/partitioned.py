@@ -155,7 +155,7 @@ class PartitionedPipeline:
         if not self.downstream[name]:
             return
         wm = engine.watermark(partition)
-        for platform, now in moved_times(wm, touched(wm, event), isinstance(event, Tick), self.forwarded, (name, partition)):
+        for platform, now in moved_times(wm, touched(event), isinstance(event, Tick), self.forwarded, (name, partition)):
             tick = Tick(type="tick", ts=datetime.fromtimestamp(now, timezone.utc), platform=platform)
             for target in self.downstream[name]:
                 for p in range(self.n):

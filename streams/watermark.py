@@ -129,21 +129,27 @@ def moved_times(wm: Watermark, platforms: Iterable[str | None], was_tick: bool,
     """The source times a stage partition sends downstream as ticks, each ``(platform, time)``
     (``None``: the ticks' time, for every platform): those of ``platforms`` that moved since
     last sent (``forwarded``, keyed by ``where`` and the platform); after events, at most once
-    per second of event time."""
+    per second of event time. A platform whose time is the ticks' own is not sent: after a
+    wall-clock tick that is nearly every platform, so a tick costs one record per downstream
+    partition, not one per platform."""
     out: list[tuple[str | None, float]] = []
+    ticks = wm.source_time(None)
     for platform in platforms:
         now = wm.source_time(platform)
         last = forwarded.get((*where, platform), -math.inf)
         if now == -math.inf or now <= last or (not was_tick and now < last + 1.0):
             continue
         forwarded[(*where, platform)] = now
+        if platform is not None and now <= ticks:
+            continue  # the ticks' time, sent (or sent before) without a platform, carries it
         out.append((platform, now))
     return out
 
 
-def touched(wm: Watermark, event: AnyEvent) -> list[str | None]:
-    """The platforms whose source time ``event`` may have moved: its own, or after a tick for
-    every platform, every platform and the ticks' own (``None``)."""
-    if not isinstance(event, Tick) or event.platform is not None:
-        return [event.platform]
-    return [None, *wm.own]
+def touched(event: AnyEvent) -> list[str | None]:
+    """The times a stage forwards after ``event``: its platform's, or after a tick with no
+    platform the ticks' own (``None``) only. A tick moves platforms' times too, but sending each
+    would cost a record per platform per downstream partition at every wall-clock tick; the
+    ticks' time never overstates a platform's, so downstream only waits a little longer for a
+    platform whose own events ran ahead of the ticks, until its next event (or the end of a file)."""
+    return [event.platform]

@@ -323,7 +323,7 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
                 await dead_letter(letter)
             if isinstance(parsed, Tick):
                 ticked.add(partition)
-            touched_here.setdefault(partition, {}).update(dict.fromkeys(touched(engine.watermark(partition), parsed)))
+            touched_here.setdefault(partition, {}).update(dict.fromkeys(touched(parsed)))
             if evidence is not None:  # alert versions and this partition's time, for the evidence log
                 evidence.stage_output(outbox, stage, partition, alerts, min(engine.watermark(partition).latest.values()),
                                       isinstance(parsed, Tick))
