@@ -174,7 +174,7 @@ class Decoded:
 
 
 def tick_json(epoch: float, platform: str | None = None) -> bytes:
-    """A tick; naming a platform, it moves that platform's time only (streams.engine.Watermark)."""
+    """A tick; naming a platform, it moves that platform's time only (streams.watermark.Watermark)."""
     if platform is None:
         return orjson.dumps({"type": "tick", "ts": format_ts(epoch)})
     return orjson.dumps({"type": "tick", "ts": format_ts(epoch), "platform": platform})
@@ -231,7 +231,7 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
     def forward_time(partition: int, was_tick: bool) -> None:
         """This partition's source times, as ticks to every partition downstream, after what it
         emitted: a downstream stage never passes a time before this one has. One per platform
-        whose time the batch moved (a platform's time is its own: streams.engine.Watermark),
+        whose time the batch moved (a platform's time is its own: streams.watermark.Watermark),
         and one without a platform when its ticks moved. Once per batch: its records leave
         together at its end, so a downstream stage gets the same events either way, and the
         batch's last time is what lets it release them. For events at most once per second of
