@@ -553,7 +553,7 @@ class Engine:
             keys = self._keys_by[stage.detector.name] = self._keys(stage, event)
         return keys
 
-    def _released(self, seq: int, event: AnyEvent, partition: int, now: float) -> None:
+    def _released(self, seq: int, event: AnyEvent, partition: int) -> None:
         """A buffered entry handed over (replayed buffers): seen from now on, no longer held."""
         identity, offset, first, came = self.held_entries.pop(seq)
         offsets, holding = self.held[partition]
@@ -761,17 +761,13 @@ class Engine:
                 pending, kept = sorted(ctx.part.pending), []
                 ctx.part.pending = []
                 for entry in pending:
-                    ts, event_id, _type, key, seq, event = entry
+                    ts, event = entry[0], entry[5]
                     if ts > wm.of(event.platform):
                         kept.append(entry)
                         continue
                     if ts >= (ctx.part.swept + 1) * EXPIRY_STEP - 1e-3:
                         self._expire(stage, ctx, ts)
-                    if self.buffers is not None and (self.write_buffers or seq < 0):
-                        self._unhold(stage, partition, event, event_id, key, restored=seq < 0)
-                    if self.held_entries and seq in self.held_entries:
-                        self._released(seq, event, partition, ts)
-                    alerts.extend(self._call(stage, event, key, ctx))
+                    alerts.extend(self._hand_over(stage, ctx, entry))
                 ctx.part.pending = kept + ctx.part.pending  # kept is sorted: a heap; emitted ones after it
                 heapq.heapify(ctx.part.pending)
         return alerts
@@ -784,8 +780,6 @@ class Engine:
         alerts: list[Alert] = []
         part = ctx.part
         pending, timers = part.pending, part.timers
-        unhold = self.buffers is not None
-        held = self.held_entries
         while True:
             next_event = pending[0][0] if pending else math.inf
             next_timer = timers[0][0] if timers else math.inf
@@ -798,14 +792,19 @@ class Engine:
             if first >= (part.swept + 1) * EXPIRY_STEP - 1e-3:  # maybe a minute not yet swept: _expire decides
                 self._expire(stage, ctx, first)
             if next_event <= next_timer:
-                _ts, event_id, _type, key, seq, event = heapq.heappop(pending)
-                if unhold and (self.write_buffers or seq < 0):
-                    self._unhold(stage, ctx.partition, event, event_id, key, restored=seq < 0)
-                if held and seq in held:
-                    self._released(seq, event, ctx.partition, now)
-                alerts.extend(self._call(stage, event, key, ctx))
+                alerts.extend(self._hand_over(stage, ctx, heapq.heappop(pending)))
             else:
                 alerts.extend(self._fire_one(stage, ctx))
+
+    def _hand_over(self, stage: _Stage, ctx: _Context, entry: tuple) -> list[Alert]:
+        """One buffered event, popped from its heap, to the detector: its durable record and its
+        hold (replayed buffers) let go first."""
+        _ts, event_id, _type, key, seq, event = entry
+        if self.buffers is not None and (self.write_buffers or seq < 0):
+            self._unhold(stage, ctx.partition, event, event_id, key, restored=seq < 0)
+        if self.held_entries and seq in self.held_entries:
+            self._released(seq, event, ctx.partition)
+        return self._call(stage, event, key, ctx)
 
     def _fire_one(self, stage: _Stage, ctx: _Context) -> list[Alert]:
         at, key = heapq.heappop(ctx.part.timers)
