@@ -30,6 +30,7 @@ from evidence.log import EvidenceLog, canonical, public_key_b64, signed_head
 from evidence.merkle import EMPTY_ROOT, leaf_hash, node_hash
 from evidence.recorder import EvidenceRecorder
 from events import Alert, AnyEvent
+from events.watermark import Watermark
 
 
 class CompactTree:
@@ -129,73 +130,115 @@ def alert_epoch(alert: Alert) -> float:
 class Sequencer:
     """Feeds a recorder in one order, whatever the order of arrival (see the module docstring).
 
-    ``event``, ``alert`` and ``tick`` take input from a named source; items wait in a heap
-    until the watermark (the least latest time over ``sources``, less ``margin_s``) passes
-    them. An item arriving behind the watermark is handed over at once (counted in ``late``).
-    An alert version already recorded (a redelivery) is dropped. Also the recorder's adapter
-    for :class:`streams.local.LocalPipeline` (``observe`` and ``record``, source "file")."""
+    ``event``, ``alert`` and ``tick`` take input from a named source. Each platform's items wait
+    in a heap of their own until the platform's time passes them: a
+    :class:`events.watermark.Watermark` over ``sources`` with ``margin_s`` as its lateness, the
+    least latest time of that platform's events (or ticks) over the sources. So a platform
+    stamping its events ahead of the others moves no other platform's log (the engine's event
+    time per platform, one rule). An item arriving behind its platform's time is handed over at
+    once (counted in ``late``). An alert version already recorded (a redelivery) is dropped; the
+    regulator's alerts (platform ``*``) are not logged (:meth:`EvidenceRecorder.record`), so they
+    do not wait. Also the recorder's adapter for :class:`streams.local.LocalPipeline`
+    (``observe`` and ``record``, source "file")."""
 
     def __init__(self, recorder: EvidenceRecorder, sources: Iterable[str], margin_s: float) -> None:
         self.recorder = recorder
-        self.latest: dict[str, float] = {s: -math.inf for s in sources}
+        self.watermark = Watermark(sources, margin_s)
         self.margin_s = margin_s
-        self.frontier = -math.inf
-        self.heap: list[tuple] = []  # (key, arrival, item): equal keys leave in the order they came
+        # platform -> (key, arrival, item): equal keys leave in the order they came
+        self.heaps: dict[str, list[tuple]] = {}
         self._arrivals = itertools.count()
         self.recorded: dict[str, int] = {}  # alert id -> the latest version recorded
         self.late = 0
         self.on_release: Callable[[str, Any], None] | None = None  # what was handed over (Kafka: table rows)
+        self.held_from = math.inf  # see hold_back
 
     @property
     def logs(self):  # noqa: ANN201 - the recorder's logs (replay: a PlatformLogs)
         return self.recorder.logs
 
+    def waiting(self) -> int:
+        """Items waiting for their platform's time."""
+        return sum(map(len, self.heaps.values()))
+
     # -- LocalPipeline's recorder interface --------------------------------------------------------
 
     def observe(self, raw: bytes, event: AnyEvent) -> None:
         if event.type == "tick":
-            self.tick("file", event.epoch)
+            self.tick("file", event.epoch, event.platform)
         else:
             self.event(raw, event, "file")
 
     def record(self, alert: Alert) -> None:
         self.alert(alert, "file")
 
+    def hold_back(self, held_from: float, release: bool = True) -> None:
+        """The engine still holds an event at ``held_from`` (Engine.held_from: a stage spanning
+        platforms waits for the slowest), so the alerts citing it have not come: nothing at or
+        after it, less the margin, leaves. On Kafka the stages fold this into the times they
+        send; in replay the file is the one source, so the pipeline says it here: lowered at
+        once, raised only with ``release`` (once the alerts of what the engine let go are in),
+        handing over what it then passes."""
+        if held_from < self.held_from or release:
+            raised = held_from > self.held_from
+            self.held_from = held_from
+            if raised:
+                self.release()
+
     # -- input -------------------------------------------------------------------------------------
 
     def event(self, raw: bytes, event: AnyEvent, source: str) -> None:
         self.hold(raw, event)
-        self.tick(source, event.epoch)
+        if source in self.watermark.ticks:  # an unknown source cannot hold the log back
+            self._release(self.watermark.observe(source, event.epoch, event.platform))
+        self._release_one(event.platform)
 
     def hold(self, raw: bytes, event: AnyEvent) -> None:
         """An event to hand over in its turn, with no news of any source's time (a restart)."""
-        self._push((event.epoch, 0, event.platform, event.event_id), ("event", raw, event))
+        self._push(event.platform, (event.epoch, 0, event.platform, event.event_id), ("event", raw, event))
 
     def alert(self, alert: Alert, source: str | None) -> None:
-        if getattr(alert, "shadow", False) or alert.version <= self.recorded.get(alert.alert_id, 0):
+        if (alert.platform == "*" or getattr(alert, "shadow", False)
+                or alert.version <= self.recorded.get(alert.alert_id, 0)):
             return
-        self._push((alert_epoch(alert), 1, alert.alert_id, alert.version), ("alert", alert))
+        self._push(alert.platform, (alert_epoch(alert), 1, alert.alert_id, alert.version), ("alert", alert))
         if source is not None:
-            self.release()
+            self._release_one(alert.platform)
 
-    def _push(self, key: tuple, item: tuple) -> None:
-        if key[0] <= self.frontier:
+    def _push(self, platform: str, key: tuple, item: tuple) -> None:
+        if key[0] <= self.watermark.of(platform):
             self.late += 1
-        heapq.heappush(self.heap, (key, next(self._arrivals), item))
+        heap = self.heaps.get(platform)
+        if heap is None:
+            heap = self.heaps[platform] = []
+        heapq.heappush(heap, (key, next(self._arrivals), item))
 
-    def tick(self, source: str, t: float) -> None:
-        """``source`` has delivered everything up to ``t``."""
-        if source in self.latest and t > self.latest[source]:  # an unknown source cannot hold the log back
-            self.latest[source] = t
-            frontier = min(self.latest.values()) - self.margin_s
-            if frontier > self.frontier:
-                self.frontier = frontier
-        self.release()
+    def tick(self, source: str, t: float, platform: str | None = None) -> None:
+        """``source`` has delivered everything up to ``t`` (of ``platform``; None: of every platform)."""
+        if source in self.watermark.ticks:  # an unknown source cannot hold the log back
+            self._release(self.watermark.observe(source, t, platform))
+
+    def _release(self, moved: list[str | None]) -> None:
+        """Hand over what the lanes that moved now pass (None: the floor, the time of a platform
+        with items waiting here but no events or ticks of its own seen yet)."""
+        for platform in moved:
+            if platform is not None:
+                self._release_one(platform)
+            else:
+                for waiting in [p for p in self.heaps if p not in self.watermark.values]:
+                    self._release_one(waiting)
 
     def release(self, everything: bool = False) -> None:
-        """Hand over what the watermark passed (``everything``: the end of a finite input)."""
-        heap = self.heap
-        while heap and (everything or heap[0][0][0] <= self.frontier):
+        """Hand over what each platform's time passed (``everything``: the end of a finite input)."""
+        for platform in list(self.heaps):
+            self._release_one(platform, everything)
+
+    def _release_one(self, platform: str, everything: bool = False) -> None:
+        heap = self.heaps.get(platform)
+        if not heap:
+            return
+        until = math.inf if everything else min(self.watermark.of(platform), self.held_from - self.margin_s)
+        while heap and heap[0][0][0] <= until:
             _key, _arrival, item = heapq.heappop(heap)
             if item[0] == "event":
                 self.recorder.observe(item[1], item[2])
@@ -207,6 +250,8 @@ class Sequencer:
                 self.recorder.record(alert)
             if self.on_release is not None:
                 self.on_release(item[0], item[1] if item[0] == "alert" else item[2])
+        if not heap:  # platform names are anyone's strings: no empty heap is kept
+            del self.heaps[platform]
         # No eviction by the watermark itself: the recorder's time is the last event handed over,
         # so what it holds depends on the order alone, never on when sources spoke.
 

@@ -52,7 +52,7 @@ from typing import Any
 from events import TOPIC_BY_TYPE, Alert, AnyEvent, Detector, Tick, decode
 from events import keys as ids
 from events.records import Records, parse
-from streams.watermark import Watermark
+from events.watermark import Watermark
 
 StateFactory = Callable[[str], MutableMapping[str, Any]]
 
@@ -409,6 +409,24 @@ class Engine:
         stage spanning platforms, the earliest platform's."""
         wm = self.watermark(partition)
         return wm.least() if lane == "" and stage.spans else wm.of(lane)
+
+    def held_from(self, partition: int = 0) -> float:
+        """The earliest event time a stage spanning platforms still holds on ``partition``
+        (buffered events, timers; ``inf``: none). It waits for the slowest platform, so no
+        platform's alerts for its later events have left yet: the time a stage tells the
+        evidence log it has delivered goes no further (a platform's log must not record its
+        later events before the alert that cites earlier ones)."""
+        front = math.inf
+        if self.spanning:
+            for stage in self.stages:
+                ctx = stage.contexts.get(partition, {}).get("") if stage.spans else None
+                if ctx is not None:
+                    part = ctx.part
+                    if part.pending:
+                        front = min(front, part.pending[0][0])
+                    if part.timers:
+                        front = min(front, part.timers[0][0])
+        return front
 
     def buffered(self, partition: int) -> tuple[int, int]:
         """(events buffered now, of which read back from the state) over the ordered stages of

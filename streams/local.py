@@ -39,6 +39,8 @@ class LocalPipeline:
         self.on_alert = on_alert
         self.on_deadletter = on_deadletter
         self.recorder = recorder
+        # a Sequencer (replay --evidence-dir) also learns what the engine still holds
+        self._hold_back = getattr(recorder, "hold_back", None)
         self.events = 0
         self.deadletters = 0
         self.alerts = 0
@@ -63,10 +65,15 @@ class LocalPipeline:
         letters = detector_failures(self.engine, source)
         # Not a copy the engine dropped: the log keeps the copy that counted (a later one may
         # carry another ts and so come first), as the worker's does; nor a late event.
+        held = self.engine.held_from() if self._hold_back is not None else None
+        if held is not None:
+            self._hold_back(held, release=False)  # the event just taken may be one the engine holds
         if (self.recorder is not None and self.engine.copies == copies
                 and not any(letter.reason == "late" for letter in letters)):
             self.recorder.observe(raw, event)  # before its alerts, which may cite it
         self._emit(alerts, letters)
+        if held is not None:
+            self._hold_back(held)  # what the engine let go: its alerts are in
         self._latency.observe(time.perf_counter() - started)
 
     def _emit(self, alerts: list[Alert], letters: list[DeadLetter]) -> None:
@@ -85,6 +92,8 @@ class LocalPipeline:
         """End of the input: each platform's time is as far as its events got (one source), but
         a stage spanning platforms still holds what only a slower platform kept back."""
         self._emit(self.engine.finish(), detector_failures(self.engine, "end of input"))
+        if self._hold_back is not None:
+            self._hold_back(self.engine.held_from())
 
 
 def detector_failures(engine: Engine, source: str) -> list[DeadLetter]:

@@ -31,7 +31,7 @@ from streams.engine import Engine
 from streams.local import detector_failures
 from streams.registry import build_detectors, partition_of, placements, refuser, routes, stage_sources, stages
 from streams.settings import Settings
-from streams.watermark import moved_times, touched
+from events.watermark import moved_times, touched
 
 
 class _Collector:

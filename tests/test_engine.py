@@ -14,7 +14,7 @@ from detectors.orders import ledger_detectors
 from events import decode
 from events.records import record_key
 from streams.engine import Engine
-from streams.watermark import Watermark
+from events.watermark import Watermark
 from tests.support.events import action, feed, order, post, tick
 
 

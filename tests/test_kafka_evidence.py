@@ -107,6 +107,49 @@ def test_the_workers_evidence_log_equals_replays(kafka_broker, stormwatch_bin: s
         worker.stop()
 
 
+def test_a_platform_lagging_hours_changes_nothing_in_anothers_evidence_log_on_kafka(
+        kafka_broker, stormwatch_bin: str, tmp_path: Path) -> None:
+    """Weibo's stream, and Douyin's copy of it stamped three hours behind (its attacks naming other
+    persons), arriving together at a worker with the evidence stage on. The targets stage goes by
+    the earliest platform, so Douyin holds Weibo's ``violence_surge`` back until the file's last
+    tick: each platform's log still takes its entries in its own order, each stage telling the
+    evidence stage each platform's time, none past what it still holds. Weibo's log from the
+    worker equals replay's, which equals Weibo's alone (tests/test_evidence.py)."""
+    from evidence.log import PlatformLogs
+    from tests.test_platform_time import as_platform, interleaved
+
+    def others(event: dict) -> dict:
+        if not event.get("targets"):
+            return event
+        return {**event, "targets": [{**target, "id": f"d-{target['id']}"} for target in event["targets"]]}
+
+    weibo = as_platform("weibo", 0)
+    douyin = [others(event) for event in as_platform("douyin", -3 * 3600)]
+    last = max(datetime.fromisoformat(event["ts"].replace("Z", "+00:00")) for event in weibo)
+    end = {"type": "tick", "ts": format_ts((last + timedelta(seconds=1800)).timestamp())}
+    src = tmp_path / "two-clocks.jsonl"
+    src.write_bytes(b"".join(orjson.dumps(event) + b"\n" for event in interleaved(weibo, douyin) + [end]))
+    alerts, _by_kind = _replay(stormwatch_bin, src, tmp_path)
+    alone_dir = tmp_path / "alone"
+    alone_dir.mkdir()
+    (alone_dir / "weibo.jsonl").write_bytes(b"".join(orjson.dumps(event) + b"\n" for event in weibo + [end]))
+    _replay(stormwatch_bin, alone_dir / "weibo.jsonl", alone_dir)
+    assert PlatformLogs.open(tmp_path / "log").logs["weibo"].leaves == \
+        PlatformLogs.open(alone_dir / "log").logs["weibo"].leaves
+    wanted = sorted({a["alert_id"] for a in alerts if a["platform"] == "weibo"
+                     and a["kind"] in ("violence_surge", "legal_threshold", "order_overdue", "water_army_campaign")})
+    assert any(a.startswith("violence_surge-") for a in wanted)
+
+    worker = Worker(kafka_broker, stormwatch_bin, tmp_path, extra_env=ON).start()
+    try:
+        worker.produce(src)
+        assert len(worker.read("alerts", until=len(alerts), timeout=240, settle=1)) >= len(alerts)
+        mismatched = _same_bundles(worker, stormwatch_bin, tmp_path, wanted)
+        assert not mismatched, f"bundles differ from replay's: {mismatched}"
+    finally:
+        worker.stop()
+
+
 def test_a_restarted_worker_appends_where_it_stopped(kafka_broker, stormwatch_bin: str, tmp_path: Path) -> None:
     """The first worker logs part of the stream and stops; the second, on another disk (state from
     the changelogged tables alone), logs the rest: together the very log replay writes.

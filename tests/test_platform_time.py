@@ -16,7 +16,7 @@ import pytest
 
 from commands.simulator import SimConfig, simulate
 from events import format_ts
-from streams.watermark import Watermark
+from events.watermark import Watermark
 from streams.local import LocalPipeline
 from streams.partitioned import PartitionedPipeline
 from streams.settings import Settings
@@ -197,3 +197,34 @@ def test_a_seen_record_from_before_lanes_keeps_every_platforms_copies_out() -> N
     restarted.process(decode(orjson.dumps(order("oA2", 120, 600, platform="weibo")), "t"))  # weibo two hours on
     restarted.process(decode(orjson.dumps({**douyin, "ts": at(1)}), "t"))  # douyin's order again, in its window
     assert restarted.copies == 1 and not restarted.drain_failures()
+
+
+def test_what_the_targets_stage_holds_for_a_lagging_platform_holds_the_time_sent_to_the_evidence_log() -> None:
+    """The targets stage goes by the earliest platform: weibo's post about X waits while douyin
+    lags, and so do the times a stage tells the evidence stage (each platform's log would
+    otherwise record weibo's later events before the alert that cites this one)."""
+    from events import decode
+    from streams.engine import Engine
+    from streams.kafka.batches import Outbox
+    from streams.kafka.evidence import EvidenceStage
+    from streams.kafka.stage import tick_json
+    from streams.registry import build_detectors
+
+    targets = [d for d in build_detectors(Settings()) if d.name == "targets"]
+    engine = Engine(targets, lateness=30)
+    assert engine.held_from() == math.inf
+    for n, minute, author, target, platform in ((0, 0, "b", "Y", "douyin"), (1, 1, "b", "Y", "douyin"),
+                                                (2, 60, "a", "X", "weibo"), (3, 90, "a", "X", "weibo")):
+        engine.process(decode(orjson.dumps(_targeted(n, minute, author, target, platform)), "t"))
+    # douyin's time (its post at minute 1, less the lateness) holds everything after minute 1 back,
+    # weibo's post at minute 60 too, though weibo's own time is past it
+    assert engine.held_from() == T0 + 60 and engine.watermark().of("weibo") == T0 + 90 * 60 - 30
+
+    outbox = Outbox()
+    stage = type("Stage", (), {"settings": Settings(partitions=2), "forwarded": {}, "tick_json": staticmethod(tick_json)})
+    EvidenceStage.stage_output(stage, outbox, "targets", 0, [], engine.watermark(), ["weibo"], False, engine.held_from())
+    sent = [orjson.loads(value) for entries in outbox.entries.values() for _key, value in entries]
+    assert len(sent) == 2 and {(t["ts"], t["platform"]) for t in sent} == {(format_ts(T0 + 60), "weibo")}
+
+    engine.process(decode(orjson.dumps(_targeted(4, 120, "b", "Y", "douyin")), "t"))  # douyin catches up
+    assert engine.held_from() == T0 + 90 * 60  # weibo's second post waits for weibo's own time only

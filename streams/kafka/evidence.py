@@ -3,8 +3,9 @@ by platform, the single writer of each platform's tree.
 
 * ``ingest`` sends every valid event's bytes as received to the stage (key: its platform), and
   every input tick to all of its partitions; each stage sends its alert versions (key: the
-  alert's platform) and its own time (a tick, at most once per second of event time) after
-  each message. A :class:`evidence.stream.Sequencer` per partition waits for all those sources
+  alert's platform) and, after each message, the times of the platforms it touched there (a
+  tick naming the platform: each platform's log goes by its own time, as its alerts do; at
+  most once per ``TICK_EVERY_S`` of event time unless it handled a tick or raised an alert). A :class:`evidence.stream.Sequencer` per partition waits for all those sources
   and hands events and alerts to the recorder in event-time order, as ``replay`` does.
 * Log entries and signed tree heads go to the ``evidence-log`` topic, keyed by platform.
 * State, in changelogged tables written once per batch: ``evidence-held`` (every raw event
@@ -34,6 +35,7 @@ from evidence.bundle import export
 from evidence.log import EvidenceLog, PlatformLogs, signing_key
 from evidence.recorder import EvidenceRecorder
 from evidence.stream import Sequencer, StreamLog, read_records
+from events.watermark import Watermark, moved_times
 from streams.kafka.batches import Outbox
 from streams.kafka.stage import RAW_BYTES, SOURCE_HEADER, _as_current, _header, finish_batch, record_entries, tick_json
 from streams.kafka.state import TableState, kafka_producer, write_back
@@ -103,18 +105,17 @@ class _Partition:
         """Rebuild from the tables: events already handed over are held again (in order), the
         rest wait in the sequencer with the alerts not logged yet."""
         # Tables written before the key named its partition hold one "watermark" row for all of
-        # them: read it only when this partition has no row of its own.
+        # them: read it only when this partition has no row of its own. A row written before
+        # platforms had their own time (``{source: ts}``) is read as ticks (Watermark.restore).
         legacy = f"watermark\t{self.partition}" not in self.meta
+        watermark = self.sequencer.watermark
         for key, value in self.meta.items():
             if key.startswith("alert\t"):
                 alert_id = key.split("\t", 1)[1]
                 self.sequencer.recorded[alert_id] = value["version"]
                 self.recorder.logged[alert_id] = {(a, b): i for a, b, i in value["logged"]}
             elif key == f"watermark\t{self.partition}" or (key == "watermark" and legacy):
-                self.sequencer.latest.update(value)
-        latest = self.sequencer.latest.values()
-        if latest and min(latest) > -math.inf:
-            self.sequencer.frontier = min(latest) - self.sequencer.margin_s
+                watermark.restore(value)
         events, alerts = [], []
         for key, value in self.held.items():
             if key.startswith("event\t"):
@@ -125,7 +126,7 @@ class _Partition:
             elif key.startswith("alert\t"):
                 alerts.append(Alert.model_validate_json(value))
         for t, _eid, raw, parsed in sorted(events, key=lambda e: e[:2]):
-            if t <= self.sequencer.frontier:
+            if t <= watermark.of(parsed.platform):
                 self.recorder.observe(raw, parsed)
             else:
                 self.sequencer.hold(raw, parsed)
@@ -157,7 +158,7 @@ class EvidenceStage:
         self.sources = ([f"{settings.topic(t)}/{p}" for t in INPUT_TOPICS for p in range(settings.partitions)]
                         + [f"stage:{name}/{p}" for name in stage_names for p in range(settings.partitions)])
         self.parts: dict[int, _Partition] = {}
-        self.forwarded: dict[tuple[str, int], float] = {}  # (stage, partition) -> stage time last sent
+        self.forwarded: dict[tuple, float] = {}  # (stage, partition, platform) -> stage time last sent
         app.on_partitions_revoked.connect(self._revoked)
         app.agent(self.topic, name="stage-evidence")(self._run)
 
@@ -176,22 +177,23 @@ class EvidenceStage:
         for p in range(self.settings.partitions):
             outbox.add(EVIDENCE, p, source, b"tick", raw)
 
-    def stage_output(self, outbox: Outbox, stage: str, partition: int, alerts: list[Alert], stage_time: float,
-                     was_tick: bool) -> None:
-        """After a stage handled an event: its alert versions, then its time."""
+    def stage_output(self, outbox: Outbox, stage: str, partition: int, alerts: list[Alert], watermark: Watermark,
+                     platforms: list[str | None], was_tick: bool, held_from: float = math.inf) -> None:
+        """After a stage handled an event: its alert versions, then the times of ``platforms``
+        (and of the alerts' platforms) there, each platform's its own (Watermark.source_time),
+        none past ``held_from`` (Engine.held_from)."""
         source = f"stage:{stage}/{partition}"
         for alert in alerts:
             if alert.platform != "*" and not getattr(alert, "shadow", False):
                 outbox.add(EVIDENCE, partition_of(alert.platform.encode(), self.settings.partitions), source,
                            b"alert", alert.to_json())
-        last = self.forwarded.get((stage, partition), -math.inf)
-        if stage_time == -math.inf or stage_time <= last or (not was_tick and not alerts
-                                                             and stage_time < last + TICK_EVERY_S):
-            return
-        self.forwarded[(stage, partition)] = stage_time
-        value = self.tick_json(stage_time)
-        for p in range(self.settings.partitions):
-            outbox.add(EVIDENCE, p, source, b"tick", value)
+                platforms = [*platforms, alert.platform]
+        every = 0.0 if alerts else TICK_EVERY_S
+        for platform, now in moved_times(watermark, dict.fromkeys(platforms), was_tick, self.forwarded,
+                                         (stage, partition), every, held_from):
+            value = self.tick_json(now, platform)
+            for p in range(self.settings.partitions):
+                outbox.add(EVIDENCE, p, source, b"tick", value)
 
     # -- the agent -----------------------------------------------------------------------------
 
@@ -262,7 +264,9 @@ class EvidenceStage:
             if part is not None:
                 _as_current(event)
                 self.meta.partition = p
-                self.meta[f"watermark\t{p}"] = {s: t for s, t in part.sequencer.latest.items() if t > -math.inf}
+                stored = part.sequencer.watermark.dump()
+                if stored["ticks"] or stored["platforms"]:
+                    self.meta[f"watermark\t{p}"] = stored
         await write_back((self.held, self.meta), lambda p: _as_current(last[p]), kafka_producer(self.app))
         _as_current(None)
         await self.app.producer.flush()
@@ -279,7 +283,7 @@ class EvidenceStage:
             log.warning("evidence stage: undecodable record from %s: %s", source, parsed.error)
             return
         if kind == "tick" or parsed.type == "tick":
-            seq.tick(source, parsed.epoch)
+            seq.tick(source, parsed.epoch, parsed.platform)
             return
         row = held_event(parsed.platform, parsed.event_id)
         if row not in self.held:  # a redelivery is held once, and moves no time: a copy may carry another ts

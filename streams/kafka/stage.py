@@ -31,7 +31,7 @@ from streams.kafka.state import (TableState, delivered, kafka_producer, redo_cha
 from streams.local import detector_failures
 from streams.registry import partition_of, stage_sources
 from streams.settings import Settings
-from streams.watermark import moved_times, touched
+from events.watermark import moved_times, touched
 
 if TYPE_CHECKING:
     from streams.kafka.evidence import EvidenceStage
@@ -174,7 +174,7 @@ class Decoded:
 
 
 def tick_json(epoch: float, platform: str | None = None) -> bytes:
-    """A tick; naming a platform, it moves that platform's time only (streams.watermark.Watermark)."""
+    """A tick; naming a platform, it moves that platform's time only (events.watermark.Watermark)."""
     if platform is None:
         return orjson.dumps({"type": "tick", "ts": format_ts(epoch)})
     return orjson.dumps({"type": "tick", "ts": format_ts(epoch), "platform": platform})
@@ -231,7 +231,7 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
     def forward_time(partition: int, was_tick: bool) -> None:
         """This partition's source times, as ticks to every partition downstream, after what it
         emitted: a downstream stage never passes a time before this one has. One per platform
-        whose time the batch moved (a platform's time is its own: streams.watermark.Watermark),
+        whose time the batch moved (a platform's time is its own: events.watermark.Watermark),
         and one without a platform when its ticks moved. Once per batch: its records leave
         together at its end, so a downstream stage gets the same events either way, and the
         batch's last time is what lets it release them. For events at most once per second of
@@ -325,8 +325,8 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
                 ticked.add(partition)
             touched_here.setdefault(partition, {}).update(dict.fromkeys(touched(parsed)))
             if evidence is not None:  # alert versions and this partition's time, for the evidence log
-                evidence.stage_output(outbox, stage, partition, alerts, min(engine.watermark(partition).latest.values()),
-                                      isinstance(parsed, Tick))
+                evidence.stage_output(outbox, stage, partition, alerts, engine.watermark(partition), touched(parsed),
+                                      isinstance(parsed, Tick), engine.held_from(partition))
         except Exception as err:
             log.exception("stage %s failed", stage)
             await dead_letter(DeadLetter(f"stage {stage} failed: {err!r}", "detector_error", raw_text(value), source))

@@ -59,7 +59,7 @@ def authenticate(tokens: Mapping[str, Mapping[str, str]], authorization: str | N
 @dataclass
 class Sources:
     """Where the API reads from: the latest alert versions, the ledger state, and event time now
-    (``now(platform)``: each platform's own, see streams.watermark.Watermark). ``versions``:
+    (``now(platform)``: each platform's own, see events.watermark.Watermark). ``versions``:
     earlier versions of each alert, oldest first, where the server keeps them (the demo does;
     the worker's view keeps the latest only)."""
 

@@ -4,7 +4,9 @@ Platforms do not trust each other, so each has its own event time (a *lane*) in 
 partition: a platform stamping its events a day ahead moves only its own deadlines, expiry and
 lateness. :mod:`streams.engine` keeps one watermark per partition and hands each lane's time
 to the detectors; a stage forwards each platform's time downstream as a tick naming it
-(:func:`moved_times`), in ``replay --partitions`` and on Kafka alike.
+(:func:`moved_times`), in ``replay --partitions`` and on Kafka alike. The evidence log's
+sequencer (:mod:`evidence.stream`) orders each platform's entries by the same rule, which is
+why this lives with the contract's events: both ``evidence`` and ``streams`` build on it.
 """
 
 from __future__ import annotations
@@ -125,19 +127,21 @@ class Watermark:
 
 
 def moved_times(wm: Watermark, platforms: Iterable[str | None], was_tick: bool,
-                forwarded: dict, where: tuple) -> list[tuple[str | None, float]]:
+                forwarded: dict, where: tuple, every: float = 1.0,
+                held_from: float = math.inf) -> list[tuple[str | None, float]]:
     """The source times a stage partition sends downstream as ticks, each ``(platform, time)``
     (``None``: the ticks' time, for every platform): those of ``platforms`` that moved since
     last sent (``forwarded``, keyed by ``where`` and the platform); after events, at most once
-    per second of event time. A platform whose time is the ticks' own is not sent: after a
+    per ``every`` seconds of event time; none past ``held_from`` (an event the stage still holds:
+    what it raises for it has not left yet). A platform whose time is the ticks' own is not sent: after a
     wall-clock tick that is nearly every platform, so a tick costs one record per downstream
     partition, not one per platform."""
     out: list[tuple[str | None, float]] = []
-    ticks = wm.source_time(None)
+    ticks = min(wm.source_time(None), held_from)
     for platform in platforms:
-        now = wm.source_time(platform)
+        now = min(wm.source_time(platform), held_from)
         last = forwarded.get((*where, platform), -math.inf)
-        if now == -math.inf or now <= last or (not was_tick and now < last + 1.0):
+        if now == -math.inf or now <= last or (not was_tick and now < last + every):
             continue
         forwarded[(*where, platform)] = now
         if platform is not None and now <= ticks:
