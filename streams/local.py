@@ -32,7 +32,7 @@ class LocalPipeline:
         """``recorder``, when given, keeps the raw events each alert version cites (``evidence/``)."""
         tune_gc(settings.gc_threshold, settings.gc_middle_passes)
         detectors = build_detectors(settings)
-        self.routable = refuser(detectors)
+        self.routable = refuser(detectors, settings.platform_ids())
         self.engine = Engine(detectors, lateness=settings.allowed_lateness_s,
                              dedupe_window=settings.dedupe_window_s)
         self.max_future_s = settings.max_future_s

@@ -60,7 +60,7 @@ class PartitionedPipeline:
         self.settings = settings.model_copy(update={"partitions": partitions})
         self.n = partitions
         detectors = build_detectors(self.settings)
-        self.routable = refuser(detectors)
+        self.routable = refuser(detectors, settings.platform_ids())
         self.groups = stages(detectors)
         self.engines = {name: Engine(members, sources=stage_sources(self.settings, name, self.groups),
                                      lateness=settings.allowed_lateness_s, dedupe_window=settings.dedupe_window_s)

@@ -51,11 +51,18 @@ def build_detectors(settings: Settings) -> list[Detector]:
     return chosen
 
 
-def refuser(detectors: list[Detector]) -> Callable[[AnyEvent | DeadLetter, bytes, str], AnyEvent | DeadLetter]:
-    """What every entry point applies after ``decode``: a valid event a detector cannot route
-    (its ``refuse`` gives the error, naming the field) becomes an ``invalid_field`` dead letter;
+def refuser(detectors: list[Detector], platforms: frozenset[str] = frozenset()
+            ) -> Callable[[AnyEvent | DeadLetter, bytes, str], AnyEvent | DeadLetter]:
+    """What every entry point applies after ``decode``: a valid event naming a platform not in
+    ``platforms`` (when given: ``STORMWATCH_PLATFORMS``), or one a detector cannot route (its
+    ``refuse`` gives the error, naming the field), becomes an ``invalid_field`` dead letter;
     anything else passes unchanged. Built once, with only the detectors that refuse anything."""
     refusing = [d.refuse for d in detectors if hasattr(d, "refuse")]
+    if platforms:
+        known = ", ".join(sorted(platforms))
+        refusing.insert(0, lambda event: None if event.platform is None or event.platform in platforms else (
+            f"{event.type}.platform: {event.platform[:256]!r} is not a platform this deployment takes "
+            f"(STORMWATCH_PLATFORMS: {known[:1024]})"))
 
     def check(event: AnyEvent | DeadLetter, raw: bytes, source: str) -> AnyEvent | DeadLetter:
         if isinstance(event, DeadLetter):

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
 
     detectors: str = Field("", description="Comma-separated detector names to run (orders, water_army, cascades, "
                            "post_targets, targets); empty = all of them.")
+    platforms: str = Field("", description="Comma-separated platform ids this deployment takes events from; an "
+                           "event (or tick) naming another is dead-lettered (invalid_field, platform). Empty = any "
+                           "id: each platform name then costs state in every stage partition it reaches.")
 
     webhook_urls: str = Field("", description="Comma-separated endpoints that receive every alert version.")
     webhook_secret: str | None = Field(None, description="Standard Webhooks secret (whsec_ + base64) for them.")
@@ -94,6 +97,10 @@ class Settings(BaseSettings):
     cascades: CascadeSettings = CascadeSettings()
     targets: TargetSettings = TargetSettings()
     law: LawSettings = LawSettings()
+
+    def platform_ids(self) -> frozenset[str]:
+        """:attr:`platforms` as a set (empty: any platform is taken)."""
+        return frozenset(p.strip() for p in self.platforms.split(",") if p.strip())
 
     def topic(self, name: str) -> str:
         """The Kafka topic of one of the contract's topics (``posts``, ``alerts``, ...)."""

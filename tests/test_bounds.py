@@ -174,3 +174,39 @@ def test_a_target_record_keeps_a_bounded_scene() -> None:
     hashtags = {parts(k)[1]: n for k, n in scene["hashtag"].items()}
     assert len(threads) == 200 and "thread299" in threads and "thread0" not in threads
     assert len(hashtags) == 200 and hashtags["common"] == 300
+
+
+@pytest.mark.parametrize("partitions", [None, 4])
+def test_a_platform_the_deployment_does_not_take_is_dead_lettered_naming_the_field(partitions: int | None) -> None:
+    """``STORMWATCH_PLATFORMS`` bounds the platform names (each costs state in every stage
+    partition it reaches): kuaishou's copy of the stream, and a tick naming it, are dead letters
+    naming ``platform``; weibo's alerts are those it gets alone; a tick with no platform passes."""
+    from streams.partitioned import PartitionedPipeline
+
+    weibo = [orjson.dumps(e) for e in simulate(SimConfig(minutes=10, organic_per_s=2))]
+    others = [orjson.dumps({**orjson.loads(line), "platform": "kuaishou"}) for line in weibo
+              if orjson.loads(line)["type"] != "tick"]
+    mixed = [line for pair in zip(weibo, others) for line in pair] + weibo[len(others):] + others[len(weibo):]
+    mixed.append(orjson.dumps({**tick(5), "platform": "kuaishou"}))
+
+    def run(lines: list[bytes], settings: Settings) -> tuple[list[str], list[DeadLetter]]:
+        alerts, letters = [], []
+        pipeline = (LocalPipeline(settings, lambda a: alerts.append(a.to_json()), letters.append) if partitions is None
+                    else PartitionedPipeline(settings, partitions, lambda a: alerts.append(a.to_json()), letters.append))
+        for n, line in enumerate(lines, 1):
+            pipeline.feed(line, f"t:{n}")
+        pipeline.finish()
+        return sorted(alerts), letters
+
+    taking = Settings(platforms="weibo, douyin")
+    alone, letters = run(weibo, taking)
+    assert alone and letters == []
+    got, letters = run(mixed, taking)
+    assert got == alone
+    assert len(letters) == len(others) + 1 and {d.reason for d in letters} == {"invalid_field"}
+    assert all(d.error.startswith(("post.platform: 'kuaishou' is not a platform this deployment takes",
+                                   "engagement.platform:", "report.platform:", "order.platform:",
+                                   "platform_action.platform:", "case.platform:", "tick.platform:")) for d in letters)
+    assert any(d.error.startswith("tick.platform:") for d in letters)
+    assert "douyin, weibo" in letters[0].error
+    assert len(run(mixed, Settings())[1]) == 0  # unset: any platform is taken

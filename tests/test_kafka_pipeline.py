@@ -82,9 +82,11 @@ def test_a_platform_stamping_a_day_ahead_changes_no_other_platforms_alert_on_kaf
 
 def test_malformed_messages_never_stop_the_worker(kafka_broker, stormwatch_bin: str, tmp_path: Path) -> None:
     """Also a valid post its platform may not send: weibo promises every root_id (cascades keyed
-    by root), so a repost without one is a dead letter naming the field, as in replay."""
+    by root), so a repost without one is a dead letter naming the field, as in replay; and a
+    post of a platform the deployment does not take (STORMWATCH_PLATFORMS)."""
     worker = Worker(kafka_broker, stormwatch_bin, tmp_path,
-                    extra_env={"STORMWATCH_CASCADES__ROOT_IDS_GIVEN": '["weibo"]'}).start()
+                    extra_env={"STORMWATCH_CASCADES__ROOT_IDS_GIVEN": '["weibo"]',
+                               "STORMWATCH_PLATFORMS": "weibo,douyin"}).start()
     try:
         producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap)
         garbage = [b"\xff\xfe", b"[]", b"{}", b'{"type":"order"}', lines([{**order("o1", 0, 10), "deadline": None}])]
@@ -94,6 +96,8 @@ def test_malformed_messages_never_stop_the_worker(kafka_broker, stormwatch_bin: 
         rootless = {"type": "post", "event_id": "p-no-root", "platform": "weibo", "ts": tick(1)["ts"], "post_id": "x",
                     "account_id": "u", "kind": "repost", "parent_id": "y"}
         producer.send(f"{worker.app_id}.posts", orjson.dumps(rootless), partition=0)
+        stranger = {**rootless, "event_id": "p-stranger", "platform": "kuaishou", "kind": "original", "parent_id": None}
+        producer.send(f"{worker.app_id}.posts", orjson.dumps(stranger), partition=0)
         producer.flush()
         src = tmp_path / "good.jsonl"
         src.write_bytes(lines([order("o2", 0, 10), action("a1", "o2", 1, "refused"), tick(20)]))
@@ -101,10 +105,12 @@ def test_malformed_messages_never_stop_the_worker(kafka_broker, stormwatch_bin: 
         alerts = worker.read("alerts", until=2, settle=2)
         assert sorted(a["kind"] for a in alerts) == ["order_overdue", "order_refused"]
         assert {a["subject"]["id"] for a in alerts} == {"o2"}
-        dead = worker.read("deadletter", until=7, timeout=30, settle=1)
-        assert len(dead) == 7
+        dead = worker.read("deadletter", until=8, timeout=30, settle=1)
+        assert len(dead) == 8
         assert any("order.deadline" in d["error"] for d in dead)
         assert [d["reason"] for d in dead if d["error"].startswith("post.root_id: required")] == ["invalid_field"]
+        assert [d["reason"] for d in dead if d["error"].startswith("post.platform: 'kuaishou' is not")] == \
+            ["invalid_field"]
         assert {d["source"].split("@")[0] for d in dead} == {
             f"{worker.app_id}.orders/0", f"{worker.app_id}.platform-actions/0", f"{worker.app_id}.posts/0"}
     finally:

@@ -91,7 +91,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
     alerts_topic = app.topic(settings.topic("alerts"), **raw)
     deadletter_topic = app.topic(settings.topic("deadletter"), **raw)
     detectors = build_detectors(settings)
-    routable = refuser(detectors)
+    routable = refuser(detectors, settings.platform_ids())
     groups = stages(detectors)
     stage_topics = {name: app.topic(stage_topic_name(settings, name), partitions=settings.partitions, **raw)
                     for name in groups}
