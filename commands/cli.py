@@ -174,7 +174,7 @@ def _evidence_recorder(settings: Settings, directory: Path):
     if generated:
         click.echo("no STORMWATCH_EVIDENCE_SIGNING_KEY: this evidence log is signed with a new key; "
                    f"public key {recorder.logs.public_key} (also in {directory}/public-key)", err=True)
-    return Sequencer(recorder, ["file"], settings.evidence.order_margin_s)
+    return Sequencer(recorder, ["file"], settings.evidence.order_margin_s, settings.evidence.max_held_bytes)
 
 
 def _count_lines(file: Path) -> int:

@@ -88,7 +88,8 @@ class Watermark:
         return []
 
     def _tick(self, source: str, ts: float) -> list[str | None]:
-        if ts <= self.ticks[source]:
+        before = self.ticks[source]
+        if ts <= before:
             return []
         self.ticks[source] = ts
         moved: list[str | None] = []
@@ -96,12 +97,24 @@ class Watermark:
         if floor > self.floor:
             self.floor = floor
             moved.append(None)
+        # Per platform O(1) mostly, not a minimum over every source: a wall-clock tick reaches
+        # every source, and a review measured 1.2 s of CPU per round of them for 1,000 platforms
+        # over 56 sources (the evidence stage's).
+        values, lateness = self.values, self.lateness
         for platform, own in self.own.items():
-            if own.get(source, -math.inf) >= ts:
+            mine = own.get(source, -math.inf)
+            if mine >= ts:
                 continue  # its own events there were later than the tick
-            value = min(max(t, own.get(s, -math.inf)) for s, t in self.ticks.items()) - self.lateness
-            if value > self.values[platform]:
-                self.values[platform] = value
+            if mine > -math.inf:
+                del own[source]  # the tick's time covers it from now on
+            if not own:  # no event of its own ahead of the ticks anywhere: the floor
+                value = floor
+            elif max(before, mine) - lateness > values[platform]:
+                continue  # another source holds this lane back
+            else:
+                value = min(max(t, own.get(s, -math.inf)) for s, t in self.ticks.items()) - lateness
+            if value > values[platform]:
+                values[platform] = value
                 moved.append(platform)
         return moved
 
@@ -121,6 +134,9 @@ class Watermark:
             if source in self.ticks and isinstance(ts, (int, float)):
                 self._tick(source, float(ts))
         for platform, times in stored["platforms"].items():
+            if platform not in self.own:  # a platform whose times the ticks cover: at the floor, still seen
+                self.own[platform] = {}
+                self.values[platform] = self.floor
             for source, ts in times.items():
                 if source in self.ticks and isinstance(ts, (int, float)):
                     self.observe(source, float(ts), platform)

@@ -29,9 +29,10 @@ Everything is in event time: the same stream gives the same entries, in the same
 **On Kafka** (``STORMWATCH_EVIDENCE__WORKER=true``; ``streams/kafka/evidence.py``): (1) ``ingest``
 sends each valid event's bytes as received to an ``evidence`` stage keyed by platform, the log's
 single writer per platform, and every input tick to all its partitions; (2) each stage sends its
-alert versions (re-keyed by the alert's platform) and, after each message, its event time, so
-the stage's :class:`evidence.stream.Sequencer` hands events and alerts to one recorder per
-partition in ``(ts, rank, id)`` order once every source is ``order_margin_s`` past them: a cited
+alert versions (re-keyed by the alert's platform) and, after each message, each platform's event
+time there, so the stage's :class:`evidence.stream.Sequencer` hands events and alerts to one
+recorder per partition in ``(ts, rank, id)`` order once every source is ``order_margin_s`` past
+them in their platform's time: a cited
 event is held before it is cited, whatever the interleaving; ``replay --evidence-dir`` uses the
 same sequencer, so both write the same entries; (3) raw events received wait in the changelogged
 table ``evidence-held`` until this recorder lets them go (``retention_s``, ``max_held_bytes``,
@@ -75,7 +76,8 @@ class EvidenceSettings(BaseModel):
     retention_s: float = Field(86400.0, gt=0, description="Raw events wait this long (event time) to be cited.")
     max_held_bytes: int = Field(128 * 2**20, gt=0, description="At most this many raw bytes wait to be cited "
                                 "(resident memory: about 2-3 times that, with the index); over it, the oldest of "
-                                "the platform holding most goes first.")
+                                "the platform holding most goes first. The same figure bounds the raw bytes "
+                                "waiting for their turn in the log's sequencer (evidence.stream).")
     max_entries_per_version: int = Field(300, ge=10, description="Events logged per alert version, at most.")
     series_cap: int = Field(2000, ge=1, description="Observations kept per post, account, target or order deadline.")
     max_orders: int = Field(10_000, ge=1, description="Orders whose order, actions and late activity are held; "

@@ -141,17 +141,28 @@ class Sequencer:
     do not wait. Also the recorder's adapter for :class:`streams.local.LocalPipeline`
     (``observe`` and ``record``, source "file")."""
 
-    def __init__(self, recorder: EvidenceRecorder, sources: Iterable[str], margin_s: float) -> None:
+    def __init__(self, recorder: EvidenceRecorder, sources: Iterable[str], margin_s: float,
+                 max_bytes: float = math.inf) -> None:
         self.recorder = recorder
         self.watermark = Watermark(sources, margin_s)
         self.margin_s = margin_s
         # platform -> (key, arrival, item): equal keys leave in the order they came
         self.heaps: dict[str, list[tuple]] = {}
+        # Raw bytes waiting, per platform and in all: over ``max_bytes`` the platform waiting
+        # with most hands its earliest over before its turn (``forced``), as the recorder's own
+        # bound lets the oldest of the platform holding most go. A platform lagging behind the
+        # others holds the targets stage, and so every platform's log, back (Engine.held_from):
+        # without a bound its lag would be memory here.
+        self.max_bytes = max_bytes
+        self.waiting_bytes: dict[str, int] = {}
+        self.total_bytes = 0
+        self.forced = 0
         self._arrivals = itertools.count()
         self.recorded: dict[str, int] = {}  # alert id -> the latest version recorded
         self.late = 0
         self.on_release: Callable[[str, Any], None] | None = None  # what was handed over (Kafka: table rows)
         self.held_from = math.inf  # see hold_back
+        self._blocked: set[str] = set()  # platforms whose own time passed their earliest item: held_from holds them
 
     @property
     def logs(self):  # noqa: ANN201 - the recorder's logs (replay: a PlatformLogs)
@@ -182,8 +193,10 @@ class Sequencer:
         if held_from < self.held_from or release:
             raised = held_from > self.held_from
             self.held_from = held_from
-            if raised:
-                self.release()
+            if raised:  # only the platforms it held: a release over every platform's heap was O(platforms)
+                blocked, self._blocked = self._blocked, set()
+                for platform in blocked:
+                    self._release_one(platform)
 
     # -- input -------------------------------------------------------------------------------------
 
@@ -195,7 +208,14 @@ class Sequencer:
 
     def hold(self, raw: bytes, event: AnyEvent) -> None:
         """An event to hand over in its turn, with no news of any source's time (a restart)."""
-        self._push(event.platform, (event.epoch, 0, event.platform, event.event_id), ("event", raw, event))
+        platform = event.platform
+        self._push(platform, (event.epoch, 0, platform, event.event_id), ("event", raw, event))
+        self.waiting_bytes[platform] = self.waiting_bytes.get(platform, 0) + len(raw)
+        self.total_bytes += len(raw)
+        while self.total_bytes > self.max_bytes:
+            most = max(self.waiting_bytes, key=lambda q: (self.waiting_bytes[q], q))
+            self.forced += 1
+            self._hand_over(most, heapq.heappop(self.heaps[most]))
 
     def alert(self, alert: Alert, source: str | None) -> None:
         if (alert.platform == "*" or getattr(alert, "shadow", False)
@@ -239,21 +259,34 @@ class Sequencer:
             return
         until = math.inf if everything else min(self.watermark.of(platform), self.held_from - self.margin_s)
         while heap and heap[0][0][0] <= until:
-            _key, _arrival, item = heapq.heappop(heap)
-            if item[0] == "event":
-                self.recorder.observe(item[1], item[2])
-            else:
-                alert = item[1]
-                if alert.version <= self.recorded.get(alert.alert_id, 0):
-                    continue
-                self.recorded[alert.alert_id] = alert.version
-                self.recorder.record(alert)
-            if self.on_release is not None:
-                self.on_release(item[0], item[1] if item[0] == "alert" else item[2])
-        if not heap:  # platform names are anyone's strings: no empty heap is kept
-            del self.heaps[platform]
+            self._hand_over(platform, heapq.heappop(heap))
+        if heap and heap[0][0][0] <= self.watermark.of(platform):
+            self._blocked.add(platform)
         # No eviction by the watermark itself: the recorder's time is the last event handed over,
         # so what it holds depends on the order alone, never on when sources spoke.
+
+    def _hand_over(self, platform: str, entry: tuple) -> None:
+        """One item, taken off ``platform``'s heap, to the recorder."""
+        _key, _arrival, item = entry
+        if item[0] == "event":
+            size = len(item[1])
+            self.total_bytes -= size
+            if self.waiting_bytes[platform] == size:
+                del self.waiting_bytes[platform]
+            else:
+                self.waiting_bytes[platform] -= size
+            self.recorder.observe(item[1], item[2])
+        else:
+            alert = item[1]
+            if alert.version > self.recorded.get(alert.alert_id, 0):
+                self.recorded[alert.alert_id] = alert.version
+                self.recorder.record(alert)
+            else:
+                item = None
+        if item is not None and self.on_release is not None:
+            self.on_release(item[0], item[1] if item[0] == "alert" else item[2])
+        if not self.heaps[platform]:  # platform names are anyone's strings: no empty heap is kept
+            del self.heaps[platform]
 
     def flush(self) -> None:
         """The input ended: hand over everything still waiting."""

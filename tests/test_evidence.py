@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import math
 import zipfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -645,6 +646,41 @@ def test_another_platforms_clock_changes_nothing_in_a_platforms_evidence_log(shi
     for seed in (1, 2):
         sequenced = read_records(_sequenced(_interleaved(both, seed)[0]))
         assert sequenced["weibo"].leaves == alone.leaves, seed
+
+
+def test_what_waits_for_a_lagging_platform_is_bounded() -> None:
+    """Douyin three hours behind holds the targets stage, and so Weibo's log, back: Weibo's items
+    wait in the sequencer. Over ``max_bytes`` of raw events waiting, the platform waiting with
+    most hands its earliest over before its turn: memory stays within the bound whatever the lag,
+    and every alert version is still logged (late, so in another order than alone)."""
+    from evidence.stream import Sequencer
+    from tests.test_platform_time import as_platform, interleaved
+
+    both = [orjson.dumps(event) for event in interleaved(as_platform("weibo", 0), as_platform("douyin", -3 * 3600))]
+
+    def replayed(max_bytes: float) -> tuple[Sequencer, list, int]:
+        recorder, _ = new_recorder(None, KEY)
+        sequencer = Sequencer(recorder, ["file"], 300.0, max_bytes)
+        alerts: list = []
+        pipeline = LocalPipeline(Settings(), alerts.append, lambda _l: None, sequencer)
+        most = 0
+        for n, line in enumerate(both):
+            pipeline.feed(line, f"t:{n}")
+            most = max(most, sequencer.total_bytes)
+        pipeline.finish()
+        sequencer.flush()
+        assert sequencer.total_bytes == 0 and sequencer.heaps == {} and sequencer.waiting_bytes == {}
+        return sequencer, alerts, most
+
+    unbounded, alerts, most = replayed(math.inf)
+    assert unbounded.forced == 0 and most > 400_000  # Weibo's stream after its first post about a target
+    bounded, again, most = replayed(200_000)
+    assert bounded.forced > 0 and most <= 200_000
+    assert [a.to_json() for a in again] == [a.to_json() for a in alerts]  # alerts never depend on the log
+    for platform in ("weibo", "douyin"):
+        logged = set(bounded.logs.logs[platform].by_alert)
+        assert logged == set(unbounded.logs.logs[platform].by_alert) == {
+            a.alert_id for a in alerts if a.platform == platform}
 
 
 def test_the_writers_compact_tree_has_the_rfc_root_at_every_size() -> None:

@@ -228,3 +228,38 @@ def test_what_the_targets_stage_holds_for_a_lagging_platform_holds_the_time_sent
 
     engine.process(decode(orjson.dumps(_targeted(4, 120, "b", "Y", "douyin")), "t"))  # douyin catches up
     assert engine.held_from() == T0 + 90 * 60  # weibo's second post waits for weibo's own time only
+
+
+def test_a_watermarks_lanes_equal_the_minimum_over_its_sources_whatever_the_order() -> None:
+    """The lanes a Watermark keeps incrementally (it skips sources that do not hold a lane back
+    and forgets a platform's times the ticks cover: a review measured 1.2 s of CPU per round of
+    wall-clock ticks for 1,000 platforms over 56 sources) equal the definition, taken afresh
+    after every step of random streams: per platform, the minimum over sources of the later of
+    the source's last tick and the platform's latest event there, less the lateness; and so do
+    the lanes that moved, and a restored copy."""
+    import random
+
+    for seed in range(30):
+        rng = random.Random(seed)
+        sources = [f"s{k}" for k in range(rng.randint(1, 5))]
+        platforms = [f"p{k}" for k in range(rng.randint(1, 4))]
+        wm = Watermark(sources, lateness=7)
+        ticks = {s: -math.inf for s in sources}
+        own: dict = {}
+        for _step in range(200):
+            source, ts = rng.choice(sources), float(rng.randint(0, 400))
+            platform = rng.choice(platforms + [None])
+            before = {p: wm.of(p) for p in platforms}
+            moved = wm.observe(source, ts, platform)
+            if platform is None:
+                ticks[source] = max(ticks[source], ts)
+            else:
+                own.setdefault(platform, {})[source] = max(own.get(platform, {}).get(source, -math.inf), ts)
+            floor = min(ticks.values()) - 7
+            expected = {p: min(max(t, own[p].get(s, -math.inf)) for s, t in ticks.items()) - 7 for p in own}
+            assert wm.floor == floor and wm.values == expected, (seed, _step)
+            assert {p for p in moved if p is not None} == {p for p in expected if expected[p] > before[p]}
+            assert wm.least() == min(expected.values(), default=floor)
+        restored = Watermark(sources, lateness=7)
+        restored.restore(orjson.loads(orjson.dumps(wm.dump())))
+        assert restored.values == wm.values and restored.floor == wm.floor, seed

@@ -75,7 +75,8 @@ class _Partition:
         self.key, self.meta, self.held, self.out = key, meta, held, out
         self.recorder = EvidenceRecorder(self, settings.evidence)
         self.recorder.on_evict = self.evicted
-        self.sequencer = Sequencer(self.recorder, sources, settings.evidence.order_margin_s)
+        self.sequencer = Sequencer(self.recorder, sources, settings.evidence.order_margin_s,
+                                   settings.evidence.max_held_bytes)
         self.sequencer.on_release = self.released
         self.restore()
 
