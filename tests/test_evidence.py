@@ -616,7 +616,7 @@ def test_another_platforms_clock_changes_nothing_in_a_platforms_evidence_log(shi
     the earliest platform), so Weibo's ``violence_surge`` comes late: its log waits for it
     rather than record later events first (Engine.held_from)."""
     from evidence.stream import Sequencer, read_records
-    from tests.test_platform_time import as_platform, interleaved
+    from tests.test_platform_time import as_platform, interleaved, naming_others
 
     def lines_of(events: list[dict]) -> list[bytes]:
         return [orjson.dumps(event) for event in events]
@@ -631,13 +631,9 @@ def test_another_platforms_clock_changes_nothing_in_a_platforms_evidence_log(shi
         sequencer.flush()
         return recorder.logs.logs
 
-    def others(event: dict) -> dict:  # Douyin's attacks name other persons: no cross_platform in Weibo's alerts
-        if not event.get("targets"):
-            return event
-        return {**event, "targets": [{**target, "id": f"d-{target['id']}"} for target in event["targets"]]}
-
     weibo = lines_of(as_platform("weibo", 0))
-    both = lines_of(interleaved(as_platform("weibo", 0), [others(e) for e in as_platform("douyin", shift_s)]))
+    # Douyin's attacks name other persons: no cross_platform in Weibo's alerts
+    both = lines_of(interleaved(as_platform("weibo", 0), [naming_others(e) for e in as_platform("douyin", shift_s)]))
     alone = replayed(weibo)["weibo"]
     assert len(alone.by_alert) >= 5
     beside = replayed(both)

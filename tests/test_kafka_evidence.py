@@ -116,15 +116,10 @@ def test_a_platform_lagging_hours_changes_nothing_in_anothers_evidence_log_on_ka
     evidence stage each platform's time, none past what it still holds. Weibo's log from the
     worker equals replay's, which equals Weibo's alone (tests/test_evidence.py)."""
     from evidence.log import PlatformLogs
-    from tests.test_platform_time import as_platform, interleaved
-
-    def others(event: dict) -> dict:
-        if not event.get("targets"):
-            return event
-        return {**event, "targets": [{**target, "id": f"d-{target['id']}"} for target in event["targets"]]}
+    from tests.test_platform_time import as_platform, interleaved, naming_others
 
     weibo = as_platform("weibo", 0)
-    douyin = [others(event) for event in as_platform("douyin", -3 * 3600)]
+    douyin = [naming_others(event) for event in as_platform("douyin", -3 * 3600)]
     last = max(datetime.fromisoformat(event["ts"].replace("Z", "+00:00")) for event in weibo)
     end = {"type": "tick", "ts": format_ts((last + timedelta(seconds=1800)).timestamp())}
     src = tmp_path / "two-clocks.jsonl"

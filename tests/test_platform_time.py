@@ -51,6 +51,14 @@ def own(alerts: list[dict], platform: str) -> list[bytes]:
                                option=orjson.OPT_SORT_KEYS) for a in alerts if a["platform"] == platform)
 
 
+def naming_others(event: dict) -> dict:
+    """The event with its targets renamed (``d-`` before each id): another platform's copy of an
+    attack that names other persons, so no alert of one platform carries ``cross_platform``."""
+    if not event.get("targets"):
+        return event
+    return {**event, "targets": [{**target, "id": f"d-{target['id']}"} for target in event["targets"]]}
+
+
 def interleaved(*streams: list[dict]) -> list[dict]:
     """The streams as they would arrive together: one event of each in turn, whatever its ts."""
     out = []
