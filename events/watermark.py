@@ -31,7 +31,6 @@ class Watermark:
 
     def __init__(self, sources: Iterable[str], lateness: float = 0.0) -> None:
         self.ticks: dict[str, float] = {s: -math.inf for s in sources}
-        self.latest = dict(self.ticks)  # per source, the latest ts of anything from it (the evidence log's time)
         self.own: dict[str, dict[str, float]] = {}  # platform -> source -> its latest ts there
         self.values: dict[str, float] = {}  # platform -> its lane's time
         self.floor = -math.inf
@@ -59,13 +58,8 @@ class Watermark:
     def observe(self, source: str, ts: float, platform: str | None = None) -> list[str | None]:
         """Record ``ts`` from ``source`` (an event or tick of ``platform``, or a tick of all);
         return the lanes that moved forward (``None`` standing for the floor)."""
-        latest = self.latest
-        last = latest.get(source)
-        if last is None:
+        if source not in self.ticks:
             self.ticks[source] = -math.inf
-            latest[source] = ts
-        elif ts > last:
-            latest[source] = ts
         if platform is None:
             return self._tick(source, ts)
         own = self.own.get(platform)

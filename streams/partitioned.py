@@ -27,11 +27,11 @@ from datetime import datetime, timezone
 
 from events import TOPIC_BY_TYPE, Alert, AnyEvent, DeadLetter, Tick, decode
 from events.decode import route
+from events.watermark import moved_times, touched
 from streams.engine import Engine
 from streams.local import detector_failures
 from streams.registry import build_detectors, partition_of, placements, refuser, routes, stage_sources, stages
 from streams.settings import Settings
-from events.watermark import moved_times, touched
 
 
 class _Collector:

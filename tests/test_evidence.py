@@ -466,6 +466,24 @@ def test_a_repeat_refusal_duty_refusal_cites_every_refused_order() -> None:
 
 # -- the worker's order: a sequencer, one tree per platform, records read back -------------------
 
+def _replayed_in_order(lines: list[bytes], max_bytes: float = math.inf, each=None):  # noqa: ANN001, ANN202
+    """``replay --evidence-dir``: the lines through a sequencer (one source, the file) to the end
+    of the input; ``each(sequencer)`` after every line. The sequencer and the alerts."""
+    from evidence.stream import Sequencer
+
+    recorder, _ = new_recorder(None, KEY)
+    sequencer = Sequencer(recorder, ["file"], 300.0, max_bytes)
+    alerts: list = []
+    pipeline = LocalPipeline(Settings(), alerts.append, lambda _l: None, sequencer)
+    for n, line in enumerate(lines):
+        pipeline.feed(line, f"t:{n}")
+        if each is not None:
+            each(sequencer)
+    pipeline.finish()
+    sequencer.flush()
+    return sequencer, alerts
+
+
 def _interleaved(lines: list[bytes], seed: int) -> tuple[list[tuple], list]:
     """The simulator's stream as the worker's evidence stage may receive it: events spread over
     three input partitions and a stage's alert versions, interleaved at random (each source in
@@ -615,21 +633,14 @@ def test_another_platforms_clock_changes_nothing_in_a_platforms_evidence_log(shi
     before the events they cite. Douyin hours behind holds the targets stage back (it goes by
     the earliest platform), so Weibo's ``violence_surge`` comes late: its log waits for it
     rather than record later events first (Engine.held_from)."""
-    from evidence.stream import Sequencer, read_records
+    from evidence.stream import read_records
     from tests.test_platform_time import as_platform, interleaved, naming_others
 
     def lines_of(events: list[dict]) -> list[bytes]:
         return [orjson.dumps(event) for event in events]
 
     def replayed(lines: list[bytes]) -> dict:
-        recorder, _ = new_recorder(None, KEY)
-        sequencer = Sequencer(recorder, ["file"], 300.0)
-        pipeline = LocalPipeline(Settings(), lambda a: None, lambda _l: None, sequencer)
-        for n, line in enumerate(lines):
-            pipeline.feed(line, f"t:{n}")
-        pipeline.finish()
-        sequencer.flush()
-        return recorder.logs.logs
+        return _replayed_in_order(lines)[0].logs.logs
 
     weibo = lines_of(as_platform("weibo", 0))
     # Douyin's attacks name other persons: no cross_platform in Weibo's alerts
@@ -649,24 +660,15 @@ def test_what_waits_for_a_lagging_platform_is_bounded() -> None:
     wait in the sequencer. Over ``max_bytes`` of raw events waiting, the platform waiting with
     most hands its earliest over before its turn: memory stays within the bound whatever the lag,
     and every alert version is still logged (late, so in another order than alone)."""
-    from evidence.stream import Sequencer
     from tests.test_platform_time import as_platform, interleaved
 
     both = [orjson.dumps(event) for event in interleaved(as_platform("weibo", 0), as_platform("douyin", -3 * 3600))]
 
-    def replayed(max_bytes: float) -> tuple[Sequencer, list, int]:
-        recorder, _ = new_recorder(None, KEY)
-        sequencer = Sequencer(recorder, ["file"], 300.0, max_bytes)
-        alerts: list = []
-        pipeline = LocalPipeline(Settings(), alerts.append, lambda _l: None, sequencer)
-        most = 0
-        for n, line in enumerate(both):
-            pipeline.feed(line, f"t:{n}")
-            most = max(most, sequencer.total_bytes)
-        pipeline.finish()
-        sequencer.flush()
+    def replayed(max_bytes: float):  # noqa: ANN202
+        waiting: list[int] = []  # raw bytes waiting after each line
+        sequencer, alerts = _replayed_in_order(both, max_bytes, lambda seq: waiting.append(seq.total_bytes))
         assert sequencer.total_bytes == 0 and sequencer.heaps == {} and sequencer.waiting_bytes == {}
-        return sequencer, alerts, most
+        return sequencer, alerts, max(waiting)
 
     unbounded, alerts, most = replayed(math.inf)
     assert unbounded.forced == 0 and most > 400_000  # Weibo's stream after its first post about a target
@@ -754,7 +756,8 @@ def test_the_worker_holds_two_platforms_events_apart_whatever_their_ids_hold() -
     copy = orjson.loads(post("a", "b\tc"))
     EvidenceStage._handle(stage, part, "event", "src", orjson.dumps({**copy, "ts": "2026-12-30T00:00:00Z"}))
     assert len(held) == 2 and part.sequencer.waiting() == 2  # a copy: not held again
-    assert part.sequencer.watermark.latest["src"] == datetime(2026, 11, 30, tzinfo=timezone.utc).timestamp()  # not the copy's
+    # not the copy's time: the original's, less the margin
+    assert part.sequencer.watermark.of("a") == datetime(2026, 11, 30, tzinfo=timezone.utc).timestamp() - 300
     assert sorted((key[2], key[3]) for heap in part.sequencer.heaps.values() for key, *_ in heap) == \
         [("a", "b\tc"), ("a\tb", "c")]
     part.evicted(("a", "b\tc"))

@@ -23,6 +23,7 @@ import orjson
 from faust.streams import _current_event
 
 from events import DeadLetter, Detector, Tick, decode, format_ts, raw_text
+from events.watermark import moved_times, touched
 from streams import metrics
 from streams.engine import Engine
 from streams.kafka.batches import BATCH_HEADER, Outbox, unpack
@@ -31,7 +32,6 @@ from streams.kafka.state import (TableState, delivered, kafka_producer, redo_cha
 from streams.local import detector_failures
 from streams.registry import partition_of, stage_sources
 from streams.settings import Settings
-from events.watermark import moved_times, touched
 
 if TYPE_CHECKING:
     from streams.kafka.evidence import EvidenceStage
@@ -323,9 +323,10 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
                 await dead_letter(letter)
             if isinstance(parsed, Tick):
                 ticked.add(partition)
-            touched_here.setdefault(partition, {}).update(dict.fromkeys(touched(parsed)))
+            moved = touched(parsed)
+            touched_here.setdefault(partition, {}).update(dict.fromkeys(moved))
             if evidence is not None:  # alert versions and this partition's time, for the evidence log
-                evidence.stage_output(outbox, stage, partition, alerts, engine.watermark(partition), touched(parsed),
+                evidence.stage_output(outbox, stage, partition, alerts, engine.watermark(partition), moved,
                                       isinstance(parsed, Tick), engine.held_from(partition))
         except Exception as err:
             log.exception("stage %s failed", stage)
