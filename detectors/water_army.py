@@ -25,9 +25,10 @@ Each step is a detector keyed its own way, so one busy platform spreads over par
 (issue 15) and only rare events meet on one: ``ArmyAccounts`` (platform + account: the
 author's post count and profile, the text's signature, computed once) hands each post's act
 to ``ArmyObjects`` (platform + object), which hands each co-action to ``ArmyPairs`` (platform
-+ account pair), which hands a pair that has just become strong to ``WaterArmy`` (platform:
-campaigns). Every stage is ordered, so each sees its events in ``(ts, event_id)`` order
-whatever the partition count.
++ account pair), which hands the pairs that have just become strong to ``WaterArmy``
+(platform: campaigns), a batch per partition and ``assemble_every_s`` of event time. Every
+stage is ordered, so each sees its events in ``(ts, event_id)`` order whatever the partition
+count, and the campaigns join each interval's pairs in that order.
 
 Account signals (young accounts, few followers, shared device or IP prefix) are evidence and
 raise the score; they never make a campaign on their own. The Opinions' aggravation
@@ -42,19 +43,25 @@ import functools
 import hashlib
 import math
 from collections import Counter
+from datetime import datetime, timezone
 from typing import ClassVar
 
 import numpy as np
+import orjson
 from pydantic import BaseModel, Field
 
 from detectors import roles
 from detectors.text import MIN_CHARS, PERMUTATIONS, bands, exact_key, minhash, normalise
-from events import Alert, AnyEvent, ArmyAct, CoAction, Context, Post, StrongPair, keys as ids, raise_alert
+from events import Alert, AnyEvent, ArmyAct, CoAction, Context, Post, StrongPair, StrongPairs, keys as ids, raise_alert
 from events.models import HARMFUL_LABELS
 
 LEGAL_REFS = ["Opinions on Punishing Online Violence (法发〔2023〕14号): organised water army (组织水军)",
               "Criminal Law Art. 246"]
 TEXT = "text:"  # objects named by an LSH band of a text: ``text:<band>:<its hex>``
+# A batch of strong pairs leaves once it holds this many bytes of them (or ``pairs_per_batch``):
+# it is one stage record entry and one state record, and Kafka's messages stop at about 1 MB
+# (a pair with its objects' names at their longest is about 16 kB).
+BATCH_BYTES = 128_000
 
 
 class WaterArmySettings(BaseModel):
@@ -87,6 +94,14 @@ class WaterArmySettings(BaseModel):
     low_followers: int = Field(20, description="Accounts with fewer followers count as low-follower (evidence).")
     critical_members: int = Field(50, description="A campaign this large is critical even with no aggravating "
                                   "circumstance: a coordinated crowd that size is a mass attack in itself.")
+    assemble_every_s: float = Field(60, ge=0, le=3600, description="Strong pairs reach the campaigns in batches: "
+                                    "one per partition of the pair stage and this many seconds of event time, so the "
+                                    "one stage partition a platform's campaigns need takes a batch, not an event per "
+                                    "pair. The alerts are those of 0 (each pair handed on at once), raised up to this "
+                                    "much event time later.")
+    pairs_per_batch: int = Field(64, ge=1, le=1000, description="Strong pairs in one batch at most (a fuller interval "
+                                 "sends several; so do 128 kB of pairs): a batch is one stage record entry and one "
+                                 "state record.")
     objects_per_pair: int = Field(32, description="Distinct objects a pair remembers (the newest), to count only new "
                                   "ones: bounds a pair's record whatever its history.")
     posts_kept: int = Field(20, description="Sample posts a campaign alert names (the newest).")
@@ -120,6 +135,16 @@ def _name(kind: str, value: str) -> str:
     if len(name) <= MAX_NAME:
         return name
     return kind + "~" + hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def interval_end(t: float, every: float) -> float:
+    """The end of the interval of ``every`` seconds of event time that ``t`` falls in (``t``
+    itself for 0): the time a batch of strong pairs leaves the pair stage."""
+    return math.ceil(t / every) * every if every > 0 else t
+
+
+def _stamp(end: float) -> str:
+    return f"{end:.3f}"
 
 
 def _decay(value: float, since: float, now: float, half_life: float) -> float:
@@ -302,8 +327,10 @@ class ArmyObjects:
 
 
 class ArmyPairs:
-    """Repetition: a pair's decaying weight over distinct objects. Hands a pair that has just
-    become strong to the campaigns."""
+    """Repetition: a pair's decaying weight over distinct objects. Hands the pairs that have
+    just become strong to the campaigns, a batch per partition and ``assemble_every_s``: the
+    campaigns are one stage partition per platform, and a dense campaign makes a strong pair of
+    most of its members' pairs (12% of coord_synth's input events, issue 15)."""
 
     name: ClassVar[str] = "army_pairs"
     raises: ClassVar[tuple[str, ...]] = ()
@@ -321,7 +348,39 @@ class ArmyPairs:
         return [ids.key(event.platform, *sorted((me, p[0]))) for p in event.partners]
 
     def on_timer(self, key: str, ctx: Context) -> list[Alert]:
+        """An interval ended on this partition: its batch of strong pairs (what is left of it) leaves."""
+        platform, here, stamp = ids.parts(key)
+        batch = ctx.records.get("batch", platform, here, stamp)
+        if batch is not None:
+            self._send(platform, here, stamp, batch, ctx)
+            ctx.records.delete("batch", platform, here, stamp)
         return []
+
+    def _hold(self, pair: StrongPair, ctx: Context) -> None:
+        """Into this partition's batch for the interval the pair falls in. Partition-local (its
+        key names ``ctx.partition``): which pairs share a batch depends on the partition count,
+        and the campaigns take each interval's batches together, so nothing else does."""
+        s, platform, here = self.s, pair.platform, str(ctx.partition)
+        end = interval_end(pair.epoch, s.assemble_every_s)
+        stamp = _stamp(end)
+        batch = ctx.records.get("batch", platform, here, stamp) or {"pairs": [], "sent": 0, "bytes": 0}
+        held = pair.model_dump(mode="json")
+        batch["pairs"].append(held)
+        batch["bytes"] += len(orjson.dumps(held))
+        if len(batch["pairs"]) >= s.pairs_per_batch or batch["bytes"] >= BATCH_BYTES:
+            self._send(platform, here, stamp, batch, ctx)
+        ctx.records.save("batch", platform, here, stamp, record=batch, until=end + self.keep_s)
+        ctx.set_timer(ids.key(platform, here, stamp), end)
+
+    @staticmethod
+    def _send(platform: str, here: str, stamp: str, batch: dict, ctx: Context) -> None:
+        if not batch["pairs"]:
+            return
+        ctx.emit("water_army", StrongPairs(
+            type="strong_pairs", event_id=f"strong-pairs/{stamp}/{here}/{batch['sent']}", platform=platform,
+            ts=datetime.fromtimestamp(float(stamp), timezone.utc),
+            pairs=[StrongPair.model_validate(pair, strict=False) for pair in batch["pairs"]]))  # JSON in the state
+        batch["pairs"], batch["sent"], batch["bytes"] = [], batch["sent"] + 1, 0
 
     def on_event(self, event: AnyEvent, key: str, ctx: Context) -> list[Alert]:
         """Add one co-action to the pair. The objects of one occasion (this post) count once,
@@ -355,20 +414,27 @@ class ArmyPairs:
                     rec["strong"] = became = True
         ctx.records.save("pair", platform, a, b, record=rec, until=t + self.keep_s)
         if became:
-            ctx.emit("water_army", StrongPair(
+            self._hold(StrongPair(
                 type="strong_pair", event_id=part_id(event.event_id, other), platform=platform, ts=event.ts,
                 accounts=[me, other], objects=occ["objs"], posts=occ["posts"] + [event.post_id],
-                flags=event.flags, aims=occ["aims"], cards={me: event.card, other: partner[4]}))
+                flags=event.flags, aims=occ["aims"], cards={me: event.card, other: partner[4]}), ctx)
         return []
 
 
 class WaterArmy:
-    """Campaigns from strong pairs; raises ``water_army_campaign`` (see the module docstring)."""
+    """Campaigns from strong pairs; raises ``water_army_campaign`` (see the module docstring).
+
+    The pairs come in batches (``ArmyPairs``). The batches of one interval are taken together
+    when event time reaches its end, and their pairs joined one by one in ``(ts, event_id)``
+    order, each growth report falling between them at its own time, as a timer would: so the
+    alerts are exactly those of taking each pair as it came, whatever the partition count
+    (only a record reaching its expiry within the interval is gone at the pair's turn)."""
 
     name: ClassVar[str] = "water_army"
     raises: ClassVar[tuple[str, ...]] = ("water_army_campaign",)
     event_types: ClassVar[frozenset[str]] = frozenset()
-    receives: ClassVar[frozenset[str]] = frozenset({"strong_pair"})  # from ArmyPairs only
+    # from ArmyPairs only; ``strong_pair``: one pair, as stage topics carried them before batches
+    receives: ClassVar[frozenset[str]] = frozenset({"strong_pairs", "strong_pair"})
     ordered: ClassVar[bool] = True
 
     def __init__(self, settings: WaterArmySettings | None = None) -> None:
@@ -378,26 +444,81 @@ class WaterArmy:
     def keys(self, event: AnyEvent) -> list[str]:
         return [event.platform]
 
+    def on_event(self, event: AnyEvent, key: str, ctx: Context) -> list[Alert]:
+        """Keep a batch until its interval's end (``ts``), when every partition's batch of it is in."""
+        if isinstance(event, StrongPairs):
+            pairs = event.pairs
+        elif isinstance(event, StrongPair):
+            pairs = [event]
+        else:
+            raise TypeError(f"campaigns take strong pairs, got {type(event).__name__}")
+        platform, end = event.platform, event.epoch
+        stamp = _stamp(end)
+        held = [[p.epoch, p.event_id, p.accounts, p.objects, p.posts, p.flags, p.aims, p.cards] for p in pairs]
+        ctx.records.save("batch", platform, stamp, event.event_id, record={"pairs": held}, until=end + self.keep_s)
+        index = ctx.records.get("batches", platform, stamp) or {"ids": []}
+        index["ids"].append(event.event_id)
+        ctx.records.save("batches", platform, stamp, record=index, until=end + self.keep_s)
+        ctx.set_timer(ids.key(platform, "batch", stamp), end)
+        return []
+
     def on_timer(self, key: str, ctx: Context) -> list[Alert]:
-        platform, cid = ids.parts(key)
+        parts = ids.parts(key)
+        if len(parts) == 2:  # a campaign's growth report, set before batches (a state from then)
+            return self._due_report(*parts, ctx)
+        platform, _batch, stamp = parts
+        index = ctx.records.get("batches", platform, stamp)
+        pairs: list[list] = []
+        for batch_id in index["ids"] if index else ():
+            batch = ctx.records.get("batch", platform, stamp, batch_id)
+            if batch is not None:
+                pairs += batch["pairs"]
+                ctx.records.delete("batch", platform, stamp, batch_id)
+        if index is not None:
+            ctx.records.delete("batches", platform, stamp)
+        pairs.sort(key=lambda p: (p[0], p[1]))  # the order the engine hands single pairs over in
+        return self._assemble(platform, float(stamp), pairs, ctx)
+
+    def _assemble(self, platform: str, end: float, pairs: list[list], ctx: Context) -> list[Alert]:
+        """Join the interval's pairs in order; a growth report due before a pair goes first (a pair
+        at a report's very time goes before it, as an event at a timer's time does)."""
+        agenda = ctx.records.get("agenda", platform) or {"due": {}}
+        due: dict[str, float] = agenda["due"]  # campaign -> when its growth is reported
+        alerts: list[Alert] = []
+        i = 0
+        while True:
+            upcoming = pairs[i][0] if i < len(pairs) else math.inf
+            if due:
+                at, cid = min((at, ids.key(platform, cid), cid) for cid, at in due.items())[::2]
+                if at <= end and at < upcoming:
+                    del due[cid]
+                    alerts += self._due_report(platform, cid, ctx)
+                    continue
+            if i == len(pairs):
+                break
+            t, _id, (me, other), objs, posts, flags, aims, cards = pairs[i]
+            i += 1
+            for account, card in sorted(cards.items()):  # the members' latest figures, for the report
+                known = ctx.records.get("account", platform, account)
+                if known is None or known["t"] <= card["t"]:
+                    ctx.records.save("account", platform, account, record=dict(card), until=t + self.keep_s)
+            alerts += self._join(platform, me, other, t, objs, posts, flags, ctx, aims, due, end)
+        if due:
+            ctx.records.save("agenda", platform, record=agenda, until=max(due.values()) + self.keep_s)
+        elif "until" in agenda:
+            ctx.records.delete("agenda", platform)
+        return alerts
+
+    def _due_report(self, platform: str, cid: str, ctx: Context) -> list[Alert]:
         camp = ctx.records.get("campaign", platform, cid)
         if camp is None or camp.get("into") or len(camp["members"]) == camp["reported"]:
             return []
         return [self._report(platform, cid, camp, camp["t"], ctx)]
 
-    def on_event(self, event: AnyEvent, key: str, ctx: Context) -> list[Alert]:
-        if not isinstance(event, StrongPair):
-            raise TypeError(f"campaigns take strong pairs, got {type(event).__name__}")
-        platform, t = event.platform, event.epoch
-        for account, card in sorted(event.cards.items()):  # the members' latest figures, for the report
-            known = ctx.records.get("account", platform, account)
-            if known is None or known["t"] <= card["t"]:
-                ctx.records.save("account", platform, account, record=dict(card), until=t + self.keep_s)
-        me, other = event.accounts
-        return self._join(platform, me, other, t, event.objects, event.posts, event.flags, ctx, event.aims)
-
     def _join(self, platform: str, me: str, other: str, t: float, objs: list[str], posts: list[str],
-              flags: list[str], ctx: Context, aims: list[str] = ()) -> list[Alert]:
+              flags: list[str], ctx: Context, aims: list[str], due: dict[str, float], end: float) -> list[Alert]:
+        """One strong pair into the campaigns; a grown campaign's report goes into ``due`` (an
+        interval after ``end``, the one being assembled, is asked to come back for it)."""
         closed: list[Alert] = []
         mine, theirs = ctx.records.get("member", platform, me), ctx.records.get("member", platform, other)
         if mine is None and theirs is None:
@@ -434,7 +555,10 @@ class WaterArmy:
             return closed
         if camp["reported"] == 0:
             return closed + [self._report(platform, cid, camp, t, ctx)]
-        ctx.set_timer(ids.key(platform, cid), camp.get("next", t))
+        at = due[cid] = camp.get("next", t)
+        later = interval_end(at, self.s.assemble_every_s)
+        if later > end:
+            ctx.set_timer(ids.key(platform, "batch", _stamp(later)), later)
         return closed
 
     def _merge(self, platform: str, c1: str, c2: str, t: float, ctx: Context) -> tuple[str, dict, list[Alert]]:

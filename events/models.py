@@ -319,7 +319,7 @@ class StrongPair(Event):
 
     type: Literal["strong_pair"]
     event_id: LongId
-    accounts: list[Id]
+    accounts: list[Id] = Field(min_length=2, max_length=2)
     objects: list[str]
     posts: list[str]
     flags: list[str] = Field(default_factory=list)
@@ -327,12 +327,24 @@ class StrongPair(Event):
     cards: dict[str, dict[str, Any]]
 
 
+class StrongPairs(Event):
+    """The strong pairs one partition of the pair stage found in one interval of event time
+    (``detectors.water_army``: ``assemble_every_s``), handed to the campaigns as one event, so
+    the one stage per platform takes a batch per partition and interval, not an event per pair.
+    ``ts``: the interval's end; ``pairs``: in the order found, at most its ``pairs_per_batch``
+    (a bound here too: a batch is one stage entry and one state record)."""
+
+    type: Literal["strong_pairs"]
+    event_id: LongId
+    pairs: list[StrongPair] = Field(max_length=1000)
+
+
 InputEvent = Annotated[Union[Post, Engagement, Report, Order, PlatformAction, Case, Tick], Field(discriminator="type")]
 # What a stage topic carries: the inputs and the events one stage hands to another.
 StageEvent = Annotated[Union[Post, Engagement, Report, Order, PlatformAction, Case, Tick, CascadeFinding, ArmyAct,
-                             CoAction, StrongPair], Field(discriminator="type")]
+                             CoAction, StrongPair, StrongPairs], Field(discriminator="type")]
 AnyEvent = (Post | Engagement | Report | Order | PlatformAction | Case | Tick | CascadeFinding | ArmyAct | CoAction
-            | StrongPair)
+            | StrongPair | StrongPairs)
 
 # The contract's input topics, by event type. Ticks may arrive on any topic.
 TOPIC_BY_TYPE: dict[str, str] = {

@@ -7,7 +7,7 @@ import random
 import orjson
 import pytest
 
-from detectors.water_army import WaterArmySettings, water_army_detectors
+from detectors.water_army import WaterArmy, WaterArmySettings, water_army_detectors
 from events import decode, format_ts
 from events.records import Records
 from streams.engine import Engine
@@ -324,8 +324,8 @@ def test_hostile_ids_and_any_partition_count_give_the_same_campaigns() -> None:
 
 
 def test_the_stages_hand_on_events_no_input_can_carry() -> None:
-    """``army_act``, ``co_action`` and ``strong_pair`` are read from stage topics only: on an
-    input topic they are dead letters, so no platform can forge a strong pair."""
+    """``army_act``, ``co_action``, ``strong_pair`` and ``strong_pairs`` are read from stage
+    topics only: on an input topic they are dead letters, so no platform can forge a strong pair."""
     from events import DeadLetter
 
     forged = {"type": "strong_pair", "event_id": "x", "platform": "weibo", "ts": format_ts(T0),
@@ -333,6 +333,76 @@ def test_the_stages_hand_on_events_no_input_can_carry() -> None:
               "cards": {"a": {"n": 1, "t": T0}, "b": {"n": 1, "t": T0}}}
     assert isinstance(decode(orjson.dumps(forged), "input"), DeadLetter)
     assert decode(orjson.dumps(forged), "stage", stage=True).type == "strong_pair"
+    batch = {"type": "strong_pairs", "event_id": "y", "platform": "weibo", "ts": format_ts(T0), "pairs": [forged]}
+    assert isinstance(decode(orjson.dumps(batch), "input"), DeadLetter)
+    assert decode(orjson.dumps(batch), "stage", stage=True).pairs[0].accounts == ["a", "b"]
+    too_many = decode(orjson.dumps({**batch, "pairs": [forged] * 1001}), "stage", stage=True)
+    assert isinstance(too_many, DeadLetter) and "pairs" in too_many.error
+
+
+class Counting:
+    """A water-army stage that counts the events it is handed (``seen``) and the strong pairs in them."""
+
+    def __init__(self, detector) -> None:  # noqa: ANN001
+        self.detector, self.seen, self.pairs = detector, 0, 0
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        return getattr(self.detector, name)
+
+    def on_event(self, event, key, ctx):  # noqa: ANN001, ANN201
+        self.seen += 1
+        self.pairs += len(getattr(event, "pairs", [event]))
+        return self.detector.on_event(event, key, ctx)
+
+
+def _growing_campaigns() -> list[dict]:
+    """Two planted campaigns that grow for hours (re-reported as they grow), among organic posts."""
+    s = Stream(seed=21)
+    s.organic(accounts=300, posts=2500, minutes=300)
+    s.campaign(army(40), waves=8, every_min=25, width_min=4, start=10, target=TARGET)
+    s.campaign(army(25, "troll"), waves=6, every_min=35, width_min=2, start=40, target={"id": "victim-2"})
+    return s.sorted_events()
+
+
+@pytest.mark.parametrize("every, per_batch", [(60, 64), (17, 3), (600, 1000)])
+def test_strong_pairs_in_batches_give_the_alerts_of_each_pair_taken_at_once(every: float, per_batch: int) -> None:
+    """Issue 15: the campaigns (one stage partition per platform) take a batch of strong pairs
+    per interval instead of an event per pair; joined in order, with each growth report falling
+    between them at its own time, the alerts (ids, versions, times, members, evidence) are
+    exactly those of taking each pair as it came (``assemble_every_s`` 0), through JSON state."""
+    events = _growing_campaigns()
+
+    def alerts(settings: WaterArmySettings) -> tuple[list[bytes], Counting]:
+        stages = water_army_detectors(settings)
+        stages[-1] = Counting(stages[-1])
+        engine = Engine(stages, state_factory=lambda _name: TableLike())
+        return sorted(orjson.dumps(a) for a in run(events, engine=engine)), stages[-1]
+
+    at_once, single = alerts(WaterArmySettings(assemble_every_s=0))
+    batched, batches = alerts(WaterArmySettings(assemble_every_s=every, pairs_per_batch=per_batch))
+    found = campaigns([orjson.loads(a) for a in at_once])
+    assert len(found) == 2 and max(a["version"] for a in found) > 2  # growth reports are among them
+    assert batched == at_once
+    assert batches.pairs == single.pairs > 50
+    assert batches.seen < single.pairs / 3 if per_batch > 3 else batches.seen >= single.pairs / 3
+
+
+def test_a_growth_report_timer_kept_from_before_batches_still_fires() -> None:
+    """A worker's state from before batches holds campaign timers keyed by platform and
+    campaign: they still report the campaign's growth."""
+    events = lockstep(accounts=8, waves=4)
+    engine = Engine(water_army_detectors(WaterArmySettings(assemble_every_s=0)))
+    before = campaigns(run(events[:-1], engine=engine))
+    camps = {ids[1]: rec for ids, rec in records(engine, "water_army").of_kind("campaign")}
+    [(cid, camp)] = camps.items()
+    camp["members"]["late-joiner"] = camp["t"]  # grown since its last report, as a timer would find it
+    from events import keys
+    from streams.engine import _Context, _Partition
+
+    ctx = _Context(engine.by_name["water_army"].state, {}, _Partition([], {}), 0, lane="weibo")
+    [report] = WaterArmy().on_timer(keys.key("weibo", cid), ctx)
+    assert report.alert_id == before[0]["alert_id"] and report.version == before[0]["version"] + 1
+    assert "late-joiner" in report.evidence["accounts"]
 
 
 def test_part_ids_are_unambiguous_and_sort_with_their_post() -> None:
@@ -371,3 +441,27 @@ def test_a_hostile_post_acts_on_a_bounded_number_of_short_objects() -> None:
     assert max(map(len, objects)) <= MAX_NAME
     pairs = [rec for _ids, rec in records(engine, "army_pairs").of_kind("pair")]
     assert len(pairs) == 1 and len(pairs[0]["o"]) == WaterArmySettings().max_objects
+
+
+def test_a_batch_of_strong_pairs_stays_far_below_a_kafka_message() -> None:
+    """Pairs whose objects have the longest names fill a batch by bytes before its count: each
+    batch is one stage record entry, and Kafka refuses messages over about 1 MB."""
+    from datetime import datetime, timezone
+
+    from detectors.water_army import BATCH_BYTES, ArmyPairs
+    from events import StrongPair
+    from streams.engine import _Context, _Partition
+
+    ctx = _Context({}, {}, _Partition([], {}), 3, lane="weibo")
+    stage = ArmyPairs(WaterArmySettings(pairs_per_batch=1000))
+    card = {"n": 1.0, "t": T0, "sig": [True, True, "d" * 256, "i" * 256], "flags": ["minor_target"]}
+    for i in range(300):
+        stage._hold(StrongPair(type="strong_pair", event_id=f"e{i}", platform="weibo",
+                               ts=datetime.fromtimestamp(T0 + i / 10, timezone.utc),
+                               accounts=[f"a{i}", f"b{i}"], objects=[f"url:{j}" + "x" * 295 for j in range(32)],
+                               posts=[f"p{j}" * 50 for j in range(21)], cards={f"a{i}": card, f"b{i}": card}), ctx)
+    sent = [event for name, event in ctx.outbox if name == "water_army"]
+    assert len(sent) > 1 and sum(len(batch.pairs) for batch in sent) < 300  # the rest waits for the minute's end
+    assert all(len(batch.model_dump_json()) < BATCH_BYTES + 20_000 for batch in sent)
+    assert len({batch.event_id for batch in sent}) == len(sent)  # one seen-set entry each
+    assert {batch.event_id.split("/")[2] for batch in sent} == {"3"}  # the partition's own
