@@ -94,7 +94,7 @@ class WaterArmySettings(BaseModel):
     low_followers: int = Field(20, description="Accounts with fewer followers count as low-follower (evidence).")
     critical_members: int = Field(50, description="A campaign this large is critical even with no aggravating "
                                   "circumstance: a coordinated crowd that size is a mass attack in itself.")
-    assemble_every_s: float = Field(60, ge=0, le=3600, description="Strong pairs reach the campaigns in batches: "
+    assemble_every_s: float = Field(60.0, ge=0, le=3600, description="Strong pairs reach the campaigns in batches: "
                                     "one per partition of the pair stage and this many seconds of event time, so the "
                                     "one stage partition a platform's campaigns need takes a batch, not an event per "
                                     "pair. The alerts are those of 0 (each pair handed on at once), raised up to this "
@@ -139,12 +139,14 @@ def _name(kind: str, value: str) -> str:
 
 def interval_end(t: float, every: float) -> float:
     """The end of the interval of ``every`` seconds of event time that ``t`` falls in (``t``
-    itself for 0): the time a batch of strong pairs leaves the pair stage."""
-    return math.ceil(t / every) * every if every > 0 else t
+    itself for 0): the time a batch of strong pairs leaves the pair stage. Never before ``t``,
+    whatever the floats round to."""
+    return float(max(math.ceil(t / every) * every, t)) if every > 0 else float(t)  # a float: one stamp per end
 
 
 def _stamp(end: float) -> str:
-    return f"{end:.3f}"
+    """An interval's end in a record key: ``repr`` gives back the very float (``float(stamp)``)."""
+    return repr(end)
 
 
 def _decay(value: float, since: float, now: float, half_life: float) -> float:
@@ -363,7 +365,7 @@ class ArmyPairs:
         s, platform, here = self.s, pair.platform, str(ctx.partition)
         end = interval_end(pair.epoch, s.assemble_every_s)
         stamp = _stamp(end)
-        batch = ctx.records.get("batch", platform, here, stamp) or {"pairs": [], "sent": 0, "bytes": 0}
+        batch = ctx.records.get("batch", platform, here, stamp) or {"pairs": [], "bytes": 0}
         held = pair.model_dump(mode="json")
         batch["pairs"].append(held)
         batch["bytes"] += len(orjson.dumps(held))
@@ -374,13 +376,16 @@ class ArmyPairs:
 
     @staticmethod
     def _send(platform: str, here: str, stamp: str, batch: dict, ctx: Context) -> None:
+        """One batch out. Its id is its first pair's (each pair is in one batch only), so a pair
+        that comes after its interval's batch left (input later than the lateness) makes a batch
+        of another id, and the same pairs read again after a restart make the same one."""
         if not batch["pairs"]:
             return
         ctx.emit("water_army", StrongPairs(
-            type="strong_pairs", event_id=f"strong-pairs/{stamp}/{here}/{batch['sent']}", platform=platform,
+            type="strong_pairs", event_id=f"strong-pairs/{stamp}/{batch['pairs'][0]['event_id']}", platform=platform,
             ts=datetime.fromtimestamp(float(stamp), timezone.utc),
             pairs=[StrongPair.model_validate(pair, strict=False) for pair in batch["pairs"]]))  # JSON in the state
-        batch["pairs"], batch["sent"], batch["bytes"] = [], batch["sent"] + 1, 0
+        batch["pairs"], batch["bytes"] = [], 0
 
     def on_event(self, event: AnyEvent, key: str, ctx: Context) -> list[Alert]:
         """Add one co-action to the pair. The objects of one occasion (this post) count once,
@@ -447,12 +452,12 @@ class WaterArmy:
     def on_event(self, event: AnyEvent, key: str, ctx: Context) -> list[Alert]:
         """Keep a batch until its interval's end (``ts``), when every partition's batch of it is in."""
         if isinstance(event, StrongPairs):
-            pairs = event.pairs
-        elif isinstance(event, StrongPair):
-            pairs = [event]
+            pairs, end = event.pairs, event.epoch
+        elif isinstance(event, StrongPair):  # joins its interval's batches
+            pairs, end = [event], interval_end(event.epoch, self.s.assemble_every_s)
         else:
             raise TypeError(f"campaigns take strong pairs, got {type(event).__name__}")
-        platform, end = event.platform, event.epoch
+        platform = event.platform
         stamp = _stamp(end)
         held = [[p.epoch, p.event_id, p.accounts, p.objects, p.posts, p.flags, p.aims, p.cards] for p in pairs]
         ctx.records.save("batch", platform, stamp, event.event_id, record={"pairs": held}, until=end + self.keep_s)
@@ -465,7 +470,7 @@ class WaterArmy:
     def on_timer(self, key: str, ctx: Context) -> list[Alert]:
         parts = ids.parts(key)
         if len(parts) == 2:  # a campaign's growth report, set before batches (a state from then)
-            return self._due_report(*parts, ctx)
+            return self._legacy_report(*parts, ctx)
         platform, _batch, stamp = parts
         index = ctx.records.get("batches", platform, stamp)
         pairs: list[list] = []
@@ -508,6 +513,23 @@ class WaterArmy:
         elif "until" in agenda:
             ctx.records.delete("agenda", platform)
         return alerts
+
+    def _legacy_report(self, platform: str, cid: str, ctx: Context) -> list[Alert]:
+        """A growth report's timer from before batches, due now: pairs earlier than it in its
+        interval are still to be joined, so it joins that interval's agenda instead. At the
+        interval's very end the interval was assembled already (its timer's key sorts first)."""
+        camp = ctx.records.get("campaign", platform, cid)
+        if camp is None:
+            return []
+        at = camp.get("next", camp["t"])
+        end = interval_end(at, self.s.assemble_every_s)
+        if end <= at:
+            return self._due_report(platform, cid, ctx)
+        agenda = ctx.records.get("agenda", platform) or {"due": {}}
+        agenda["due"][cid] = min(at, agenda["due"].get(cid, at))
+        ctx.records.save("agenda", platform, record=agenda, until=max(agenda["due"].values()) + self.keep_s)
+        ctx.set_timer(ids.key(platform, "batch", _stamp(end)), end)
+        return []
 
     def _due_report(self, platform: str, cid: str, ctx: Context) -> list[Alert]:
         camp = ctx.records.get("campaign", platform, cid)

@@ -546,7 +546,11 @@ def test_the_sequenced_log_is_the_same_whatever_the_interleaving(sim_lines, sim_
     replayed.flush()
     expected = recorder.logs.logs["weibo"]
     assert len(expected.leaves) > 500 and len(expected.by_alert) >= 10
-    assert expected.leaves == sim_log[1].logs["weibo"].leaves  # the simulator raises alerts in event-time order: demo's log too
+    # demo's log (no sequencer) holds the same entries, in the order they were raised: a campaign's
+    # alert versions come up to a minute after later events (its strong pairs travel in batches)
+    demo = sim_log[1].logs["weibo"]
+    assert demo.leaves != expected.leaves and len(demo.leaves) == len(expected.leaves)
+    assert {a: len(e) for a, e in demo.by_alert.items()} == {a: len(e) for a, e in expected.by_alert.items()}
 
     for seed in (1, 2):
         records = _sequenced(_interleaved(sim_lines, seed)[0])

@@ -387,62 +387,6 @@ def test_strong_pairs_in_batches_give_the_alerts_of_each_pair_taken_at_once(ever
     assert batches.seen < single.pairs / 3 if per_batch > 3 else batches.seen >= single.pairs / 3
 
 
-def test_a_growth_report_timer_kept_from_before_batches_still_fires() -> None:
-    """A worker's state from before batches holds campaign timers keyed by platform and
-    campaign: they still report the campaign's growth."""
-    events = lockstep(accounts=8, waves=4)
-    engine = Engine(water_army_detectors(WaterArmySettings(assemble_every_s=0)))
-    before = campaigns(run(events[:-1], engine=engine))
-    camps = {ids[1]: rec for ids, rec in records(engine, "water_army").of_kind("campaign")}
-    [(cid, camp)] = camps.items()
-    camp["members"]["late-joiner"] = camp["t"]  # grown since its last report, as a timer would find it
-    from events import keys
-    from streams.engine import _Context, _Partition
-
-    ctx = _Context(engine.by_name["water_army"].state, {}, _Partition([], {}), 0, lane="weibo")
-    [report] = WaterArmy().on_timer(keys.key("weibo", cid), ctx)
-    assert report.alert_id == before[0]["alert_id"] and report.version == before[0]["version"] + 1
-    assert "late-joiner" in report.evidence["accounts"]
-
-
-def test_part_ids_are_unambiguous_and_sort_with_their_post() -> None:
-    """What a stage makes of one post's object or co-actor is named by the post's id (its NULs
-    escaped), two NULs and the part: no two (id, part) give one name, whatever NULs they hold,
-    and one post's parts sort together, in the order of the posts' ids (``e`` and ``e\x00s``
-    at the same time: found by the session-14 review to interleave)."""
-    from detectors.water_army import part_id
-
-    pairs = [("e", "1\x00x"), ("e\x001", "x"), ("e\x00", "\x00"), ("e", "\x00\x00"), ("e1", "x"), ("e\x00\x00", "")]
-    assert len({part_id(e, p) for e, p in pairs}) == len(pairs)
-    posts = sorted(["e", "e\x00s", "e\x00", "e\x01", "f", "e\x00\x00"])
-    parts = ["rp:x", "tag:\x00", "url:z\x00\x00", "\x00"]
-    named = sorted((part_id(e, p), e) for e in posts for p in parts)
-    assert [e for _name, e in named] == [e for e in posts for _p in parts]
-    assert part_id(part_id("e\x00", "url:a"), "acct") < part_id(part_id("e\x00", "url:b"), "a")
-
-
-def test_a_hostile_post_acts_on_a_bounded_number_of_short_objects() -> None:
-    """300 URLs, hashtags and targets make ``max_objects`` objects, and a hashtag that grows
-    when lower-cased ("İ" is two characters then) goes by its digest: two accounts posting it
-    co-act instead of failing, and the ids built from it stay within the stage's bound."""
-    from detectors.water_army import MAX_NAME
-
-    s = Stream(seed=8)
-    huge = "İ" * 2047
-    many = {"urls": [f"https://x.example/{i}" for i in range(100)], "hashtags": [huge] + [f"t{i}" for i in range(99)],
-            "targets": [{"id": f"v{i}"} for i in range(100)]}
-    s.post(0, "a" * 256, **many, event_id="e" * 256)
-    s.post(1, "b" * 256, **many)
-    engine = Engine(water_army_detectors())
-    run(s.sorted_events()[:-1] + [{"type": "tick", "ts": format_ts(T0 + 150)}], engine=engine)
-    assert not engine.drain_failures()
-    objects = [ids[1] for ids, _rec in records(engine, "army_objects").of_kind("object")]
-    assert len(objects) == WaterArmySettings().max_objects
-    assert max(map(len, objects)) <= MAX_NAME
-    pairs = [rec for _ids, rec in records(engine, "army_pairs").of_kind("pair")]
-    assert len(pairs) == 1 and len(pairs[0]["o"]) == WaterArmySettings().max_objects
-
-
 def test_a_batch_of_strong_pairs_stays_far_below_a_kafka_message() -> None:
     """Pairs whose objects have the longest names fill a batch by bytes before its count: each
     batch is one stage record entry, and Kafka refuses messages over about 1 MB."""
@@ -464,4 +408,69 @@ def test_a_batch_of_strong_pairs_stays_far_below_a_kafka_message() -> None:
     assert len(sent) > 1 and sum(len(batch.pairs) for batch in sent) < 300  # the rest waits for the minute's end
     assert all(len(batch.model_dump_json()) < BATCH_BYTES + 20_000 for batch in sent)
     assert len({batch.event_id for batch in sent}) == len(sent)  # one seen-set entry each
-    assert {batch.event_id.split("/")[2] for batch in sent} == {"3"}  # the partition's own
+    assert all(batch.event_id.endswith("/" + batch.pairs[0].event_id) for batch in sent)  # named by its first pair
+
+
+@pytest.mark.parametrize("late", [False, True])
+def test_pairs_at_one_time_and_pairs_after_their_interval_left_still_join(late: bool) -> None:
+    """Found by the session-23 review: a batch's id was its interval, partition and a count that
+    restarted once the interval's batch had left, so a later batch of that interval (posts of
+    one second on a second-granularity clock; a post later than the lateness) took the same id
+    and was dropped as a copy: the campaign lost members. Now each batch is named by its first
+    pair, and the alerts are those of single pairs."""
+    events = lockstep(accounts=8, waves=3 if late else 4)
+    for event in events[:-1]:
+        n = int(event["post_id"][1:])
+        if not late:  # every post of a wave at the wave's one second
+            event["ts"] = format_ts(T0 + (n // 8) * 600)
+    if late:  # the last wave's last post (+42 s) comes after a tick 50 s past it, beyond the lateness
+        events.insert(-2, {"type": "tick", "ts": format_ts(T0 + 2 * 600 + 42 + 50)})
+    found = {}
+    for every in (0, 60):
+        engine = Engine(water_army_detectors(WaterArmySettings(assemble_every_s=every)), lateness=30 if late else 0)
+        alerts = run(events, engine=engine)
+        assert engine.drain_failures() == []
+        found[every] = sorted(orjson.dumps(a) for a in alerts)
+        [campaign] = campaigns(alerts)
+        assert len(campaign["evidence"]["accounts"]) == 8
+    assert found[60] == found[0]
+
+
+def test_a_growth_report_kept_from_before_batches_waits_for_its_intervals_pairs() -> None:
+    """A growth report's timer from before batches (keyed by platform and campaign) fires at its
+    time, but its interval's earlier pairs are joined only at the interval's end: so it joins
+    that interval's agenda (found by the session-23 review: it reported the campaign without
+    them, a version too many). At an interval's very end it reports at once."""
+    from detectors.water_army import interval_end
+    from events import keys
+    from streams.engine import _Context, _Partition
+
+    engine = Engine(water_army_detectors(WaterArmySettings(assemble_every_s=0)))
+    [before] = campaigns(run(lockstep(accounts=8, waves=4)[:-1], engine=engine))
+    state = engine.by_name["water_army"].state
+    [(cid, camp)] = {ids[1]: rec for ids, rec in records(engine, "water_army").of_kind("campaign")}.items()
+    camp["members"]["late-joiner"] = camp["t"]
+    for next_at, reported in ((T0 + 1234.5, False), (T0 + 1260.0, True)):
+        camp["next"] = next_at
+        timers: dict = {}
+        ctx = _Context(state, timers, _Partition([], {}), 0, lane="weibo")
+        alerts = WaterArmy().on_timer(keys.key("weibo", cid), ctx)
+        assert bool(alerts) is reported
+        if reported:  # a version more, with the member it found
+            assert alerts[0].alert_id == before["alert_id"] and alerts[0].version == before["version"] + 1
+            assert "late-joiner" in alerts[0].evidence["accounts"]
+        else:
+            end = interval_end(next_at, 60)
+            assert end == T0 + 1260.0 and list(timers.values()) == [[end, 0, "weibo"]]
+            assert Records(state, lambda *_: None).get("agenda", "weibo")["due"] == {cid: next_at}
+
+
+def test_an_intervals_end_is_one_float_whatever_the_setting() -> None:
+    """The interval's end names records and timers: a pair's batch, its receiver and a report due
+    in the interval must all write it alike (an integer 60 once made a second timer key)."""
+    from detectors.water_army import _stamp, interval_end
+
+    for t in (T0 + 0.000001, T0 + 59.999999, T0 + 60, 1.0 / 3):
+        for every in (60, 60.0, 7, 0.1, 0):
+            end = interval_end(t, every)
+            assert isinstance(end, float) and end >= t and float(_stamp(end)) == end
