@@ -493,8 +493,8 @@ class WaterArmy:
         i = 0
         while True:
             upcoming = pairs[i][0] if i < len(pairs) else math.inf
-            if due:
-                at, cid = min((at, ids.key(platform, cid), cid) for cid, at in due.items())[::2]
+            if due:  # the earliest report, ties in the order of the timer keys they once were
+                at, _key, cid = min((at, ids.key(platform, cid), cid) for cid, at in due.items())
                 if at <= end and at < upcoming:
                     del due[cid]
                     alerts += self._due_report(platform, cid, ctx)
