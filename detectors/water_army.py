@@ -508,11 +508,23 @@ class WaterArmy:
                 if known is None or known["t"] <= card["t"]:
                     ctx.records.save("account", platform, account, record=dict(card), until=t + self.keep_s)
             alerts += self._join(platform, me, other, t, objs, posts, flags, ctx, aims, due, end)
-        if due:
-            ctx.records.save("agenda", platform, record=agenda, until=max(due.values()) + self.keep_s)
+        self._save_agenda(platform, agenda, ctx)
+        return alerts
+
+    def _save_agenda(self, platform: str, agenda: dict, ctx: Context) -> None:
+        if agenda["due"]:
+            ctx.records.save("agenda", platform, record=agenda, until=max(agenda["due"].values()) + self.keep_s)
         elif "until" in agenda:
             ctx.records.delete("agenda", platform)
-        return alerts
+
+    def _schedule(self, platform: str, cid: str, at: float, due: dict[str, float], after: float,
+                  ctx: Context) -> None:
+        """A growth report of ``cid`` at ``at`` into ``due``; its interval's end comes back for it
+        when that is after ``after`` (the interval being assembled)."""
+        due[cid] = at
+        end = interval_end(at, self.s.assemble_every_s)
+        if end > after:
+            ctx.set_timer(ids.key(platform, "batch", _stamp(end)), end)
 
     def _legacy_report(self, platform: str, cid: str, ctx: Context) -> list[Alert]:
         """A growth report's timer from before batches, due now: pairs earlier than it in its
@@ -522,13 +534,11 @@ class WaterArmy:
         if camp is None:
             return []
         at = camp.get("next", camp["t"])
-        end = interval_end(at, self.s.assemble_every_s)
-        if end <= at:
+        if interval_end(at, self.s.assemble_every_s) <= at:
             return self._due_report(platform, cid, ctx)
         agenda = ctx.records.get("agenda", platform) or {"due": {}}
-        agenda["due"][cid] = min(at, agenda["due"].get(cid, at))
-        ctx.records.save("agenda", platform, record=agenda, until=max(agenda["due"].values()) + self.keep_s)
-        ctx.set_timer(ids.key(platform, "batch", _stamp(end)), end)
+        self._schedule(platform, cid, min(at, agenda["due"].get(cid, at)), agenda["due"], at, ctx)
+        self._save_agenda(platform, agenda, ctx)
         return []
 
     def _due_report(self, platform: str, cid: str, ctx: Context) -> list[Alert]:
@@ -539,8 +549,8 @@ class WaterArmy:
 
     def _join(self, platform: str, me: str, other: str, t: float, objs: list[str], posts: list[str],
               flags: list[str], ctx: Context, aims: list[str], due: dict[str, float], end: float) -> list[Alert]:
-        """One strong pair into the campaigns; a grown campaign's report goes into ``due`` (an
-        interval after ``end``, the one being assembled, is asked to come back for it)."""
+        """One strong pair into the campaigns; a grown campaign's report goes into ``due``
+        (:meth:`_schedule`; ``end``: the interval being assembled)."""
         closed: list[Alert] = []
         mine, theirs = ctx.records.get("member", platform, me), ctx.records.get("member", platform, other)
         if mine is None and theirs is None:
@@ -577,10 +587,7 @@ class WaterArmy:
             return closed
         if camp["reported"] == 0:
             return closed + [self._report(platform, cid, camp, t, ctx)]
-        at = due[cid] = camp.get("next", t)
-        later = interval_end(at, self.s.assemble_every_s)
-        if later > end:
-            ctx.set_timer(ids.key(platform, "batch", _stamp(later)), later)
+        self._schedule(platform, cid, camp.get("next", t), due, end, ctx)
         return closed
 
     def _merge(self, platform: str, c1: str, c2: str, t: float, ctx: Context) -> tuple[str, dict, list[Alert]]:

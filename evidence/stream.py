@@ -202,9 +202,10 @@ class Sequencer:
 
     def event(self, raw: bytes, event: AnyEvent, source: str) -> None:
         self.hold(raw, event)
-        if source in self.watermark.ticks:  # an unknown source cannot hold the log back
-            self._release(self.watermark.observe(source, event.epoch, event.platform))
-        self._release_one(event.platform)
+        moved = self.watermark.observe(source, event.epoch, event.platform) if source in self.watermark.ticks else []
+        self._release(moved)  # (an unknown source cannot hold the log back)
+        if event.platform not in moved:  # its time did not move: it may be behind it already
+            self._release_one(event.platform)
 
     def hold(self, raw: bytes, event: AnyEvent) -> None:
         """An event to hand over in its turn, with no news of any source's time (a restart)."""
