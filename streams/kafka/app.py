@@ -2,7 +2,8 @@
 
 Two kinds of agent, both boring on purpose:
 
-* ``ingest`` reads the contract's input topics, validates each message (bad ones go to
+* ``ingest`` reads the contract's input topics (with a plain aiokafka consumer of its own, not a
+  Faust agent: :mod:`streams.kafka.ingest`), validates each message (bad ones go to
   ``deadletter``), and forwards each valid event once per key to the topic of every stage that
   takes its type, with the source ``topic/partition`` in a header. Ticks are forwarded to every
   partition of those stage topics. What a batch sends to one stage partition from one source
@@ -12,7 +13,7 @@ Two kinds of agent, both boring on purpose:
   :class:`Engine` over the stage's detectors, with Faust tables (changelogged once per batch, see
   :mod:`streams.kafka.state`) as state; alerts go to ``alerts``.
 
-Every agent asks the watchdog (:mod:`streams.kafka.watchdog`) before handling a message. This
+Every Faust agent asks the watchdog (:mod:`streams.kafka.watchdog`) before handling a message. This
 module is the wiring: the Faust app, its topics, ``ingest``, the outputs and the web routes.
 
 A stage partition's event time is the minimum over its source partitions (see
@@ -40,7 +41,8 @@ from streams.outputs.delivery import make_delivery
 from streams.registry import build_detectors, placements, refuser, routes, stages
 from streams.settings import Settings, bootstrap_servers
 from streams.kafka.batches import Outbox
-from streams.kafka.stage import RAW_BYTES, SOURCE_HEADER, Decoded, persist, stage_agent, tick_json
+from streams.kafka.ingest import Ingest
+from streams.kafka.stage import RAW_BYTES, SOURCE_HEADER, Decoded, stage_agent, tick_json
 from streams.kafka.watchdog import watch
 from streams.kafka.view import ClusterView
 
@@ -87,7 +89,6 @@ def create_app(settings: Settings | None = None) -> faust.App:
     app.web._runner._kwargs.update(server_options(settings.web_timeout_s))
     raw = RAW_BYTES
     input_names = [settings.topic(t) for t in INPUT_TOPICS]
-    inputs = app.topic(*input_names, **raw)
     alerts_topic = app.topic(settings.topic("alerts"), **raw)
     deadletter_topic = app.topic(settings.topic("deadletter"), **raw)
     detectors = build_detectors(settings)
@@ -100,9 +101,9 @@ def create_app(settings: Settings | None = None) -> faust.App:
     consumed: set[str] = set()  # topics whose partitions the watchdog follows; filled below
     admit = watch(app, settings, consumed)
 
-    async def dead_letter(letter: DeadLetter) -> None:
+    async def dead_letter(letter: DeadLetter):  # noqa: ANN202 - Faust's future of the send
         metrics.DEADLETTERS.labels(letter.reason).inc()
-        await deadletter_topic.send(value=orjson.dumps(letter.to_record()))
+        return await deadletter_topic.send(value=orjson.dumps(letter.to_record()))
 
     evidence = EvidenceStage(app, settings, list(groups), admit) if settings.evidence.worker else None
     targets = {**stage_topics, **({EVIDENCE: evidence.topic} if evidence is not None else {})}  # for outboxes
@@ -110,24 +111,10 @@ def create_app(settings: Settings | None = None) -> faust.App:
     counted: dict[str, object] = {}  # input topic -> its events counter (labels() per event cost 1% of a worker)
     decoded = Decoded()  # events this worker validated or made, for its stages (see Decoded)
 
-    @app.agent(inputs, name="ingest")
-    async def ingest(stream: faust.StreamT) -> None:
-        async for batch in stream.take_events(settings.stage_batch, within=settings.stage_batch_wait_s):
-            outbox, sent, handled = Outbox(), [], []
-
-            async def route(message) -> None:  # noqa: ANN001 - a Faust Message or ReadBack
-                await ingest_one(message, outbox)
-
-            try:
-                for event in batch:
-                    await admit.each(event.message, handled, route)
-            finally:  # Faust acks the whole batch even when stopped halfway: what was handled is sent
-                await persist(app, admit, handled, "ingest: a batch's stage records", sent,
-                              lambda: outbox.send(targets, SOURCE_HEADER, sent))
-
-    async def ingest_one(message, outbox: Outbox) -> None:  # noqa: ANN001 - a Faust Message or ReadBack
+    async def ingest_one(message, outbox: Outbox, sent: list) -> None:  # noqa: ANN001 - aiokafka's ConsumerRecord
         """Validate one input message and route it: into ``outbox`` once per stage key, on that
-        key's partition (Kafka's partitioner); a tick to every partition of the stages it feeds."""
+        key's partition (Kafka's partitioner); a tick to every partition of the stages it feeds.
+        A dead letter's send goes to ``sent``: the batch is committed once Kafka has it."""
         source = f"{message.topic}/{message.partition}"
         counter = counted.get(message.topic)
         if counter is None:
@@ -137,7 +124,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
             raw, where = message.value or b"", f"{source}@{message.offset}"
             parsed = routable(decode(raw, where, now=time.time(), max_future_s=settings.max_future_s), raw, where)
             if isinstance(parsed, DeadLetter):
-                await dead_letter(parsed)
+                sent.append(await dead_letter(parsed))
                 return
             if isinstance(parsed, Tick):
                 for name in fed_by.get(message.topic, ()):
@@ -157,8 +144,20 @@ def create_app(settings: Settings | None = None) -> faust.App:
                 evidence.input_event(outbox, parsed, message.value, source)
         except Exception as err:  # a bad message must never stop the agent
             log.exception("ingest failed on %s", source)
-            await dead_letter(DeadLetter(f"ingest failed: {err!r}", "worker_error", raw_text(message.value or b""),
-                                         source))
+            sent.append(await dead_letter(DeadLetter(f"ingest failed: {err!r}", "worker_error",
+                                                     raw_text(message.value or b""), source)))
+
+    ingest = Ingest(settings, input_names, ingest_one,
+                    send=lambda outbox, sent: outbox.send(targets, SOURCE_HEADER, sent),
+                    crash=app.crash)
+
+    @app.task
+    async def read_input() -> None:
+        await ingest.run()
+
+    @app.timer(5.0)
+    async def input_lag() -> None:
+        await ingest.measure_lag()
 
     engines = {name: stage_agent(app, settings, name, groups, targets, alerts_topic, dead_letter, admit, evidence,
                                  decoded) for name in groups}
@@ -214,7 +213,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
                 for p in range(settings.partitions):
                     await app.topic(name, **raw).send(value=value, partition=p)
 
-    consumed |= set(input_names) | {t.get_topic_name() for t in stage_topics.values()}
+    consumed |= {t.get_topic_name() for t in stage_topics.values()}
     if outputs:
         consumed.add(alerts_topic.get_topic_name())
 

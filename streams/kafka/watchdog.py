@@ -305,12 +305,13 @@ class HoleReader:
                 log.debug("hole reader did not stop cleanly", exc_info=True)
 
 
-class _GroupOffsets:
-    """The consumer group's committed offsets, read with kafka-python's admin client."""
+class GroupOffsets:
+    """A consumer group's committed offsets (the worker's own by default), read with
+    kafka-python's admin client."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, group: str | None = None) -> None:
         self.bootstrap = bootstrap_servers(settings.broker)
-        self.group = settings.app_id
+        self.group = group or settings.app_id
         self.admin = None
 
     async def fetch(self) -> dict:
@@ -396,7 +397,7 @@ def watch(app: faust.App, settings: Settings, consumed: set[str]) -> Admit:
     async def close_hole_reader(*_args, **_kwargs) -> None:
         await holes.close()
 
-    group_offsets = _GroupOffsets(settings)
+    group_offsets = GroupOffsets(settings)
     lag_labels: set[tuple[str, str]] = set()  # (topic, partition) the lag gauge reports
 
     @app.timer(5.0)

@@ -1,0 +1,146 @@
+"""The ingest: the contract's input topics, read with a plain aiokafka consumer, each message
+validated and routed to the stages (issue 15).
+
+The ingest holds no state: no table, nothing to restore, no reason to share the stages'
+partition assignment. Read through a Faust agent, each input message cost the worker Faust's
+machinery per message (a queue, an event, a task or two: 67-72 µs per event against about 1 µs
+for aiokafka's ``getmany``, ``benchmarks.faust_floor``, session 19), more than validating it,
+and Faust's consumer can fetch a message and never hand it over (:mod:`streams.kafka.watchdog`).
+So the ingest reads in a consumer group of its own, ``<app_id>-ingest``:
+
+* a batch is ``getmany``'s messages (at most ``stage_batch``); each is validated and routed into
+  one :class:`~streams.kafka.batches.Outbox`, sent as the Faust agent sent it;
+* the batch's offsets are committed once Kafka acknowledged its stage records and dead letters:
+  at least once, and a message read twice (a crash between the two, a rebalance) is dropped by
+  the stages' seen-set, as every re-read always was;
+* a rebalance waits for the batch in hand (:meth:`Ingest.revoked`), so its commit lands before
+  the partitions move;
+* a partition this group never committed starts where the worker's Faust group committed it,
+  where one did (a worker from before this module: :meth:`Ingest.carry_over`), else at the
+  earliest offset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+
+from streams import metrics
+from streams.kafka.batches import Outbox
+from streams.kafka.state import delivered
+from streams.kafka.watchdog import GroupOffsets
+from streams.settings import Settings, bootstrap_servers
+
+log = logging.getLogger("stormwatch.worker")
+
+Route = Callable[[object, Outbox, list], Awaitable[None]]  # (message, outbox, sent futures)
+
+
+class Ingest(ConsumerRebalanceListener):
+    """Reads ``topics`` and hands each message to ``route``; see the module docstring.
+    ``send(outbox, sent)`` sends an outbox's records, their futures into ``sent``; ``crash(err)``
+    stops the worker when a batch could not reach Kafka (it is then read again after the restart)."""
+
+    def __init__(self, settings: Settings, topics: list[str], route: Route,
+                 send: Callable[[Outbox, list], Awaitable[object]],
+                 crash: Callable[[BaseException], Awaitable[None]]) -> None:
+        self.settings, self.topics, self.route, self.send, self.crash = settings, topics, route, send, crash
+        self.group = f"{settings.app_id}-ingest"
+        self.lock = asyncio.Lock()  # held by a batch from its first message to its commit
+        self.consumer: AIOKafkaConsumer | None = None
+        self.lag_labels: set[tuple[str, str]] = set()
+
+    def _consumer(self, **options: object) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(self.settings.broker), group_id=self.group,
+                                client_id=self.group, enable_auto_commit=False, **options)
+
+    async def run(self) -> None:
+        s = self.settings
+        await self.carry_over()
+        consumer = self.consumer = self._consumer(auto_offset_reset="earliest", max_poll_records=s.stage_batch)
+        await consumer.start()
+        try:
+            consumer.subscribe(self.topics, listener=self)
+            wait_ms = max(1, int(s.stage_batch_wait_s * 1000))
+            while True:
+                batch = await consumer.getmany(timeout_ms=wait_ms, max_records=s.stage_batch)
+                if batch:
+                    await self.handle(batch)
+        finally:
+            await consumer.stop()
+
+    async def carry_over(self) -> None:
+        """Commit, for this group, the offsets the worker's Faust group committed on the input
+        partitions this group never committed: a worker from before this module goes on where
+        it stopped instead of reading the input's whole retention again. Done before joining
+        (a seek after the assignment raced aiokafka's own reset to the earliest offset); Kafka
+        takes a commit from outside the group only while it has no member, so the first worker
+        of a new version does it for all."""
+        old = await GroupOffsets(self.settings).fetch()
+        mine = await GroupOffsets(self.settings, self.group).fetch()
+        missing = {TopicPartition(topic, partition): offset for (topic, partition), offset in old.items()
+                   if topic in self.topics and (topic, partition) not in mine}
+        if not missing:
+            return
+        consumer = self._consumer()
+        try:
+            await consumer.start()
+            consumer.assign(list(missing))
+            await consumer.commit(missing)
+            log.info("ingest: %s input partitions start where the worker's Faust group left them", len(missing))
+        except KafkaError as err:  # another worker's ingest is in the group: it carried them over
+            log.warning("ingest: cannot carry the Faust group's offsets over (%r)", err)
+        finally:
+            await consumer.stop()
+
+    async def handle(self, batch: dict) -> None:
+        """Route a batch, send what it routed, wait for Kafka's acknowledgement, commit."""
+        async with self.lock:
+            outbox, sent, ends = Outbox(), [], {}
+            for tp, messages in batch.items():
+                for message in messages:
+                    await self.route(message, outbox, sent)
+                ends[tp] = messages[-1].offset + 1
+            try:
+                await self.send(outbox, sent)
+                await delivered(sent)
+            except BaseException as err:  # nothing committed: the batch is read again after the restart
+                if not isinstance(err, asyncio.CancelledError):
+                    log.error("ingest: a batch's stage records did not reach Kafka (%r): the worker stops", err)
+                    await self.crash(err)
+                raise
+            try:
+                await self.consumer.commit(ends)
+            except (CommitFailedError, IllegalStateError) as err:  # revoked meanwhile: read again, dropped as copies
+                log.warning("ingest: cannot commit %s (%r): its next owner reads it again", ends, err)
+
+    async def on_partitions_revoked(self, revoked: set) -> None:
+        """The batch in hand is committed before its partitions move on."""
+        async with self.lock:
+            pass
+
+    async def on_partitions_assigned(self, assigned: set) -> None:
+        pass
+
+    async def measure_lag(self) -> None:
+        """Messages behind the end of each input partition this worker reads (stormwatch_consumer_lag)."""
+        consumer = self.consumer
+        if consumer is None:
+            return
+        assignment = consumer.assignment()
+        assigned = {(tp.topic, str(tp.partition)) for tp in assignment}
+        for labels in self.lag_labels - assigned:  # revoked: another worker reports it now
+            metrics.CONSUMER_LAG.remove(*labels)
+        self.lag_labels = assigned
+        for tp in assignment:
+            try:
+                position, highwater = await consumer.position(tp), consumer.highwater(tp)
+            except Exception:  # being revoked, or not fetched yet: the next round
+                continue
+            if position is not None and highwater is not None:
+                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(highwater - position, 0))
+

@@ -1,0 +1,151 @@
+"""The worker's ingest on a real broker: it commits a batch only once its records left, a
+partition new to its group starts where the worker's Faust group left it, and two ingests
+sharing the input lose nothing across their rebalance (streams.kafka.ingest)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from streams.kafka.ingest import Ingest
+from streams.settings import Settings
+
+pytestmark = pytest.mark.kafka
+
+
+def _topic_with(bootstrap: str, count: int, partitions: int = 1) -> str:
+    """A fresh topic holding ``count`` messages ``v<i>``, spread over its partitions in turn."""
+    from kafka import KafkaAdminClient, KafkaProducer
+    from kafka.admin import NewTopic
+
+    topic = f"ingest-{uuid.uuid4().hex[:8]}"
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+    admin.close()
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    for i in range(count):
+        producer.send(topic, value=f"v{i}".encode(), partition=i % partitions)
+    producer.flush()
+    producer.close()
+    return topic
+
+
+def _committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        offsets = admin.list_group_offsets(group)[group]
+    finally:
+        admin.close()
+    return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset >= 0}
+
+
+def _commit(bootstrap: str, group: str, topic: str, offset: int) -> None:
+    """Commit ``offset`` of partition 0 for ``group``, as the worker's Faust group once did."""
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    consumer.assign([TopicPartition(topic, 0)])
+    consumer.commit({TopicPartition(topic, 0): OffsetAndMetadata(offset, None, -1)})
+    consumer.close()
+
+
+class _Run:
+    """An :class:`Ingest` over ``topic`` whose route notes each message's value and whose send
+    fails while ``fail`` is set."""
+
+    def __init__(self, bootstrap: str, app_id: str, topic: str, fail: bool = False, delay: float = 0.0) -> None:
+        self.routed: list[bytes] = []
+        self.delay = delay
+        self.sent_batches = 0
+        self.crashed: list[BaseException] = []
+        self.fail = fail
+        settings = Settings(broker=f"kafka://{bootstrap}", app_id=app_id, stage_batch=7)
+        self.ingest = Ingest(settings, [topic], self.route, self.send, self.crash)
+
+    async def route(self, message, outbox, sent) -> None:  # noqa: ANN001
+        self.routed.append(message.value)
+        if self.delay:
+            await asyncio.sleep(self.delay)
+
+    async def send(self, outbox, sent) -> None:  # noqa: ANN001
+        if self.fail:
+            raise ConnectionError("the broker refused the stage records")
+        self.sent_batches += 1
+
+    async def crash(self, err: BaseException) -> None:
+        self.crashed.append(err)
+
+    async def until(self, done, timeout: float = 30.0) -> None:  # noqa: ANN001
+        task = asyncio.ensure_future(self.ingest.run())
+        try:
+            for _ in range(int(timeout / 0.05)):
+                if done() or task.done():
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if task.done() and not task.cancelled() and task.exception() is not None and not self.fail:
+            raise task.exception()
+
+
+def test_a_batch_is_committed_only_once_its_records_left(kafka_broker) -> None:
+    """A send that fails stops the worker and commits nothing: the restarted ingest reads every
+    message again. A send that works commits each batch: a third run reads nothing."""
+    topic, app_id = _topic_with(kafka_broker.bootstrap, 20), f"app-{uuid.uuid4().hex[:6]}"
+
+    failing = _Run(kafka_broker.bootstrap, app_id, topic, fail=True)
+    asyncio.run(failing.until(lambda: failing.crashed))
+    assert failing.crashed and isinstance(failing.crashed[0], ConnectionError)
+    assert 0 < len(failing.routed) <= 7  # one batch (stage_batch at most), then the stop
+    assert failing.routed == [f"v{i}".encode() for i in range(len(failing.routed))]
+    assert _committed(kafka_broker.bootstrap, f"{app_id}-ingest", topic) == {}
+
+    working = _Run(kafka_broker.bootstrap, app_id, topic)
+    asyncio.run(working.until(lambda: _committed(kafka_broker.bootstrap, f"{app_id}-ingest", topic) == {0: 20}))
+    assert working.routed == [f"v{i}".encode() for i in range(20)] and working.sent_batches >= 3
+    assert _committed(kafka_broker.bootstrap, f"{app_id}-ingest", topic) == {0: 20}
+
+    again = _Run(kafka_broker.bootstrap, app_id, topic)
+    asyncio.run(again.until(lambda: False, timeout=6.0))
+    assert again.routed == []
+
+
+def test_a_partition_new_to_the_ingests_group_starts_where_the_faust_group_left_it(kafka_broker) -> None:
+    """A worker from before the ingest had its own group committed its input in the app's group:
+    the ingest goes on from there rather than reading the whole retention again."""
+    topic, app_id = _topic_with(kafka_broker.bootstrap, 12), f"app-{uuid.uuid4().hex[:6]}"
+    _commit(kafka_broker.bootstrap, app_id, topic, 9)
+
+    run = _Run(kafka_broker.bootstrap, app_id, topic)
+    asyncio.run(run.until(lambda: len(run.routed) >= 3 and
+                          _committed(kafka_broker.bootstrap, f"{app_id}-ingest", topic) == {0: 12}))
+    assert run.routed == [b"v9", b"v10", b"v11"]
+
+
+def test_two_ingests_sharing_the_input_read_every_message(kafka_broker) -> None:
+    """A second ingest joins while the first reads: the group rebalances (each waits for the
+    batch in hand), and between them every message is routed, none lost."""
+    count = 600
+    topic, app_id = _topic_with(kafka_broker.bootstrap, count, partitions=4), f"app-{uuid.uuid4().hex[:6]}"
+    first = _Run(kafka_broker.bootstrap, app_id, topic, delay=0.01)  # 6 s alone: the second joins meanwhile
+    second = _Run(kafka_broker.bootstrap, app_id, topic, delay=0.01)
+
+    def all_committed() -> bool:
+        return sum(_committed(kafka_broker.bootstrap, f"{app_id}-ingest", topic).values()) == count
+
+    async def both() -> None:
+        one = asyncio.ensure_future(first.until(all_committed, timeout=60.0))
+        while not first.routed:
+            await asyncio.sleep(0.01)
+        await asyncio.gather(one, second.until(all_committed, timeout=60.0))
+
+    asyncio.run(both())
+    assert all_committed()
+    assert set(first.routed) | set(second.routed) == {f"v{i}".encode() for i in range(count)}
+    assert second.routed, "the second ingest was given partitions"
