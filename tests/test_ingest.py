@@ -127,6 +127,17 @@ def test_a_partition_new_to_the_ingests_group_starts_where_the_faust_group_left_
                           _committed(kafka_broker.bootstrap, f"{app_id}-ingest", topic) == {0: 12}))
     assert run.routed == [b"v9", b"v10", b"v11"]
 
+    from kafka import KafkaProducer  # three more: the next start goes on from its own commit, not the old one
+
+    producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap)
+    for i in range(12, 15):
+        producer.send(topic, value=f"v{i}".encode(), partition=0)
+    producer.flush()
+    producer.close()
+    later = _Run(kafka_broker.bootstrap, app_id, topic)
+    asyncio.run(later.until(lambda: _committed(kafka_broker.bootstrap, f"{app_id}-ingest", topic) == {0: 15}))
+    assert later.routed == [b"v12", b"v13", b"v14"]
+
 
 def test_two_ingests_sharing_the_input_read_every_message(kafka_broker) -> None:
     """A second ingest joins while the first reads: the group rebalances (each waits for the

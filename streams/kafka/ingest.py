@@ -37,6 +37,7 @@ from streams.settings import Settings, bootstrap_servers
 
 log = logging.getLogger("stormwatch.worker")
 
+CARRY_TRIES = 5  # reads of the groups' offsets before the ingest starts without carrying them over
 Route = Callable[[object, Outbox, list], Awaitable[None]]  # (message, outbox, sent futures)
 
 
@@ -80,8 +81,21 @@ class Ingest(ConsumerRebalanceListener):
         (a seek after the assignment raced aiokafka's own reset to the earliest offset); Kafka
         takes a commit from outside the group only while it has no member, so the first worker
         of a new version does it for all."""
-        old = await GroupOffsets(self.settings).fetch()
-        mine = await GroupOffsets(self.settings, self.group).fetch()
+        groups = [GroupOffsets(self.settings), GroupOffsets(self.settings, self.group)]
+        try:
+            for attempt in range(CARRY_TRIES):
+                try:  # both read, or neither: this group's offsets unread must never look like none
+                    old, mine = [await group.read() for group in groups]
+                    break
+                except Exception as err:
+                    if attempt + 1 == CARRY_TRIES:
+                        log.error("ingest: cannot read the committed offsets (%r); a partition this group "
+                                  "never committed starts at its earliest offset", err)
+                        return
+                    await asyncio.sleep(1.0)
+        finally:  # each holds an admin client with a thread of its own
+            for group in groups:
+                await group.close()
         missing = {TopicPartition(topic, partition): offset for (topic, partition), offset in old.items()
                    if topic in self.topics and (topic, partition) not in mine}
         if not missing:

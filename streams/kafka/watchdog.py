@@ -314,12 +314,23 @@ class GroupOffsets:
         self.group = group or settings.app_id
         self.admin = None
 
+    async def read(self) -> dict:
+        """``{(topic, partition): offset}``; raises when the broker does not answer."""
+        return await asyncio.get_running_loop().run_in_executor(None, self._fetch)
+
     async def fetch(self) -> dict:
+        """:meth:`read`, or nothing when the broker does not answer."""
         try:
-            return await asyncio.get_running_loop().run_in_executor(None, self._fetch)
+            return await self.read()
         except Exception:  # the broker is busy or gone: the watchdog waits for the next round
             log.debug("cannot read the group's committed offsets", exc_info=True)
             return {}
+
+    async def close(self) -> None:
+        """Close the admin client (its connections and its I/O thread), if one was opened."""
+        admin, self.admin = self.admin, None
+        if admin is not None:
+            await asyncio.get_running_loop().run_in_executor(None, admin.close)
 
     def _fetch(self) -> dict:
         if self.admin is None:
