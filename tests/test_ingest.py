@@ -58,10 +58,13 @@ class _Run:
     """An :class:`Ingest` over ``topic`` whose route notes each message's value and whose send
     fails while ``fail`` is set."""
 
-    def __init__(self, bootstrap: str, app_id: str, topic: str, fail: bool = False, delay: float = 0.0) -> None:
+    def __init__(self, bootstrap: str, app_id: str, topic: str, fail: bool = False, delay: float = 0.0,
+                 unacknowledged: int | None = None) -> None:
         self.routed: list[bytes] = []
         self.delay = delay
+        self.unacknowledged = unacknowledged  # the batch (counted from 1) whose records Kafka never acknowledges
         self.sent_batches = 0
+        self.ends: list[int] = []
         self.crashed: list[BaseException] = []
         self.fail = fail
         settings = Settings(broker=f"kafka://{bootstrap}", app_id=app_id, stage_batch=7)
@@ -76,6 +79,13 @@ class _Run:
         if self.fail:
             raise ConnectionError("the broker refused the stage records")
         self.sent_batches += 1
+        self.ends.append(len(self.routed))  # one partition: its offset after the batch
+        acknowledged = asyncio.get_running_loop().create_future()
+        if self.sent_batches == self.unacknowledged:
+            acknowledged.set_exception(ConnectionError("no acknowledgement"))
+        else:
+            acknowledged.set_result(None)
+        sent.append(acknowledged)
 
     async def crash(self, err: BaseException) -> None:
         self.crashed.append(err)
@@ -90,7 +100,8 @@ class _Run:
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        if task.done() and not task.cancelled() and task.exception() is not None and not self.fail:
+        if (task.done() and not task.cancelled() and task.exception() is not None and not self.fail
+                and self.unacknowledged is None):
             raise task.exception()
 
 
@@ -114,6 +125,19 @@ def test_a_batch_is_committed_only_once_its_records_left(kafka_broker) -> None:
     again = _Run(kafka_broker.bootstrap, app_id, topic)
     asyncio.run(again.until(lambda: False, timeout=6.0))
     assert again.routed == []
+
+
+def test_a_batch_kafka_never_acknowledged_is_not_committed_nor_any_after_it(kafka_broker) -> None:
+    """Batches are committed in order while later ones are routed: the first commits, the
+    second's records are never acknowledged (the worker stops), and the third, acknowledged,
+    commits nothing either: the restart reads from the second on."""
+    topic, app_id = _topic_with(kafka_broker.bootstrap, 20), f"app-{uuid.uuid4().hex[:6]}"
+
+    run = _Run(kafka_broker.bootstrap, app_id, topic, unacknowledged=2)
+    asyncio.run(run.until(lambda: run.crashed and run.sent_batches >= 3, timeout=20.0))
+    assert run.crashed and isinstance(run.crashed[0], ConnectionError)
+    assert len(run.crashed) == 1 and run.ends[0] < run.ends[1] < run.ends[2]
+    assert _committed(kafka_broker.bootstrap, f"{app_id}-ingest", topic) == {0: run.ends[0]}
 
 
 def test_a_partition_new_to_the_ingests_group_starts_where_the_faust_group_left_it(kafka_broker) -> None:
