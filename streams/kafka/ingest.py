@@ -10,12 +10,11 @@ So the ingest reads in a consumer group of its own, ``<app_id>-ingest``:
 
 * a batch is ``getmany``'s messages (at most ``stage_batch``); each is validated and routed into
   one :class:`~streams.kafka.batches.Outbox`, sent as the Faust agent sent it;
-* the batch's offsets are committed once Kafka acknowledged its stage records and dead letters,
-  batch after batch in order, while the next batches are routed: at least once, and a message
-  read twice (a crash between the two, a rebalance) is dropped by the stages' seen-set, as
-  every re-read always was;
-* a rebalance waits for the batches in hand (:meth:`Ingest.on_partitions_revoked`), so their
-  commits land before the partitions move;
+* the batch's offsets are committed once Kafka acknowledged its stage records and dead letters:
+  at least once, and a message read twice (a crash between the two, a rebalance) is dropped by
+  the stages' seen-set, as every re-read always was;
+* a rebalance waits for the batch in hand (:meth:`Ingest.revoked`), so its commit lands before
+  the partitions move;
 * a partition this group never committed starts where the worker's Faust group committed it,
   where one did (a worker from before this module: :meth:`Ingest.carry_over`), else at the
   earliest offset.
@@ -24,7 +23,6 @@ So the ingest reads in a consumer group of its own, ``<app_id>-ingest``:
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -39,7 +37,6 @@ from streams.settings import Settings, bootstrap_servers
 
 log = logging.getLogger("stormwatch.worker")
 
-IN_FLIGHT = 4  # batches sent whose acknowledgement and commit are still awaited
 CARRY_TRIES = 5  # reads of the groups' offsets before the ingest starts without carrying them over
 Route = Callable[[object, Outbox, list], Awaitable[None]]  # (message, outbox, sent futures)
 
@@ -54,9 +51,7 @@ class Ingest(ConsumerRebalanceListener):
                  crash: Callable[[BaseException], Awaitable[None]]) -> None:
         self.settings, self.topics, self.route, self.send, self.crash = settings, topics, route, send, crash
         self.group = f"{settings.app_id}-ingest"
-        self.lock = asyncio.Lock()  # held by a batch from its first message to its send
-        self.settling: collections.deque[asyncio.Future] = collections.deque()  # sent, not yet committed
-        self.failed = False
+        self.lock = asyncio.Lock()  # held by a batch from its first message to its commit
         self.consumer: AIOKafkaConsumer | None = None
         self.lag_labels: set[tuple[str, str]] = set()
 
@@ -76,9 +71,7 @@ class Ingest(ConsumerRebalanceListener):
                 batch = await consumer.getmany(timeout_ms=wait_ms, max_records=s.stage_batch)
                 if batch:
                     await self.handle(batch)
-        finally:  # stopping: what is not committed yet is read again after the restart
-            for task in self.settling:
-                task.cancel()
+        finally:
             await consumer.stop()
 
     async def carry_over(self) -> None:
@@ -119,12 +112,8 @@ class Ingest(ConsumerRebalanceListener):
             await consumer.stop()
 
     async def handle(self, batch: dict) -> None:
-        """Route a batch and send what it routed. Its acknowledgement and commit follow in
-        batch order (:meth:`settle`) while the next batches are routed, at most ``IN_FLIGHT``
-        behind: waiting for them inline left the worker idle while its stages waited for input."""
+        """Route a batch, send what it routed, wait for Kafka's acknowledgement, commit."""
         async with self.lock:
-            if self.failed:
-                raise RuntimeError("ingest: an earlier batch did not reach Kafka")
             outbox, sent, ends = Outbox(), [], {}
             for tp, messages in batch.items():
                 for message in messages:
@@ -132,49 +121,21 @@ class Ingest(ConsumerRebalanceListener):
                 ends[tp] = messages[-1].offset + 1
             try:
                 await self.send(outbox, sent)
+                await delivered(sent)
             except BaseException as err:  # nothing committed: the batch is read again after the restart
-                await self._lost(err)
+                if not isinstance(err, asyncio.CancelledError):
+                    log.error("ingest: a batch's stage records did not reach Kafka (%r): the worker stops", err)
+                    await self.crash(err)
                 raise
-            previous = self.settling[-1] if self.settling else None
-            self.settling.append(asyncio.ensure_future(self.settle(previous, sent, ends)))
-        while len(self.settling) >= IN_FLIGHT or (self.settling and self.settling[0].done()):
-            await asyncio.wait([self.settling.popleft()])
-
-    async def settle(self, previous: asyncio.Future | None, sent: list, ends: dict) -> None:
-        """Once the batch before is settled and Kafka acknowledged this one's records and dead
-        letters, commit its offsets. Nothing is committed after a batch that failed."""
-        if previous is not None:
             try:
-                await previous
-            except BaseException:  # reported by that batch; this one is read again after the restart
-                return
-        try:
-            await delivered(sent)
-        except BaseException as err:
-            await self._lost(err)
-            raise
-        try:
-            await self.consumer.commit(ends)
-        except (CommitFailedError, IllegalStateError) as err:  # revoked meanwhile: read again, dropped as copies
-            log.warning("ingest: cannot commit %s (%r): its next owner reads it again", ends, err)
-
-    async def _lost(self, err: BaseException) -> None:
-        """A batch did not reach Kafka: nothing more is committed, and the worker stops."""
-        self.failed = True
-        if not isinstance(err, asyncio.CancelledError):
-            log.error("ingest: a batch's stage records did not reach Kafka (%r): the worker stops", err)
-            await self.crash(err)
-
-    async def settled(self) -> None:
-        """Every batch sent so far acknowledged and committed (or failed)."""
-        pending, self.settling = list(self.settling), collections.deque()
-        if pending:
-            await asyncio.wait(pending)
+                await self.consumer.commit(ends)
+            except (CommitFailedError, IllegalStateError) as err:  # revoked meanwhile: read again, dropped as copies
+                log.warning("ingest: cannot commit %s (%r): its next owner reads it again", ends, err)
 
     async def on_partitions_revoked(self, revoked: set) -> None:
-        """The batches in hand are committed before their partitions move on."""
+        """The batch in hand is committed before its partitions move on."""
         async with self.lock:
-            await self.settled()
+            pass
 
     async def on_partitions_assigned(self, assigned: set) -> None:
         pass
