@@ -59,10 +59,11 @@ class _Run:
     fails while ``fail`` is set."""
 
     def __init__(self, bootstrap: str, app_id: str, topic: str, fail: bool = False, delay: float = 0.0,
-                 unacknowledged: int | None = None) -> None:
+                 unacknowledged: int | None = None, cancelled: int | None = None) -> None:
         self.routed: list[bytes] = []
         self.delay = delay
         self.unacknowledged = unacknowledged  # the batch (counted from 1) whose records Kafka never acknowledges
+        self.cancelled = cancelled  # the batch whose send's future is cancelled
         self.sent_batches = 0
         self.ends: list[int] = []
         self.crashed: list[BaseException] = []
@@ -83,6 +84,8 @@ class _Run:
         acknowledged = asyncio.get_running_loop().create_future()
         if self.sent_batches == self.unacknowledged:
             acknowledged.set_exception(ConnectionError("no acknowledgement"))
+        elif self.sent_batches == self.cancelled:
+            acknowledged.cancel()
         else:
             acknowledged.set_result(None)
         sent.append(acknowledged)
@@ -101,7 +104,7 @@ class _Run:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         if (task.done() and not task.cancelled() and task.exception() is not None and not self.fail
-                and self.unacknowledged is None):
+                and self.unacknowledged is None and self.cancelled is None):
             raise task.exception()
 
 
@@ -137,6 +140,83 @@ def test_a_batch_kafka_never_acknowledged_is_not_committed_and_the_worker_stops(
     assert len(run.crashed) == 1 and isinstance(run.crashed[0], ConnectionError)
     assert run.sent_batches == 2 and len(run.routed) == run.ends[1] < 20
     assert _committed(kafka_broker.bootstrap, f"{app_id}-ingest", topic) == {0: run.ends[0]}
+
+
+def test_a_send_whose_future_was_cancelled_stops_the_worker_rather_than_the_reading(kafka_broker) -> None:
+    """A cancelled send is not the ingest being stopped: the worker stops (before, the ingest
+    ended quietly and the worker ran on reading no input)."""
+    topic, app_id = _topic_with(kafka_broker.bootstrap, 20), f"app-{uuid.uuid4().hex[:6]}"
+
+    run = _Run(kafka_broker.bootstrap, app_id, topic, cancelled=2)
+    asyncio.run(run.until(lambda: run.crashed, timeout=20.0))
+    assert len(run.crashed) == 1 and isinstance(run.crashed[0], asyncio.CancelledError)
+    assert _committed(kafka_broker.bootstrap, f"{app_id}-ingest", topic) == {0: run.ends[0]}
+
+
+def test_two_workers_carrying_over_at_once_skip_nothing_and_end_forward(kafka_broker) -> None:
+    """B reads the groups' offsets (none of its own yet); A then carries the old offset over,
+    reads on and commits; B, joining late, starts at the old offset too: it reads A's messages
+    again (the stages drop copies), and the group's offset ends where A left it, not back."""
+    topic, app_id = _topic_with(kafka_broker.bootstrap, 12), f"app-{uuid.uuid4().hex[:6]}"
+    _commit(kafka_broker.bootstrap, app_id, topic, 9)
+    group = f"{app_id}-ingest"
+
+    late = _Run(kafka_broker.bootstrap, app_id, topic)
+    asyncio.run(late.ingest.carry_over())
+    first = _Run(kafka_broker.bootstrap, app_id, topic)
+    asyncio.run(first.until(lambda: _committed(kafka_broker.bootstrap, group, topic) == {0: 12}))
+    assert first.routed == [b"v9", b"v10", b"v11"]
+
+    async def read_already(*_args) -> None:  # B read before A started (above)
+        return None
+
+    late.ingest.carry_over = read_already
+    asyncio.run(late.until(lambda: len(late.routed) >= 3 and _committed(kafka_broker.bootstrap, group, topic) == {0: 12}))
+    assert late.routed == [b"v9", b"v10", b"v11"]
+    after = _Run(kafka_broker.bootstrap, app_id, topic)
+    asyncio.run(after.until(lambda: False, timeout=6.0))
+    assert after.routed == [] and _committed(kafka_broker.bootstrap, group, topic) == {0: 12}
+
+
+def test_a_worker_stopped_while_input_arrives_stops_cleanly(kafka_broker, stormwatch_bin: str, tmp_path) -> None:
+    """SIGTERM while messages keep coming: the ingest stops before Faust stops its producer, so
+    no send fails and the worker exits 0 (it crashed at every such stop when the ingest read on)."""
+    import threading
+    import time
+
+    from kafka import KafkaProducer
+
+    from events import INPUT_TOPICS
+    from tests.support.worker import Worker
+
+    worker = Worker(kafka_broker, stormwatch_bin, tmp_path, partitions=2).start(timeout=120)
+    topics = [f"{worker.app_id}.{t}" for t in INPUT_TOPICS]
+    stop = threading.Event()
+
+    def feed() -> None:
+        producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap, linger_ms=5)
+        i = 0
+        while not stop.is_set():
+            producer.send(topics[i % len(topics)], value=b"not json %d" % i)  # a dead letter each
+            i += 1
+            if i % 200 == 0:
+                time.sleep(0.01)
+        producer.flush()
+        producer.close()
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    try:
+        time.sleep(6)
+        worker.process.terminate()
+        code = worker.process.wait(timeout=90)
+    finally:
+        stop.set()
+        feeder.join()
+        worker.stop()
+    log = max(tmp_path.glob(f"worker-{worker.app_id}-*.log")).read_text(errors="replace")
+    assert "did not reach Kafka" not in log and "Crashed" not in log
+    assert code == 0
 
 
 def test_a_partition_new_to_the_ingests_group_starts_where_the_faust_group_left_it(kafka_broker) -> None:

@@ -149,11 +149,16 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
     ingest = Ingest(settings, input_names, ingest_one,
                     send=lambda outbox, sent: outbox.send(targets, SOURCE_HEADER, sent),
-                    crash=app.crash)
+                    crash=app.crash, session_s=app.conf.broker_session_timeout,
+                    heartbeat_s=app.conf.broker_heartbeat_interval)
 
     @app.task
     async def read_input() -> None:
         await ingest.run()
+
+    @app.on_before_shutdown.connect
+    async def stop_ingest(*_args, **_kwargs) -> None:  # before Faust stops the producer
+        await ingest.stop()
 
     @app.timer(5.0)
     async def input_lag() -> None:

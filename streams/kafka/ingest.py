@@ -17,7 +17,8 @@ So the ingest reads in a consumer group of its own, ``<app_id>-ingest``:
   the partitions move;
 * a partition this group never committed starts where the worker's Faust group committed it,
   where one did (a worker from before this module: :meth:`Ingest.carry_over`), else at the
-  earliest offset.
+  earliest offset;
+* it stops before Faust stops the producer (:meth:`Ingest.stop`).
 """
 
 from __future__ import annotations
@@ -44,16 +45,24 @@ Route = Callable[[object, Outbox, list], Awaitable[None]]  # (message, outbox, s
 class Ingest(ConsumerRebalanceListener):
     """Reads ``topics`` and hands each message to ``route``; see the module docstring.
     ``send(outbox, sent)`` sends an outbox's records, their futures into ``sent``; ``crash(err)``
-    stops the worker when a batch could not reach Kafka (it is then read again after the restart)."""
+    stops the worker when a batch could not reach Kafka (it is then read again after the restart).
+    ``session_s`` and ``heartbeat_s``: the group's session, as long as the Faust consumer's, so a
+    busy event loop does not cost the ingest its membership sooner than it costs the stages theirs."""
 
     def __init__(self, settings: Settings, topics: list[str], route: Route,
                  send: Callable[[Outbox, list], Awaitable[object]],
-                 crash: Callable[[BaseException], Awaitable[None]]) -> None:
+                 crash: Callable[[BaseException], Awaitable[None]],
+                 session_s: float = 60.0, heartbeat_s: float = 3.0) -> None:
         self.settings, self.topics, self.route, self.send, self.crash = settings, topics, route, send, crash
+        self.session_ms, self.heartbeat_ms = int(session_s * 1000), int(heartbeat_s * 1000)
         self.group = f"{settings.app_id}-ingest"
         self.lock = asyncio.Lock()  # held by a batch from its first message to its commit
         self.consumer: AIOKafkaConsumer | None = None
         self.lag_labels: set[tuple[str, str]] = set()
+        self.start_at: dict[TopicPartition, int] = {}  # the Faust group's offsets this group lacks (carry_over)
+        self.carried: dict[TopicPartition, int] = {}  # sought to at an assignment, committed with the next batch
+        self.started = self.stopping = False
+        self.finished = asyncio.Event()
 
     def _consumer(self, **options: object) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(self.settings.broker), group_id=self.group,
@@ -61,26 +70,47 @@ class Ingest(ConsumerRebalanceListener):
 
     async def run(self) -> None:
         s = self.settings
-        await self.carry_over()
-        consumer = self.consumer = self._consumer(auto_offset_reset="earliest", max_poll_records=s.stage_batch)
-        await consumer.start()
+        self.started = True
         try:
-            consumer.subscribe(self.topics, listener=self)
-            wait_ms = max(1, int(s.stage_batch_wait_s * 1000))
-            while True:
-                batch = await consumer.getmany(timeout_ms=wait_ms, max_records=s.stage_batch)
-                if batch:
-                    await self.handle(batch)
+            await self.carry_over()
+            if self.stopping:
+                return
+            consumer = self.consumer = self._consumer(
+                auto_offset_reset="earliest", max_poll_records=s.stage_batch,
+                session_timeout_ms=self.session_ms, heartbeat_interval_ms=self.heartbeat_ms)
+            await consumer.start()
+            try:
+                consumer.subscribe(self.topics, listener=self)
+                wait_ms = max(1, int(s.stage_batch_wait_s * 1000))
+                while not self.stopping:
+                    batch = await consumer.getmany(timeout_ms=wait_ms, max_records=s.stage_batch)
+                    if batch or self.carried:
+                        await self.handle(batch)
+            finally:
+                await consumer.stop()
         finally:
-            await consumer.stop()
+            self.finished.set()
+
+    async def stop(self, timeout: float = 150.0) -> None:
+        """Called before Faust stops its producer (``on_before_shutdown``): the batch in hand is
+        sent and committed, and no more is read (read on, its sends failed once the producer
+        was gone and the worker crashed at every graceful stop)."""
+        self.stopping = True
+        if not self.started:
+            return
+        try:
+            await asyncio.wait_for(self.finished.wait(), timeout)
+        except TimeoutError:
+            log.warning("ingest: still not stopped after %.0f s; what it has not committed is read again", timeout)
 
     async def carry_over(self) -> None:
-        """Commit, for this group, the offsets the worker's Faust group committed on the input
-        partitions this group never committed: a worker from before this module goes on where
-        it stopped instead of reading the input's whole retention again. Done before joining
-        (a seek after the assignment raced aiokafka's own reset to the earliest offset); Kafka
-        takes a commit from outside the group only while it has no member, so the first worker
-        of a new version does it for all."""
+        """Which input partitions start where the worker's Faust group committed them: those it
+        committed and this group never did, so a worker from before this module goes on where it
+        stopped instead of reading the input's whole retention again. Read before joining; the
+        partitions are sought to when assigned (:meth:`on_partitions_assigned`) and committed,
+        as a member of the group, with the next batch. Two workers of a new version starting
+        within the same seconds may each seek one back to the old offset: what the other read
+        meanwhile is read again (dropped as copies), nothing is skipped."""
         groups = [GroupOffsets(self.settings), GroupOffsets(self.settings, self.group)]
         try:
             for attempt in range(CARRY_TRIES):
@@ -96,25 +126,14 @@ class Ingest(ConsumerRebalanceListener):
         finally:  # each holds an admin client with a thread of its own
             for group in groups:
                 await group.close()
-        missing = {TopicPartition(topic, partition): offset for (topic, partition), offset in old.items()
-                   if topic in self.topics and (topic, partition) not in mine}
-        if not missing:
-            return
-        consumer = self._consumer()
-        try:
-            await consumer.start()
-            consumer.assign(list(missing))
-            await consumer.commit(missing)
-            log.info("ingest: %s input partitions start where the worker's Faust group left them", len(missing))
-        except KafkaError as err:  # another worker's ingest is in the group: it carried them over
-            log.warning("ingest: cannot carry the Faust group's offsets over (%r)", err)
-        finally:
-            await consumer.stop()
+        self.start_at = {TopicPartition(topic, partition): offset for (topic, partition), offset in old.items()
+                         if topic in self.topics and (topic, partition) not in mine}
 
     async def handle(self, batch: dict) -> None:
-        """Route a batch, send what it routed, wait for Kafka's acknowledgement, commit."""
+        """Route a batch, send what it routed, wait for Kafka's acknowledgement, commit (with
+        the offsets carried over at the last assignment, if any)."""
         async with self.lock:
-            outbox, sent, ends = Outbox(), [], {}
+            outbox, sent, ends = Outbox(), [], dict(self.carried)
             for tp, messages in batch.items():
                 for message in messages:
                     await self.route(message, outbox, sent)
@@ -123,7 +142,8 @@ class Ingest(ConsumerRebalanceListener):
                 await self.send(outbox, sent)
                 await delivered(sent)
             except BaseException as err:  # nothing committed: the batch is read again after the restart
-                if not isinstance(err, asyncio.CancelledError):
+                task = asyncio.current_task()
+                if not (isinstance(err, asyncio.CancelledError) and task is not None and task.cancelling()):
                     log.error("ingest: a batch's stage records did not reach Kafka (%r): the worker stops", err)
                     await self.crash(err)
                 raise
@@ -131,14 +151,26 @@ class Ingest(ConsumerRebalanceListener):
                 await self.consumer.commit(ends)
             except (CommitFailedError, IllegalStateError) as err:  # revoked meanwhile: read again, dropped as copies
                 log.warning("ingest: cannot commit %s (%r): its next owner reads it again", ends, err)
+            self.carried.clear()
 
     async def on_partitions_revoked(self, revoked: set) -> None:
         """The batch in hand is committed before its partitions move on."""
         async with self.lock:
-            pass
+            self.carried.clear()  # not committed: whoever takes them next has them in its own start_at
 
     async def on_partitions_assigned(self, assigned: set) -> None:
-        pass
+        """Partitions carried over start at the Faust group's offset: sought to here, before any
+        await (``getmany`` must not read from the earliest offset meanwhile; aiokafka resets a
+        partition only while it has no position). Only at the first assignment: by the next one
+        they were committed."""
+        for tp in assigned:
+            offset = self.start_at.get(tp)
+            if offset is not None:
+                self.consumer.seek(tp, offset)
+                self.carried[tp] = offset
+                log.info("ingest: %s/%s starts at offset %s, where the worker's Faust group left it",
+                         tp.topic, tp.partition, offset)
+        self.start_at = {}
 
     async def measure_lag(self) -> None:
         """Messages behind the end of each input partition this worker reads (stormwatch_consumer_lag)."""
