@@ -154,9 +154,16 @@ class Ingest(ConsumerRebalanceListener):
             self.carried.clear()
 
     async def on_partitions_revoked(self, revoked: set) -> None:
-        """The batch in hand is committed before its partitions move on."""
+        """The batch in hand is committed before its partitions move on, and so are offsets
+        carried over that no batch committed yet (their next owner, with no start of its own
+        for them, would start at the earliest offset)."""
         async with self.lock:
-            self.carried.clear()  # not committed: whoever takes them next has them in its own start_at
+            if self.carried:
+                try:
+                    await self.consumer.commit(self.carried)
+                except (CommitFailedError, IllegalStateError) as err:
+                    log.warning("ingest: cannot commit the offsets carried over %s (%r)", self.carried, err)
+                self.carried.clear()
 
     async def on_partitions_assigned(self, assigned: set) -> None:
         """Partitions carried over start at the Faust group's offset: sought to here, before any
