@@ -1,15 +1,16 @@
 """What reading the input costs a Faust worker before any detection: the floor under issue 15's drain.
 
 Issue 15 asks one Kafka worker to drain a one-platform stream at half the rate of ``stormwatch
-replay`` on the same machine. The contract puts one event in each input message, and the
-worker reads its input through faust-streaming (a required package), so every input event
-costs a worker at least what Faust spends delivering one message to an agent, on top of the
-detection ``replay`` does. This measures those parts on the same stream and the same broker:
+replay`` on the same machine. The contract puts one event in each input message, and until
+session 24 the worker read its input through faust-streaming, so every input event cost a
+worker at least what Faust spends delivering one message to an agent, on top of the detection
+``replay`` does (since then the ingest reads with a plain aiokafka consumer,
+``streams/kafka/ingest.py``: the ``aiokafka`` figure below). This measures those parts on the same stream and the same broker:
 
 * ``replay``: CPU seconds per 10k events of ``stormwatch replay`` (all detectors, in process),
   less the CPU of the same command on a one-line file (start-up, imports);
 * ``faust``: a Faust app with one agent over the input topic, reading it in batches as the
-  worker's ingest does (``take_events``) and doing nothing with the messages;
+  worker's ingest did before session 24 (``take_events``) and doing nothing with the messages;
 * ``faust+decode``: the same agent validating each message as the ingest does
   (``events.decode``), which ``replay`` also does, so it is counted once in the ceiling;
 * ``aiokafka``: a bare aiokafka consumer (``getmany``) over the same topic: what the client
@@ -92,7 +93,7 @@ def consume(mode: str, bootstrap: str, topic: str, expected: int, out: Path) -> 
     validate = mode == "faust+decode"
 
     @app.agent(source)
-    async def read(stream: faust.StreamT) -> None:  # as the worker's ingest reads its input
+    async def read(stream: faust.StreamT) -> None:  # as the worker's ingest read its input before session 24
         async for batch in stream.take_events(500, within=0.05):
             if validate:
                 for event in batch:
