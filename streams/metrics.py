@@ -35,5 +35,33 @@ API_SKIPPED = Counter("stormwatch_api_records_skipped", "Records an API answer l
                       "shown (malformed or hostile), by endpoint.", ["endpoint"], registry=REGISTRY)
 
 
+class ConsumerLag:
+    """``stormwatch_consumer_lag`` for one consumer's partitions (the Faust consumer's, the
+    ingest's): each measure sets the assigned ones and removes those it no longer holds, which
+    another worker reports now."""
+
+    def __init__(self) -> None:
+        self.labels: set[tuple[str, str]] = set()
+
+    async def measure(self, consumer) -> dict:  # noqa: ANN001 - Faust's consumer or aiokafka's
+        """Set the gauge; returns the position of each assigned partition that has one."""
+        assignment = consumer.assignment()
+        assigned = {(tp.topic, str(tp.partition)) for tp in assignment}
+        for labels in self.labels - assigned:
+            CONSUMER_LAG.remove(*labels)
+        self.labels = assigned
+        positions = {}
+        for tp in assignment:
+            try:
+                position, highwater = await consumer.position(tp), consumer.highwater(tp)
+            except Exception:  # not fetched yet, or being revoked: the next round
+                continue
+            if position is not None and highwater is not None:
+                CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(highwater - position, 0))
+            if position is not None:
+                positions[tp] = position
+        return positions
+
+
 def exposition() -> bytes:
     return generate_latest(REGISTRY)

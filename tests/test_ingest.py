@@ -11,25 +11,9 @@ import pytest
 
 from streams.kafka.ingest import Ingest
 from streams.settings import Settings
+from tests.support.kafka_broker import topic_with
 
 pytestmark = pytest.mark.kafka
-
-
-def _topic_with(bootstrap: str, count: int, partitions: int = 1) -> str:
-    """A fresh topic holding ``count`` messages ``v<i>``, spread over its partitions in turn."""
-    from kafka import KafkaAdminClient, KafkaProducer
-    from kafka.admin import NewTopic
-
-    topic = f"ingest-{uuid.uuid4().hex[:8]}"
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
-    admin.close()
-    producer = KafkaProducer(bootstrap_servers=bootstrap)
-    for i in range(count):
-        producer.send(topic, value=f"v{i}".encode(), partition=i % partitions)
-    producer.flush()
-    producer.close()
-    return topic
 
 
 def _committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
@@ -111,7 +95,7 @@ class _Run:
 def test_a_batch_is_committed_only_once_its_records_left(kafka_broker) -> None:
     """A send that fails stops the worker and commits nothing: the restarted ingest reads every
     message again. A send that works commits each batch: a third run reads nothing."""
-    topic, app_id = _topic_with(kafka_broker.bootstrap, 20), f"app-{uuid.uuid4().hex[:6]}"
+    topic, app_id = topic_with(kafka_broker.bootstrap, 20), f"app-{uuid.uuid4().hex[:6]}"
 
     failing = _Run(kafka_broker.bootstrap, app_id, topic, fail=True)
     asyncio.run(failing.until(lambda: failing.crashed))
@@ -133,7 +117,7 @@ def test_a_batch_is_committed_only_once_its_records_left(kafka_broker) -> None:
 def test_a_batch_kafka_never_acknowledged_is_not_committed_and_the_worker_stops(kafka_broker) -> None:
     """The first batch commits; the second's records are never acknowledged: the worker stops,
     nothing more is routed or committed, and the restart reads from the second batch on."""
-    topic, app_id = _topic_with(kafka_broker.bootstrap, 20), f"app-{uuid.uuid4().hex[:6]}"
+    topic, app_id = topic_with(kafka_broker.bootstrap, 20), f"app-{uuid.uuid4().hex[:6]}"
 
     run = _Run(kafka_broker.bootstrap, app_id, topic, unacknowledged=2)
     asyncio.run(run.until(lambda: run.crashed, timeout=20.0))
@@ -145,7 +129,7 @@ def test_a_batch_kafka_never_acknowledged_is_not_committed_and_the_worker_stops(
 def test_a_send_whose_future_was_cancelled_stops_the_worker_rather_than_the_reading(kafka_broker) -> None:
     """A cancelled send is not the ingest being stopped: the worker stops (before, the ingest
     ended quietly and the worker ran on reading no input)."""
-    topic, app_id = _topic_with(kafka_broker.bootstrap, 20), f"app-{uuid.uuid4().hex[:6]}"
+    topic, app_id = topic_with(kafka_broker.bootstrap, 20), f"app-{uuid.uuid4().hex[:6]}"
 
     run = _Run(kafka_broker.bootstrap, app_id, topic, cancelled=2)
     asyncio.run(run.until(lambda: run.crashed, timeout=20.0))
@@ -157,7 +141,7 @@ def test_two_workers_carrying_over_at_once_skip_nothing_and_end_forward(kafka_br
     """B reads the groups' offsets (none of its own yet); A then carries the old offset over,
     reads on and commits; B, joining late, starts at the old offset too: it reads A's messages
     again (the stages drop copies), and the group's offset ends where A left it, not back."""
-    topic, app_id = _topic_with(kafka_broker.bootstrap, 12), f"app-{uuid.uuid4().hex[:6]}"
+    topic, app_id = topic_with(kafka_broker.bootstrap, 12), f"app-{uuid.uuid4().hex[:6]}"
     _commit(kafka_broker.bootstrap, app_id, topic, 9)
     group = f"{app_id}-ingest"
 
@@ -222,7 +206,7 @@ def test_a_worker_stopped_while_input_arrives_stops_cleanly(kafka_broker, stormw
 def test_a_partition_new_to_the_ingests_group_starts_where_the_faust_group_left_it(kafka_broker) -> None:
     """A worker from before the ingest had its own group committed its input in the app's group:
     the ingest goes on from there rather than reading the whole retention again."""
-    topic, app_id = _topic_with(kafka_broker.bootstrap, 12), f"app-{uuid.uuid4().hex[:6]}"
+    topic, app_id = topic_with(kafka_broker.bootstrap, 12), f"app-{uuid.uuid4().hex[:6]}"
     _commit(kafka_broker.bootstrap, app_id, topic, 9)
 
     run = _Run(kafka_broker.bootstrap, app_id, topic)
@@ -246,7 +230,7 @@ def test_two_ingests_sharing_the_input_read_every_message(kafka_broker) -> None:
     """A second ingest joins while the first reads: the group rebalances (each waits for the
     batch in hand), and between them every message is routed, none lost."""
     count = 600
-    topic, app_id = _topic_with(kafka_broker.bootstrap, count, partitions=4), f"app-{uuid.uuid4().hex[:6]}"
+    topic, app_id = topic_with(kafka_broker.bootstrap, count, partitions=4), f"app-{uuid.uuid4().hex[:6]}"
     first = _Run(kafka_broker.bootstrap, app_id, topic, delay=0.01)  # 6 s alone: the second joins meanwhile
     second = _Run(kafka_broker.bootstrap, app_id, topic, delay=0.01)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from types import SimpleNamespace
 
 import orjson
@@ -10,6 +9,7 @@ import pytest
 from faust.types import TP
 
 from streams.kafka.watchdog import Progress
+from tests.support.kafka_broker import topic_with
 
 STALL = Progress.STALL_S
 
@@ -410,31 +410,13 @@ def test_a_hole_that_cannot_be_read_back_is_left_to_the_seek() -> None:
     assert holes.asked == [(48, 60)] and len(seeks) == 1
 
 
-def _topic_with(bootstrap: str, count: int) -> str:
-    """A fresh one-partition topic holding ``count`` messages: key ``k<i>``, value ``v<i>``."""
-    from kafka import KafkaAdminClient, KafkaProducer
-    from kafka.admin import NewTopic
-
-    topic = f"holes-{uuid.uuid4().hex[:8]}"
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
-    admin.close()
-    producer = KafkaProducer(bootstrap_servers=bootstrap)
-    for i in range(count):
-        producer.send(topic, key=f"k{i}".encode(), value=f"v{i}".encode(), partition=0,
-                      headers=[("stormwatch-source", b"posts/0")])
-    producer.flush()
-    producer.close()
-    return topic
-
-
 @pytest.mark.kafka
 def test_the_hole_reader_reads_a_hole_of_a_real_topic_with_its_headers(kafka_broker) -> None:
     import asyncio
 
     from streams.kafka.watchdog import HoleReader
 
-    topic = _topic_with(kafka_broker.bootstrap, 30)
+    topic = topic_with(kafka_broker.bootstrap, 30)
 
     async def read() -> tuple[list, list, list]:
         holes = HoleReader(kafka_broker.bootstrap, "test-holes")
@@ -461,7 +443,7 @@ def test_an_agent_given_a_message_past_a_hole_gets_the_hole_from_kafka_first(kaf
 
     from streams.kafka.watchdog import Admit, HoleReader
 
-    topic = _topic_with(kafka_broker.bootstrap, 60)
+    topic = topic_with(kafka_broker.bootstrap, 60)
     progress, seeks = Progress(), []
 
     async def seek(tp, offset: int) -> None:  # noqa: ANN001

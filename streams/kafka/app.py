@@ -1,6 +1,6 @@
 """The Faust worker: thin agents around the engine core.
 
-Two kinds of agent, both boring on purpose:
+Two kinds of reader, both boring on purpose:
 
 * ``ingest`` reads the contract's input topics (with a plain aiokafka consumer of its own, not a
   Faust agent: :mod:`streams.kafka.ingest`), validates each message (bad ones go to

@@ -13,8 +13,8 @@ So the ingest reads in a consumer group of its own, ``<app_id>-ingest``:
 * the batch's offsets are committed once Kafka acknowledged its stage records and dead letters:
   at least once, and a message read twice (a crash between the two, a rebalance) is dropped by
   the stages' seen-set, as every re-read always was;
-* a rebalance waits for the batch in hand (:meth:`Ingest.revoked`), so its commit lands before
-  the partitions move;
+* a rebalance waits for the batch in hand (:meth:`Ingest.on_partitions_revoked`), so its commit
+  lands before the partitions move;
 * a partition this group never committed starts where the worker's Faust group committed it,
   where one did (a worker from before this module: :meth:`Ingest.carry_over`), else at the
   earliest offset;
@@ -58,7 +58,7 @@ class Ingest(ConsumerRebalanceListener):
         self.group = f"{settings.app_id}-ingest"
         self.lock = asyncio.Lock()  # held by a batch from its first message to its commit
         self.consumer: AIOKafkaConsumer | None = None
-        self.lag_labels: set[tuple[str, str]] = set()
+        self.lag = metrics.ConsumerLag()
         self.start_at: dict[TopicPartition, int] = {}  # the Faust group's offsets this group lacks (carry_over)
         self.carried: dict[TopicPartition, int] = {}  # sought to at an assignment, committed with the next batch
         self.started = self.stopping = False
@@ -181,19 +181,5 @@ class Ingest(ConsumerRebalanceListener):
 
     async def measure_lag(self) -> None:
         """Messages behind the end of each input partition this worker reads (stormwatch_consumer_lag)."""
-        consumer = self.consumer
-        if consumer is None:
-            return
-        assignment = consumer.assignment()
-        assigned = {(tp.topic, str(tp.partition)) for tp in assignment}
-        for labels in self.lag_labels - assigned:  # revoked: another worker reports it now
-            metrics.CONSUMER_LAG.remove(*labels)
-        self.lag_labels = assigned
-        for tp in assignment:
-            try:
-                position, highwater = await consumer.position(tp), consumer.highwater(tp)
-            except Exception:  # being revoked, or not fetched yet: the next round
-                continue
-            if position is not None and highwater is not None:
-                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(highwater - position, 0))
-
+        if self.consumer is not None:
+            await self.lag.measure(self.consumer)

@@ -409,29 +409,14 @@ def watch(app: faust.App, settings: Settings, consumed: set[str]) -> Admit:
         await holes.close()
 
     group_offsets = GroupOffsets(settings)
-    lag_labels: set[tuple[str, str]] = set()  # (topic, partition) the lag gauge reports
+    lag = metrics.ConsumerLag()
 
     @app.timer(5.0)
     async def measure_lag() -> None:
         """Consumer lag per assigned partition (the stormwatch_consumer_lag gauge), and the
         watchdog for partitions whose fetched messages never reach an agent (see :class:`Progress`)."""
         consumer = app.consumer
-        positions = {}
-        assignment = consumer.assignment()
-        assigned = {(tp.topic, str(tp.partition)) for tp in assignment}
-        for labels in lag_labels - assigned:  # revoked: another worker reports it now
-            metrics.CONSUMER_LAG.remove(*labels)
-        lag_labels.clear()
-        lag_labels.update(assigned)
-        for tp in assignment:
-            try:
-                position, highwater = await consumer.position(tp), consumer.highwater(tp)
-            except Exception:  # not fetched yet, or being revoked: try again next round
-                continue
-            if position is not None and highwater is not None:
-                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(highwater - position, 0))
-            if position is not None and tp.topic in consumed:
-                positions[tp] = position
+        positions = {tp: position for tp, position in (await lag.measure(consumer)).items() if tp.topic in consumed}
         if app.in_recovery or app.rebalancing:
             return  # Faust pauses and seeks partitions itself meanwhile
         try:  # the broker's end offsets: a partition Faust left paused is never fetched at all

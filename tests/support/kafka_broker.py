@@ -25,6 +25,25 @@ KAFKA_VERSION = "4.3.1"
 POM = Path(__file__).with_name("kafka-pom.xml")
 
 
+def topic_with(bootstrap: str, count: int, partitions: int = 1) -> str:
+    """A fresh topic holding ``count`` messages, key ``k<i>``, value ``v<i>``, header
+    ``stormwatch-source: posts/0``, spread over its partitions in turn."""
+    from kafka import KafkaAdminClient, KafkaProducer
+    from kafka.admin import NewTopic
+
+    topic = f"t-{uuid.uuid4().hex[:8]}"
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+    admin.close()
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    for i in range(count):
+        producer.send(topic, key=f"k{i}".encode(), value=f"v{i}".encode(), partition=i % partitions,
+                      headers=[("stormwatch-source", b"posts/0")])
+    producer.flush()
+    producer.close()
+    return topic
+
+
 def cache_dir() -> Path:
     root = Path(os.environ.get("STORMWATCH_KAFKA_CACHE", Path.home() / ".cache" / "stormwatch"))
     return root / f"kafka-{KAFKA_VERSION}"
