@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -33,6 +35,36 @@ LATENCY = Histogram(
 
 API_SKIPPED = Counter("stormwatch_api_records_skipped", "Records an API answer left out because they could not be "
                       "shown (malformed or hostile), by endpoint.", ["endpoint"], registry=REGISTRY)
+
+
+class Tally:
+    """Observations of one histogram child gathered in plain Python and added to it at once by
+    :meth:`flush`: prometheus_client takes a lock for the sum and for the bucket at every
+    ``observe``, which cost a worker 22 µs per event over its stage entries (session 25, py-spy).
+    The stages flush at the end of each batch, so a scrape is at most one batch behind. The
+    buckets are the child's own (``_upper_bounds``, ``_buckets``, ``_sum``: prometheus_client's
+    attributes, pinned with its version; ``test_a_tally_exposes_what_observing_does`` holds the
+    output to what ``observe`` gives)."""
+
+    def __init__(self, child: Histogram) -> None:
+        self.child = child
+        self.bounds = list(child._upper_bounds)
+        self.counts = [0] * len(self.bounds)
+        self.total = 0.0
+
+    def observe(self, amount: float) -> None:
+        self.counts[bisect_left(self.bounds, amount)] += 1  # the first bucket whose bound is >= amount (+Inf last)
+        self.total += amount
+
+    def flush(self) -> None:
+        if not any(self.counts):
+            return
+        for bucket, count in zip(self.child._buckets, self.counts):
+            if count:
+                bucket.inc(count)
+        self.child._sum.inc(self.total)
+        self.counts = [0] * len(self.bounds)
+        self.total = 0.0
 
 
 class ConsumerLag:

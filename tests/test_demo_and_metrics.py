@@ -100,3 +100,33 @@ def test_demo_replays_a_file_then_keeps_serving(stormwatch_bin: str, tmp_path: P
         proc.send_signal(signal.SIGINT)
         out = proc.communicate(timeout=30)[0].decode()
     assert "order_overdue" in out and "dead letter orders.jsonl:3" in out
+
+
+def test_a_tally_exposes_what_observing_does() -> None:
+    """A stage's latency histogram gathers a batch in a ``Tally`` and adds it at once: the
+    exposition must be what observing each value gives, bucket edges, the sum, and values past
+    the last bound included; values observed since the last flush are not shown yet."""
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    values = [0.0, 1e-05, 1.1e-05, 0.00005, 0.0003, 0.0005, 0.02, 0.7, 1.0, 1.5, 30.0, 2e-06, 0.001]
+    registry = CollectorRegistry()
+    direct = Histogram("direct", "d", ["stage"], buckets=metrics.LATENCY._upper_bounds[:-1], registry=registry)
+    tallied = Histogram("tallied", "d", ["stage"], buckets=metrics.LATENCY._upper_bounds[:-1], registry=registry)
+    tally = metrics.Tally(tallied.labels("x"))
+    for value in values:
+        direct.labels("x").observe(value)
+        tally.observe(value)
+
+    def series(name: str) -> dict:
+        return {(s.name.removeprefix(name), tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(generate_latest(registry).decode())
+                if family.name == name for s in family.samples if not s.name.endswith("_created")}
+
+    assert series("tallied")[("_count", (("stage", "x"),))] == 0  # nothing before the flush
+    tally.flush()
+    assert series("tallied") == series("direct") and series("direct")[("_count", (("stage", "x"),))] == len(values)
+    tally.observe(0.002)
+    tally.flush()
+    tally.flush()  # a second flush adds nothing
+    direct.labels("x").observe(0.002)
+    assert series("tallied") == series("direct")

@@ -108,7 +108,6 @@ def create_app(settings: Settings | None = None) -> faust.App:
     evidence = EvidenceStage(app, settings, list(groups), admit) if settings.evidence.worker else None
     targets = {**stage_topics, **({EVIDENCE: evidence.topic} if evidence is not None else {})}  # for outboxes
 
-    counted: dict[str, object] = {}  # input topic -> its events counter (labels() per event cost 1% of a worker)
     decoded = Decoded()  # events this worker validated or made, for its stages (see Decoded)
 
     async def ingest_one(message, outbox: Outbox, sent: list) -> None:  # noqa: ANN001 - aiokafka's ConsumerRecord
@@ -116,10 +115,6 @@ def create_app(settings: Settings | None = None) -> faust.App:
         key's partition (Kafka's partitioner); a tick to every partition of the stages it feeds.
         A dead letter's send goes to ``sent``: the batch is committed once Kafka has it."""
         source = f"{message.topic}/{message.partition}"
-        counter = counted.get(message.topic)
-        if counter is None:
-            counter = counted[message.topic] = metrics.EVENTS.labels(message.topic)
-        counter.inc()
         try:
             raw, where = message.value or b"", f"{source}@{message.offset}"
             parsed = routable(decode(raw, where, now=time.time(), max_future_s=settings.max_future_s), raw, where)

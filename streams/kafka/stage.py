@@ -204,7 +204,7 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
     downstream = sorted({stage_of[name] for d in detectors for name in getattr(d, "emits", ()) if name in stage_of})
     forwarded: dict[tuple, float] = {}  # (partition, platform or None) -> the source time last forwarded downstream
 
-    latency = metrics.LATENCY.labels(stage)
+    latency = metrics.Tally(metrics.LATENCY.labels(stage))  # flushed at each batch's end
     outbox = Outbox()  # what this stage sends to later stages, sent once per batch
     ticked: set[int] = set()  # partitions a tick reached in this batch (forward_time)
     # partition -> the platforms whose time this batch may have moved there (None: the ticks')
@@ -426,6 +426,7 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
                         state.partition = partition
                     await admit.each(event.message, handled, handle)  # stopped within a record: it is read again
             finally:  # even when stopping (cancelled): Faust acks the batch's events anyway
+                latency.flush()
                 for p in last:
                     forward_time(p, p in ticked)
                 ticked.clear()
