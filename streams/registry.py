@@ -164,4 +164,4 @@ def murmur2(data: bytes) -> int:
 def partition_of(key: bytes, partitions: int) -> int:
     """The partition of a key: Kafka's default partitioner (kafka-python and aiokafka alike),
     so the worker's routing, ``replay --partitions`` and a platform's producer agree."""
-    return (_murmurhash2(key, KAFKA_SEED) & 0x7FFFFFFF) % partitions
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
