@@ -253,6 +253,30 @@ def test_a_redo_record_gives_back_the_batchs_changes_and_the_changelog_the_same_
     assert redo_changes(old.get, 2) == [("det", ["k", 5])]
 
 
+def test_each_partition_encodes_its_own_changes_and_later_changes_are_not_missed() -> None:
+    """The pending changes are grouped by partition once per batch for its redo records: each
+    partition's encoding holds its changes only, in the order they were made, and a change made
+    after an encoding (a key moved to another partition, a new key, a delete) is in the next
+    encoding and in the flush."""
+    table = Table()
+    table.data.update(old=1)
+    state = TableState(table)
+    for i in range(6):
+        state.partition = i % 3
+        state[f"k{i}"] = i
+    assert state.encode(1) == [(b'"k1"', b"1"), (b'"k4"', b"4")] and state.encode(2) == [(b'"k2"', b"2"), (b'"k5"', b"5")]
+    state.partition = 2
+    state["k1"] = 10  # now partition 2's
+    state["k9"] = 9
+    del state["old"]
+    assert state.encode(1) == [(b'"k4"', b"4")]
+    assert state.encode(2) == [(b'"k1"', b"10"), (b'"k2"', b"2"), (b'"k5"', b"5"), (b'"k9"', b"9"), (b'"old"', None)]
+    state.flush(enter(table))
+    assert state.outgoing[0] == [(b'"k0"', b"0"), (b'"k3"', b"3")] and state.outgoing[1] == [(b'"k4"', b"4")]
+    assert state.outgoing[2] == [(b'"k1"', b"10"), (b'"k2"', b"2"), (b'"k5"', b"5"), (b'"k9"', b"9"), (b'"old"', None)]
+    assert state.encode(2) == [] and table.data["k1"] == 10 and "old" not in table.data
+
+
 def test_a_dropped_batch_leaves_no_stale_encoding() -> None:
     """Detectors change records in place: bytes encoded for a batch that was dropped must not
     be sent for the same object changed in the next one."""

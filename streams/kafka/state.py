@@ -120,6 +120,10 @@ class TableState(MutableMapping[str, Any]):
         self.outgoing: dict[int, list[tuple[bytes, bytes | None]]] = {}
         # key -> (value, its changelog key, value) from encode(), for the flush that follows it
         self.encoded: dict[str, tuple[Any, bytes, bytes | None]] = {}
+        # partition -> its pending (key, value), grouped at the batch's first encode: a batch's
+        # redo records ask once per partition, and a scan of every pending change for each was
+        # 3% of a worker owning four partitions (session 25, py-spy). None once pending changes.
+        self.grouped: dict[int, list[tuple[str, Any]]] | None = None
         self._dump_key = _encoder(getattr(table, "key_serializer", None))
         self._dump_value = _encoder(getattr(table, "value_serializer", None))
 
@@ -148,11 +152,13 @@ class TableState(MutableMapping[str, Any]):
 
     def __setitem__(self, key: str, value: Any) -> None:
         self.pending[key] = (value, self.partition)
+        self.grouped = None
 
     def __delitem__(self, key: str) -> None:
         if key not in self:
             raise KeyError(key)
         self.pending[key] = (_GONE, self.partition)
+        self.grouped = None
 
     def __contains__(self, key: object) -> bool:
         hit = self.pending.get(key)  # type: ignore[call-overload]
@@ -209,12 +215,20 @@ class TableState(MutableMapping[str, Any]):
         change is encoded once for its redo record and its changelog. Only valid until that
         flush (or :meth:`drop`): the detectors change records in place."""
         messages = []
-        for key, (value, p) in self.pending.items():
-            if p == partition:
-                message = self._message(key, value)
-                self.encoded[key] = (value, *message)
-                messages.append(message)
+        for key, value in self._by_partition().get(partition, ()):
+            message = self._message(key, value)
+            self.encoded[key] = (value, *message)
+            messages.append(message)
         return messages
+
+    def _by_partition(self) -> dict[int, list[tuple[str, Any]]]:
+        """The pending changes per partition, in the order they were first made."""
+        if self.grouped is None:
+            grouped: dict[int, list[tuple[str, Any]]] = {}
+            for key, (value, partition) in self.pending.items():
+                grouped.setdefault(partition, []).append((key, value))
+            self.grouped = grouped
+        return self.grouped
 
     def _message(self, key: str, value: Any) -> tuple[bytes, bytes | None]:
         """A change as its changelog message, in the table's codecs (the bytes Faust writes)."""
@@ -224,19 +238,20 @@ class TableState(MutableMapping[str, Any]):
         """Forget the batch's pending changes (its outputs did not all go out)."""
         self.pending.clear()
         self.encoded.clear()
+        self.grouped = None
 
     def redo(self, change: list, partition: int) -> None:
         """One change of a redo record (:func:`redo_changes`) again, pending for ``partition``."""
         self.pending[change[0]] = (change[1] if len(change) > 1 else _GONE, partition)
+        self.grouped = None
 
     def flush(self, enter: Callable[[int], None]) -> int:
         """Write the pending changes to the table's store, one partition at a time, and queue
         their changelog messages for :meth:`send_changelog`: ``enter(p)`` makes partition ``p``
         the one Faust's store writes for. Returns how many changes will go to the changelog."""
-        by_partition: dict[int, list[tuple[str, Any]]] = {}
-        for key, (value, partition) in self.pending.items():
-            by_partition.setdefault(partition, []).append((key, value))
+        by_partition = self._by_partition()
         self.pending.clear()
+        self.grouped = None
         encoded, self.encoded = self.encoded, {}
         store = self.table.data
         sent = 0
