@@ -77,13 +77,16 @@ class _Run:
     async def crash(self, err: BaseException) -> None:
         self.crashed.append(err)
 
-    async def until(self, done, timeout: float = 30.0) -> None:  # noqa: ANN001
+    async def until(self, done, timeout: float = 30.0, every: float = 0.25) -> None:  # noqa: ANN001
+        """Run the ingest until ``done()`` (asked every ``every`` seconds: a check that reads the
+        committed offsets opens an admin client, which blocks this loop, the ingest's own, while
+        it connects), its task ends, or ``timeout``."""
         task = asyncio.ensure_future(self.ingest.run())
         try:
-            for _ in range(int(timeout / 0.05)):
+            for _ in range(int(timeout / every)):
                 if done() or task.done():
                     break
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(every)
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
