@@ -156,8 +156,8 @@ def murmur2(data: bytes) -> int:
     """Kafka's murmur2 (unsigned): the same values as kafka-python's and aiokafka's, held to them
     by a test; Kafka's is plain 32-bit MurmurHash2 with :data:`KAFKA_SEED`. Compiled (the
     ``murmurhash2`` package) it costs 0.3 µs a key, where Python's took 2.7-4.6 µs (the
-    clients' pure-Python one 4.8): about 7 keys per event, 4% of a worker's main thread even
-    with a cache that missed three keys in four (session 25, py-spy)."""
+    clients' pure-Python one 4.8): about 7 keys per event, 3% of a worker's samples even with a
+    cache that missed three keys in four (session 25, py-spy)."""
     return _murmurhash2(data, KAFKA_SEED)
 
 
