@@ -53,11 +53,12 @@ class Tally:
         self.total = 0.0
 
     def observe(self, amount: float) -> None:
-        self.counts[bisect_left(self.bounds, amount)] += 1  # the first bucket whose bound is >= amount (+Inf last)
         self.total += amount
+        if amount == amount:  # as observe: NaN joins the sum and no bucket
+            self.counts[bisect_left(self.bounds, amount)] += 1  # the first bucket whose bound is >= amount (+Inf last)
 
     def flush(self) -> None:
-        if not any(self.counts):
+        if not any(self.counts) and self.total == 0.0:
             return
         for bucket, count in zip(self.child._buckets, self.counts):
             if count:

@@ -158,7 +158,7 @@ def murmur2(data: bytes) -> int:
     ``murmurhash2`` package) it costs 0.3 µs a key, where Python's took 2.7-4.6 µs (the
     clients' pure-Python one 4.8): about 7 keys per event, 3% of a worker's samples even with a
     cache that missed three keys in four (session 25, py-spy)."""
-    return _murmurhash2(data, KAFKA_SEED)
+    return _murmurhash2(data if type(data) is bytes else bytes(data), KAFKA_SEED)  # it takes bytes alone, the clients any buffer
 
 
 def partition_of(key: bytes, partitions: int) -> int:

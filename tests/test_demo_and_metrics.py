@@ -108,7 +108,7 @@ def test_a_tally_exposes_what_observing_does() -> None:
     the last bound included; values observed since the last flush are not shown yet."""
     from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-    values = [0.0, 1e-05, 1.1e-05, 0.00005, 0.0003, 0.0005, 0.02, 0.7, 1.0, 1.5, 30.0, 2e-06, 0.001]
+    values = [0.0, 1e-05, 1.1e-05, 0.00005, 0.0003, 0.0005, 0.02, 0.7, 1.0, 1.5, 30.0, 2e-06, 0.001, -0.0]
     registry = CollectorRegistry()
     direct = Histogram("direct", "d", ["stage"], buckets=metrics.LATENCY._upper_bounds[:-1], registry=registry)
     tallied = Histogram("tallied", "d", ["stage"], buckets=metrics.LATENCY._upper_bounds[:-1], registry=registry)
@@ -130,3 +130,9 @@ def test_a_tally_exposes_what_observing_does() -> None:
     tally.flush()  # a second flush adds nothing
     direct.labels("x").observe(0.002)
     assert series("tallied") == series("direct")
+    tally.observe(float("nan"))  # observe adds NaN to the sum and to no bucket
+    tally.flush()
+    direct.labels("x").observe(float("nan"))
+    got, want = series("tallied"), series("direct")
+    assert got.keys() == want.keys() and all(got[k] == want[k] or got[k] != got[k] and want[k] != want[k] for k in got)
+    assert got[("_count", (("stage", "x"),))] == len(values) + 1

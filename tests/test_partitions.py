@@ -117,3 +117,14 @@ def test_each_partition_sweeps_and_indexes_only_its_own_seen_records() -> None:
     for partitions in (1, 4):
         _alerts, letters = alerts_of(lambda a, d: PartitionedPipeline(Settings(), partitions, a, d), lines)
         assert letters and all(letter.reason == "late" for letter in letters), (partitions, letters)
+
+
+def test_murmur2_takes_any_buffer_as_the_clients_do() -> None:
+    """The compiled murmur2 takes ``bytes`` alone; kafka-python's and aiokafka's take any buffer."""
+    from kafka.partitioner.default import murmur2 as kafka_pythons
+
+    from streams.registry import murmur2
+
+    for data in (b"", b"weibo\t<b>", "水军".encode() * 33):
+        for buffer in (data, bytearray(data), memoryview(data)):
+            assert murmur2(buffer) == kafka_pythons(data) & 0xFFFFFFFF
