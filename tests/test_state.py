@@ -211,6 +211,11 @@ def test_a_changelog_send_that_fails_keeps_what_was_not_submitted() -> None:
     assert retry.sent == [("app-det-changelog", 1, [(b'"k1"', b"1")])] and state.outgoing == {}
 
 
+def _on(states: dict, partition: int) -> dict:
+    """Each table's changelog messages on ``partition``, as the stage hands them to ``redo_parts``."""
+    return {name: state.encode().get(partition, []) for name, state in states.items()}
+
+
 def test_a_redo_record_gives_back_the_batchs_changes_and_the_changelog_the_same_bytes() -> None:
     """A kill between a batch's redo record and its table writes is mended by applying the redo
     record again: it must hold every change of the partition (deletes too, hostile keys as
@@ -230,7 +235,7 @@ def test_a_redo_record_gives_back_the_batchs_changes_and_the_changelog_the_same_
     states["det-timers"]["t"] = [1, 2]
     states["det"].partition = 0
     states["det"]["elsewhere"] = 0
-    parts = redo_parts(states, 2, "s1", limit=1000)
+    parts = redo_parts(states, _on(states, 2), "s1", limit=1000)
     assert len(parts) > 2 and all(len(part) <= 1000 for part in parts)
     stored = {"2": orjson.dumps({"seq": "s1", "parts": len(parts)}), **{f"2\t{i}": p for i, p in enumerate(parts)}}
     changes = redo_changes(stored.get, 2)
@@ -247,34 +252,34 @@ def test_a_redo_record_gives_back_the_batchs_changes_and_the_changelog_the_same_
         again[name].redo(change, 2)
     assert again["det"]["a\t<3>"]["text"] == "水军" * 20 and "gone" not in again["det"]
     # a part written by the next batch, whose head never arrived: nothing is applied
-    assert redo_changes({**stored, "2\t1": redo_parts(states, 2, "s2", 1000)[0]}.get, 2) is None
+    assert redo_changes({**stored, "2\t1": redo_parts(states, _on(states, 2), "s2", 1000)[0]}.get, 2) is None
     # records from before the values were bytes (dicts) still read
     old = {"2": {"seq": "s0", "parts": 1}, "2\t0": {"seq": "s0", "changes": [["det", "k", 5]]}}
     assert redo_changes(old.get, 2) == [("det", ["k", 5])]
 
 
 def test_each_partition_encodes_its_own_changes_and_later_changes_are_not_missed() -> None:
-    """The pending changes are grouped by partition once per batch for its redo records: each
-    partition's encoding holds its changes only, in the order they were made, and a change made
-    after an encoding (a key moved to another partition, a new key, a delete) is in the next
-    encoding and in the flush."""
+    """A batch's changes are encoded in one pass, grouped by partition, for its redo records:
+    each partition's messages hold its changes only, in the order they were made, and a change
+    made after an encoding (a key moved to another partition, a new key, a delete) is in the
+    next encoding and in the flush."""
     table = Table()
     table.data.update(old=1)
     state = TableState(table)
     for i in range(6):
         state.partition = i % 3
         state[f"k{i}"] = i
-    assert state.encode(1) == [(b'"k1"', b"1"), (b'"k4"', b"4")] and state.encode(2) == [(b'"k2"', b"2"), (b'"k5"', b"5")]
+    assert state.encode()[1] == [(b'"k1"', b"1"), (b'"k4"', b"4")] and state.encode()[2] == [(b'"k2"', b"2"), (b'"k5"', b"5")]
     state.partition = 2
     state["k1"] = 10  # now partition 2's
     state["k9"] = 9
     del state["old"]
-    assert state.encode(1) == [(b'"k4"', b"4")]
-    assert state.encode(2) == [(b'"k1"', b"10"), (b'"k2"', b"2"), (b'"k5"', b"5"), (b'"k9"', b"9"), (b'"old"', None)]
+    assert state.encode()[1] == [(b'"k4"', b"4")]
+    assert state.encode()[2] == [(b'"k1"', b"10"), (b'"k2"', b"2"), (b'"k5"', b"5"), (b'"k9"', b"9"), (b'"old"', None)]
     state.flush(enter(table))
     assert state.outgoing[0] == [(b'"k0"', b"0"), (b'"k3"', b"3")] and state.outgoing[1] == [(b'"k4"', b"4")]
     assert state.outgoing[2] == [(b'"k1"', b"10"), (b'"k2"', b"2"), (b'"k5"', b"5"), (b'"k9"', b"9"), (b'"old"', None)]
-    assert state.encode(2) == [] and table.data["k1"] == 10 and "old" not in table.data
+    assert state.encode() == {} and table.data["k1"] == 10 and "old" not in table.data
 
 
 def test_a_dropped_batch_leaves_no_stale_encoding() -> None:
@@ -284,7 +289,7 @@ def test_a_dropped_batch_leaves_no_stale_encoding() -> None:
     state = TableState(table)
     record = {"n": 1}
     state["k"] = record
-    state.encode(0)
+    state.encode()
     state.drop()
     record["n"] = 2
     state["k"] = record

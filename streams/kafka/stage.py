@@ -352,13 +352,13 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
     for table in [state.table for state in states.values()] + [watermarks, redo]:
         table._verified_source_topics_for_partitions.add(topic.get_topic_name())
 
-    def write_redo(partition: int) -> None:
-        """The batch's changes for ``partition`` as one redo record: parts of at most
+    def write_redo(partition: int, changes: dict[str, list]) -> None:
+        """The batch's changes for ``partition`` (table name -> its changelog messages there) as one redo record: parts of at most
         ``REDO_PART_BYTES`` (``<p>\\t<i>``), then a head (``<p>``) naming them. One changelog
         partition holds them all and Kafka keeps its order, so a durable head means durable
         parts. Nothing when the batch changed nothing here (the last record still holds)."""
         seq = uuid.uuid4().hex
-        parts = redo_parts(states, partition, seq, REDO_PART_BYTES)
+        parts = redo_parts(states, changes, seq, REDO_PART_BYTES)
         if not parts:
             return
         for i, part in enumerate(parts):
@@ -382,10 +382,11 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
         await app.producer.flush()
 
     async def write_redo_records(last: dict[int, faust.EventT]) -> None:
-        """The batch's changes as one redo record per partition."""
+        """The batch's changes as one redo record per partition (every change encoded once)."""
+        encoded = {name: state.encode() for name, state in states.items()}
         for p, event in last.items():
             _as_current(event)
-            write_redo(p)
+            write_redo(p, {name: messages.get(p, []) for name, messages in encoded.items()})
         _as_current(None)
 
     async def write_tables(last: dict[int, faust.EventT]) -> None:

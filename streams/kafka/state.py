@@ -120,10 +120,6 @@ class TableState(MutableMapping[str, Any]):
         self.outgoing: dict[int, list[tuple[bytes, bytes | None]]] = {}
         # key -> (value, its changelog key, value) from encode(), for the flush that follows it
         self.encoded: dict[str, tuple[Any, bytes, bytes | None]] = {}
-        # partition -> its pending (key, value), grouped at the batch's first encode: a batch's
-        # redo records ask once per partition, and a scan of every pending change for each was
-        # 3% of a worker owning four partitions (session 25, py-spy). None once pending changes.
-        self.grouped: dict[int, list[tuple[str, Any]]] | None = None
         self._dump_key = _encoder(getattr(table, "key_serializer", None))
         self._dump_value = _encoder(getattr(table, "value_serializer", None))
 
@@ -152,13 +148,11 @@ class TableState(MutableMapping[str, Any]):
 
     def __setitem__(self, key: str, value: Any) -> None:
         self.pending[key] = (value, self.partition)
-        self.grouped = None
 
     def __delitem__(self, key: str) -> None:
         if key not in self:
             raise KeyError(key)
         self.pending[key] = (_GONE, self.partition)
-        self.grouped = None
 
     def __contains__(self, key: object) -> bool:
         hit = self.pending.get(key)  # type: ignore[call-overload]
@@ -209,26 +203,19 @@ class TableState(MutableMapping[str, Any]):
             except KeyError:
                 continue
 
-    def encode(self, partition: int) -> list[tuple[bytes, bytes | None]]:
-        """The pending changes for ``partition`` as changelog messages (key, value, None for a
-        delete), in the table's codecs; :meth:`flush` sends these same bytes, so a batch's
-        change is encoded once for its redo record and its changelog. Only valid until that
-        flush (or :meth:`drop`): the detectors change records in place."""
-        messages = []
-        for key, value in self._by_partition().get(partition, ()):
+    def encode(self) -> dict[int, list[tuple[bytes, bytes | None]]]:
+        """The pending changes as changelog messages (key, value, None for a delete) in the
+        table's codecs, per partition in the order they were made; :meth:`flush` sends these same
+        bytes, so a batch's change is encoded once for its redo records and its changelog. One
+        pass for all partitions: asked once per partition, a pass over every change each time was
+        3% of a worker owning four (session 25, py-spy). Only valid until that flush (or
+        :meth:`drop`): the detectors change records in place."""
+        by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
+        for key, (value, partition) in self.pending.items():
             message = self._message(key, value)
             self.encoded[key] = (value, *message)
-            messages.append(message)
-        return messages
-
-    def _by_partition(self) -> dict[int, list[tuple[str, Any]]]:
-        """The pending changes per partition, in the order they were first made."""
-        if self.grouped is None:
-            grouped: dict[int, list[tuple[str, Any]]] = {}
-            for key, (value, partition) in self.pending.items():
-                grouped.setdefault(partition, []).append((key, value))
-            self.grouped = grouped
-        return self.grouped
+            by_partition.setdefault(partition, []).append(message)
+        return by_partition
 
     def _message(self, key: str, value: Any) -> tuple[bytes, bytes | None]:
         """A change as its changelog message, in the table's codecs (the bytes Faust writes)."""
@@ -238,20 +225,19 @@ class TableState(MutableMapping[str, Any]):
         """Forget the batch's pending changes (its outputs did not all go out)."""
         self.pending.clear()
         self.encoded.clear()
-        self.grouped = None
 
     def redo(self, change: list, partition: int) -> None:
         """One change of a redo record (:func:`redo_changes`) again, pending for ``partition``."""
         self.pending[change[0]] = (change[1] if len(change) > 1 else _GONE, partition)
-        self.grouped = None
 
     def flush(self, enter: Callable[[int], None]) -> int:
         """Write the pending changes to the table's store, one partition at a time, and queue
         their changelog messages for :meth:`send_changelog`: ``enter(p)`` makes partition ``p``
         the one Faust's store writes for. Returns how many changes will go to the changelog."""
-        by_partition = self._by_partition()
+        by_partition: dict[int, list[tuple[str, Any]]] = {}
+        for key, (value, partition) in self.pending.items():
+            by_partition.setdefault(partition, []).append((key, value))
         self.pending.clear()
-        self.grouped = None
         encoded, self.encoded = self.encoded, {}
         store = self.table.data
         sent = 0
@@ -321,12 +307,13 @@ async def write_back(states: Iterable[TableState], enter: Callable[[int], None],
         await state.send_changelog(producer)
 
 
-def redo_parts(states: dict[str, TableState], partition: int, seq: str, limit: int) -> list[bytes]:
-    """A batch's changes for ``partition`` as redo record parts (see ``streams.kafka.stage``):
-    each ``{"seq": seq, "changes": [[table, key, value] or [table, key] for a delete, ...]}``
-    in JSON, at most ``limit`` bytes unless one change is larger, built from the changelog
-    bytes of :meth:`TableState.encode` (JSON themselves) rather than encoded again. No part
-    when nothing changed there."""
+def redo_parts(states: dict[str, TableState], changes: dict[str, list[tuple[bytes, bytes | None]]], seq: str,
+               limit: int) -> list[bytes]:
+    """A batch's changes on one partition as redo record parts (see ``streams.kafka.stage``):
+    ``changes`` maps each table's name in ``states`` to that partition's changelog messages from
+    :meth:`TableState.encode` (JSON themselves, so not encoded again); each part is
+    ``{"seq": seq, "changes": [[table, key, value] or [table, key] for a delete, ...]}``, at most
+    ``limit`` bytes unless one change is larger. No part when nothing changed there."""
     assert all(state.table.key_serializer == state.table.value_serializer == "json" for state in states.values()), \
         "redo parts are built from JSON changelog bytes"
     head = b'{"seq":' + orjson.dumps(seq) + b',"changes":['
@@ -334,7 +321,7 @@ def redo_parts(states: dict[str, TableState], partition: int, seq: str, limit: i
     empty = size = len(head) + 2  # the head and the closing "]}"
     for name, state in states.items():
         table = orjson.dumps(name)
-        for key, value in state.encode(partition):
+        for key, value in changes.get(name, ()):
             change = b"[" + table + b"," + key + (b"]" if value is None else b"," + value + b"]")
             if parts[-1] and size + len(change) > limit:
                 parts.append([])
