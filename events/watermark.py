@@ -66,7 +66,8 @@ class Watermark:
         if own is None:
             own = self.own[platform] = {}
             self.values[platform] = self.floor
-        if ts <= own.get(source, -math.inf):
+        before = own.get(source, -math.inf)
+        if ts <= before:
             return []
         own[source] = ts
         ticks = self.ticks
@@ -74,6 +75,8 @@ class Watermark:
             return []
         if len(ticks) == 1:  # one source (replay, demo): the lane is the platform's latest
             value = ts - self.lateness
+        elif max(ticks[source], before) - self.lateness > self.values[platform]:
+            return []  # another source holds this lane back (a stage partition hears from many)
         else:
             value = min(max(t, own.get(s, -math.inf)) for s, t in ticks.items()) - self.lateness
         if value > self.values[platform]:

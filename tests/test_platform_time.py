@@ -244,30 +244,39 @@ def test_a_watermarks_lanes_equal_the_minimum_over_its_sources_whatever_the_orde
     wall-clock ticks for 1,000 platforms over 56 sources) equal the definition, taken afresh
     after every step of random streams: per platform, the minimum over sources of the later of
     the source's last tick and the platform's latest event there, less the lateness; and so do
-    the lanes that moved, and a restored copy."""
+    the lanes that moved, and a restored copy. A source the watermark was not built with may
+    appear (it starts behind the others): a lane never goes back, so each lane is then the
+    latest its definition reached, and a platform first seen starts at the floor."""
     import random
 
-    for seed in range(30):
+    for seed in range(60):
         rng = random.Random(seed)
         sources = [f"s{k}" for k in range(rng.randint(1, 5))]
         platforms = [f"p{k}" for k in range(rng.randint(1, 4))]
-        wm = Watermark(sources, lateness=7)
+        wm = Watermark(list(sources), lateness=7)
         ticks = {s: -math.inf for s in sources}
         own: dict = {}
+        floor, expected = -math.inf, {}
         for _step in range(200):
+            if seed % 2 and rng.random() < 0.02:  # a source it was not built with
+                sources.append(f"new{_step}")
             source, ts = rng.choice(sources), float(rng.randint(0, 400))
             platform = rng.choice(platforms + [None])
-            before = {p: wm.of(p) for p in platforms}
+            ticks.setdefault(source, -math.inf)  # known from its first message on
+            before = dict(expected)
             moved = wm.observe(source, ts, platform)
             if platform is None:
                 ticks[source] = max(ticks[source], ts)
+                floor = max(floor, min(ticks.values()) - 7)
             else:
+                expected.setdefault(platform, floor)
                 own.setdefault(platform, {})[source] = max(own.get(platform, {}).get(source, -math.inf), ts)
-            floor = min(ticks.values()) - 7
-            expected = {p: min(max(t, own[p].get(s, -math.inf)) for s, t in ticks.items()) - 7 for p in own}
+            for p in own:
+                expected[p] = max(expected[p], min(max(t, own[p].get(s, -math.inf)) for s, t in ticks.items()) - 7)
             assert wm.floor == floor and wm.values == expected, (seed, _step)
-            assert {p for p in moved if p is not None} == {p for p in expected if expected[p] > before[p]}
+            assert {p for p in moved if p is not None} == {p for p in expected if expected[p] > before.get(p, floor)}
             assert wm.least() == min(expected.values(), default=floor)
-        restored = Watermark(sources, lateness=7)
-        restored.restore(orjson.loads(orjson.dumps(wm.dump())))
-        assert restored.values == wm.values and restored.floor == wm.floor, seed
+        if seed % 2 == 0:  # (a restored copy recomputes from the times alone: no lane held up)
+            restored = Watermark(sources, lateness=7)
+            restored.restore(orjson.loads(orjson.dumps(wm.dump())))
+            assert restored.values == wm.values and restored.floor == wm.floor, seed
