@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     stage_busy_linger_s: float = Field(0.2, ge=0, description="Worker: after a batch that held at least "
                                        "`stage_batch` events but fewer records, how long a stage lets records "
                                        "gather before the next (bigger batches under load; 0 = never).")
+    fetch_wait_s: float = Field(0.1, gt=0, le=30, description="Worker: longest the broker holds a fetch of the "
+                                "input or stage topics when no partition asked for has a record (Faust fixes 1.5 s "
+                                "and aiokafka's default is 0.5 s: a fetch of quiet partitions held back the busy ones).")
     producer_linger_s: float = Field(0.01, ge=0, description="Worker: how long the Kafka producer gathers messages "
                                      "into one request (Faust's default, 0, sends tiny requests: about 30% slower).")
 

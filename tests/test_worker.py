@@ -160,6 +160,27 @@ def test_the_consumer_is_guarded_before_any_assignment(tmp_path) -> None:
     assert isinstance(app.consumer._read_offset, _NoReadOffsets)
 
 
+def test_the_broker_holds_a_fetch_of_the_stage_topics_at_most_the_configured_wait(tmp_path) -> None:
+    """Faust fixes the wait at 1.5 s; a fetch of quiet stage partitions then held the busy ones
+    back as long (``fetch_wait``). The worker's consumer is built with the setting instead, the
+    rest of Faust's options unchanged (its group, no auto-commit)."""
+    import asyncio
+
+    from streams.kafka.app import create_app
+    from streams.settings import Settings
+
+    async def built(**overrides: object) -> tuple:
+        app = create_app(Settings(app_id="wait", data_dir=tmp_path, store="memory://", **overrides))
+        consumer = app.consumer._thread._create_worker_consumer(app.transport)
+        try:
+            return consumer._fetch_max_wait_ms, consumer._group_id, consumer._enable_auto_commit
+        finally:
+            await consumer.stop()
+
+    assert asyncio.run(built()) == (100, "wait", False)
+    assert asyncio.run(built(fetch_wait_s=0.02)) == (20, "wait", False)
+
+
 def test_a_message_below_the_groups_commit_but_never_handled_here_is_handled() -> None:
     """The group's offsets read at assignment and the ones Faust starts from can disagree (seen
     both ways round in restarts): a message before that read is skipped only when this worker

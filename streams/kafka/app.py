@@ -30,6 +30,7 @@ from collections.abc import Callable
 
 import faust
 import orjson
+from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from events import INPUT_TOPICS, DeadLetter, Tick, decode, raw_text
 from streams import metrics
@@ -60,6 +61,31 @@ def topic_names(settings: Settings) -> list[str]:
             + evidence_topic_names(settings))
 
 
+def fetch_wait(app: faust.App, seconds: float) -> None:
+    """Make the broker hold a fetch of the stage topics at most ``seconds`` (Faust fixes 1.5 s).
+
+    aiokafka leaves a partition whose fetched records are still unread out of its next fetch,
+    and sends no other fetch to the broker while one is in flight. So when the busy partitions
+    (``posts``, the water army's) were all unread at that moment, the fetch asked only for the
+    quiet ones (``orders``, ``cascades``, ``targets``), the broker held it until their next
+    record or 1.5 s, and the busy partitions' next records waited as long: at each stage hop, a
+    tick or a refusal could wait up to 1.5 s (docs/KNOWN-PROBLEMS.md, the slow webhook runs).
+    The ingest's own consumer takes the same wait (aiokafka's default is 0.5 s)."""
+    wait_ms = max(1, round(seconds * 1000))
+
+    class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+        def _create_worker_consumer(self, transport):  # noqa: ANN001, ANN202 - Faust's signature
+            consumer = super()._create_worker_consumer(transport)
+            consumer._fetch_max_wait_ms = wait_ms  # handed to its fetcher when it starts
+            return consumer
+
+    class Consumer(faust_aiokafka.Consumer):
+        def _new_consumer_thread(self) -> ConsumerThread:
+            return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    app.transport.Consumer = Consumer
+
+
 def create_app(settings: Settings | None = None) -> faust.App:
     settings = settings or Settings()
     app = faust.App(
@@ -87,6 +113,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
     )
     # Faust builds its aiohttp runner with no client time limits and has no setting for them.
     app.web._runner._kwargs.update(server_options(settings.web_timeout_s))
+    fetch_wait(app, settings.fetch_wait_s)
     raw = RAW_BYTES
     input_names = [settings.topic(t) for t in INPUT_TOPICS]
     alerts_topic = app.topic(settings.topic("alerts"), **raw)

@@ -77,6 +77,7 @@ class Ingest(ConsumerRebalanceListener):
                 return
             consumer = self.consumer = self._consumer(
                 auto_offset_reset="earliest", max_poll_records=s.stage_batch,
+                fetch_max_wait_ms=max(1, round(s.fetch_wait_s * 1000)),  # see streams.kafka.app.fetch_wait
                 session_timeout_ms=self.session_ms, heartbeat_interval_ms=self.heartbeat_ms)
             await consumer.start()
             try:
