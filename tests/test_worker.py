@@ -160,13 +160,14 @@ def test_the_consumer_is_guarded_before_any_assignment(tmp_path) -> None:
     assert isinstance(app.consumer._read_offset, _NoReadOffsets)
 
 
-def test_the_broker_holds_a_fetch_of_the_stage_topics_at_most_the_configured_wait(tmp_path) -> None:
+def test_the_broker_holds_a_fetch_of_the_input_or_stage_topics_at_most_the_configured_wait(tmp_path) -> None:
     """Faust fixes the wait at 1.5 s; a fetch of quiet stage partitions then held the busy ones
     back as long (``fetch_wait``). The worker's consumer is built with the setting instead, the
-    rest of Faust's options unchanged (its group, no auto-commit)."""
+    rest of Faust's options unchanged (its group, no auto-commit); so is the ingest's consumer."""
     import asyncio
 
     from streams.kafka.app import create_app
+    from streams.kafka.ingest import Ingest
     from streams.settings import Settings
 
     async def built(**overrides: object) -> tuple:
@@ -179,6 +180,16 @@ def test_the_broker_holds_a_fetch_of_the_stage_topics_at_most_the_configured_wai
 
     assert asyncio.run(built()) == (100, "wait", False)
     assert asyncio.run(built(fetch_wait_s=0.02)) == (20, "wait", False)
+
+    async def ingest_wait(**overrides: object) -> tuple:
+        consumer = Ingest(Settings(app_id="wait", **overrides), ["t"], None, None, None)._consumer()
+        try:
+            return consumer._fetch_max_wait_ms, consumer._group_id
+        finally:
+            await consumer.stop()
+
+    assert asyncio.run(ingest_wait()) == (100, "wait-ingest")
+    assert asyncio.run(ingest_wait(fetch_wait_s=0.02)) == (20, "wait-ingest")
 
 
 def test_a_message_below_the_groups_commit_but_never_handled_here_is_handled() -> None:

@@ -69,8 +69,9 @@ def fetch_wait(app: faust.App, seconds: float) -> None:
     (``posts``, the water army's) were all unread at that moment, the fetch asked only for the
     quiet ones (``orders``, ``cascades``, ``targets``), the broker held it until their next
     record or 1.5 s, and the busy partitions' next records waited as long: at each stage hop, a
-    tick or a refusal could wait up to 1.5 s (docs/KNOWN-PROBLEMS.md, the slow webhook runs).
-    The ingest's own consumer takes the same wait (aiokafka's default is 0.5 s)."""
+    tick or a refusal could wait up to 1.5 s. A shorter wait shortens each such stall; it does
+    not stop the busy partitions from being left out (docs/KNOWN-PROBLEMS.md, the slow webhook
+    runs). The ingest's own consumer takes the same wait (aiokafka's default is 0.5 s)."""
     wait_ms = max(1, round(seconds * 1000))
 
     class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):

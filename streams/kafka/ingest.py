@@ -65,8 +65,11 @@ class Ingest(ConsumerRebalanceListener):
         self.finished = asyncio.Event()
 
     def _consumer(self, **options: object) -> AIOKafkaConsumer:
+        """The group's consumer; the broker holds its fetches as long as the stages' (see
+        :func:`streams.kafka.app.fetch_wait`; aiokafka's default is 0.5 s)."""
         return AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(self.settings.broker), group_id=self.group,
-                                client_id=self.group, enable_auto_commit=False, **options)
+                                client_id=self.group, enable_auto_commit=False,
+                                fetch_max_wait_ms=max(1, round(self.settings.fetch_wait_s * 1000)), **options)
 
     async def run(self) -> None:
         s = self.settings
@@ -77,7 +80,6 @@ class Ingest(ConsumerRebalanceListener):
                 return
             consumer = self.consumer = self._consumer(
                 auto_offset_reset="earliest", max_poll_records=s.stage_batch,
-                fetch_max_wait_ms=max(1, round(s.fetch_wait_s * 1000)),  # see streams.kafka.app.fetch_wait
                 session_timeout_ms=self.session_ms, heartbeat_interval_ms=self.heartbeat_ms)
             await consumer.start()
             try:
