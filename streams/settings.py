@@ -59,7 +59,8 @@ class Settings(BaseSettings):
                                        "gather before the next (bigger batches under load; 0 = never).")
     fetch_wait_s: float = Field(0.1, gt=0, le=30, description="Worker: longest the broker holds a fetch of the "
                                 "input or stage topics when no partition asked for has a record (Faust fixes 1.5 s "
-                                "and aiokafka's default is 0.5 s: a fetch of quiet partitions held back the busy ones).")
+                                "and aiokafka's default is 0.5 s: a fetch of quiet partitions held back the busy "
+                                "ones).")
     producer_linger_s: float = Field(0.01, ge=0, description="Worker: how long the Kafka producer gathers messages "
                                      "into one request (Faust's default, 0, sends tiny requests: about 30% slower).")
 
@@ -100,6 +101,11 @@ class Settings(BaseSettings):
     cascades: CascadeSettings = CascadeSettings()
     targets: TargetSettings = TargetSettings()
     law: LawSettings = LawSettings()
+
+    @property
+    def fetch_wait_ms(self) -> int:
+        """``fetch_wait_s`` as the whole milliseconds a Kafka fetch request carries (at least 1)."""
+        return max(1, round(self.fetch_wait_s * 1000))
 
     def platform_ids(self) -> frozenset[str]:
         """:attr:`platforms` as a set (empty: any platform is taken)."""

@@ -61,8 +61,8 @@ def topic_names(settings: Settings) -> list[str]:
             + evidence_topic_names(settings))
 
 
-def fetch_wait(app: faust.App, seconds: float) -> None:
-    """Make the broker hold a fetch of the stage topics at most ``seconds`` (Faust fixes 1.5 s).
+def fetch_wait(app: faust.App, wait_ms: int) -> None:
+    """Make the broker hold a fetch of the stage topics at most ``wait_ms`` (Faust fixes 1.5 s).
 
     aiokafka leaves a partition whose fetched records are still unread out of its next fetch,
     and sends no other fetch to the broker while one is in flight. So when the busy partitions
@@ -72,7 +72,6 @@ def fetch_wait(app: faust.App, seconds: float) -> None:
     tick or a refusal could wait up to 1.5 s. A shorter wait shortens each such stall; it does
     not stop the busy partitions from being left out (docs/KNOWN-PROBLEMS.md, the slow webhook
     runs). The ingest's own consumer takes the same wait (aiokafka's default is 0.5 s)."""
-    wait_ms = max(1, round(seconds * 1000))
 
     class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         def _create_worker_consumer(self, transport):  # noqa: ANN001, ANN202 - Faust's signature
@@ -114,7 +113,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
     )
     # Faust builds its aiohttp runner with no client time limits and has no setting for them.
     app.web._runner._kwargs.update(server_options(settings.web_timeout_s))
-    fetch_wait(app, settings.fetch_wait_s)
+    fetch_wait(app, settings.fetch_wait_ms)
     raw = RAW_BYTES
     input_names = [settings.topic(t) for t in INPUT_TOPICS]
     alerts_topic = app.topic(settings.topic("alerts"), **raw)

@@ -69,7 +69,7 @@ class Ingest(ConsumerRebalanceListener):
         :func:`streams.kafka.app.fetch_wait`; aiokafka's default is 0.5 s)."""
         return AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(self.settings.broker), group_id=self.group,
                                 client_id=self.group, enable_auto_commit=False,
-                                fetch_max_wait_ms=max(1, round(self.settings.fetch_wait_s * 1000)), **options)
+                                fetch_max_wait_ms=self.settings.fetch_wait_ms, **options)
 
     async def run(self) -> None:
         s = self.settings

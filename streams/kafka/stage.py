@@ -353,10 +353,11 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
         table._verified_source_topics_for_partitions.add(topic.get_topic_name())
 
     def write_redo(partition: int, changes: dict[str, list]) -> None:
-        """The batch's changes for ``partition`` (table name -> its changelog messages there) as one redo record: parts of at most
-        ``REDO_PART_BYTES`` (``<p>\\t<i>``), then a head (``<p>``) naming them. One changelog
-        partition holds them all and Kafka keeps its order, so a durable head means durable
-        parts. Nothing when the batch changed nothing here (the last record still holds)."""
+        """The batch's changes for ``partition`` (table name -> its changelog messages there) as
+        one redo record: parts of at most ``REDO_PART_BYTES`` (``<p>\\t<i>``), then a head
+        (``<p>``) naming them. One changelog partition holds them all and Kafka keeps its order,
+        so a durable head means durable parts. Nothing when the batch changed nothing here (the
+        last record still holds)."""
         seq = uuid.uuid4().hex
         parts = redo_parts(states, changes, seq, REDO_PART_BYTES)
         if not parts:
