@@ -30,6 +30,7 @@ from collections.abc import Callable
 
 import faust
 import orjson
+from aiokafka import TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from events import INPUT_TOPICS, DeadLetter, Tick, decode, raw_text
@@ -62,16 +63,23 @@ def topic_names(settings: Settings) -> list[str]:
 
 
 def fetch_wait(app: faust.App, wait_ms: int) -> None:
-    """Make the broker hold a fetch of the stage topics at most ``wait_ms`` (Faust fixes 1.5 s).
+    """Make the worker's consumer fetch only what its agents read, and make the broker hold a
+    fetch of it at most ``wait_ms`` (Faust fixes 1.5 s).
 
-    aiokafka leaves a partition whose fetched records are still unread out of its next fetch,
-    and sends no other fetch to the broker while one is in flight. So when the busy partitions
-    (``posts``, the water army's) were all unread at that moment, the fetch asked only for the
-    quiet ones (``orders``, ``cascades``, ``targets``), the broker held it until their next
-    record or 1.5 s, and the busy partitions' next records waited as long: at each stage hop, a
-    tick or a refusal could wait up to 1.5 s. A shorter wait shortens each such stall; it does
-    not stop the busy partitions from being left out (docs/KNOWN-PROBLEMS.md, the slow webhook
-    runs). The ingest's own consumer takes the same wait (aiokafka's default is 0.5 s)."""
+    *What it fetches.* Faust pauses a partition in its own bookkeeping only: aiokafka goes on
+    fetching every assigned partition, including every table's changelog (assigned for recovery,
+    and never read once recovery is over). Each fetched changelog record then sat in aiokafka's
+    buffer for good, and while a fresh one is younger than aiokafka's prefetch backoff (0.1 s)
+    aiokafka sends the broker no fetch at all. As the worker wrote its changelogs, the stage
+    partitions' fetches stalled again and again. So Faust's pauses are passed on to aiokafka
+    (:meth:`Consumer.pause_partitions`).
+
+    *How long the broker holds a fetch.* aiokafka leaves a partition whose fetched records are
+    still unread out of its next fetch, and sends no other fetch to the broker while one is in
+    flight. So when the busy partitions (``posts``, the water army's) were all unread at that
+    moment, the fetch asked only for the quiet ones (``orders``, ``cascades``, ``targets``), the
+    broker held it until their next record or 1.5 s, and the busy partitions' next records
+    waited as long. The ingest's own consumer takes the same wait (aiokafka's default is 0.5 s)."""
 
     class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         def _create_worker_consumer(self, transport):  # noqa: ANN001, ANN202 - Faust's signature
@@ -79,9 +87,34 @@ def fetch_wait(app: faust.App, wait_ms: int) -> None:
             consumer._fetch_max_wait_ms = wait_ms  # handed to its fetcher when it starts
             return consumer
 
+        def fetch_exactly(self, paused: set) -> None:
+            """Pause in aiokafka what Faust has paused, resume the rest (in this thread's loop:
+            aiokafka's pause makes a future)."""
+            consumer = self._consumer
+            if consumer is None:
+                return
+            assigned = consumer.assignment()
+            want = {TopicPartition(tp.topic, tp.partition) for tp in paused} & assigned
+            now = consumer.paused()
+            consumer.pause(*(want - now))
+            consumer.resume(*((now & assigned) - want))
+
     class Consumer(faust_aiokafka.Consumer):
         def _new_consumer_thread(self) -> ConsumerThread:
             return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+        def pause_partitions(self, tps) -> None:  # noqa: ANN001 - Faust's TPs
+            super().pause_partitions(tps)
+            self._fetch_exactly()
+
+        def resume_partitions(self, tps) -> None:  # noqa: ANN001 - Faust's TPs
+            super().resume_partitions(tps)
+            self._fetch_exactly()
+
+        def _fetch_exactly(self) -> None:
+            thread = getattr(self, "_thread", None)  # None until Faust builds it
+            if thread is not None:
+                thread.thread_loop.call_soon_threadsafe(thread.fetch_exactly, set(self._paused_partitions))
 
     app.transport.Consumer = Consumer
 
