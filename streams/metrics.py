@@ -20,6 +20,9 @@ WATCHDOG_REREADS = Counter("stormwatch_watchdog_rereads", "Partitions the worker
                            "stalled (fetched or written, not handled, for 20 s).", registry=REGISTRY)
 BUFFERED = Gauge("stormwatch_stage_buffered_events", "Events an ordered stage holds until event time passes "
                  "them, by stage and partition (worker).", ["stage", "partition"], registry=REGISTRY)
+PAUSED_PARTITIONS = Gauge("stormwatch_consumer_paused_partitions", "Partitions assigned to the worker's consumer "
+                          "of the stage topics that it does not fetch: the tables' changelogs once recovered, and "
+                          "every partition while Faust rebalances (worker).", registry=REGISTRY)
 GAPS_REREAD = Counter("stormwatch_gaps_reread", "Times an agent got an offset past the next one it expected on a "
                       "partition (a gap), so the worker re-read the partition from there.", registry=REGISTRY)
 HOLE_MESSAGES = Counter("stormwatch_hole_messages_read_back", "Messages the worker read back with a consumer of its "

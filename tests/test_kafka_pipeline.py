@@ -20,6 +20,28 @@ def canonical(alerts: list[dict]) -> list[bytes]:
     return sorted(orjson.dumps(a, option=orjson.OPT_SORT_KEYS) for a in alerts)
 
 
+def assert_fetches_no_changelog(worker: Worker, timeout: float = 15) -> None:
+    """The worker's consumer fetches none of its tables' changelogs once recovered (Faust leaves
+    them to aiokafka, whose unread changelog records held back every fetch: streams.kafka.consumer)."""
+    from kafka import KafkaConsumer
+    from prometheus_client.parser import text_string_to_metric_families
+
+    admin = KafkaConsumer(bootstrap_servers=worker.broker.bootstrap)
+    try:
+        changelogs = sum(len(admin.partitions_for_topic(t)) for t in admin.topics()
+                         if t.startswith(f"{worker.app_id}-") and t.endswith("-changelog"))
+    finally:
+        admin.close()
+    deadline = time.monotonic() + timeout
+    while True:
+        paused = [s.value for family in text_string_to_metric_families(worker.metrics()) for s in family.samples
+                  if s.name == "stormwatch_consumer_paused_partitions"]
+        if paused == [changelogs] or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert changelogs > 0 and paused == [changelogs]
+
+
 @pytest.fixture
 def worker(kafka_broker, stormwatch_bin: str, tmp_path: Path):
     w = Worker(kafka_broker, stormwatch_bin, tmp_path).start()
@@ -48,6 +70,7 @@ def test_kafka_pipeline_gives_the_same_alerts_as_replay(worker: Worker, kafka_br
     assert 'stormwatch_alerts_total{kind="order_overdue"} 2.0' in metrics
     assert "stormwatch_deadletter_total" in metrics
     assert f'stormwatch_consumer_lag{{partition="0",topic="{worker.app_id}.posts"}}' in metrics
+    assert_fetches_no_changelog(worker)
     # The worker's API reads the changelogged ledger table.
     orders = {o["order_id"]: o["state"] for o in worker.api("/api/orders", "reg").json()}
     assert orders == {"order-rumor": "overdue", "order-army": "completed", "order-tag": "overdue"}
@@ -147,6 +170,7 @@ def test_ledger_state_survives_a_worker_restart(kafka_broker, stormwatch_bin: st
         part2.write_bytes(lines([tick(31)]))
         second.produce(part2)
         alerts = second.read("alerts", until=1, timeout=180)
+        assert_fetches_no_changelog(second)  # this time recovery read the changelogs first
     finally:
         second.stop()
     assert [a["kind"] for a in alerts] == ["order_overdue"]

@@ -162,7 +162,7 @@ def test_the_consumer_is_guarded_before_any_assignment(tmp_path) -> None:
 
 def test_the_broker_holds_a_fetch_of_the_input_or_stage_topics_at_most_the_configured_wait(tmp_path) -> None:
     """Faust fixes the wait at 1.5 s; a fetch of quiet stage partitions then held the busy ones
-    back as long (``fetch_wait``). The worker's consumer is built with the setting instead, the
+    back as long (:mod:`streams.kafka.consumer`). The worker's consumer is built with the setting instead, the
     rest of Faust's options unchanged (its group, no auto-commit); so is the ingest's consumer."""
     import asyncio
 
@@ -190,6 +190,108 @@ def test_the_broker_holds_a_fetch_of_the_input_or_stage_topics_at_most_the_confi
 
     assert asyncio.run(ingest_wait()) == (100, "wait-ingest")
     assert asyncio.run(ingest_wait(fetch_wait_s=0.02)) == (20, "wait-ingest")
+
+
+def test_a_delivery_that_needs_no_wait_ends_in_its_first_step_and_one_that_waits_ends_as_awaited() -> None:
+    """``deliver_first`` runs a delivery's first step in place of the four tasks Faust made per
+    message: a delivery that did not wait is over; the rest of one that waits, awaited in a task,
+    gives the same result, error or cancellation as the whole delivery would have."""
+    import asyncio
+
+    from streams.kafka.consumer import deliver_first
+
+    async def scenario() -> None:
+        queue: asyncio.Queue = asyncio.Queue(maxsize=1)
+        trace: list = []
+
+        async def deliver(value: object) -> str:
+            await queue.put(value)  # waits only when the agent's queue is full
+            trace.append(value)
+            return f"put {value}"
+
+        assert deliver_first(deliver(1)) == (True, "put 1") and trace == [1]
+
+        done, rest = deliver_first(deliver(2))  # the queue is full: it must wait
+        assert not done and trace == [1]
+        task = asyncio.ensure_future(rest)
+        await asyncio.sleep(0.01)
+        assert not task.done()
+        assert queue.get_nowait() == 1
+        assert await asyncio.wait_for(task, 1) == "put 2" and trace == [1, 2]
+
+        async def fails_after(future: asyncio.Future) -> None:
+            await future
+            raise ValueError("after the wait")
+
+        future = asyncio.get_running_loop().create_future()
+        done, rest = deliver_first(fails_after(future))
+        task = asyncio.ensure_future(rest)
+        future.set_result(None)
+        with pytest.raises(ValueError, match="after the wait"):
+            await task
+
+        future = asyncio.get_running_loop().create_future()
+        done, rest = deliver_first(fails_after(future))
+        task = asyncio.ensure_future(rest)
+        future.set_exception(OSError("broker gone"))
+        with pytest.raises(OSError, match="broker gone"):
+            await task
+
+        cleaned: list = []
+
+        async def cancelled_while_waiting() -> None:
+            try:
+                await asyncio.sleep(10)
+            finally:
+                cleaned.append("finally ran")
+
+        done, rest = deliver_first(cancelled_while_waiting())
+        task = asyncio.ensure_future(rest)
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert cleaned == ["finally ran"]
+
+        async def yields_bare() -> str:
+            await asyncio.sleep(0)
+            return "after a bare yield"
+
+        done, rest = deliver_first(yields_bare())
+        assert not done and await rest == "after a bare yield"
+
+    asyncio.run(scenario())
+
+
+def test_the_worker_consumer_hands_a_message_over_without_tasks_unless_flow_is_suspended(tmp_path) -> None:
+    """The consumer's ``wait_first`` (Faust calls it once per message) returns the delivery's
+    result without making a task; when Faust has suspended the flow it waits as mode's does."""
+    import asyncio
+    import warnings
+
+    from streams.kafka.app import create_app
+    from streams.settings import Settings
+
+    async def scenario() -> None:
+        consumer = create_app(Settings(app_id="hand", data_dir=tmp_path, store="memory://")).consumer
+        made = []
+        loop = asyncio.get_running_loop()
+        loop.set_task_factory(lambda loop, coro, **kw: made.append(coro) or asyncio.Task(coro, loop=loop, **kw))
+
+        async def deliver(value: int) -> int:
+            return value * 2
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a suspend_flow.wait() left unawaited would warn
+            results = await consumer.wait_first(deliver(21), consumer.suspend_flow.wait())
+        assert (results.results, results.stopped, made) == ([42], False, [])
+
+        consumer.suspend_flow.set()  # a rebalance: mode's wait, which the suspension ends
+        results = await consumer.wait_first(asyncio.sleep(10), consumer.suspend_flow.wait())
+        assert results.results == [True] and len(made) == 4  # the delivery, the suspension, stop, crash
+        loop.set_task_factory(None)
+
+    asyncio.run(scenario())
 
 
 def test_a_message_below_the_groups_commit_but_never_handled_here_is_handled() -> None:

@@ -30,8 +30,6 @@ from collections.abc import Callable
 
 import faust
 import orjson
-from aiokafka import TopicPartition
-from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from events import INPUT_TOPICS, DeadLetter, Tick, decode, raw_text
 from streams import metrics
@@ -43,6 +41,7 @@ from streams.outputs.delivery import make_delivery
 from streams.registry import build_detectors, placements, refuser, routes, stages
 from streams.settings import Settings, bootstrap_servers
 from streams.kafka.batches import Outbox
+from streams.kafka.consumer import use_consumer
 from streams.kafka.ingest import Ingest
 from streams.kafka.stage import RAW_BYTES, SOURCE_HEADER, Decoded, stage_agent, tick_json
 from streams.kafka.watchdog import watch
@@ -60,63 +59,6 @@ def topic_names(settings: Settings) -> list[str]:
     topics = [stage_topic_name(settings, name) for name in stages(build_detectors(settings))]
     return ([settings.topic(t) for t in (*INPUT_TOPICS, "alerts", "deadletter")] + topics
             + evidence_topic_names(settings))
-
-
-def fetch_wait(app: faust.App, wait_ms: int) -> None:
-    """Make the worker's consumer fetch only what its agents read, and make the broker hold a
-    fetch of it at most ``wait_ms`` (Faust fixes 1.5 s).
-
-    *What it fetches.* Faust pauses a partition in its own bookkeeping only: aiokafka goes on
-    fetching every assigned partition, including every table's changelog (assigned for recovery,
-    and never read once recovery is over). Each fetched changelog record then sat in aiokafka's
-    buffer for good, and while a fresh one is younger than aiokafka's prefetch backoff (0.1 s)
-    aiokafka sends the broker no fetch at all. As the worker wrote its changelogs, the stage
-    partitions' fetches stalled again and again. So Faust's pauses are passed on to aiokafka
-    (:meth:`Consumer.pause_partitions`).
-
-    *How long the broker holds a fetch.* aiokafka leaves a partition whose fetched records are
-    still unread out of its next fetch, and sends no other fetch to the broker while one is in
-    flight. So when the busy partitions (``posts``, the water army's) were all unread at that
-    moment, the fetch asked only for the quiet ones (``orders``, ``cascades``, ``targets``), the
-    broker held it until their next record or 1.5 s, and the busy partitions' next records
-    waited as long. The ingest's own consumer takes the same wait (aiokafka's default is 0.5 s)."""
-
-    class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-        def _create_worker_consumer(self, transport):  # noqa: ANN001, ANN202 - Faust's signature
-            consumer = super()._create_worker_consumer(transport)
-            consumer._fetch_max_wait_ms = wait_ms  # handed to its fetcher when it starts
-            return consumer
-
-        def fetch_exactly(self, paused: set) -> None:
-            """Pause in aiokafka what Faust has paused, resume the rest (in this thread's loop:
-            aiokafka's pause makes a future)."""
-            consumer = self._consumer
-            if consumer is None:
-                return
-            assigned = consumer.assignment()
-            want = {TopicPartition(tp.topic, tp.partition) for tp in paused} & assigned
-            now = consumer.paused()
-            consumer.pause(*(want - now))
-            consumer.resume(*((now & assigned) - want))
-
-    class Consumer(faust_aiokafka.Consumer):
-        def _new_consumer_thread(self) -> ConsumerThread:
-            return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-        def pause_partitions(self, tps) -> None:  # noqa: ANN001 - Faust's TPs
-            super().pause_partitions(tps)
-            self._fetch_exactly()
-
-        def resume_partitions(self, tps) -> None:  # noqa: ANN001 - Faust's TPs
-            super().resume_partitions(tps)
-            self._fetch_exactly()
-
-        def _fetch_exactly(self) -> None:
-            thread = getattr(self, "_thread", None)  # None until Faust builds it
-            if thread is not None:
-                thread.thread_loop.call_soon_threadsafe(thread.fetch_exactly, set(self._paused_partitions))
-
-    app.transport.Consumer = Consumer
 
 
 def create_app(settings: Settings | None = None) -> faust.App:
@@ -146,7 +88,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
     )
     # Faust builds its aiohttp runner with no client time limits and has no setting for them.
     app.web._runner._kwargs.update(server_options(settings.web_timeout_s))
-    fetch_wait(app, settings.fetch_wait_ms)
+    use_consumer(app, settings.fetch_wait_ms)
     raw = RAW_BYTES
     input_names = [settings.topic(t) for t in INPUT_TOPICS]
     alerts_topic = app.topic(settings.topic("alerts"), **raw)
@@ -218,6 +160,10 @@ def create_app(settings: Settings | None = None) -> faust.App:
     @app.timer(5.0)
     async def input_lag() -> None:
         await ingest.measure_lag()
+
+    @app.timer(5.0)
+    async def paused_partitions() -> None:
+        metrics.PAUSED_PARTITIONS.set(await app.consumer.paused_in_fetcher())
 
     engines = {name: stage_agent(app, settings, name, groups, targets, alerts_topic, dead_letter, admit, evidence,
                                  decoded) for name in groups}

@@ -66,7 +66,7 @@ class Ingest(ConsumerRebalanceListener):
 
     def _consumer(self, **options: object) -> AIOKafkaConsumer:
         """The group's consumer; the broker holds its fetches as long as the stages' (see
-        :func:`streams.kafka.app.fetch_wait`; aiokafka's default is 0.5 s)."""
+        :mod:`streams.kafka.consumer`; aiokafka's default is 0.5 s)."""
         return AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(self.settings.broker), group_id=self.group,
                                 client_id=self.group, enable_auto_commit=False,
                                 fetch_max_wait_ms=self.settings.fetch_wait_ms, **options)
