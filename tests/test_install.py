@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("events", "streams", "detectors", "compliance", "evidence", "commands")
 # Import name -> distribution name, where they differ.
 DISTRIBUTION = {"faust": "faust-streaming", "kafka": "kafka-python", "prometheus_client": "prometheus-client",
-                "pydantic_settings": "pydantic-settings", "yaml": "pyyaml", "sklearn": "scikit-learn"}
+                "pydantic_settings": "pydantic-settings", "yaml": "pyyaml", "sklearn": "scikit-learn",
+                "mode": "mode-streaming"}
 BUNDLED = {"rocksdict": "faust-streaming[rocksdict]"}
 
 

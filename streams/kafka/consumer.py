@@ -113,8 +113,12 @@ def use_consumer(app: faust.App, wait_ms: int) -> None:
 
         def _fetch_exactly(self) -> None:
             thread = getattr(self, "_thread", None)  # None until Faust builds it
-            if thread is not None:
+            if thread is None:
+                return
+            try:
                 thread.thread_loop.call_soon_threadsafe(thread.fetch_exactly, set(self._paused_partitions))
+            except RuntimeError:  # its loop is closed: the consumer has stopped, nothing to fetch
+                pass
 
         async def paused_in_fetcher(self) -> int:
             """How many assigned partitions aiokafka does not fetch, asked in its thread."""
