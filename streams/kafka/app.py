@@ -163,7 +163,10 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
     @app.timer(5.0)
     async def paused_partitions() -> None:
-        metrics.PAUSED_PARTITIONS.set(await app.consumer.paused_in_fetcher())
+        try:
+            metrics.PAUSED_PARTITIONS.set(await app.consumer.paused_in_fetcher())
+        except Exception:  # the consumer is starting or stopping: the next round
+            log.debug("paused partitions not counted", exc_info=True)
 
     engines = {name: stage_agent(app, settings, name, groups, targets, alerts_topic, dead_letter, admit, evidence,
                                  decoded) for name in groups}
