@@ -162,8 +162,9 @@ def test_the_consumer_is_guarded_before_any_assignment(tmp_path) -> None:
 
 def test_the_broker_holds_a_fetch_of_the_input_or_stage_topics_at_most_the_configured_wait(tmp_path) -> None:
     """Faust fixes the wait at 1.5 s; a fetch of quiet stage partitions then held the busy ones
-    back as long (:mod:`streams.kafka.consumer`). The worker's consumer is built with the setting instead, the
-    rest of Faust's options unchanged (its group, no auto-commit); so is the ingest's consumer."""
+    back as long (:mod:`streams.kafka.consumer`). The worker's consumer is built with the setting
+    instead, the rest of Faust's options unchanged (its group, no auto-commit); so is the
+    ingest's consumer."""
     import asyncio
 
     from streams.kafka.app import create_app

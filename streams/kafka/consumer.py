@@ -97,7 +97,7 @@ def use_consumer(app: faust.App, wait_ms: int) -> None:
             want = {TopicPartition(tp.topic, tp.partition) for tp in paused} & assigned
             now = consumer.paused()
             consumer.pause(*(want - now))
-            consumer.resume(*((now & assigned) - want))
+            consumer.resume(*(now - want))  # paused() lists assigned partitions only
 
     class Consumer(faust_aiokafka.Consumer):
         def _new_consumer_thread(self) -> ConsumerThread:
