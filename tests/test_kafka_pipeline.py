@@ -7,7 +7,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer
 
 from tests.support.events import action, lines, order, tick
 from tests.support.worker import Worker
@@ -23,9 +23,6 @@ def canonical(alerts: list[dict]) -> list[bytes]:
 def assert_fetches_no_changelog(worker: Worker, timeout: float = 15) -> None:
     """The worker's consumer fetches none of its tables' changelogs once recovered (Faust leaves
     them to aiokafka, whose unread changelog records held back every fetch: streams.kafka.consumer)."""
-    from kafka import KafkaConsumer
-    from prometheus_client.parser import text_string_to_metric_families
-
     admin = KafkaConsumer(bootstrap_servers=worker.broker.bootstrap)
     try:
         changelogs = sum(len(admin.partitions_for_topic(t)) for t in admin.topics()
@@ -34,8 +31,7 @@ def assert_fetches_no_changelog(worker: Worker, timeout: float = 15) -> None:
         admin.close()
     deadline = time.monotonic() + timeout
     while True:
-        paused = [s.value for family in text_string_to_metric_families(worker.metrics()) for s in family.samples
-                  if s.name == "stormwatch_consumer_paused_partitions"]
+        paused = [s.value for s in worker.samples("stormwatch_consumer_paused_partitions")]
         if paused == [changelogs] or time.monotonic() > deadline:
             break
         time.sleep(0.5)
@@ -247,7 +243,6 @@ def test_webhooks_survive_a_worker_restart_without_duplicates(kafka_broker, stor
 def test_every_worker_answers_for_every_platform(kafka_broker, stormwatch_bin: str, tmp_path: Path) -> None:
     """Two workers split the partitions; each one's API still shows every platform's orders and alerts."""
     from kafka.partitioner.default import murmur2
-    from prometheus_client.parser import text_string_to_metric_families
 
     first = Worker(kafka_broker, stormwatch_bin, tmp_path).start()
     second = Worker(kafka_broker, stormwatch_bin, tmp_path, app_id=first.app_id).start()
@@ -267,8 +262,7 @@ def test_every_worker_answers_for_every_platform(kafka_broker, stormwatch_bin: s
 
         def owned(worker: Worker) -> set[str]:
             stage = f"{worker.app_id}.{worker.app_id}-stage-orders"
-            return {sample.labels["partition"] for family in text_string_to_metric_families(worker.metrics())
-                    if family.name == "stormwatch_consumer_lag" for sample in family.samples
+            return {sample.labels["partition"] for sample in worker.samples("stormwatch_consumer_lag")
                     if sample.labels["topic"] == stage}
 
         def shown(worker: Worker) -> tuple[list[str], list[str]]:

@@ -179,34 +179,26 @@ class Pair:
         actions and refusal history meet there), by the lag gauge's labels; 0 when that is not
         known yet."""
         from kafka.partitioner.default import murmur2
-        from prometheus_client.parser import text_string_to_metric_families
 
         partition = str((murmur2(b"weibo") & 0x7FFFFFFF) % PARTITIONS)
         stage = self.topic(f"{self.app_id}-stage-orders")
         for i, w in enumerate(self.workers):
             try:
-                families = list(text_string_to_metric_families(w.metrics()))
+                samples = w.samples("stormwatch_consumer_lag")
             except Exception:  # not answering: try the other
                 continue
-            for family in families:
-                for sample in family.samples:
-                    if (family.name == "stormwatch_consumer_lag" and sample.labels.get("topic") == stage
-                            and sample.labels.get("partition") == partition):
-                        return i
+            if any(s.labels.get("topic") == stage and s.labels.get("partition") == partition for s in samples):
+                return i
         return 0
 
     def counter(self, name: str) -> float:
         """A counter summed over the running workers (a killed worker's count is gone with it)."""
-        from prometheus_client.parser import text_string_to_metric_families
-
         total = 0.0
         for w in self.workers:
             if w.process is None or w.process.poll() is not None:
                 continue
             try:
-                for family in text_string_to_metric_families(w.metrics()):
-                    if family.name == name:
-                        total += sum(s.value for s in family.samples if s.name.endswith("_total"))
+                total += sum(s.value for s in w.samples(name) if s.name.endswith("_total"))
             except Exception:
                 continue
         return total
