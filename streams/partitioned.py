@@ -31,6 +31,7 @@ from events.watermark import moved_times, touched
 from streams.engine import Engine
 from streams.local import detector_failures
 from streams.registry import build_detectors, partition_of, placements, refuser, routes, stage_sources, stages
+from streams.runtime import tune_gc
 from streams.settings import Settings
 
 
@@ -57,6 +58,7 @@ class PartitionedPipeline:
 
     def __init__(self, settings: Settings, partitions: int, on_alert: Callable[[Alert], None],
                  on_deadletter: Callable[[DeadLetter], None]) -> None:
+        tune_gc(settings.gc_threshold, settings.gc_middle_passes)  # as LocalPipeline: the same state, the same cost
         self.settings = settings.model_copy(update={"partitions": partitions})
         self.n = partitions
         detectors = build_detectors(self.settings)

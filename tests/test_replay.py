@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -121,10 +122,13 @@ def test_detectors_setting_runs_only_the_named_detectors(stormwatch_bin: str, tm
     assert bad.returncode != 0 and b"nope" in bad.stderr
 
 
-def test_the_pipeline_sets_the_cycle_collector_from_settings() -> None:
-    """Replay, demo and the benchmarks get the tuned collector; 0 leaves Python's default."""
-    probe = ("import gc; from streams.local import LocalPipeline; from streams.settings import Settings; "
-             "LocalPipeline(Settings(), print, print); print(*gc.get_threshold())")
+@pytest.mark.parametrize("pipeline", ["from streams.local import LocalPipeline; LocalPipeline(Settings(), print, print)",
+                                      "from streams.partitioned import PartitionedPipeline; "
+                                      "PartitionedPipeline(Settings(), 2, print, print)"])
+def test_the_pipeline_sets_the_cycle_collector_from_settings(pipeline: str) -> None:
+    """Replay (with --partitions too), demo and the benchmarks get the tuned collector; 0 leaves
+    Python's default."""
+    probe = f"import gc; from streams.settings import Settings; {pipeline}; print(*gc.get_threshold())"
     seen = {}
     for value in ("12345", "0"):
         env = {**os.environ, "STORMWATCH_GC_THRESHOLD": value, "STORMWATCH_GC_MIDDLE_PASSES": value[:2]}
