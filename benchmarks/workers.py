@@ -214,6 +214,8 @@ def drop_topics(broker: KafkaBroker, app_id: str) -> None:
     admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
     try:
         admin.delete_topics([t for t in admin.list_topics() if t.startswith(app_id)], timeout_ms=60_000)
+    except Exception as err:  # noqa: BLE001 - the run's figures stand; the next run says if it mattered
+        print(f"  (the run's topics were not all deleted: {err!r})", flush=True)
     finally:
         admin.close()
 
