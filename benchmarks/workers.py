@@ -33,8 +33,9 @@ worker's own start is not counted either way: it is up before the clock starts.
 Run: ``python -m benchmarks.workers [--minutes 10] [--by-platform] [--partitions 3] [--repeat 1] [--backlog]``
 (starts its own broker). Figures only, no assertions; the alerts of each run are compared with
 replay's and the difference is printed. On a shared machine one run's CPU figures vary by 10-20%:
-``--repeat K`` runs one worker then two, K times in turn on the same broker, and prints the
-median and range of each figure and of the ratio, pair by pair.
+``--repeat K`` runs one worker then two, K times in turn on the same broker (each run's topics
+deleted after it: see :func:`drop_topics`), and prints the median and range of each figure and
+of the ratio, pair by pair.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import orjson  # noqa: E402
-from kafka import KafkaConsumer  # noqa: E402
+from kafka import KafkaAdminClient, KafkaConsumer  # noqa: E402
 
 from commands.simulator import SimConfig, simulate_lines  # noqa: E402
 from events.models import format_ts  # noqa: E402
@@ -209,8 +210,6 @@ def drop_topics(broker: KafkaBroker, app_id: str) -> None:
     three pairs: one worker 3.45, 3.95, 4.39 CPU s per 10k events, system 0.21 to 0.81; the
     two-worker run of a pair always comes later, so its ratio was inflated). With the topics
     deleted: 3.46, 3.46, 3.49, system 0.18-0.21."""
-    from kafka import KafkaAdminClient
-
     admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
     try:
         admin.delete_topics([t for t in admin.list_topics() if t.startswith(app_id)], timeout_ms=60_000)
