@@ -141,6 +141,7 @@ def run_workers(broker: KafkaBroker, bin_: str, src: Path, events: int, expected
             started = time.time()
             workers[0].produce(src)
         records, last_ts = alerts_of(broker, f"{app_id}.alerts", len(expected), timeout=1800)
+        batching = batch_figures(workers, events)
         split_after = [cpu_split(w.process.pid) for w in workers]
         after = [sum(s) for s in split_after]
         tail = time.time() - last_ts  # the quiet wait after the last alert, counted in ``after``
@@ -158,6 +159,7 @@ def run_workers(broker: KafkaBroker, bin_: str, src: Path, events: int, expected
             "idle_cpu_per_s": idle_rate,
             "system_s": sum(a[1] - b[1] for a, b in zip(split_after, split_before)), "tail_s": tail,
             "busy_cpu_s_per_10k": sum(busy) / events * 10_000, "busy_busier_share": max(busy) / max(sum(busy), 1e-9),
+            **batching,
             "alerts_differing": differ}
 
 
@@ -204,6 +206,17 @@ def main() -> None:
         summary(pairs, replay_rate)
 
 
+def batch_figures(workers: list[Worker], events: int) -> dict:
+    """How full the stages' batches were, over all workers (from their ``/metrics``): entries
+    per batch, and changelog messages (changed records written) per input event."""
+    def total(family: str, suffix: str) -> float:
+        return sum(s.value for w in workers for s in w.samples(family) if s.name.endswith(suffix))
+
+    batches = max(total("stormwatch_stage_batches", "_total"), 1.0)
+    return {"entries_per_batch": total("stormwatch_processing_seconds", "_count") / batches,
+            "writes_per_event": total("stormwatch_state_writes", "_total") / events}
+
+
 def drop_topics(broker: KafkaBroker, app_id: str) -> None:
     """Delete a run's topics: each run leaves dozens (stage topics, changelogs), and on a broker
     keeping them each later run's workers spent more CPU, in system time above all (session 29,
@@ -235,6 +248,8 @@ def report(results: list[dict], replay_rate: float) -> None:
         print(f"  without the quiet {r['tail_s']:.1f} s after the last alert (each worker idle at "
               f"{', '.join(f'{c:.3f}' for c in r['idle_cpu_per_s'])} CPU s per s): {r['busy_cpu_s_per_10k']:.2f} CPU s "
               f"per 10k events; busier worker {r['busy_busier_share']:.0%}")
+        print(f"  batches: {r['entries_per_batch']:.0f} entries each; {r['writes_per_event']:.2f} changed records "
+              "written per input event")
         print(f"  of the CPU, system time {r['system_s']:.1f} s ({r['system_s'] / max(sum(r['cpu_s']), 1e-9):.0%}; "
               f"{r['system_s'] / r['events'] * 10_000:.2f} s per 10k events)")
     one, two = results
@@ -257,6 +272,10 @@ def summary(pairs: list[list[dict]], replay_rate: float) -> None:
     line("system CPU s per 10k events, one worker", [one["system_s"] / one["events"] * 10_000 for one, _ in pairs])
     line("system CPU s per 10k events, two workers", [two["system_s"] / two["events"] * 10_000 for _, two in pairs])
     line("busier of two workers", [two["busier_share"] for _, two in pairs], ".0%")
+    line("entries per batch, one worker", [one["entries_per_batch"] for one, _ in pairs], ".0f")
+    line("entries per batch, two workers", [two["entries_per_batch"] for _, two in pairs], ".0f")
+    line("changed records written per event, one worker", [one["writes_per_event"] for one, _ in pairs])
+    line("changed records written per event, two workers", [two["writes_per_event"] for _, two in pairs])
     print(f"  alerts differing from replay in any run: {sum(len(r['alerts_differing']) for p in pairs for r in p)}")
 
 

@@ -36,6 +36,12 @@ LATENCY = Histogram(
     registry=REGISTRY,
 )
 
+STAGE_BATCHES = Counter("stormwatch_stage_batches", "Batches a stage finished (worker); its entries per batch are "
+                        "stormwatch_processing_seconds_count over this.", ["stage"], registry=REGISTRY)
+STATE_WRITES = Counter("stormwatch_state_writes", "Changed records a stage wrote at its batches' ends (worker), one "
+                       "changelog message each: a record changed by many events of a batch is written once.",
+                       ["stage"], registry=REGISTRY)
+
 API_SKIPPED = Counter("stormwatch_api_records_skipped", "Records an API answer left out because they could not be "
                       "shown (malformed or hostile), by endpoint.", ["endpoint"], registry=REGISTRY)
 

@@ -45,6 +45,21 @@ def worker(kafka_broker, stormwatch_bin: str, tmp_path: Path):
     w.stop()
 
 
+def assert_batches_counted(worker: Worker) -> None:
+    """Each stage that handled entries counts its batches (a batch holds one entry or more, and
+    the histogram counts every entry) and the changelog messages it wrote at their ends."""
+    def by_stage(family: str, suffix: str) -> dict[str, float]:
+        return {s.labels["stage"]: s.value for s in worker.samples(family) if s.name.endswith(suffix)}
+
+    entries = {stage: n for stage, n in by_stage("stormwatch_processing_seconds", "_count").items() if n}
+    batches = by_stage("stormwatch_stage_batches", "_total")
+    writes = by_stage("stormwatch_state_writes", "_total")
+    assert {"posts", "army_accounts", "army_objects", "army_pairs", "orders"} <= entries.keys()
+    for stage, count in entries.items():
+        assert 1 <= batches[stage] <= count, stage
+    assert writes["army_accounts"] > 0 and writes["army_objects"] > 0 and writes["orders"] > 0
+
+
 def test_kafka_pipeline_gives_the_same_alerts_as_replay(worker: Worker, kafka_broker, stormwatch_bin: str,
                                                         tmp_path: Path) -> None:
     src = tmp_path / "events.jsonl"
@@ -66,6 +81,7 @@ def test_kafka_pipeline_gives_the_same_alerts_as_replay(worker: Worker, kafka_br
     assert 'stormwatch_alerts_total{kind="order_overdue"} 2.0' in metrics
     assert "stormwatch_deadletter_total" in metrics
     assert f'stormwatch_consumer_lag{{partition="0",topic="{worker.app_id}.posts"}}' in metrics
+    assert_batches_counted(worker)
     assert_fetches_no_changelog(worker)
     # The worker's API reads the changelogged ledger table.
     orders = {o["order_id"]: o["state"] for o in worker.api("/api/orders", "reg").json()}

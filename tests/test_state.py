@@ -159,6 +159,27 @@ def test_the_changelog_gets_fausts_messages_in_record_batches_per_partition() ->
     assert {tp.partition: offset for tp, offset in table.data.persisted.items()} == {1: 1, 3: 299}
 
 
+def test_write_back_counts_the_changelog_messages_of_all_its_tables() -> None:
+    """What ``stormwatch_state_writes_total`` adds per batch: one message per changed key, a key
+    changed twice counted once, one created and deleted in the batch not at all."""
+    from streams.kafka.state import write_back
+
+    first, second = Table(), Table()
+    second.data.update(old=1)
+    a, b = TableState(first), TableState(second)
+    a["x"], a["x"], a["y"] = 1, 2, 3
+    a["gone"] = 4
+    del a["gone"]
+    del b["old"]
+    producer = Producer()
+
+    def make_current(partition: int) -> None:
+        first.data.partition = second.data.partition = partition
+
+    assert asyncio.run(write_back([a, b], make_current, producer)) == 3
+    assert sum(len(records) for _topic, _partition, records in producer.sent) == 3
+
+
 def test_records_are_encoded_in_the_bytes_fausts_json_codec_writes() -> None:
     """The changelog bypasses Faust's codec chain for speed (table_json): Faust restores the
     table from these bytes, so they must be its own, whatever a record holds: nested values,

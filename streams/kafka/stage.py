@@ -205,6 +205,7 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
     forwarded: dict[tuple, float] = {}  # (partition, platform or None) -> the source time last forwarded downstream
 
     latency = metrics.Tally(metrics.LATENCY.labels(stage))  # flushed at each batch's end
+    batches, state_writes = metrics.STAGE_BATCHES.labels(stage), metrics.STATE_WRITES.labels(stage)
     outbox = Outbox()  # what this stage sends to later stages, sent once per batch
     ticked: set[int] = set()  # partitions a tick reached in this batch (forward_time)
     # partition -> the platforms whose time this batch may have moved there (None: the ticks')
@@ -396,7 +397,7 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
             _as_current(event)
             save_watermark(p)
             metrics.BUFFERED.labels(stage, str(p)).set(engine.buffered(p)[0])
-        await write_back(states.values(), lambda p: _as_current(last[p]), kafka_producer(app))
+        state_writes.inc(await write_back(states.values(), lambda p: _as_current(last[p]), kafka_producer(app)))
         _as_current(None)
 
     async def run(stream: faust.StreamT) -> None:
@@ -437,6 +438,7 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
                                     (f"stage {stage}: a batch's state", sent, lambda: write_tables(last))],
                                    drop=drop_batch)
             engine.settle()  # the batch's state is stored: its released events need not be read again
+            batches.inc()
             # Under load, let records gather so the next batch is bigger: a hot key's record is then
             # written (encoded, copied into the redo record, sent) once for more events. Not after
             # a batch full of records (the next one is waiting already), nor after a light one, so

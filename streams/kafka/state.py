@@ -297,14 +297,15 @@ class TableState(MutableMapping[str, Any]):
         self.sent.append(future)
 
 
-async def write_back(states: Iterable[TableState], enter: Callable[[int], None], producer: Any) -> None:
+async def write_back(states: Iterable[TableState], enter: Callable[[int], None], producer: Any) -> int:
     """A batch's changes: every store takes them all before anything is awaited (a stop within
-    a send must not leave some tables without the batch), then each table's changelog."""
+    a send must not leave some tables without the batch), then each table's changelog. Returns
+    how many changelog messages that is."""
     states = list(states)
-    for state in states:
-        state.flush(enter)
+    written = sum(state.flush(enter) for state in states)
     for state in states:
         await state.send_changelog(producer)
+    return written
 
 
 def redo_parts(states: dict[str, TableState], changes: dict[str, list[tuple[bytes, bytes | None]]], seq: str,
