@@ -209,12 +209,15 @@ def main() -> None:
 def batch_figures(workers: list[Worker], events: int) -> dict:
     """How full the stages' batches were, over all workers (from their ``/metrics``): entries
     per batch, and changelog messages (changed records written) per input event."""
-    def total(family: str, suffix: str) -> float:
-        return sum(s.value for w in workers for s in w.samples(family) if s.name.endswith(suffix))
+    samples = [s for w in workers for s in w.samples("stormwatch_stage_batches", "stormwatch_processing_seconds",
+                                                      "stormwatch_state_writes")]
 
-    batches = max(total("stormwatch_stage_batches", "_total"), 1.0)
-    return {"entries_per_batch": total("stormwatch_processing_seconds", "_count") / batches,
-            "writes_per_event": total("stormwatch_state_writes", "_total") / events}
+    def total(name: str) -> float:
+        return sum(s.value for s in samples if s.name == name)
+
+    batches = max(total("stormwatch_stage_batches_total"), 1.0)
+    return {"entries_per_batch": total("stormwatch_processing_seconds_count") / batches,
+            "writes_per_event": total("stormwatch_state_writes_total") / events}
 
 
 def drop_topics(broker: KafkaBroker, app_id: str) -> None:

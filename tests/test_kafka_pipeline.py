@@ -48,12 +48,14 @@ def worker(kafka_broker, stormwatch_bin: str, tmp_path: Path):
 def assert_batches_counted(worker: Worker) -> None:
     """Each stage that handled entries counts its batches (a batch holds one entry or more, and
     the histogram counts every entry) and the changelog messages it wrote at their ends."""
-    def by_stage(family: str, suffix: str) -> dict[str, float]:
-        return {s.labels["stage"]: s.value for s in worker.samples(family) if s.name.endswith(suffix)}
+    samples = worker.samples("stormwatch_processing_seconds", "stormwatch_stage_batches", "stormwatch_state_writes")
 
-    entries = {stage: n for stage, n in by_stage("stormwatch_processing_seconds", "_count").items() if n}
-    batches = by_stage("stormwatch_stage_batches", "_total")
-    writes = by_stage("stormwatch_state_writes", "_total")
+    def by_stage(name: str) -> dict[str, float]:
+        return {s.labels["stage"]: s.value for s in samples if s.name == name}
+
+    entries = {stage: n for stage, n in by_stage("stormwatch_processing_seconds_count").items() if n}
+    batches = by_stage("stormwatch_stage_batches_total")
+    writes = by_stage("stormwatch_state_writes_total")
     assert {"posts", "army_accounts", "army_objects", "army_pairs", "orders"} <= entries.keys()
     for stage, count in entries.items():
         assert 1 <= batches[stage] <= count, stage

@@ -86,12 +86,12 @@ class Worker:
     def metrics(self) -> str:
         return httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5).text
 
-    def samples(self, family: str) -> list:
-        """The samples of one metric family on the worker's ``/metrics`` (a counter's family is
-        its name without ``_total``)."""
+    def samples(self, *families: str) -> list:
+        """The samples of the named metric families on the worker's ``/metrics``, from one scrape
+        (a counter's family is its name without ``_total``)."""
         from prometheus_client.parser import text_string_to_metric_families
 
-        return [s for f in text_string_to_metric_families(self.metrics()) if f.name == family for s in f.samples]
+        return [s for f in text_string_to_metric_families(self.metrics()) if f.name in families for s in f.samples]
 
 
 def read_topic(broker: KafkaBroker, topic: str, until: int, timeout: float = 90, settle: float = 3.0) -> list[dict]:
