@@ -210,14 +210,15 @@ def batch_figures(workers: list[Worker], events: int) -> dict:
     """How full the stages' batches were, over all workers (from their ``/metrics``): entries
     per batch, and changelog messages (changed records written) per input event."""
     samples = [s for w in workers for s in w.samples("stormwatch_stage_batches", "stormwatch_processing_seconds",
-                                                      "stormwatch_state_writes")]
+                                                      "stormwatch_state_writes", "stormwatch_stage_decodes")]
 
     def total(name: str) -> float:
         return sum(s.value for s in samples if s.name == name)
 
     batches = max(total("stormwatch_stage_batches_total"), 1.0)
     return {"entries_per_batch": total("stormwatch_processing_seconds_count") / batches,
-            "writes_per_event": total("stormwatch_state_writes_total") / events}
+            "writes_per_event": total("stormwatch_state_writes_total") / events,
+            "decodes_per_event": total("stormwatch_stage_decodes_total") / events}
 
 
 def drop_topics(broker: KafkaBroker, app_id: str) -> None:
@@ -252,7 +253,7 @@ def report(results: list[dict], replay_rate: float) -> None:
               f"{', '.join(f'{c:.3f}' for c in r['idle_cpu_per_s'])} CPU s per s): {r['busy_cpu_s_per_10k']:.2f} CPU s "
               f"per 10k events; busier worker {r['busy_busier_share']:.0%}")
         print(f"  batches: {r['entries_per_batch']:.0f} entries each; {r['writes_per_event']:.2f} changed records "
-              "written per input event")
+              f"written per input event; {r['decodes_per_event']:.2f} entries decoded from their bytes per input event")
         print(f"  of the CPU, system time {r['system_s']:.1f} s ({r['system_s'] / max(sum(r['cpu_s']), 1e-9):.0%}; "
               f"{r['system_s'] / r['events'] * 10_000:.2f} s per 10k events)")
     one, two = results
@@ -279,6 +280,8 @@ def summary(pairs: list[list[dict]], replay_rate: float) -> None:
     line("entries per batch, two workers", [two["entries_per_batch"] for _, two in pairs], ".0f")
     line("changed records written per event, one worker", [one["writes_per_event"] for one, _ in pairs])
     line("changed records written per event, two workers", [two["writes_per_event"] for _, two in pairs])
+    line("entries decoded per event, one worker", [one["decodes_per_event"] for one, _ in pairs])
+    line("entries decoded per event, two workers", [two["decodes_per_event"] for _, two in pairs])
     print(f"  alerts differing from replay in any run: {sum(len(r['alerts_differing']) for p in pairs for r in p)}")
 
 

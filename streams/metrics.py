@@ -41,6 +41,9 @@ STAGE_BATCHES = Counter("stormwatch_stage_batches", "Batches a stage finished (w
 STATE_WRITES = Counter("stormwatch_state_writes", "Changed records a stage wrote at its batches' ends (worker), one "
                        "changelog message each: a record changed by many events of a batch is written once.",
                        ["stage"], registry=REGISTRY)
+STAGE_DECODES = Counter("stormwatch_stage_decodes", "Entries a stage decoded and validated from their bytes (worker): "
+                        "those the worker had not decoded already (an event another worker's ingest or stage wrote, "
+                        "or one past the worker's memory of decoded events).", ["stage"], registry=REGISTRY)
 
 API_SKIPPED = Counter("stormwatch_api_records_skipped", "Records an API answer left out because they could not be "
                       "shown (malformed or hostile), by endpoint.", ["endpoint"], registry=REGISTRY)

@@ -665,3 +665,60 @@ def test_the_inputs_a_worker_decoded_are_kept_within_bounds() -> None:
     again.put(lines[0], "ignored")  # a duplicate's readers come later: it is the newest now
     again.put(lines[2], "third")  # so the budget takes lines[1]
     assert list(again.events) == [lines[0], lines[2]] and again.get(lines[0]) == "first"
+
+
+def test_decoded_events_wait_only_for_this_workers_readers_and_a_stage_shares_what_it_decoded() -> None:
+    """An event is kept for the stage partitions this worker reads (none before an assignment,
+    and what was kept goes at the next one), so a reader on another worker never holds it in
+    the budget; the ingest waits while more than half the budget waits for readers, at most its
+    limit; what a stage decoded itself the next stage here takes, within its own budget."""
+    import asyncio
+    import time
+
+    from streams.kafka.stage import Decoded
+
+    lines = [orjson.dumps({"type": "tick", "ts": f"2026-01-01T00:00:0{i}Z"}) for i in range(6)]
+    size = len(lines[0])
+    decoded = Decoded(budget=4 * size, max_bytes=400, recent_budget=2 * size)
+    into = [("posts", 0), ("posts", 1), ("army_objects", 1)]
+    assert decoded.readers(into) == 0  # no assignment yet: nothing is kept
+    decoded.put(lines[0], "zero", decoded.readers(into))
+    assert decoded.get(lines[0]) is None and not decoded.events
+    decoded.own([("posts", 1), ("army_objects", 1), ("army_pairs", 0)])
+    assert decoded.readers(into) == 2
+    decoded.put(lines[1], "one", decoded.readers(into))
+    assert decoded.get(lines[1]) == "one" and decoded.get(lines[1]) == "one" and decoded.get(lines[1]) is None
+    decoded.put(lines[2], "two", 2)
+    decoded.own([("posts", 0)])  # a new assignment: its readers may be elsewhere now
+    assert decoded.get(lines[2]) is None and decoded.size == 0
+
+    async def waited(limit_s: float) -> float:
+        started = time.monotonic()
+        await decoded.room(limit_s=limit_s, poll_s=0.005)
+        return time.monotonic() - started
+
+    decoded.put(lines[3], "three")
+    decoded.put(lines[4], "four")
+    assert decoded.size == 2 * size and asyncio.run(waited(5.0)) < 1.0  # half the budget: room
+    decoded.put(lines[5], "five")
+    assert asyncio.run(waited(0.05)) >= 0.05  # over half: it waits, until its limit
+
+    async def read_soon() -> float:
+        async def reader() -> None:
+            await asyncio.sleep(0.05)
+            decoded.get(lines[3])  # a stage reads one: room again
+
+        task = asyncio.create_task(reader())
+        took = await waited(5.0)
+        await task
+        return took
+
+    assert 0.04 <= asyncio.run(read_soon()) < 1.0
+    for i, line in enumerate(lines[:3]):  # decoded by stages here: shared, the oldest out past the budget
+        decoded.remember(line, f"decoded {i}")
+    decoded.remember(lines[2], "again")  # kept once
+    assert decoded.get(lines[0]) is None and decoded.get(lines[1]) == "decoded 1"
+    assert decoded.get(lines[1]) == "decoded 1" and decoded.get(lines[2]) == "decoded 2"  # not counted as read
+    assert decoded.recent_size == 2 * size
+    decoded.remember(orjson.dumps({"text": "x" * 500}), "too big")
+    assert len(decoded.recent) == 2

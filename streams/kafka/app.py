@@ -111,6 +111,16 @@ def create_app(settings: Settings | None = None) -> faust.App:
     targets = {**stage_topics, **({EVIDENCE: evidence.topic} if evidence is not None else {})}  # for outboxes
 
     decoded = Decoded()  # events this worker validated or made, for its stages (see Decoded)
+    stage_of_topic = {topic.get_topic_name(): name for name, topic in stage_topics.items()}
+
+    @app.on_partitions_revoked.connect
+    async def forget_decoded(_app, _revoked, **_kwargs) -> None:  # noqa: ANN001 - Faust's signal signature
+        decoded.own(())
+
+    @app.on_partitions_assigned.connect
+    async def own_decoded(_app, _assigned, **_kwargs) -> None:  # noqa: ANN001 - Faust's signal signature
+        decoded.own((stage_of_topic[tp.topic], tp.partition) for tp in app.assignor.assigned_actives()
+                    if tp.topic in stage_of_topic)
 
     async def ingest_one(message, outbox: Outbox, sent: list) -> None:  # noqa: ANN001 - aiokafka's ConsumerRecord
         """Validate one input message and route it: into ``outbox`` once per stage key, on that
@@ -135,8 +145,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
                 for partition, key in placements(members, parsed, settings.partitions):
                     into.add((name, partition))
                     outbox.add(name, partition, source, key.encode(), message.value)
-            if into:
-                decoded.put(raw, parsed, len(into))
+            decoded.put(raw, parsed, decoded.readers(into))
             if evidence is not None:
                 evidence.input_event(outbox, parsed, message.value, source)
         except Exception as err:  # a bad message must never stop the agent
@@ -146,7 +155,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
     ingest = Ingest(settings, input_names, ingest_one,
                     send=lambda outbox, sent: outbox.send(targets, SOURCE_HEADER, sent),
-                    crash=app.crash, session_s=app.conf.broker_session_timeout,
+                    crash=app.crash, ready=decoded.room, session_s=app.conf.broker_session_timeout,
                     heartbeat_s=app.conf.broker_heartbeat_interval)
 
     @app.task

@@ -18,7 +18,9 @@ So the ingest reads in a consumer group of its own, ``<app_id>-ingest``:
 * a partition this group never committed starts where the worker's Faust group committed it,
   where one did (a worker from before this module: :meth:`Ingest.carry_over`), else at the
   earliest offset;
-* it stops before Faust stops the producer (:meth:`Ingest.stop`).
+* it stops before Faust stops the producer (:meth:`Ingest.stop`);
+* before each read it waits for the worker's stages (``ready``: ``Decoded.room``), which it
+  would otherwise outrun by the whole backlog.
 """
 
 from __future__ import annotations
@@ -45,15 +47,18 @@ Route = Callable[[object, Outbox, list], Awaitable[None]]  # (message, outbox, s
 class Ingest(ConsumerRebalanceListener):
     """Reads ``topics`` and hands each message to ``route``; see the module docstring.
     ``send(outbox, sent)`` sends an outbox's records, their futures into ``sent``; ``crash(err)``
-    stops the worker when a batch could not reach Kafka (it is then read again after the restart).
+    stops the worker when a batch could not reach Kafka (it is then read again after the restart);
+    ``ready()``, when given, is awaited before each read (the stages' pace: ``Decoded.room``).
     ``session_s`` and ``heartbeat_s``: the group's session, as long as the Faust consumer's, so a
     busy event loop does not cost the ingest its membership sooner than it costs the stages theirs."""
 
     def __init__(self, settings: Settings, topics: list[str], route: Route,
                  send: Callable[[Outbox, list], Awaitable[object]],
                  crash: Callable[[BaseException], Awaitable[None]],
+                 ready: Callable[[], Awaitable[None]] | None = None,
                  session_s: float = 60.0, heartbeat_s: float = 3.0) -> None:
         self.settings, self.topics, self.route, self.send, self.crash = settings, topics, route, send, crash
+        self.ready = ready
         self.session_ms, self.heartbeat_ms = int(session_s * 1000), int(heartbeat_s * 1000)
         self.group = f"{settings.app_id}-ingest"
         self.lock = asyncio.Lock()  # held by a batch from its first message to its commit
@@ -86,6 +91,8 @@ class Ingest(ConsumerRebalanceListener):
                 consumer.subscribe(self.topics, listener=self)
                 wait_ms = max(1, int(s.stage_batch_wait_s * 1000))
                 while not self.stopping:
+                    if self.ready is not None:
+                        await self.ready()
                     batch = await consumer.getmany(timeout_ms=wait_ms, max_records=s.stage_batch)
                     if batch or self.carried:
                         await self.handle(batch)

@@ -15,7 +15,7 @@ import time
 import uuid
 import weakref
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
 import faust
@@ -133,22 +133,43 @@ class Decoded:
     An event is frozen, and the same bytes decode to an equal one, so sharing it changes
     nothing; one from another worker, or read back after a restart, is decoded as before.
 
-    An event leaves once it was read as often as the stage partitions it went into
-    (``readers``: a record each, which reads it once): a worker that owns every partition reads
-    each one back, so the budget holds what is still to come rather than what was read (one
-    worker decoded 30k of 74k co-action entries again, session 18, when the oldest simply went
-    first). A read more (a record cut in two, one read again) only makes a later read decode; a
-    read fewer leaves the event to the budget. Messages over ``max_bytes`` are not kept, and the
-    oldest go once the kept ones pass ``budget`` bytes (those whose readers are on other workers
-    end so), so memory stays bounded (an event takes a few times its message's size) whatever
-    the posts hold."""
+    An event leaves once it was read as often as the stage partitions of this worker it went
+    into (``readers``: a record each, which reads it once; :meth:`readers` counts them against
+    :attr:`owned`, set at each assignment): so the budget holds what is still to come rather
+    than what was read (one worker decoded 30k of 74k co-action entries again, session 18, when
+    the oldest simply went first), and nothing waits for a reader on another worker. A read
+    more (a record cut in two, one read again) only makes a later read decode; a read fewer
+    leaves the event to the budget. Messages over ``max_bytes`` are not kept, and the oldest go
+    once the kept ones pass ``budget`` bytes, so memory stays bounded (an event takes a few times
+    its message's size) whatever the posts hold. The ingest, far quicker than the stages, waits
+    for :meth:`room` before each read: run ahead unchecked, it pushed out events before their
+    readers came (session 30, one worker draining a backlog: 1.5 entries per input event decoded
+    again, none with the wait; and the drain ran at 0.83 of the rate it has with the wait).
 
-    def __init__(self, budget: int = 8_000_000, max_bytes: int = 16_384) -> None:
+    An event a stage here decoded itself (from another worker, or past the budget) is
+    :meth:`remember`-ed, within ``recent_budget`` bytes, oldest out first: the other stages here
+    that read the same bytes take it (an input goes to four or five stages)."""
+
+    def __init__(self, budget: int = 8_000_000, max_bytes: int = 16_384, recent_budget: int = 4_000_000) -> None:
         self.budget, self.max_bytes, self.size = budget, max_bytes, 0
         self.events: OrderedDict[bytes, list] = OrderedDict()  # bytes -> [event, readers left]
+        self.recent_budget, self.recent_size = recent_budget, 0
+        self.recent: OrderedDict[bytes, object] = OrderedDict()  # bytes -> an event a stage decoded (remember)
+        self.owned: frozenset[tuple[str, int]] = frozenset()  # the (stage, partition)s this worker reads
+
+    def own(self, stage_partitions: Iterable[tuple[str, int]]) -> None:
+        """The stage partitions this worker reads from now on (at an assignment; none while a
+        rebalance runs). What was kept for the earlier ones goes: it may never be read here."""
+        self.owned = frozenset(stage_partitions)
+        self.events.clear()
+        self.size = 0
+
+    def readers(self, into: Iterable[tuple[str, int]]) -> int:
+        """How many of the stage partitions ``into`` (a record each) are read on this worker."""
+        return sum(1 for stage_partition in into if stage_partition in self.owned)
 
     def put(self, raw: bytes, event: object, readers: int = 1) -> None:
-        if len(raw) > self.max_bytes:
+        if len(raw) > self.max_bytes or readers <= 0:
             return
         kept = self.events.get(raw)
         if kept is not None:  # the same bytes again (a duplicate): read as often again, from now
@@ -161,16 +182,33 @@ class Decoded:
             oldest, _ = self.events.popitem(last=False)  # O(1), where next(iter(dict)) walks deleted slots
             self.size -= len(oldest)
 
+    def remember(self, raw: bytes, event: object) -> None:
+        """An event a stage here decoded from ``raw`` itself, for the next stage here to read it."""
+        if len(raw) > self.max_bytes or raw in self.recent:
+            return
+        self.recent[raw] = event
+        self.recent_size += len(raw)
+        while self.recent_size > self.recent_budget:
+            oldest, _ = self.recent.popitem(last=False)
+            self.recent_size -= len(oldest)
+
     def get(self, raw: bytes) -> object | None:
         """The event for ``raw``, counted as read once (gone after its last reader)."""
         kept = self.events.get(raw)
         if kept is None:
-            return None
+            return self.recent.get(raw)
         kept[1] -= 1
         if kept[1] <= 0:
             del self.events[raw]
             self.size -= len(raw)
         return kept[0]
+
+    async def room(self, limit_s: float = 2.0, poll_s: float = 0.01) -> None:
+        """Wait until the kept events take at most half the budget, or ``limit_s`` passed (what is
+        never read, a read fewer, then leaves as newer events push it out)."""
+        deadline = time.monotonic() + limit_s
+        while self.size > self.budget // 2 and time.monotonic() < deadline:
+            await asyncio.sleep(poll_s)
 
 
 def tick_json(epoch: float, platform: str | None = None) -> bytes:
@@ -206,6 +244,8 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
 
     latency = metrics.Tally(metrics.LATENCY.labels(stage))  # flushed at each batch's end
     batches, state_writes = metrics.STAGE_BATCHES.labels(stage), metrics.STATE_WRITES.labels(stage)
+    decodes = metrics.STAGE_DECODES.labels(stage)
+    decoded_here = 0  # entries this batch decoded from their bytes (decode_once)
     outbox = Outbox()  # what this stage sends to later stages, sent once per batch
     ticked: set[int] = set()  # partitions a tick reached in this batch (forward_time)
     # partition -> the platforms whose time this batch may have moved there (None: the ticks')
@@ -226,8 +266,8 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
                     target = partition_of(raw_key, settings.partitions)
                     into.add(target)
                     outbox.add(stage_of[name], target, source, raw_key, value)
-                if decoded is not None and into:
-                    decoded.put(value, emitted, len(into))
+                if decoded is not None:
+                    decoded.put(value, emitted, decoded.readers((stage_of[name], p) for p in into))
 
     def forward_time(partition: int, was_tick: bool) -> None:
         """This partition's source times, as ticks to every partition downstream, after what it
@@ -300,12 +340,17 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
     def decode_once(value: bytes, where: str) -> tuple[object, bool]:
         """The entry's event, and whether it was decoded now: the entries of one event bound
         for several keys (``REPEAT``) share one bytes object, decoded once."""
-        nonlocal last_decoded
+        nonlocal last_decoded, decoded_here
         if value is last_decoded[0]:
             return last_decoded[1], False
         known = decoded.get(value) if decoded is not None else None
-        last_decoded = (value, known if known is not None else decode(value, where, stage=True))
-        return last_decoded[1], True
+        if known is None:
+            known = decode(value, where, stage=True)
+            decoded_here += 1
+            if decoded is not None and not isinstance(known, DeadLetter):
+                decoded.remember(value, known)
+        last_decoded = (value, known)
+        return known, True
 
     async def handle_entry(key: str | None, value: bytes, source: str, partition: int, offset: int,
                            where: str) -> None:
@@ -408,7 +453,7 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
         for them). Faust acks the batch's events only after that. So after a kill the state
         holds whole batches (the last one completed from its redo record) whose outputs are all
         out: the seen-set may then skip re-read events safely (issue 13)."""
-        nonlocal entries
+        nonlocal entries, decoded_here
         async for batch in stream.take_events(settings.stage_batch, within=settings.stage_batch_wait_s):
             last: dict[int, faust.EventT] = {}  # partition -> its latest event in this batch
             handled: list = []  # the batch's messages the stage handled (a hole read back included)
@@ -439,6 +484,8 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
                                    drop=drop_batch)
             engine.settle()  # the batch's state is stored: its released events need not be read again
             batches.inc()
+            decodes.inc(decoded_here)
+            decoded_here = 0
             # Under load, let records gather so the next batch is bigger: a hot key's record is then
             # written (encoded, copied into the redo record, sent) once for more events. Not after
             # a batch full of records (the next one is waiting already), nor after a light one, so
