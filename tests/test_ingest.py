@@ -43,7 +43,7 @@ class _Run:
     fails while ``fail`` is set."""
 
     def __init__(self, bootstrap: str, app_id: str, topic: str, fail: bool = False, delay: float = 0.0,
-                 unacknowledged: int | None = None, cancelled: int | None = None) -> None:
+                 unacknowledged: int | None = None, cancelled: int | None = None, ready=None) -> None:  # noqa: ANN001
         self.routed: list[bytes] = []
         self.delay = delay
         self.unacknowledged = unacknowledged  # the batch (counted from 1) whose records Kafka never acknowledges
@@ -53,7 +53,7 @@ class _Run:
         self.crashed: list[BaseException] = []
         self.fail = fail
         settings = Settings(broker=f"kafka://{bootstrap}", app_id=app_id, stage_batch=7)
-        self.ingest = Ingest(settings, [topic], self.route, self.send, self.crash)
+        self.ingest = Ingest(settings, [topic], self.route, self.send, self.crash, ready=ready)
 
     async def route(self, message, outbox, sent) -> None:  # noqa: ANN001
         self.routed.append(message.value)
@@ -115,6 +115,45 @@ def test_a_batch_is_committed_only_once_its_records_left(kafka_broker) -> None:
     again = _Run(kafka_broker.bootstrap, app_id, topic)
     asyncio.run(again.until(lambda: False, timeout=6.0))
     assert again.routed == []
+
+
+def test_the_ingest_reads_only_once_its_stages_are_ready(kafka_broker) -> None:
+    """Before each read the ingest awaits ``ready`` (the worker's ``Decoded.room``, so it does not
+    outrun its stages): while that waits nothing is read; then every message is, asked again
+    before each read."""
+    topic, app_id = topic_with(kafka_broker.bootstrap, 20), f"app-{uuid.uuid4().hex[:6]}"
+    gate = {"open": False, "asked": 0}
+
+    async def ready() -> None:
+        gate["asked"] += 1
+        while not gate["open"]:
+            await asyncio.sleep(0.05)
+
+    run = _Run(kafka_broker.bootstrap, app_id, topic, ready=ready)
+
+    async def scenario() -> tuple[int, list[bytes]]:
+        task = asyncio.ensure_future(run.ingest.run())
+        try:
+            for _ in range(300):  # it reads the groups' offsets first (carry_over)
+                if gate["asked"] or task.done():
+                    break
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(1.5)
+            asked, shut = gate["asked"], list(run.routed)
+            gate["open"] = True
+            for _ in range(120):
+                if len(run.routed) >= 20 or task.done():
+                    break
+                await asyncio.sleep(0.25)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        return asked, shut
+
+    asked, routed_while_waiting = asyncio.run(scenario())
+    assert asked == 1 and routed_while_waiting == []
+    assert run.routed == [f"v{i}".encode() for i in range(20)]
+    assert gate["asked"] >= 3  # 20 messages, at most 7 a read: asked before each
 
 
 def test_a_batch_kafka_never_acknowledged_is_not_committed_and_the_worker_stops(kafka_broker) -> None:
