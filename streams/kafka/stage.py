@@ -121,6 +121,16 @@ async def finish_batch(app: faust.App, admit, handled: list, outputs: Step, stat
         raise failed
 
 
+def _keep_within(kept: OrderedDict[bytes, object], size: int, budget: int) -> int:
+    """Drop the oldest of ``kept`` (bytes as keys, ``size`` of them in all) until at most
+    ``budget`` bytes are left; returns what is left. The oldest first: a stage reads an event soon
+    after it was kept."""
+    while size > budget:
+        oldest, _ = kept.popitem(last=False)  # O(1), where next(iter(dict)) walks deleted slots
+        size -= len(oldest)
+    return size
+
+
 class Decoded:
     """The events this worker wrote to its stage records and its stages have yet to read, by
     their bytes (at most ``budget`` bytes of them): each input the ingest validated, each event
@@ -177,20 +187,14 @@ class Decoded:
             self.events.move_to_end(raw)
             return
         self.events[raw] = [event, readers]
-        self.size += len(raw)
-        while self.size > self.budget:  # the oldest first: a stage reads an input soon after the ingest
-            oldest, _ = self.events.popitem(last=False)  # O(1), where next(iter(dict)) walks deleted slots
-            self.size -= len(oldest)
+        self.size = _keep_within(self.events, self.size + len(raw), self.budget)
 
     def remember(self, raw: bytes, event: object) -> None:
         """An event a stage here decoded from ``raw`` itself, for the next stage here to read it."""
         if len(raw) > self.max_bytes or raw in self.recent:
             return
         self.recent[raw] = event
-        self.recent_size += len(raw)
-        while self.recent_size > self.recent_budget:
-            oldest, _ = self.recent.popitem(last=False)
-            self.recent_size -= len(oldest)
+        self.recent_size = _keep_within(self.recent, self.recent_size + len(raw), self.recent_budget)
 
     def get(self, raw: bytes) -> object | None:
         """The event for ``raw``, counted as read once (gone after its last reader)."""
