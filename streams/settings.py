@@ -63,6 +63,13 @@ class Settings(BaseSettings):
                                 "ones).")
     producer_linger_s: float = Field(0.01, ge=0, description="Worker: how long the Kafka producer gathers messages "
                                      "into one request (Faust's default, 0, sends tiny requests: about 30% slower).")
+    producer_batch_bytes: int = Field(524_288, ge=1024, le=1_000_000, description="Worker: largest record batch "
+                                      "the Kafka producer builds for one partition. The producer has one request in "
+                                      "flight and a partition's next batch waits for the last to leave, so with "
+                                      "aiokafka's 16 KB a busy changelog went out 16 KB a round trip (a third slower "
+                                      "drain, issue 15). At most the broker's message.max.bytes (1 MB by default).")
+    producer_request_bytes: int = Field(4_000_000, ge=1024, le=50_000_000, description="Worker: largest produce "
+                                        "request (several partitions' batches).")
 
     gc_threshold: int = Field(50_000, ge=0, description="New container objects between runs of Python's cycle "
                               "collector (Python's default, 700, rescans detector state over and over: 40% of "

@@ -452,3 +452,24 @@ def test_a_detector_chosen_alone_brings_the_filter_that_feeds_it() -> None:
     assert [d.name for d in build_detectors(Settings(detectors="targets"))] == ["post_targets", "targets"]
     with pytest.raises(ValueError, match="order_watch hands events to \\['orders'\\]"):
         build_detectors(Settings(detectors="order_watch"))
+
+
+def test_a_raw_valued_table_sends_its_bytes_as_they_are() -> None:
+    """The redo table's values are JSON bytes already; the table reports the ``json`` codec all
+    the same (its schema says raw), which would send them quoted as a JSON string and leave a
+    restarted worker unable to read its redo record."""
+    import asyncio
+
+    table = Table()
+    state = TableState(table, raw_values=True)
+    state.partition = 2
+    state["2\t0"] = b'{"seq":"s","changes":[["det","k",1]]}'
+    state["2"] = b'{"seq":"s","parts":1}'
+    assert state.flush(enter(table)) == 2
+    producer = Producer()
+    asyncio.run(state.send_changelog(producer))
+    assert producer.sent == [("app-det-changelog", 2, [(b'"2\\t0"', b'{"seq":"s","changes":[["det","k",1]]}'),
+                                                       (b'"2"', b'{"seq":"s","parts":1}')])]
+    state["3"] = {"not": "bytes"}
+    with pytest.raises(TypeError, match="must be bytes"):
+        state.flush(enter(table))

@@ -193,6 +193,32 @@ def test_the_broker_holds_a_fetch_of_the_input_or_stage_topics_at_most_the_confi
     assert asyncio.run(ingest_wait(fetch_wait_s=0.02)) == (20, "wait-ingest")
 
 
+def test_the_producer_packs_a_partitions_changes_into_batches_of_the_configured_size(tmp_path) -> None:
+    """aiokafka's producer keeps one request in flight, and a partition's next batch waits until
+    the last one left: with its 16 KB batches a busy changelog went out 16 KB a round trip. The
+    batches the stages' changes are packed into (the producer's ``create_batch``) take the
+    setting, as does the largest request."""
+    import asyncio
+
+    from streams.kafka.app import create_app
+    from streams.settings import Settings
+
+    async def packed(**overrides: object) -> tuple[int, int]:
+        app = create_app(Settings(app_id="batch", data_dir=tmp_path, store="memory://", **overrides))
+        producer = app.producer._new_producer()
+        try:
+            batch, records = producer.create_batch(), 0
+            while batch.append(key=b"k", value=b"v" * 1000, timestamp=None) is not None:
+                records += 1
+            return records, producer._max_request_size
+        finally:
+            await producer.stop()
+
+    default, request = asyncio.run(packed())
+    assert 500 <= default <= 530 and request == Settings().producer_request_bytes >= 2 * Settings().producer_batch_bytes
+    assert asyncio.run(packed(producer_batch_bytes=64_000, producer_request_bytes=100_000)) == (63, 100_000)
+
+
 def test_a_delivery_that_needs_no_wait_ends_in_its_first_step_and_one_that_waits_ends_as_awaited() -> None:
     """``deliver_first`` runs a delivery's first step in place of the four tasks Faust made per
     message: a delivery that did not wait is over; the rest of one that waits, awaited in a task,

@@ -77,6 +77,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
         processing_guarantee="at_least_once",
         table_standby_replicas=0,
         producer_linger=settings.producer_linger_s,
+        producer_max_batch_size=settings.producer_batch_bytes,
+        producer_max_request_size=settings.producer_request_bytes,
         # Only Stormwatch's own routes: Faust's /router, /table, /graph and statistics pages list
         # raw detector state with no token. Every response gets the API's security headers.
         web_router_enabled=False,

@@ -392,7 +392,10 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
     redo = app.Table(f"{stage}-redo", default=None, partitions=settings.partitions,  # values: JSON bytes
                      schema=faust.Schema(key_serializer="json", value_serializer="raw"))
     redo_sent: list = []
-    track_changelog(redo, redo_sent)
+    # written straight to aiokafka as one record batch per partition, as the tables are: through
+    # Faust's producer buffer (one message at a time, by one background task) the redo record was
+    # a batch end's longest wait (session 30)
+    redo_state = TableState(redo, redo_sent, raw_values=True)
 
     # Faust checks a table's changelog against its source topic at the first write, with the
     # consumer's metadata snapshot, which can read 0 partitions for topics created moments
@@ -412,9 +415,10 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
         parts = redo_parts(states, changes, seq, REDO_PART_BYTES)
         if not parts:
             return
+        redo_state.partition = partition
         for i, part in enumerate(parts):
-            redo[f"{partition}\t{i}"] = part
-        redo[str(partition)] = orjson.dumps({"seq": seq, "parts": len(parts)})
+            redo_state[f"{partition}\t{i}"] = part
+        redo_state[str(partition)] = orjson.dumps({"seq": seq, "parts": len(parts)})
 
     def apply_redo(partition: int) -> None:
         """The partition's last redo record, applied again as pending changes: whatever part of
@@ -434,10 +438,11 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
 
     async def write_redo_records(last: dict[int, faust.EventT]) -> None:
         """The batch's changes as one redo record per partition (every change encoded once)."""
+        redo_state.drop()  # what a failed batch end left half built
         encoded = {name: state.encode() for name, state in states.items()}
-        for p, event in last.items():
-            _as_current(event)
+        for p in last:
             write_redo(p, {name: messages.get(p, []) for name, messages in encoded.items()})
+        await write_back([redo_state], lambda p: _as_current(last[p]), kafka_producer(app))
         _as_current(None)
 
     async def write_tables(last: dict[int, faust.EventT]) -> None:

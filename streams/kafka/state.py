@@ -65,6 +65,12 @@ def _encoder(serializer: Any) -> Callable[[Any], bytes]:
     return lambda value: codecs.dumps(serializer, value)
 
 
+def _raw(value: bytes) -> bytes:
+    if not isinstance(value, bytes):
+        raise TypeError(f"a raw table value must be bytes, not {type(value).__name__}")
+    return value
+
+
 def track_changelog(table: Any, sent: list) -> None:
     """Append the future of every changelog message ``table`` sends to ``sent``. Faust's table
     calls ``self.send_changelog`` for each write, so the instance attribute takes it."""
@@ -105,7 +111,9 @@ async def delivered(sent: list, timeout: float = 120.0) -> None:
 class TableState(MutableMapping[str, Any]):
     """A write-back view of one Faust table (its local store plus pending changes)."""
 
-    def __init__(self, table: Any, sent: list | None = None) -> None:  # a faust Table, typed loosely
+    def __init__(self, table: Any, sent: list | None = None, raw_values: bool = False) -> None:  # a faust Table
+        """``raw_values``: the values are bytes, written to the changelog as they are (a table
+        with a ``raw`` value schema still reports the ``json`` serializer, which would quote them)."""
         self.table = table
         self.partition = 0  # the partition the stage is processing: pending writes belong to it
         self.pending: dict[str, tuple[Any, int]] = {}  # key -> (value or _GONE, partition)
@@ -121,7 +129,7 @@ class TableState(MutableMapping[str, Any]):
         # key -> (value, its changelog key, value) from encode(), for the flush that follows it
         self.encoded: dict[str, tuple[Any, bytes, bytes | None]] = {}
         self._dump_key = _encoder(getattr(table, "key_serializer", None))
-        self._dump_value = _encoder(getattr(table, "value_serializer", None))
+        self._dump_value = _raw if raw_values else _encoder(getattr(table, "value_serializer", None))
 
     def __getitem__(self, key: str) -> Any:
         hit = self.pending.get(key)
