@@ -748,3 +748,49 @@ def test_decoded_events_wait_only_for_this_workers_readers_and_a_stage_shares_wh
     assert decoded.recent_size == 2 * size
     decoded.remember(orjson.dumps({"text": "x" * 500}), "too big")
     assert len(decoded.recent) == 2
+
+
+def test_a_batchs_table_writes_land_while_the_next_runs_holding_its_commits_and_the_next_redo_record() -> None:
+    """A stage leaves its batch's table writes to be acknowledged while the next batch runs.
+    Until they are, the commits stay at the batch's first records (its hold), and the next redo
+    record waits (``wait``): it replaces this batch's, which must outlive any lost write. A write
+    that fails stops the worker and keeps the hold."""
+    import asyncio
+
+    from streams.kafka.stage import Landing
+
+    async def scenario() -> list:
+        loop = asyncio.get_running_loop()
+        crashed: list = []
+
+        async def crash(err: BaseException) -> None:
+            crashed.append(err)
+
+        landing = Landing(crash, "stage t")
+        seen = []
+        first, second = loop.create_future(), loop.create_future()
+        landing.add([first, second], {0: 40, 2: 7})
+        landing.add([], {1: 3})  # nothing written: nothing held
+        seen.append((landing.hold(0), landing.hold(1), landing.hold(2)))
+        waiter = asyncio.ensure_future(landing.wait())
+        first.set_result(None)
+        await asyncio.sleep(0)
+        seen.append((waiter.done(), landing.hold(0)))  # one write still on its way
+        second.set_result(None)
+        await waiter
+        await asyncio.sleep(0)
+        seen.append((landing.hold(0), landing.hold(2)))
+        failing = loop.create_future()
+        landing.add([failing], {0: 90})
+        failing.set_exception(OSError("broker gone"))
+        for _ in range(20):  # the acknowledgement's task, then the crash's
+            await asyncio.sleep(0)
+        seen.append((landing.hold(0), [repr(e) for e in crashed]))
+        try:
+            await landing.wait()
+        except OSError as err:
+            seen.append(repr(err))
+        return seen
+
+    assert asyncio.run(scenario()) == [(40, None, 7), (False, 40), (None, None),
+                                       (90, ["OSError('broker gone')"]), "OSError('broker gone')"]

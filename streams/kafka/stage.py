@@ -121,6 +121,48 @@ async def finish_batch(app: faust.App, admit, handled: list, outputs: Step, stat
         raise failed
 
 
+class Landing:
+    """A stage's last batch's table writes, acknowledged in the background while the next batch
+    runs: the batch's redo record, acknowledged before them, already carries every change they
+    do, so nothing is lost if they are. Until they land, the commits stay where they would have
+    been had the batch waited (:meth:`hold`), and the next redo record waits for them
+    (:meth:`wait`): a partition's record replaces the last, which must not go while that batch's
+    writes could still be lost. A write that fails stops the worker (``crash``), as it did
+    when the batch waited; the commits stay held."""
+
+    def __init__(self, crash: Callable[[BaseException], Awaitable[None]], what: str) -> None:
+        self.crash, self.what = crash, what
+        self.flying: list[tuple[asyncio.Future, dict[int, int]]] = []  # (acknowledgement, offsets held per partition)
+
+    def add(self, futures: list, hold: dict[int, int]) -> None:
+        """A batch's changelog futures, and per partition the lowest offset its commits wait at."""
+        if not futures:
+            return
+        acked = asyncio.ensure_future(delivered(futures))
+        entry = (acked, hold)
+        self.flying.append(entry)
+
+        def landed(done: asyncio.Future) -> None:
+            if done.cancelled():
+                return  # stopping: the commits stay held, and the redo record has the changes
+            if done.exception() is None:
+                self.flying.remove(entry)
+                return
+            log.error("%s: a batch's state did not reach Kafka (%r): the worker stops", self.what, done.exception())
+            asyncio.ensure_future(self.crash(done.exception()))
+
+        acked.add_done_callback(landed)
+
+    def hold(self, partition: int) -> int | None:
+        """The lowest offset of ``partition`` a batch still landing holds the commits at."""
+        return min((hold[partition] for _, hold in self.flying if partition in hold), default=None)
+
+    async def wait(self) -> None:
+        """Until every batch's writes landed; raises what a failed one raised."""
+        for acked, _hold in list(self.flying):
+            await asyncio.shield(acked)
+
+
 def _keep_within(kept: OrderedDict[bytes, object], size: int, budget: int) -> int:
     """Drop the oldest of ``kept`` (bytes as keys, ``size`` of them in all) until at most
     ``budget`` bytes are left; returns what is left. The oldest first: a stage reads an event soon
@@ -238,9 +280,17 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
                     lateness=settings.allowed_lateness_s, replayed_buffers=True,
                     dedupe_window=settings.dedupe_window_s)
     topic = stage_topics[stage]
+    topic_name = topic.get_topic_name()
     # Buffered events are not written anywhere: the stage's commits stop at the oldest record
     # still buffered, so whoever owns the partition next reads them again (see Engine).
-    admit.hold(topic.get_topic_name(), engine.oldest_offset)
+    # A batch's table writes are acknowledged while the next batch runs (see run and Landing).
+    landing = Landing(lambda err: app.crash(err), f"stage {stage}")
+
+    def oldest_offset(partition: int) -> int | None:
+        held, oldest = landing.hold(partition), engine.oldest_offset(partition)
+        return oldest if held is None else held if oldest is None else min(held, oldest)
+
+    admit.hold(topic.get_topic_name(), oldest_offset)
     stage_of = {d.name: name for name, members in groups.items() for d in members}
     by_name = {d.name: d for members in groups.values() for d in members}
     downstream = sorted({stage_of[name] for d in detectors for name in getattr(d, "emits", ()) if name in stage_of})
@@ -437,7 +487,10 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
         await app.producer.flush()
 
     async def write_redo_records(last: dict[int, faust.EventT]) -> None:
-        """The batch's changes as one redo record per partition (every change encoded once)."""
+        """The batch's changes as one redo record per partition (every change encoded once),
+        once the last batch's table writes are acknowledged: a partition's record replaces the
+        last one, which must not go while that batch's writes could still be lost."""
+        await landing.wait()
         redo_state.drop()  # what a failed batch end left half built
         encoded = {name: state.encode() for name, state in states.items()}
         for p in last:
@@ -454,12 +507,26 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
         state_writes.inc(await write_back(states.values(), lambda p: _as_current(last[p]), kafka_producer(app)))
         _as_current(None)
 
+    def land(handled: list) -> None:
+        """The batch's table writes (in ``sent``) left to land while the next batch runs."""
+        hold: dict[int, int] = {}  # what the commits would have waited for: its first records, its releases
+        for message in handled:
+            tp = message.tp
+            if tp.topic == topic_name:
+                hold[tp.partition] = min(message.offset, hold.get(tp.partition, message.offset))
+        for p, offset in engine.unsettled.items():
+            hold[p] = min(offset, hold.get(p, offset))
+        engine.settle()  # its releases are held by the landing now
+        landing.add(list(sent), hold)
+        sent.clear()
+
     async def run(stream: faust.StreamT) -> None:
         """Events in batches. A batch's outputs (alerts, forwarded events, dead letters) are
-        acked first; then its state changes per partition as one redo record, acked too; only
-        then are the changes written to the tables (each key its own changelog message), and
-        acked as well (see :func:`streams.kafka.state.delivered`: Faust's flush does not wait
-        for them). Faust acks the batch's events only after that. So after a kill the state
+        acked first; then its state changes per partition as one redo record, acked too (once
+        the last batch's table writes landed); only then are the changes written to the tables
+        (each key its own changelog message), acknowledged while the next batch runs
+        (:class:`Landing`; see :func:`streams.kafka.state.delivered`: Faust's flush does not
+        wait for them), the commits held at the batch until they are. So after a kill the state
         holds whole batches (the last one completed from its redo record) whose outputs are all
         out: the seen-set may then skip re-read events safely (issue 13)."""
         nonlocal entries, decoded_here
@@ -489,9 +556,9 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
                 ticked.clear()
                 await finish_batch(app, admit, handled, (f"stage {stage}: a batch's outputs", out_sent, send_outputs),
                                    [(f"stage {stage}: a batch's redo record", redo_sent, lambda: write_redo_records(last)),
-                                    (f"stage {stage}: a batch's state", sent, lambda: write_tables(last))],
+                                    (f"stage {stage}: a batch's state", [], lambda: write_tables(last))],
                                    drop=drop_batch)
-            engine.settle()  # the batch's state is stored: its released events need not be read again
+            land(handled)
             batches.inc()
             decodes.inc(decoded_here)
             decoded_here = 0
