@@ -287,10 +287,11 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
     landing = Landing(lambda err: app.crash(err), f"stage {stage}")
 
     def oldest_offset(partition: int) -> int | None:
-        held, oldest = landing.hold(partition), engine.oldest_offset(partition)
-        return oldest if held is None else held if oldest is None else min(held, oldest)
+        """Where the commits stop: a record whose events are buffered, or a batch still landing."""
+        offsets = (landing.hold(partition), engine.oldest_offset(partition))
+        return min((offset for offset in offsets if offset is not None), default=None)
 
-    admit.hold(topic.get_topic_name(), oldest_offset)
+    admit.hold(topic_name, oldest_offset)
     stage_of = {d.name: name for name, members in groups.items() for d in members}
     by_name = {d.name: d for members in groups.values() for d in members}
     downstream = sorted({stage_of[name] for d in detectors for name in getattr(d, "emits", ()) if name in stage_of})
@@ -453,7 +454,7 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
     # minutes, and each crash acked a batch whose state was never written). The worker creates
     # the stage topic and the changelogs itself, with the same partition count: the check holds.
     for table in [state.table for state in states.values()] + [watermarks, redo]:
-        table._verified_source_topics_for_partitions.add(topic.get_topic_name())
+        table._verified_source_topics_for_partitions.add(topic_name)
 
     def write_redo(partition: int, changes: dict[str, list]) -> None:
         """The batch's changes for ``partition`` (table name -> its changelog messages there) as
