@@ -601,10 +601,12 @@ class Engine:
             return oldest
         return released if oldest is None else min(oldest, released)
 
-    def settle(self) -> None:
-        """The state of everything released so far is stored (the worker calls it after a
-        batch's state was written and acknowledged): commits may pass those events now."""
-        self.unsettled.clear()
+    def settle(self) -> dict[int, int]:
+        """The state of everything released so far is stored, or the caller holds the commits
+        itself until it is (the worker, after a batch's state was sent): this engine no longer
+        holds them. Returns per partition the oldest offset it held."""
+        settled, self.unsettled = self.unsettled, {}
+        return settled
 
     def _mark_seen(self, stage: _Stage, ctx: _Context, event: AnyEvent, identity: str, came: float) -> bool:
         """Remember ``identity``; False when it was remembered already, whatever the ``ts`` of

@@ -69,6 +69,15 @@ def _as_current(event: faust.EventT | None) -> None:
     _current_event.set(weakref.ref(event) if event is not None else None)
 
 
+def first_offsets(handled: list) -> dict:
+    """Per topic partition the lowest offset of the messages ``handled`` (a seek's re-read can
+    come after later ones)."""
+    starts: dict = {}
+    for message in handled:
+        starts[message.tp] = min(message.offset, starts.get(message.tp, message.offset))
+    return starts
+
+
 async def persist(app: faust.App, admit, handled: list, what: str, sent: list,  # noqa: ANN001
                   write: Callable[[], Awaitable[None]]) -> None:
     """``write()`` what a batch leaves in Kafka (its state; for ``ingest``, its stage records),
@@ -82,10 +91,7 @@ async def persist(app: faust.App, admit, handled: list, what: str, sent: list,  
         await write()
         await delivered(sent)
     except BaseException as err:
-        starts: dict = {}  # per partition the lowest offset handled (a seek's re-read can come after later ones)
-        for message in handled:
-            starts[message.tp] = min(message.offset, starts.get(message.tp, message.offset))
-        admit.rewind(starts)
+        admit.rewind(first_offsets(handled))
         if not isinstance(err, asyncio.CancelledError):
             log.error("%s did not reach Kafka (%r): not committed; the worker stops", what, err)
             await app.crash(err)
@@ -284,7 +290,7 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
     # Buffered events are not written anywhere: the stage's commits stop at the oldest record
     # still buffered, so whoever owns the partition next reads them again (see Engine).
     # A batch's table writes are acknowledged while the next batch runs (see run and Landing).
-    landing = Landing(lambda err: app.crash(err), f"stage {stage}")
+    landing = Landing(app.crash, f"stage {stage}")
 
     def oldest_offset(partition: int) -> int | None:
         """Where the commits stop: a record whose events are buffered, or a batch still landing."""
@@ -510,14 +516,10 @@ def stage_agent(app: faust.App, settings: Settings, stage: str, groups: dict[str
 
     def land(handled: list) -> None:
         """The batch's table writes (in ``sent``) left to land while the next batch runs."""
-        hold: dict[int, int] = {}  # what the commits would have waited for: its first records, its releases
-        for message in handled:
-            tp = message.tp
-            if tp.topic == topic_name:
-                hold[tp.partition] = min(message.offset, hold.get(tp.partition, message.offset))
-        for p, offset in engine.unsettled.items():
+        # what the commits would have waited for: its first records, and its releases
+        hold = {tp.partition: offset for tp, offset in first_offsets(handled).items() if tp.topic == topic_name}
+        for p, offset in engine.settle().items():
             hold[p] = min(offset, hold.get(p, offset))
-        engine.settle()  # its releases are held by the landing now
         landing.add(list(sent), hold)
         sent.clear()
 

@@ -66,6 +66,8 @@ def _encoder(serializer: Any) -> Callable[[Any], bytes]:
 
 
 def _raw(value: bytes) -> bytes:
+    """A raw table value as it is; refused unless bytes (Faust's ``raw`` codec passes any value
+    on, to fail later inside the producer)."""
     if not isinstance(value, bytes):
         raise TypeError(f"a raw table value must be bytes, not {type(value).__name__}")
     return value
